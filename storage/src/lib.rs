@@ -1,2 +1,33 @@
-//! Erasure-coded block storage for Mosaic: Reed-Solomon fragments with Merkle
-//! proofs, placement and the durable store. Being built: see the project's issues.
+//! Erasure-coded block storage for Mosaic.
+//!
+//! - [`coding`]: a body becomes n Reed-Solomon fragments of which any k rebuild it;
+//!   each fragment carries a Merkle proof against the fragment root in the header,
+//!   is checked before decoding, and every decode is re-encoded and compared, so a
+//!   bad encoding is reported with evidence and never returned as bytes.
+//! - [`placement`]: validator j keeps fragment (j + height) mod n.
+//! - [`store`]: one redb file; a committed block is one durable transaction; bodies
+//!   outside a window are pruned and rebuilt from fragments on demand; own fragments
+//!   can be repaired; every value is checksummed.
+//!
+//! ```
+//! use mosaic_storage::coding;
+//!
+//! let body = b"any bytes at all".to_vec();
+//! let encoded = coding::encode(&body, 2, 4)?; // k = 2 of n = 4
+//! let commitment = encoded.commitment();
+//! // Any two fragments rebuild the body, after their proofs are checked.
+//! let some = vec![encoded.fragment(3).unwrap(), encoded.fragment(1).unwrap()];
+//! let rebuilt = coding::reconstruct(&commitment, some)?;
+//! assert_eq!(rebuilt.body, body);
+//! # Ok::<(), coding::CodingError>(())
+//! ```
+
+pub mod coding;
+pub mod placement;
+pub mod store;
+
+pub use coding::{
+    CheckedFragment, CodecId, CodingError, CodingParams, Fragment, FragmentCommitment,
+    FragmentError, check_encoding, decode, default_data_shards, encode, reconstruct,
+};
+pub use store::{CommittedBlock, Rebuilt, Schema, Store, StoreConfig, StoreError};

@@ -1,0 +1,695 @@
+//! The durable store: headers, commit certificates, fragment commitments, this
+//! validator's own fragments, recent bodies, ledger accounts and the consensus
+//! safety record, in one redb file.
+//!
+//! - A committed block's writes (header, certificate, commitment, own fragment, body,
+//!   account changes, new tip) are one transaction, fsynced before
+//!   [`Store::commit_block`] returns.
+//! - Every value is stored behind a 16-byte blake3 checksum of (table, key, value), so a
+//!   flipped byte on disk is reported as [`StoreError::Corrupt`], never served.
+//! - Bodies older than the configured window are deleted in the same transaction
+//!   that commits the block that pushes them out; they are rebuilt from fragments on
+//!   demand ([`Store::body_or_rebuild`]).
+//!
+//! The store is generic over the node's types through [`Schema`], so this crate
+//! knows nothing of transactions or PBFT, yet its API stays typed.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::path::Path;
+
+use mosaic_crypto::codec::{self, CodecError};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::coding::{
+    self, CodingError, Fragment, FragmentCommitment, FragmentError, Reconstruction,
+};
+use crate::placement;
+
+/// The types the node stores. One production implementation (the node's) and test
+/// ones; the store only needs to encode and decode them.
+pub trait Schema {
+    /// A block header.
+    type Header: Serialize + DeserializeOwned + Debug;
+    /// A commit certificate.
+    type Certificate: Serialize + DeserializeOwned + Debug;
+    /// An account address.
+    type AccountKey: Serialize + DeserializeOwned + Debug + Ord;
+    /// An account's state.
+    type Account: Serialize + DeserializeOwned + Debug;
+    /// What consensus persists before it signs.
+    type SafetyRecord: Serialize + DeserializeOwned + Debug;
+}
+
+/// Tunables of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// This validator's index in the validator set (decides its own fragments).
+    pub validator_index: u32,
+    /// How many of the most recent bodies to keep in full.
+    pub body_window_blocks: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            validator_index: 0,
+            body_window_blocks: 1024,
+        }
+    }
+}
+
+/// Everything written when a block commits.
+#[derive(Debug)]
+pub struct CommittedBlock<S: Schema> {
+    /// Height: must be one more than the store's tip (1 for the first block).
+    pub height: u64,
+    /// The header.
+    pub header: S::Header,
+    /// Its commit certificate.
+    pub certificate: S::Certificate,
+    /// The fragment commitment from the header.
+    pub commitment: FragmentCommitment,
+    /// The body bytes.
+    pub body: Vec<u8>,
+    /// This validator's fragment (index by [`placement::fragment_of`]).
+    pub own_fragment: Fragment,
+    /// Account changes from executing the block: `None` deletes.
+    pub account_changes: Vec<(S::AccountKey, Option<S::Account>)>,
+}
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened, read or written. A failed write is fatal to
+    /// the node: stop, check the disk, restart.
+    #[error("database error: {0}")]
+    Database(#[from] redb::Error),
+    /// A stored value failed its checksum or could not be decoded.
+    #[error(
+        "corrupt data in table {table} at key {key}: {reason}; the store must be repaired (re-fetch the block from peers)"
+    )]
+    Corrupt {
+        /// Table name.
+        table: &'static str,
+        /// The key, as text.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A value could not be encoded.
+    #[error("cannot encode value for table {table}: {source}")]
+    Encode {
+        /// Table name.
+        table: &'static str,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// Blocks must be committed in order.
+    #[error(
+        "block {got} cannot follow tip {tip:?}: blocks are committed in height order starting at 1"
+    )]
+    OutOfOrder {
+        /// The current tip.
+        tip: Option<u64>,
+        /// The height offered.
+        got: u64,
+    },
+    /// The own fragment given with a block is not the one this validator keeps, or
+    /// does not match the block's commitment.
+    #[error("own fragment for block {height} is wrong: {reason}")]
+    BadOwnFragment {
+        /// Height.
+        height: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The body does not match the commitment.
+    #[error("body of block {height} does not match its commitment: {source}")]
+    BadBody {
+        /// Height.
+        height: u64,
+        /// Why.
+        #[source]
+        source: CodingError,
+    },
+    /// Nothing is stored for that height.
+    #[error("no block at height {height}")]
+    UnknownHeight {
+        /// Height.
+        height: u64,
+    },
+    /// A body could not be rebuilt from fragments.
+    #[error("cannot rebuild block {height}: {source}")]
+    Rebuild {
+        /// Height.
+        height: u64,
+        /// Why.
+        #[source]
+        source: CodingError,
+    },
+    /// The file was written by an incompatible version.
+    #[error(
+        "store format {found} is not supported (this build reads format {STORE_FORMAT}); use a matching release or a fresh data dir"
+    )]
+    Format {
+        /// Version found.
+        found: u64,
+    },
+}
+
+impl StoreError {
+    fn db(e: impl Into<redb::Error>) -> Self {
+        let e: redb::Error = e.into();
+        match e {
+            redb::Error::Corrupted(reason) => StoreError::Corrupt {
+                table: "(database file)",
+                key: String::new(),
+                reason,
+            },
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// Version of the on-disk layout.
+pub const STORE_FORMAT: u64 = 1;
+const CHECKSUM_LEN: usize = 16;
+/// Largest value the store decodes (bodies are at most coding::BODY_BYTES_MAX).
+const VALUE_BYTES_MAX: usize = coding::BODY_BYTES_MAX + 1024 * 1024;
+
+/// A table keyed by block height, with its name kept for checksums and errors.
+#[derive(Clone, Copy)]
+struct HeightTable {
+    name: &'static str,
+    definition: TableDefinition<'static, u64, &'static [u8]>,
+}
+
+impl HeightTable {
+    const fn new(name: &'static str) -> Self {
+        HeightTable {
+            name,
+            definition: TableDefinition::new(name),
+        }
+    }
+}
+
+const HEADERS: HeightTable = HeightTable::new("headers");
+const CERTIFICATES: HeightTable = HeightTable::new("certificates");
+const COMMITMENTS: HeightTable = HeightTable::new("commitments");
+const FRAGMENTS: HeightTable = HeightTable::new("fragments");
+const BODIES: HeightTable = HeightTable::new("bodies");
+const ACCOUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("accounts");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const META_FORMAT: &str = "format";
+const META_TIP: &str = "tip";
+const META_SAFETY: &str = "safety";
+
+fn checksum(table: &str, key: &[u8], payload: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&(table.len() as u64).to_le_bytes());
+    hasher.update(table.as_bytes());
+    hasher.update(&(key.len() as u64).to_le_bytes());
+    hasher.update(key);
+    hasher.update(payload);
+    let mut out = [0u8; CHECKSUM_LEN];
+    out.copy_from_slice(&hasher.finalize().as_bytes()[..CHECKSUM_LEN]);
+    out
+}
+
+fn seal<T: Serialize + ?Sized>(
+    table: &'static str,
+    key: &[u8],
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![0u8; CHECKSUM_LEN];
+    codec::encode_into(value, &mut out).map_err(|source| StoreError::Encode { table, source })?;
+    let sum = checksum(table, key, &out[CHECKSUM_LEN..]);
+    out[..CHECKSUM_LEN].copy_from_slice(&sum);
+    Ok(out)
+}
+
+fn unseal<T: DeserializeOwned>(
+    table: &'static str,
+    key: &[u8],
+    stored: &[u8],
+) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        table,
+        key: key_text(key),
+        reason,
+    };
+    if stored.len() < CHECKSUM_LEN {
+        return Err(corrupt("value shorter than its checksum".into()));
+    }
+    let (sum, payload) = stored.split_at(CHECKSUM_LEN);
+    if sum != checksum(table, key, payload) {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    codec::decode(payload, VALUE_BYTES_MAX).map_err(|e| corrupt(e.to_string()))
+}
+
+fn key_text(key: &[u8]) -> String {
+    match <[u8; 8]>::try_from(key) {
+        Ok(b) => u64::from_be_bytes(b).to_string(),
+        Err(_) => mosaic_crypto::Hash::of(key).to_string(),
+    }
+}
+
+fn height_key(height: u64) -> [u8; 8] {
+    height.to_be_bytes()
+}
+
+/// Every stored account with its key.
+pub type AccountList<S> = Vec<(<S as Schema>::AccountKey, <S as Schema>::Account)>;
+
+/// The outcome of a rebuild: the body and the fragments that were refused.
+#[derive(Debug, Clone)]
+pub struct Rebuilt {
+    /// The body bytes.
+    pub body: Vec<u8>,
+    /// `true` when it came from the stored body, `false` when rebuilt from fragments.
+    pub from_store: bool,
+    /// Fragments that were fetched but refused, with reasons.
+    pub rejected: Vec<FragmentError>,
+}
+
+/// The durable store. Cheap to share behind an `Arc`: redb serializes writers and
+/// lets readers run alongside.
+pub struct Store<S: Schema> {
+    db: Database,
+    config: StoreConfig,
+    _schema: PhantomData<fn() -> S>,
+}
+
+impl<S: Schema> Debug for Store<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Schema> Store<S> {
+    /// Opens the store at `path`, creating it if needed. After a crash redb recovers
+    /// to the last committed transaction.
+    pub fn open(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(StoreError::db)?;
+        let store = Store {
+            db,
+            config,
+            _schema: PhantomData,
+        };
+        let txn = store.db.begin_write().map_err(StoreError::db)?;
+        {
+            let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+            let existing = match meta.get(META_FORMAT).map_err(StoreError::db)? {
+                Some(v) => Some(unseal::<u64>("meta", META_FORMAT.as_bytes(), v.value())?),
+                None => None,
+            };
+            match existing {
+                Some(STORE_FORMAT) => {}
+                Some(found) => return Err(StoreError::Format { found }),
+                None => {
+                    let v = seal("meta", META_FORMAT.as_bytes(), &STORE_FORMAT)?;
+                    meta.insert(META_FORMAT, v.as_slice())
+                        .map_err(StoreError::db)?;
+                }
+            }
+            for table in [HEADERS, CERTIFICATES, COMMITMENTS, FRAGMENTS, BODIES] {
+                txn.open_table(table.definition).map_err(StoreError::db)?;
+            }
+            txn.open_table(ACCOUNTS).map_err(StoreError::db)?;
+        }
+        txn.commit().map_err(StoreError::db)?;
+        Ok(store)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> StoreConfig {
+        self.config
+    }
+
+    /// The height of the last committed block, `None` before the first.
+    pub fn tip(&self) -> Result<Option<u64>, StoreError> {
+        self.get_meta(META_TIP)
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db)?;
+        let table = txn.open_table(META).map_err(StoreError::db)?;
+        match table.get(key).map_err(StoreError::db)? {
+            Some(v) => unseal("meta", key.as_bytes(), v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn get_at<T: DeserializeOwned>(
+        &self,
+        table: HeightTable,
+        height: u64,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db)?;
+        let t = txn.open_table(table.definition).map_err(StoreError::db)?;
+        match t.get(height).map_err(StoreError::db)? {
+            Some(v) => unseal(table.name, &height_key(height), v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes one committed block atomically and durably.
+    pub fn commit_block(&self, block: CommittedBlock<S>) -> Result<(), StoreError> {
+        let height = block.height;
+        let tip = self.tip()?;
+        if height != tip.map_or(1, |t| t + 1) {
+            return Err(StoreError::OutOfOrder { tip, got: height });
+        }
+        let params = block.commitment.params;
+        if block.body.len() as u64 != params.body_len {
+            return Err(StoreError::BadBody {
+                height,
+                source: CodingError::LengthMismatch {
+                    expected: params.body_len,
+                    got: block.body.len(),
+                },
+            });
+        }
+        let own_index =
+            placement::fragment_of(self.config.validator_index, height, params.total_shards);
+        if block.own_fragment.index != own_index {
+            return Err(StoreError::BadOwnFragment {
+                height,
+                reason: format!(
+                    "validator {} keeps fragment {own_index}, got fragment {}",
+                    self.config.validator_index, block.own_fragment.index
+                ),
+            });
+        }
+        let own_fragment = block
+            .own_fragment
+            .check(&block.commitment)
+            .map_err(|e| StoreError::BadOwnFragment {
+                height,
+                reason: e.to_string(),
+            })?
+            .into_fragment();
+
+        let key = height_key(height);
+        let txn = self.db.begin_write().map_err(StoreError::db)?;
+        {
+            let put = |table: HeightTable, bytes: Vec<u8>| -> Result<(), StoreError> {
+                let mut t = txn.open_table(table.definition).map_err(StoreError::db)?;
+                t.insert(height, bytes.as_slice()).map_err(StoreError::db)?;
+                Ok(())
+            };
+            put(HEADERS, seal(HEADERS.name, &key, &block.header)?)?;
+            put(
+                CERTIFICATES,
+                seal(CERTIFICATES.name, &key, &block.certificate)?,
+            )?;
+            put(
+                COMMITMENTS,
+                seal(COMMITMENTS.name, &key, &block.commitment)?,
+            )?;
+            put(FRAGMENTS, seal(FRAGMENTS.name, &key, &own_fragment)?)?;
+            put(BODIES, seal(BODIES.name, &key, &block.body)?)?;
+
+            let window = self.config.body_window_blocks;
+            if height > window {
+                let mut bodies = txn.open_table(BODIES.definition).map_err(StoreError::db)?;
+                bodies.remove(height - window).map_err(StoreError::db)?;
+            }
+
+            let mut accounts = txn.open_table(ACCOUNTS).map_err(StoreError::db)?;
+            for (account, value) in &block.account_changes {
+                let k = codec::encode(account).map_err(|source| StoreError::Encode {
+                    table: "accounts",
+                    source,
+                })?;
+                match value {
+                    Some(v) => {
+                        let v = seal("accounts", &k, v)?;
+                        accounts
+                            .insert(k.as_slice(), v.as_slice())
+                            .map_err(StoreError::db)?;
+                    }
+                    None => {
+                        accounts.remove(k.as_slice()).map_err(StoreError::db)?;
+                    }
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+            let tip = seal("meta", META_TIP.as_bytes(), &height)?;
+            meta.insert(META_TIP, tip.as_slice())
+                .map_err(StoreError::db)?;
+        }
+        txn.commit().map_err(StoreError::db)
+    }
+
+    /// The header at `height`.
+    pub fn header(&self, height: u64) -> Result<Option<S::Header>, StoreError> {
+        self.get_at(HEADERS, height)
+    }
+
+    /// The commit certificate at `height`.
+    pub fn certificate(&self, height: u64) -> Result<Option<S::Certificate>, StoreError> {
+        self.get_at(CERTIFICATES, height)
+    }
+
+    /// The fragment commitment at `height`.
+    pub fn commitment(&self, height: u64) -> Result<Option<FragmentCommitment>, StoreError> {
+        self.get_at(COMMITMENTS, height)
+    }
+
+    /// This validator's fragment at `height`, checked against the commitment.
+    pub fn own_fragment(&self, height: u64) -> Result<Option<Fragment>, StoreError> {
+        let Some(commitment) = self.commitment(height)? else {
+            return Ok(None);
+        };
+        let Some(fragment) = self.get_at::<Fragment>(FRAGMENTS, height)? else {
+            return Ok(None);
+        };
+        fragment
+            .check(&commitment)
+            .map(|c| Some(c.into_fragment()))
+            .map_err(|e| StoreError::Corrupt {
+                table: "fragments",
+                key: height.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The stored body at `height`, if still inside the window.
+    pub fn body(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_at(BODIES, height)
+    }
+
+    /// An account's state.
+    pub fn account(&self, account: &S::AccountKey) -> Result<Option<S::Account>, StoreError> {
+        let k = codec::encode(account).map_err(|source| StoreError::Encode {
+            table: "accounts",
+            source,
+        })?;
+        let txn = self.db.begin_read().map_err(StoreError::db)?;
+        let t = txn.open_table(ACCOUNTS).map_err(StoreError::db)?;
+        match t.get(k.as_slice()).map_err(StoreError::db)? {
+            Some(v) => unseal("accounts", &k, v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every account, in key-byte order (for loading the ledger at start).
+    pub fn accounts(&self) -> Result<AccountList<S>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db)?;
+        let t = txn.open_table(ACCOUNTS).map_err(StoreError::db)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(StoreError::db)? {
+            let (k, v) = entry.map_err(StoreError::db)?;
+            let key: S::AccountKey =
+                codec::decode(k.value(), 1024).map_err(|e| StoreError::Corrupt {
+                    table: "accounts",
+                    key: key_text(k.value()),
+                    reason: e.to_string(),
+                })?;
+            out.push((key, unseal("accounts", k.value(), v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// The consensus safety record, if one was saved.
+    pub fn safety_record(&self) -> Result<Option<S::SafetyRecord>, StoreError> {
+        self.get_meta(META_SAFETY)
+    }
+
+    /// Saves the consensus safety record durably (fsynced before returning).
+    pub fn put_safety_record(&self, record: &S::SafetyRecord) -> Result<(), StoreError> {
+        let bytes = seal("meta", META_SAFETY.as_bytes(), record)?;
+        let txn = self.db.begin_write().map_err(StoreError::db)?;
+        {
+            let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+            meta.insert(META_SAFETY, bytes.as_slice())
+                .map_err(StoreError::db)?;
+        }
+        txn.commit().map_err(StoreError::db)
+    }
+
+    /// The body at `height`: the stored copy if inside the window, otherwise rebuilt
+    /// from this validator's fragment plus fragments from `fetch(index)` (asked for
+    /// one index at a time, only until k valid fragments are in hand).
+    pub fn body_or_rebuild(
+        &self,
+        height: u64,
+        mut fetch: impl FnMut(u32) -> Option<Fragment>,
+    ) -> Result<Rebuilt, StoreError> {
+        if let Some(body) = self.body(height)? {
+            return Ok(Rebuilt {
+                body,
+                from_store: true,
+                rejected: Vec::new(),
+            });
+        }
+        let reconstruction = self.rebuild(height, &mut fetch)?;
+        Ok(Rebuilt {
+            body: reconstruction.body,
+            from_store: false,
+            rejected: reconstruction.rejected,
+        })
+    }
+
+    fn rebuild(
+        &self,
+        height: u64,
+        fetch: &mut dyn FnMut(u32) -> Option<Fragment>,
+    ) -> Result<Reconstruction, StoreError> {
+        let commitment = self
+            .commitment(height)?
+            .ok_or(StoreError::UnknownHeight { height })?;
+        let params = commitment.params;
+        let mut checked = Vec::new();
+        let mut rejected = Vec::new();
+        let mut have = vec![false; params.n()];
+        // A corrupt own fragment is simply not used; repair() will replace it.
+        if let Ok(Some(own)) = self.own_fragment(height) {
+            have[own.index as usize] = true;
+            checked.push(own);
+        }
+        for index in 0..params.total_shards as u32 {
+            if checked.len() >= params.k() {
+                break;
+            }
+            if have[index as usize] {
+                continue;
+            }
+            let Some(fragment) = fetch(index) else {
+                continue;
+            };
+            if fragment.index != index {
+                rejected.push(FragmentError::IndexOutOfRange {
+                    index: fragment.index,
+                    total_shards: params.n(),
+                });
+                continue;
+            }
+            match fragment.check(&commitment) {
+                Ok(c) => {
+                    have[index as usize] = true;
+                    checked.push(c.into_fragment());
+                }
+                Err(e) => rejected.push(e),
+            }
+        }
+        let mut reconstruction =
+            coding::reconstruct(&commitment, checked).map_err(|source| match source {
+                CodingError::NotEnoughFragments { found, needed, .. } => StoreError::Rebuild {
+                    height,
+                    source: CodingError::NotEnoughFragments {
+                        found,
+                        needed,
+                        rejected: rejected.clone(),
+                    },
+                },
+                source => StoreError::Rebuild { height, source },
+            })?;
+        reconstruction.rejected.extend(rejected);
+        Ok(reconstruction)
+    }
+
+    /// Heights in `from..=to` whose own fragment is missing or corrupt.
+    pub fn missing_fragments(&self, from: u64, to: u64) -> Result<Vec<u64>, StoreError> {
+        let mut missing = Vec::new();
+        for height in from..=to {
+            if self.commitment(height)?.is_none() {
+                continue;
+            }
+            match self.own_fragment(height) {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(StoreError::Corrupt { .. }) => missing.push(height),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Rebuilds the block at `height` from fragments (`fetch` as in
+    /// [`Self::body_or_rebuild`]), re-derives this validator's fragment and stores it.
+    pub fn repair(
+        &self,
+        height: u64,
+        mut fetch: impl FnMut(u32) -> Option<Fragment>,
+    ) -> Result<Vec<FragmentError>, StoreError> {
+        let commitment = self
+            .commitment(height)?
+            .ok_or(StoreError::UnknownHeight { height })?;
+        let reconstruction = match self.body(height) {
+            Ok(Some(body)) => coding::check_encoding(&body, &commitment)
+                .map(|encoded| Reconstruction {
+                    body,
+                    rejected: Vec::new(),
+                    encoded,
+                })
+                .map_err(|source| StoreError::BadBody { height, source })?,
+            _ => self.rebuild(height, &mut fetch)?,
+        };
+        let own_index = placement::fragment_of(
+            self.config.validator_index,
+            height,
+            commitment.params.total_shards,
+        );
+        let fragment = reconstruction.encoded.fragment(own_index as usize).ok_or(
+            StoreError::BadOwnFragment {
+                height,
+                reason: format!(
+                    "index {own_index} outside the block's {} fragments",
+                    commitment.params.n()
+                ),
+            },
+        )?;
+        let bytes = seal(FRAGMENTS.name, &height_key(height), &fragment)?;
+        let txn = self.db.begin_write().map_err(StoreError::db)?;
+        {
+            let mut t = txn
+                .open_table(FRAGMENTS.definition)
+                .map_err(StoreError::db)?;
+            t.insert(height, bytes.as_slice()).map_err(StoreError::db)?;
+        }
+        txn.commit().map_err(StoreError::db)?;
+        Ok(reconstruction.rejected)
+    }
+
+    /// Drops this validator's fragment at `height` (an operator's disk-loss drill, or
+    /// to force a re-derivation by [`Self::repair`]).
+    pub fn forget_own_fragment(&self, height: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::db)?;
+        {
+            let mut t = txn
+                .open_table(FRAGMENTS.definition)
+                .map_err(StoreError::db)?;
+            t.remove(height).map_err(StoreError::db)?;
+        }
+        txn.commit().map_err(StoreError::db)
+    }
+}

@@ -1,0 +1,195 @@
+//! The durable store: ordering, reads, pruning and rebuild, repair, corruption.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use common::{K, TestSchema, block, body_for, peer_fragment};
+use mosaic_storage::{CodingError, Store, StoreConfig, StoreError, placement};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn config(validator_index: u32, body_window_blocks: u64) -> StoreConfig {
+    StoreConfig {
+        validator_index,
+        body_window_blocks,
+    }
+}
+
+#[test]
+fn commits_in_order_and_reads_back_after_reopen() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("store.redb");
+    {
+        let store = Store::<TestSchema>::open(&path, config(1, 100))?;
+        assert_eq!(store.tip()?, None);
+        assert!(matches!(
+            store.commit_block(block(2, 1)),
+            Err(StoreError::OutOfOrder { tip: None, got: 2 })
+        ));
+        for h in 1..=5 {
+            store.commit_block(block(h, 1))?;
+        }
+        assert!(matches!(
+            store.commit_block(block(5, 1)),
+            Err(StoreError::OutOfOrder { .. })
+        ));
+        store.put_safety_record(&(7, 9))?;
+    }
+    let store = Store::<TestSchema>::open(&path, config(1, 100))?;
+    assert_eq!(store.tip()?, Some(5));
+    for h in 1..=5 {
+        let expected = block(h, 1);
+        assert_eq!(store.header(h)?, Some(expected.header));
+        assert_eq!(store.certificate(h)?, Some(expected.certificate));
+        assert_eq!(store.body(h)?, Some(body_for(h)));
+        assert_eq!(store.own_fragment(h)?, Some(expected.own_fragment));
+    }
+    assert_eq!(store.header(6)?, None);
+    assert_eq!(store.account(&4)?, Some(4));
+    assert_eq!(store.account(&1003)?, Some(6));
+    assert_eq!(store.accounts()?.len(), 5 + 5);
+    assert_eq!(store.safety_record()?, Some((7, 9)));
+    Ok(())
+}
+
+#[test]
+fn refuses_a_fragment_this_validator_does_not_keep_or_that_is_forged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::<TestSchema>::open(&dir.path().join("s.redb"), config(0, 10))?;
+    let mut wrong = block(1, 0);
+    wrong.own_fragment = block(1, 1).own_fragment;
+    assert!(matches!(
+        store.commit_block(wrong),
+        Err(StoreError::BadOwnFragment { .. })
+    ));
+    let mut forged = block(1, 0);
+    forged.own_fragment.shard[0] ^= 1;
+    assert!(matches!(
+        store.commit_block(forged),
+        Err(StoreError::BadOwnFragment { .. })
+    ));
+    let mut short_body = block(1, 0);
+    short_body.body.pop();
+    assert!(matches!(
+        store.commit_block(short_body),
+        Err(StoreError::BadBody { .. })
+    ));
+    assert_eq!(store.tip()?, None, "nothing of a refused block is written");
+    store.commit_block(block(1, 0))?;
+    Ok(())
+}
+
+#[test]
+fn prunes_bodies_outside_the_window_and_rebuilds_them_from_fragments() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::<TestSchema>::open(&dir.path().join("s.redb"), config(2, 3))?;
+    for h in 1..=10 {
+        store.commit_block(block(h, 2))?;
+    }
+    for h in 1..=7 {
+        assert_eq!(store.body(h)?, None, "body {h} should be pruned");
+        assert!(store.header(h)?.is_some() && store.certificate(h)?.is_some());
+        assert!(store.own_fragment(h)?.is_some());
+    }
+    for h in 8..=10 {
+        let rebuilt = store.body_or_rebuild(h, |_| None)?;
+        assert!(rebuilt.from_store);
+    }
+    // Rebuild from the own fragment plus what peers serve; count fetches.
+    for h in 1..=7 {
+        let mut asked = 0;
+        let rebuilt = store.body_or_rebuild(h, |i| {
+            asked += 1;
+            peer_fragment(h, i)
+        })?;
+        assert_eq!(rebuilt.body, body_for(h));
+        assert!(!rebuilt.from_store);
+        assert_eq!(asked, K - 1, "only as many fetches as needed");
+    }
+    // Peers serving garbage first: reported, then skipped.
+    let rebuilt = store.body_or_rebuild(3, |i| {
+        let mut f = peer_fragment(3, i)?;
+        if i == 0 || i == 1 {
+            f.shard[0] ^= 1;
+        }
+        Some(f)
+    })?;
+    assert_eq!(rebuilt.body, body_for(3));
+    let own = placement::fragment_of(2, 3, 4);
+    assert_eq!(
+        rebuilt.rejected.len(),
+        [0u32, 1].iter().filter(|&&i| i != own).count()
+    );
+    // Nobody answers: a clear error with counts.
+    match store.body_or_rebuild(4, |_| None) {
+        Err(StoreError::Rebuild {
+            source: CodingError::NotEnoughFragments { found, needed, .. },
+            ..
+        }) => {
+            assert_eq!((found, needed), (1, K));
+        }
+        other => panic!("expected NotEnoughFragments, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn repairs_lost_own_fragments_from_peers() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::<TestSchema>::open(&dir.path().join("s.redb"), config(3, 2))?;
+    for h in 1..=6 {
+        store.commit_block(block(h, 3))?;
+    }
+    for h in [2, 5] {
+        store.forget_own_fragment(h)?;
+    }
+    assert_eq!(store.missing_fragments(1, 6)?, vec![2, 5]);
+    // Height 2's body is pruned: rebuilt from peers. Height 5's is stored: derived.
+    store.repair(2, |i| peer_fragment(2, i))?;
+    store.repair(5, |_| None)?;
+    assert!(store.missing_fragments(1, 6)?.is_empty());
+    assert_eq!(store.own_fragment(2)?, Some(block(2, 3).own_fragment));
+    assert_eq!(store.own_fragment(5)?, Some(block(5, 3).own_fragment));
+    Ok(())
+}
+
+#[test]
+fn a_flipped_byte_on_disk_is_reported_not_served() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.redb");
+    let marker_height = 3;
+    {
+        let store = Store::<TestSchema>::open(&path, config(0, 100))?;
+        for h in 1..=5 {
+            store.commit_block(block(h, 0))?;
+        }
+    }
+    let body = body_for(marker_height);
+    let needle = &body[100..164];
+    let mut file = std::fs::read(&path)?;
+    let mut flipped = 0;
+    let mut at = 0;
+    while let Some(pos) = file[at..].windows(needle.len()).position(|w| w == needle) {
+        file[at + pos + 10] ^= 0x01;
+        flipped += 1;
+        at += pos + needle.len();
+    }
+    assert!(flipped >= 1, "body bytes not found in the file");
+    std::fs::write(&path, &file)?;
+
+    match Store::<TestSchema>::open(&path, config(0, 100)) {
+        // Either the database itself notices ...
+        Err(StoreError::Corrupt { .. }) | Err(StoreError::Database(_)) => {}
+        Ok(store) => {
+            // ... or our checksum does, on read.
+            match store.body(marker_height) {
+                Err(StoreError::Corrupt { table, .. }) => assert_eq!(table, "bodies"),
+                other => panic!("corrupt body must not be served: {other:?}"),
+            }
+            // Other heights are still fine.
+            assert_eq!(store.body(1)?, Some(body_for(1)));
+        }
+        Err(other) => panic!("unexpected error {other}"),
+    }
+    Ok(())
+}
