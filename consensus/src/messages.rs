@@ -1,0 +1,396 @@
+//! PBFT messages, their signatures, and the certificates built from them.
+//!
+//! Every message body is signed by its author over its canonical encoding under a
+//! per-kind [`Domain`] and the chain id. Messages arrive as [`Message`] values that
+//! are *unverified*; [`crate::Replica`] checks each signature and certificate before
+//! any of it is used.
+
+use std::collections::BTreeSet;
+
+use mosaic_crypto::{Domain, Signature, SignedItem, codec, verify_batch};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Digest, ReplicaId, SeqNum, ValidatorSet, View};
+
+/// A message body that can be signed.
+pub trait Body: Serialize {
+    /// The signature domain of this kind of message.
+    const DOMAIN: Domain;
+}
+
+/// PBFT 4.2: the primary assigns `digest` to `seq` in `view`. `parent` is the digest
+/// at `seq - 1` that this payload extends (see the crate docs on chaining).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrePrepare {
+    /// View.
+    pub view: View,
+    /// Sequence number.
+    pub seq: SeqNum,
+    /// Payload digest.
+    pub digest: Digest,
+    /// Digest of the payload at `seq - 1` (or of the genesis checkpoint).
+    pub parent: Digest,
+}
+
+/// PBFT 4.2: a backup accepted the pre-prepare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    /// View.
+    pub view: View,
+    /// Sequence number.
+    pub seq: SeqNum,
+    /// Payload digest.
+    pub digest: Digest,
+}
+
+/// PBFT 4.2: the sender is prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// View.
+    pub view: View,
+    /// Sequence number.
+    pub seq: SeqNum,
+    /// Payload digest.
+    pub digest: Digest,
+}
+
+/// PBFT 4.3: the sender delivered everything up to `seq`, ending in `digest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Sequence number (a multiple of the checkpoint interval).
+    pub seq: SeqNum,
+    /// Digest of the payload delivered at `seq` (it commits to the whole chain).
+    pub digest: Digest,
+}
+
+/// PBFT 4.4: the sender moves to `new_view`, carrying what it has prepared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChange {
+    /// The view being moved to.
+    pub new_view: View,
+    /// The sender's latest stable checkpoint, with its proof.
+    pub stable: CheckpointProof,
+    /// Prepared certificates for sequence numbers above the stable checkpoint.
+    pub prepared: Vec<PreparedCertificate>,
+    /// The last sequence number the sender delivered: a hint (not trusted for
+    /// safety) that lets replicas ahead of it send what it misses.
+    pub last_delivered: SeqNum,
+}
+
+/// PBFT 4.4: the new primary's announcement, with the view changes it is based on
+/// and the pre-prepares it re-issues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewView {
+    /// The new view.
+    pub view: View,
+    /// 2f+1 view changes for `view` from distinct replicas.
+    pub view_changes: Vec<Signed<ViewChange>>,
+    /// Re-issued pre-prepares, in sequence order, contiguous from the highest stable
+    /// checkpoint in `view_changes`.
+    pub pre_prepares: Vec<Signed<PrePrepare>>,
+}
+
+impl Body for PrePrepare {
+    const DOMAIN: Domain = Domain::PrePrepare;
+}
+impl Body for Prepare {
+    const DOMAIN: Domain = Domain::Prepare;
+}
+impl Body for Commit {
+    const DOMAIN: Domain = Domain::Commit;
+}
+impl Body for Checkpoint {
+    const DOMAIN: Domain = Domain::Checkpoint;
+}
+impl Body for ViewChange {
+    const DOMAIN: Domain = Domain::ViewChange;
+}
+impl Body for NewView {
+    const DOMAIN: Domain = Domain::NewView;
+}
+
+/// A body with its author and signature. Unverified until checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed<T> {
+    /// The signed content.
+    pub body: T,
+    /// Who claims to have signed.
+    pub signer: ReplicaId,
+    /// The signature over the body's canonical bytes.
+    pub signature: Signature,
+}
+
+/// Why a signature or certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The signer is not a validator.
+    #[error("signer {0} is not in the validator set")]
+    UnknownSigner(ReplicaId),
+    /// The signature does not verify.
+    #[error("bad signature by {0}")]
+    BadSignature(ReplicaId),
+    /// The body could not be encoded (never for our types).
+    #[error("cannot encode message body")]
+    Encode,
+    /// A certificate lacks distinct signers or mixes contents.
+    #[error("malformed certificate: {0}")]
+    Certificate(&'static str),
+}
+
+impl<T: Body> Signed<T> {
+    /// The canonical bytes that are signed.
+    pub fn signing_bytes(body: &T) -> Result<Vec<u8>, VerifyError> {
+        codec::encode(body).map_err(|_| VerifyError::Encode)
+    }
+
+    /// Checks the signature against the validator set.
+    pub fn verify(&self, validators: &ValidatorSet) -> Result<(), VerifyError> {
+        verify_all(validators, std::slice::from_ref(self))
+    }
+}
+
+/// Verifies many signed bodies of one kind in one batch; on failure names the
+/// first bad signer.
+pub fn verify_all<T: Body>(
+    validators: &ValidatorSet,
+    signed: &[Signed<T>],
+) -> Result<(), VerifyError> {
+    let mut bytes = Vec::with_capacity(signed.len());
+    let mut keys = Vec::with_capacity(signed.len());
+    for s in signed {
+        keys.push(
+            *validators
+                .key(s.signer)
+                .ok_or(VerifyError::UnknownSigner(s.signer))?,
+        );
+        bytes.push(Signed::signing_bytes(&s.body)?);
+    }
+    let items: Vec<SignedItem<'_>> = signed
+        .iter()
+        .zip(&keys)
+        .zip(&bytes)
+        .map(|((s, key), message)| SignedItem {
+            key,
+            domain: T::DOMAIN,
+            chain: validators.chain(),
+            message,
+            signature: &s.signature,
+        })
+        .collect();
+    verify_batch(&items).map_err(|e| match e {
+        mosaic_crypto::SignError::BadSignatures { bad, .. } => VerifyError::BadSignature(
+            bad.first()
+                .map_or(ReplicaId(u32::MAX), |&i| signed[i].signer),
+        ),
+        _ => VerifyError::BadSignature(ReplicaId(u32::MAX)),
+    })
+}
+
+fn distinct_signers<T>(signed: &[Signed<T>]) -> bool {
+    let set: BTreeSet<ReplicaId> = signed.iter().map(|s| s.signer).collect();
+    set.len() == signed.len()
+}
+
+/// PBFT 4.4's P set entry: a pre-prepare and 2f matching prepares from distinct
+/// backups, proving the digest was prepared at (view, seq).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedCertificate {
+    /// The primary's pre-prepare.
+    pub pre_prepare: Signed<PrePrepare>,
+    /// 2f prepares matching it, none from the primary.
+    pub prepares: Vec<Signed<Prepare>>,
+}
+
+impl PreparedCertificate {
+    /// Checks the shape and every signature.
+    pub fn verify(&self, validators: &ValidatorSet) -> Result<(), VerifyError> {
+        let pp = &self.pre_prepare.body;
+        let primary = validators.primary(pp.view);
+        if self.pre_prepare.signer != primary {
+            return Err(VerifyError::Certificate(
+                "pre-prepare not signed by the view's primary",
+            ));
+        }
+        if self.prepares.len() != validators.quorum() - 1 || !distinct_signers(&self.prepares) {
+            return Err(VerifyError::Certificate(
+                "prepared certificate needs 2f distinct prepares",
+            ));
+        }
+        if self.prepares.iter().any(|p| {
+            p.signer == primary
+                || p.body.view != pp.view
+                || p.body.seq != pp.seq
+                || p.body.digest != pp.digest
+        }) {
+            return Err(VerifyError::Certificate(
+                "prepares do not match the pre-prepare",
+            ));
+        }
+        self.pre_prepare.verify(validators)?;
+        verify_all(validators, &self.prepares)
+    }
+}
+
+/// 2f+1 matching checkpoints: proof that a checkpoint is stable. The genesis
+/// checkpoint (seq 0) needs no signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointProof {
+    /// The checkpoint's sequence number.
+    pub seq: SeqNum,
+    /// The digest at `seq`.
+    pub digest: Digest,
+    /// The signed checkpoints (empty for genesis).
+    pub checkpoints: Vec<Signed<Checkpoint>>,
+}
+
+impl CheckpointProof {
+    /// The genesis checkpoint: seq 0 with the chain's genesis digest.
+    pub fn genesis(digest: Digest) -> Self {
+        CheckpointProof {
+            seq: SeqNum(0),
+            digest,
+            checkpoints: Vec::new(),
+        }
+    }
+
+    /// Checks the proof (genesis must carry the expected genesis digest).
+    pub fn verify(&self, validators: &ValidatorSet, genesis: Digest) -> Result<(), VerifyError> {
+        if self.seq == SeqNum(0) {
+            return if self.digest == genesis && self.checkpoints.is_empty() {
+                Ok(())
+            } else {
+                Err(VerifyError::Certificate(
+                    "genesis checkpoint with the wrong digest",
+                ))
+            };
+        }
+        if self.checkpoints.len() != validators.quorum() || !distinct_signers(&self.checkpoints) {
+            return Err(VerifyError::Certificate(
+                "checkpoint proof needs 2f+1 distinct checkpoints",
+            ));
+        }
+        if self
+            .checkpoints
+            .iter()
+            .any(|c| c.body.seq != self.seq || c.body.digest != self.digest)
+        {
+            return Err(VerifyError::Certificate("checkpoints do not match"));
+        }
+        verify_all(validators, &self.checkpoints)
+    }
+}
+
+/// 2f+1 COMMITs for one (view, seq, digest): proof that the payload with `digest` is
+/// the one committed at `seq`. Anyone holding the validator set can check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitCertificate {
+    /// The view the commits were made in.
+    pub view: View,
+    /// The sequence number (ledger height).
+    pub seq: SeqNum,
+    /// The committed payload's digest.
+    pub digest: Digest,
+    /// The commit signers and their signatures, ascending by signer.
+    pub signatures: Vec<(ReplicaId, Signature)>,
+}
+
+impl CommitCertificate {
+    /// Checks 2f+1 distinct validators signed COMMIT(view, seq, digest).
+    pub fn verify(&self, validators: &ValidatorSet) -> Result<(), VerifyError> {
+        let signed: Vec<Signed<Commit>> = self
+            .signatures
+            .iter()
+            .map(|(signer, signature)| Signed {
+                body: Commit {
+                    view: self.view,
+                    seq: self.seq,
+                    digest: self.digest,
+                },
+                signer: *signer,
+                signature: *signature,
+            })
+            .collect();
+        if signed.len() < validators.quorum() || !distinct_signers(&signed) {
+            return Err(VerifyError::Certificate(
+                "commit certificate needs 2f+1 distinct signers",
+            ));
+        }
+        verify_all(validators, &signed)
+    }
+}
+
+/// Everything replicas say to each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A pre-prepare with its payload.
+    PrePrepare {
+        /// The signed pre-prepare.
+        pre_prepare: Signed<PrePrepare>,
+        /// The payload whose digest it names.
+        payload: Vec<u8>,
+    },
+    /// A prepare.
+    Prepare(Signed<Prepare>),
+    /// A commit.
+    Commit(Signed<Commit>),
+    /// A checkpoint.
+    Checkpoint(Signed<Checkpoint>),
+    /// A view change.
+    ViewChange(Signed<ViewChange>),
+    /// A new view, with the payloads of the re-issued pre-prepares.
+    NewView {
+        /// The signed new view.
+        new_view: Signed<NewView>,
+        /// Payloads for `new_view.pre_prepares`, same order.
+        payloads: Vec<Vec<u8>>,
+    },
+    /// Asks for the payload with this digest at this sequence number.
+    FetchPayload {
+        /// Sequence number.
+        seq: SeqNum,
+        /// Digest wanted.
+        digest: Digest,
+    },
+    /// A committed payload with its certificate, sent to a replica that fell behind
+    /// inside the window (checked like state transfer by the receiver).
+    Certified {
+        /// The payload.
+        payload: Vec<u8>,
+        /// Its commit certificate.
+        certificate: CommitCertificate,
+    },
+    /// Answers [`Message::FetchPayload`]; checked against the digest by the receiver.
+    Payload {
+        /// Sequence number.
+        seq: SeqNum,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+}
+
+impl Message {
+    /// A short name for logs and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::PrePrepare { .. } => "pre-prepare",
+            Message::Prepare(_) => "prepare",
+            Message::Commit(_) => "commit",
+            Message::Checkpoint(_) => "checkpoint",
+            Message::ViewChange(_) => "view-change",
+            Message::NewView { .. } => "new-view",
+            Message::FetchPayload { .. } => "fetch-payload",
+            Message::Payload { .. } => "payload",
+            Message::Certified { .. } => "certified",
+        }
+    }
+
+    /// Decodes a message from network bytes, refusing more than `limit` bytes.
+    pub fn decode(bytes: &[u8], limit: usize) -> Result<Message, codec::CodecError> {
+        codec::decode(bytes, limit)
+    }
+
+    /// The canonical bytes to send.
+    pub fn encode(&self) -> Result<Vec<u8>, codec::CodecError> {
+        codec::encode(self)
+    }
+}

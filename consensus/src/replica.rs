@@ -1,0 +1,1778 @@
+//! The PBFT replica: one synchronous state machine driven by [`Replica::handle`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::messages::{
+    Checkpoint, CheckpointProof, Commit, CommitCertificate, Message, NewView, PrePrepare, Prepare,
+    PreparedCertificate, Signed, ViewChange,
+};
+use crate::safety::{SafetyRecord, SafetyRules, SignedWithRecord};
+use crate::types::{Digest, ReplicaId, SeqNum, ValidatorSet, View};
+use mosaic_crypto::Keypair;
+
+/// The caller's knowledge of payloads: the crate treats them as opaque bytes.
+pub trait PayloadCheck {
+    /// Checks that `payload` is a valid proposal for `seq` extending `parent` and
+    /// returns its digest; `Err` says why not. Must be deterministic: every honest
+    /// replica must reach the same answer for the same arguments.
+    fn check(&self, seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String>;
+}
+
+/// Tunables. Ticks are the host's logical time unit (the node uses milliseconds).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This replica.
+    pub id: ReplicaId,
+    /// All replicas.
+    pub validators: ValidatorSet,
+    /// The digest of the genesis state: the parent of sequence number 1.
+    pub genesis: Digest,
+    /// K: a checkpoint every K sequence numbers.
+    pub checkpoint_interval: u64,
+    /// L: sequence numbers accepted above the low watermark (>= 2K).
+    pub window: u64,
+    /// First view-change timeout; doubles on each consecutive view change.
+    pub view_change_timeout_ticks: u64,
+    /// Upper bound of the growing timeout.
+    pub view_change_timeout_max_ticks: u64,
+    /// Largest payload accepted.
+    pub payload_bytes_max: usize,
+    /// Messages for future views kept until the view is entered.
+    pub future_messages_max: usize,
+}
+
+impl Config {
+    /// Defaults for replica `id` of `validators`.
+    pub fn new(id: ReplicaId, validators: ValidatorSet, genesis: Digest) -> Self {
+        Config {
+            id,
+            validators,
+            genesis,
+            checkpoint_interval: 16,
+            window: 64,
+            view_change_timeout_ticks: 2_000,
+            view_change_timeout_max_ticks: 60_000,
+            payload_bytes_max: 16 * 1024 * 1024,
+            future_messages_max: 4_096,
+        }
+    }
+}
+
+/// The logical timers the core asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// No progress in `view` for too long: start a view change.
+    Progress {
+        /// The view it guards.
+        view: View,
+    },
+    /// The view change to `view` did not complete in time: try the next view.
+    ViewChange {
+        /// The view being changed to.
+        view: View,
+    },
+    /// Still waiting for the view change to `view`: send our VIEW-CHANGE again
+    /// (messages may have been lost, e.g. to a partition).
+    Retransmit {
+        /// The view being changed to.
+        view: View,
+    },
+}
+
+/// Everything that can happen to a replica.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A message from replica `from` (the transport's authenticated peer).
+    Message {
+        /// Sender.
+        from: ReplicaId,
+        /// The message, unverified.
+        message: Message,
+    },
+    /// The primary's batch, answering [`Output::ProposalWanted`].
+    Propose {
+        /// The sequence number it was built for.
+        seq: SeqNum,
+        /// The parent it extends.
+        parent: Digest,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// Whether the host has client requests waiting to be ordered (arms the
+    /// progress timer on backups, so a silent primary gets replaced).
+    Pending(bool),
+    /// A timer set with [`Output::SetTimer`] fired.
+    Timeout(Timer),
+    /// A payload with its certificate, fetched for [`Output::StateTransfer`].
+    CertifiedPayload {
+        /// The payload.
+        payload: Vec<u8>,
+        /// Its commit certificate.
+        certificate: CommitCertificate,
+    },
+}
+
+/// What the host must do. Carry outputs out in order: a `Persist` must be durable
+/// before any output after it is carried out.
+#[must_use]
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Durably store this record (replacing the previous one) BEFORE carrying out any
+    /// later output; on restart, hand it back to [`Replica::new`].
+    Persist(SafetyRecord),
+    /// Durably store this prepared payload BEFORE carrying out any later output
+    /// (the COMMIT vote that follows); hand it back in [`Restored::payloads`] after a
+    /// restart. It may be dropped once a stable checkpoint covers `seq`.
+    PersistPayload {
+        /// Sequence number.
+        seq: SeqNum,
+        /// Digest.
+        digest: Digest,
+        /// The payload.
+        payload: Vec<u8>,
+    },
+    /// Send `message` to replica `to`.
+    Send {
+        /// Recipient.
+        to: ReplicaId,
+        /// Message.
+        message: Message,
+    },
+    /// Send `message` to every other replica.
+    Broadcast(Message),
+    /// `payload` is committed at `seq`: execute it. Delivered strictly in sequence
+    /// order, each exactly once per run.
+    Deliver {
+        /// Sequence number (height).
+        seq: SeqNum,
+        /// Payload digest.
+        digest: Digest,
+        /// The payload.
+        payload: Vec<u8>,
+        /// Proof of commitment.
+        certificate: CommitCertificate,
+    },
+    /// As primary, build a batch for `seq` extending `parent` and answer with
+    /// [`Input::Propose`] when there is something to propose.
+    ProposalWanted {
+        /// Sequence number to fill.
+        seq: SeqNum,
+        /// Digest it must extend.
+        parent: Digest,
+    },
+    /// Start (or restart) `timer` to fire after `after_ticks`; replaces a pending one.
+    SetTimer {
+        /// Which timer.
+        timer: Timer,
+        /// Delay.
+        after_ticks: u64,
+    },
+    /// Stop `timer` if pending.
+    CancelTimer(Timer),
+    /// This replica is behind: fetch certified payloads `from..=to` from peers and
+    /// feed them back as [`Input::CertifiedPayload`], in order.
+    StateTransfer {
+        /// First missing sequence number.
+        from: SeqNum,
+        /// Last one known to be committed.
+        to: SeqNum,
+    },
+    /// A checkpoint became stable (the host may prune what lies below it).
+    CheckpointStable(CheckpointProof),
+    /// The replica entered `view` (for logs and metrics).
+    EnteredView {
+        /// The view.
+        view: View,
+        /// Its primary.
+        primary: ReplicaId,
+    },
+}
+
+/// Where the replica is in the view protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Running the normal case in the current view.
+    Normal,
+    /// Waiting for NEW-VIEW of this view.
+    ViewChanging(View),
+}
+
+/// What a restarted replica reads back from its store.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The persisted safety record.
+    pub record: SafetyRecord,
+    /// The last delivered (executed) sequence number and its digest.
+    pub last_delivered: (SeqNum, Digest),
+    /// The last stable checkpoint the host was told of ([`Output::CheckpointStable`]),
+    /// or the genesis checkpoint.
+    pub stable: CheckpointProof,
+    /// Payloads persisted with [`Output::PersistPayload`] above `stable`.
+    pub payloads: Vec<(SeqNum, Digest, Vec<u8>)>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    pre_prepare: Option<Signed<PrePrepare>>,
+    prepares: BTreeMap<ReplicaId, Signed<Prepare>>,
+    commits: BTreeMap<ReplicaId, Signed<Commit>>,
+    prepared: bool,
+    sent_commit: bool,
+}
+
+/// A PBFT replica. See the crate docs for the protocol rules.
+pub struct Replica {
+    config: Config,
+    safety: SafetyRules,
+    check: Box<dyn PayloadCheck + Send>,
+    view: View,
+    status: Status,
+    /// Current-view log, keyed by sequence number, inside the window.
+    slots: BTreeMap<SeqNum, Slot>,
+    /// Pre-prepares waiting for their parent's pre-prepare.
+    waiting: BTreeMap<SeqNum, (Signed<PrePrepare>, Vec<u8>)>,
+    /// Payloads known, above stable.
+    payloads: BTreeMap<(SeqNum, Digest), Vec<u8>>,
+    /// Commit certificates formed, not yet delivered.
+    certified: BTreeMap<SeqNum, CommitCertificate>,
+    /// Digests delivered above the stable checkpoint (plus the one at it).
+    delivered: BTreeMap<SeqNum, Digest>,
+    /// Certificates of what was delivered above the stable checkpoint (to help
+    /// replicas that fall behind).
+    delivered_certs: BTreeMap<SeqNum, CommitCertificate>,
+    last_delivered_digest: Digest,
+    /// Certified payloads received ahead of delivery, checked when their turn comes.
+    catch_up: BTreeMap<SeqNum, (Vec<u8>, CommitCertificate)>,
+    last_delivered: SeqNum,
+    stable: CheckpointProof,
+    /// Each replica's recent checkpoints: (seq, digest) -> signed, at most a few each.
+    checkpoints: BTreeMap<ReplicaId, BTreeMap<SeqNum, Signed<Checkpoint>>>,
+    /// Each replica's latest verified view change.
+    view_changes: BTreeMap<ReplicaId, Signed<ViewChange>>,
+    future: VecDeque<(ReplicaId, Message)>,
+    next_proposal: SeqNum,
+    proposal_wanted: Option<SeqNum>,
+    /// Payloads asked for: (seq, digest) -> the parent they must extend.
+    fetches_sent: BTreeMap<(SeqNum, Digest), Digest>,
+    state_transfer_to: SeqNum,
+    pending_work: bool,
+    progress_timer: Option<View>,
+    /// The view whose view-change timer is running (armed at 2f+1 view changes).
+    view_change_timer: Option<View>,
+    /// The NEW-VIEW that started the current view (sent or received; it verifies on
+    /// its own), to forward to replicas that missed it.
+    last_new_view: Option<Message>,
+    consecutive_view_changes: u32,
+    rejections: BTreeMap<&'static str, u64>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.config.id)
+            .field("view", &self.view)
+            .field("status", &self.status)
+            .field("last_delivered", &self.last_delivered)
+            .field("stable", &self.stable.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checkpoints kept per replica (a replica far behind still sees recent ones).
+const CHECKPOINTS_PER_REPLICA: usize = 4;
+
+impl Replica {
+    /// A replica, new (`restored: None`) or restarted from its persisted record and
+    /// the last block it delivered. Returns the outputs to start with (timers).
+    pub fn new(
+        config: Config,
+        key: Keypair,
+        check: Box<dyn PayloadCheck + Send>,
+        restored: Option<Restored>,
+    ) -> Self {
+        let (record, (last_delivered, last_digest), stable, saved) = match restored {
+            Some(r) => (r.record, r.last_delivered, r.stable, r.payloads),
+            None => (
+                SafetyRecord::default(),
+                (SeqNum(0), config.genesis),
+                CheckpointProof::genesis(config.genesis),
+                Vec::new(),
+            ),
+        };
+        let payloads: BTreeMap<(SeqNum, Digest), Vec<u8>> = saved
+            .into_iter()
+            .filter(|(seq, _, _)| *seq > stable.seq && seq.0 <= stable.seq.0 + config.window)
+            .map(|(seq, digest, payload)| ((seq, digest), payload))
+            .collect();
+        let view = record.entered;
+        let safety = SafetyRules::new(key, config.id, record);
+        let mut delivered = BTreeMap::new();
+        delivered.insert(last_delivered, last_digest);
+        Replica {
+            safety,
+            check,
+            view,
+            status: Status::Normal,
+            slots: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            payloads,
+            certified: BTreeMap::new(),
+            delivered,
+            delivered_certs: BTreeMap::new(),
+            catch_up: BTreeMap::new(),
+            last_delivered,
+            last_delivered_digest: last_digest,
+            stable,
+            checkpoints: BTreeMap::new(),
+            view_changes: BTreeMap::new(),
+            future: VecDeque::new(),
+            next_proposal: last_delivered.next(),
+            proposal_wanted: None,
+            fetches_sent: BTreeMap::new(),
+            state_transfer_to: SeqNum(0),
+            pending_work: false,
+            progress_timer: None,
+            view_change_timer: None,
+            last_new_view: None,
+            consecutive_view_changes: 0,
+            rejections: BTreeMap::new(),
+            config,
+        }
+    }
+
+    /// Outputs to carry out right after construction (the primary asks for a batch).
+    pub fn start(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        out.push(Output::EnteredView {
+            view: self.view,
+            primary: self.primary(),
+        });
+        if self.last_delivered < self.stable.seq {
+            // Restored behind our own stable checkpoint: fetch the gap.
+            self.state_transfer_to = self.stable.seq;
+            out.push(Output::StateTransfer {
+                from: self.last_delivered.next(),
+                to: self.stable.seq,
+            });
+        }
+        let asked = self.safety.record().view;
+        if asked > self.view {
+            // Restarted in the middle of a view change: resume it.
+            self.start_view_change(asked, &mut out);
+        }
+        self.want_proposal(&mut out);
+        out
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.config.id
+    }
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.view
+    }
+    /// Normal or changing views.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+    /// The primary of the current view.
+    pub fn primary(&self) -> ReplicaId {
+        self.config.validators.primary(self.view)
+    }
+    /// The last delivered sequence number.
+    pub fn last_delivered(&self) -> SeqNum {
+        self.last_delivered
+    }
+    /// The stable checkpoint.
+    pub fn stable_checkpoint(&self) -> &CheckpointProof {
+        &self.stable
+    }
+    /// Messages refused so far, by reason (for metrics).
+    pub fn rejections(&self) -> &BTreeMap<&'static str, u64> {
+        &self.rejections
+    }
+    /// The safety record (what is persisted).
+    pub fn safety_record(&self) -> &SafetyRecord {
+        self.safety.record()
+    }
+    /// The validator set.
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.config.validators
+    }
+
+    fn is_primary(&self) -> bool {
+        self.primary() == self.config.id
+    }
+
+    fn low(&self) -> SeqNum {
+        self.stable.seq
+    }
+
+    fn in_window(&self, seq: SeqNum) -> bool {
+        seq > self.low() && seq.0 <= self.low().0 + self.config.window
+    }
+
+    fn reject(&mut self, reason: &'static str) {
+        *self.rejections.entry(reason).or_default() += 1;
+    }
+
+    fn persist_and<T>(out: &mut Vec<Output>, signed: SignedWithRecord<T>) -> Signed<T> {
+        if let Some(record) = signed.persist {
+            out.push(Output::Persist(record));
+        }
+        signed.signed
+    }
+
+    /// Feeds one input; returns what the host must do, in order.
+    pub fn handle(&mut self, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Message { from, message } => self.on_message(from, message, &mut out),
+            Input::Propose {
+                seq,
+                parent,
+                payload,
+            } => self.on_propose(seq, parent, payload, &mut out),
+            Input::Pending(pending) => {
+                self.pending_work = pending;
+                self.arm_progress_timer(&mut out);
+            }
+            Input::Timeout(timer) => self.on_timeout(timer, &mut out),
+            Input::CertifiedPayload {
+                payload,
+                certificate,
+            } => self.on_certified_payload(payload, certificate, &mut out),
+        }
+        #[cfg(test)]
+        self.check_invariants();
+        out
+    }
+
+    // ----- normal case (PBFT 4.2) -----
+
+    /// The digest at `seq` that a proposal at `seq + 1` must extend, if known.
+    fn digest_at(&self, seq: SeqNum) -> Option<Digest> {
+        if seq == self.last_delivered {
+            return Some(self.last_delivered_digest);
+        }
+        if let Some(d) = self.delivered.get(&seq) {
+            return Some(*d);
+        }
+        if seq == self.stable.seq {
+            return Some(self.stable.digest);
+        }
+        self.slots
+            .get(&seq)
+            .and_then(|s| s.pre_prepare.as_ref())
+            .map(|p| p.body.digest)
+    }
+
+    fn want_proposal(&mut self, out: &mut Vec<Output>) {
+        if !self.is_primary() || self.status != Status::Normal {
+            return;
+        }
+        let seq = self.next_proposal;
+        if !self.in_window(seq) || self.proposal_wanted == Some(seq) {
+            return;
+        }
+        if let Some(parent) = self.digest_at(seq.prev()) {
+            self.proposal_wanted = Some(seq);
+            out.push(Output::ProposalWanted { seq, parent });
+        }
+    }
+
+    fn on_propose(&mut self, seq: SeqNum, parent: Digest, payload: Vec<u8>, out: &mut Vec<Output>) {
+        if !self.is_primary()
+            || self.status != Status::Normal
+            || seq != self.next_proposal
+            || self.digest_at(seq.prev()) != Some(parent)
+            || !self.in_window(seq)
+        {
+            self.reject("stale-proposal");
+            return;
+        }
+        if payload.len() > self.config.payload_bytes_max {
+            self.reject("oversized-payload");
+            return;
+        }
+        let digest = match self.check.check(seq, parent, &payload) {
+            Ok(d) => d,
+            Err(_) => {
+                self.reject("own-proposal-invalid");
+                return;
+            }
+        };
+        let body = PrePrepare {
+            view: self.view,
+            seq,
+            digest,
+            parent,
+        };
+        let validators = self.config.validators.clone();
+        let Ok(signed) = self.safety.sign_pre_prepare(&validators, body) else {
+            self.reject("safety-refused");
+            return;
+        };
+        let pre_prepare = Self::persist_and(out, signed);
+        out.push(Output::Broadcast(Message::PrePrepare {
+            pre_prepare: pre_prepare.clone(),
+            payload: payload.clone(),
+        }));
+        self.next_proposal = seq.next();
+        self.proposal_wanted = None;
+        self.install_pre_prepare(pre_prepare, payload, out);
+        self.want_proposal(out);
+    }
+
+    fn on_message(&mut self, from: ReplicaId, message: Message, out: &mut Vec<Output>) {
+        if self.config.validators.key(from).is_none() {
+            self.reject("unknown-sender");
+            return;
+        }
+        match message {
+            Message::PrePrepare {
+                pre_prepare,
+                payload,
+            } => self.on_pre_prepare(from, pre_prepare, payload, out),
+            Message::Prepare(p) => self.on_prepare(from, p, out),
+            Message::Commit(c) => self.on_commit(from, c, out),
+            Message::Checkpoint(c) => self.on_checkpoint(c, out),
+            Message::ViewChange(vc) => self.on_view_change(vc, out),
+            Message::NewView { new_view, payloads } => self.on_new_view(new_view, payloads, out),
+            Message::FetchPayload { seq, digest } => {
+                if let Some(payload) = self.payloads.get(&(seq, digest)) {
+                    out.push(Output::Send {
+                        to: from,
+                        message: Message::Payload {
+                            seq,
+                            payload: payload.clone(),
+                        },
+                    });
+                }
+            }
+            Message::Payload { seq, payload } => self.on_payload(seq, payload, out),
+            Message::Certified {
+                payload,
+                certificate,
+            } => self.on_catch_up(payload, certificate, out),
+        }
+    }
+
+    /// Buffers a message for a view not yet entered, bounded.
+    fn buffer_future(&mut self, from: ReplicaId, message: Message) {
+        if self.future.len() >= self.config.future_messages_max {
+            self.future.pop_front();
+            self.reject("future-buffer-full");
+        }
+        self.future.push_back((from, message));
+    }
+
+    fn on_pre_prepare(
+        &mut self,
+        from: ReplicaId,
+        pre_prepare: Signed<PrePrepare>,
+        payload: Vec<u8>,
+        out: &mut Vec<Output>,
+    ) {
+        let pp = pre_prepare.body;
+        if pp.view > self.view || (pp.view == self.view && self.status != Status::Normal) {
+            self.buffer_future(
+                from,
+                Message::PrePrepare {
+                    pre_prepare,
+                    payload,
+                },
+            );
+            return;
+        }
+        if pp.view < self.view {
+            self.reject("old-view");
+            return;
+        }
+        if pre_prepare.signer != self.primary() || self.is_primary() {
+            self.reject("pre-prepare-not-from-primary");
+            return;
+        }
+        if !self.in_window(pp.seq) {
+            self.reject("out-of-window");
+            return;
+        }
+        if payload.len() > self.config.payload_bytes_max {
+            self.reject("oversized-payload");
+            return;
+        }
+        if let Some(existing) = self.slots.get(&pp.seq).and_then(|s| s.pre_prepare.as_ref()) {
+            if existing.body.digest != pp.digest {
+                self.reject("conflicting-pre-prepare");
+            }
+            return;
+        }
+        if pre_prepare.verify(&self.config.validators).is_err() {
+            self.reject("bad-signature");
+            return;
+        }
+        self.accept_pre_prepare(pre_prepare, payload, out);
+    }
+
+    /// A verified pre-prepare from the current primary: check its chain link and
+    /// payload, or park it until its parent's pre-prepare arrives.
+    fn accept_pre_prepare(
+        &mut self,
+        pre_prepare: Signed<PrePrepare>,
+        payload: Vec<u8>,
+        out: &mut Vec<Output>,
+    ) {
+        let pp = pre_prepare.body;
+        let Some(expected_parent) = self.digest_at(pp.seq.prev()) else {
+            if self.waiting.len() < self.config.window as usize {
+                self.waiting.insert(pp.seq, (pre_prepare, payload));
+            } else {
+                self.reject("waiting-buffer-full");
+            }
+            return;
+        };
+        if expected_parent != pp.parent {
+            self.reject("wrong-parent");
+            return;
+        }
+        if let Some(delivered) = self.delivered.get(&pp.seq)
+            && *delivered != pp.digest
+        {
+            self.reject("conflicts-with-delivered");
+            return;
+        }
+        match self.check.check(pp.seq, pp.parent, &payload) {
+            Ok(d) if d == pp.digest => {}
+            _ => {
+                self.reject("invalid-payload");
+                return;
+            }
+        }
+        self.install_pre_prepare(pre_prepare, payload, out);
+    }
+
+    /// Records an accepted pre-prepare, sends PREPARE (backups), then advances.
+    fn install_pre_prepare(
+        &mut self,
+        pre_prepare: Signed<PrePrepare>,
+        payload: Vec<u8>,
+        out: &mut Vec<Output>,
+    ) {
+        let pp = pre_prepare.body;
+        self.payloads.insert((pp.seq, pp.digest), payload);
+        self.slots.entry(pp.seq).or_default().pre_prepare = Some(pre_prepare);
+        if !self.is_primary() {
+            let body = Prepare {
+                view: pp.view,
+                seq: pp.seq,
+                digest: pp.digest,
+            };
+            let validators = self.config.validators.clone();
+            match self.safety.sign_prepare(&validators, body) {
+                Ok(signed) => {
+                    let prepare = Self::persist_and(out, signed);
+                    out.push(Output::Broadcast(Message::Prepare(prepare.clone())));
+                    self.slots
+                        .entry(pp.seq)
+                        .or_default()
+                        .prepares
+                        .insert(self.config.id, prepare);
+                }
+                Err(_) => self.reject("safety-refused"),
+            }
+        }
+        self.arm_progress_timer(out);
+        self.try_prepared(pp.seq, out);
+        // A parked child may now have its parent.
+        if let Some((child, child_payload)) = self.waiting.remove(&pp.seq.next())
+            && child.body.view == self.view
+        {
+            self.accept_pre_prepare(child, child_payload, out);
+        }
+    }
+
+    fn on_prepare(&mut self, from: ReplicaId, prepare: Signed<Prepare>, out: &mut Vec<Output>) {
+        let p = prepare.body;
+        if p.view > self.view || (p.view == self.view && self.status != Status::Normal) {
+            self.buffer_future(from, Message::Prepare(prepare));
+            return;
+        }
+        if p.view < self.view {
+            self.reject("old-view");
+            return;
+        }
+        if !self.in_window(p.seq) {
+            self.reject("out-of-window");
+            return;
+        }
+        if prepare.signer == self.config.validators.primary(p.view) {
+            self.reject("prepare-from-primary");
+            return;
+        }
+        if self
+            .slots
+            .get(&p.seq)
+            .is_some_and(|s| s.prepares.contains_key(&prepare.signer))
+        {
+            return;
+        }
+        if prepare.verify(&self.config.validators).is_err() {
+            self.reject("bad-signature");
+            return;
+        }
+        self.slots
+            .entry(p.seq)
+            .or_default()
+            .prepares
+            .insert(prepare.signer, prepare);
+        self.try_prepared(p.seq, out);
+    }
+
+    /// PBFT 4.2 prepared(m, v, n, i), plus the chaining rule: a replica becomes
+    /// prepared at `seq` only once it is prepared (or has delivered) at `seq - 1`.
+    fn try_prepared(&mut self, seq: SeqNum, out: &mut Vec<Output>) {
+        let quorum = self.config.validators.quorum();
+        let primary = self.primary();
+        let parent_ready = {
+            let prev = seq.prev();
+            self.delivered.contains_key(&prev)
+                || prev == self.last_delivered
+                || prev == self.stable.seq
+                || self.slots.get(&prev).is_some_and(|s| s.prepared)
+        };
+        let Some(slot) = self.slots.get_mut(&seq) else {
+            return;
+        };
+        let Some(pp) = slot.pre_prepare.clone() else {
+            return;
+        };
+        if slot.prepared || !parent_ready {
+            return;
+        }
+        let matching: Vec<Signed<Prepare>> = slot
+            .prepares
+            .values()
+            .filter(|p| p.body.digest == pp.body.digest && p.signer != primary)
+            .take(quorum - 1)
+            .cloned()
+            .collect();
+        if matching.len() < quorum - 1 {
+            return;
+        }
+        slot.prepared = true;
+        if let Some(payload) = self.payloads.get(&(seq, pp.body.digest)) {
+            out.push(Output::PersistPayload {
+                seq,
+                digest: pp.body.digest,
+                payload: payload.clone(),
+            });
+        }
+        self.safety.remember_prepared(PreparedCertificate {
+            pre_prepare: pp.clone(),
+            prepares: matching,
+        });
+        if !slot.sent_commit {
+            slot.sent_commit = true;
+            let body = Commit {
+                view: pp.body.view,
+                seq,
+                digest: pp.body.digest,
+            };
+            let validators = self.config.validators.clone();
+            match self.safety.sign_commit(&validators, body) {
+                Ok(signed) => {
+                    let commit = Self::persist_and(out, signed);
+                    out.push(Output::Broadcast(Message::Commit(commit.clone())));
+                    if let Some(slot) = self.slots.get_mut(&seq) {
+                        slot.commits.insert(self.config.id, commit);
+                    }
+                }
+                Err(_) => self.reject("safety-refused"),
+            }
+        }
+        self.try_committed(seq, out);
+        self.try_prepared(seq.next(), out);
+    }
+
+    fn on_commit(&mut self, from: ReplicaId, commit: Signed<Commit>, out: &mut Vec<Output>) {
+        let c = commit.body;
+        if c.view > self.view || (c.view == self.view && self.status != Status::Normal) {
+            self.buffer_future(from, Message::Commit(commit));
+            return;
+        }
+        if c.view < self.view {
+            self.reject("old-view");
+            return;
+        }
+        if !self.in_window(c.seq) {
+            self.reject("out-of-window");
+            return;
+        }
+        if self
+            .slots
+            .get(&c.seq)
+            .is_some_and(|s| s.commits.contains_key(&commit.signer))
+        {
+            return;
+        }
+        if commit.verify(&self.config.validators).is_err() {
+            self.reject("bad-signature");
+            return;
+        }
+        self.slots
+            .entry(c.seq)
+            .or_default()
+            .commits
+            .insert(commit.signer, commit);
+        self.try_committed(c.seq, out);
+    }
+
+    /// PBFT 4.2 committed: 2f+1 matching commits form a certificate.
+    fn try_committed(&mut self, seq: SeqNum, out: &mut Vec<Output>) {
+        if self.certified.contains_key(&seq) || seq <= self.last_delivered {
+            return;
+        }
+        let quorum = self.config.validators.quorum();
+        let Some(slot) = self.slots.get(&seq) else {
+            return;
+        };
+        let mut by_digest: BTreeMap<Digest, Vec<&Signed<Commit>>> = BTreeMap::new();
+        for c in slot.commits.values() {
+            by_digest.entry(c.body.digest).or_default().push(c);
+        }
+        let Some((digest, commits)) = by_digest.into_iter().find(|(_, v)| v.len() >= quorum) else {
+            return;
+        };
+        let certificate = CommitCertificate {
+            view: self.view,
+            seq,
+            digest,
+            signatures: commits
+                .iter()
+                .take(quorum)
+                .map(|c| (c.signer, c.signature))
+                .collect(),
+        };
+        self.certified.insert(seq, certificate);
+        self.try_deliver(out);
+    }
+
+    /// Delivers certified payloads strictly in order; fetches missing payloads.
+    fn try_deliver(&mut self, out: &mut Vec<Output>) {
+        loop {
+            let seq = self.last_delivered.next();
+            if let Some((payload, certificate)) = self.catch_up.remove(&seq)
+                && self.deliver_certified(payload, certificate, out)
+            {
+                continue;
+            }
+            let Some(certificate) = self.certified.get(&seq).cloned() else {
+                break;
+            };
+            let Some(payload) = self.payloads.get(&(seq, certificate.digest)).cloned() else {
+                let parent = self.last_delivered_digest;
+                if self
+                    .fetches_sent
+                    .insert((seq, certificate.digest), parent)
+                    .is_none()
+                {
+                    for (signer, _) in &certificate.signatures {
+                        if *signer != self.config.id {
+                            out.push(Output::Send {
+                                to: *signer,
+                                message: Message::FetchPayload {
+                                    seq,
+                                    digest: certificate.digest,
+                                },
+                            });
+                        }
+                    }
+                }
+                break;
+            };
+            self.certified.remove(&seq);
+            self.deliver(seq, payload, certificate, out);
+        }
+        self.arm_progress_timer(out);
+        self.want_proposal(out);
+    }
+
+    /// Progress was made: the view's timer starts over.
+    fn restart_progress_timer(&mut self, out: &mut Vec<Output>) {
+        if let Some(v) = self.progress_timer.take() {
+            out.push(Output::CancelTimer(Timer::Progress { view: v }));
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        seq: SeqNum,
+        payload: Vec<u8>,
+        certificate: CommitCertificate,
+        out: &mut Vec<Output>,
+    ) {
+        let digest = certificate.digest;
+        self.last_delivered = seq;
+        self.last_delivered_digest = digest;
+        self.delivered.insert(seq, digest);
+        self.delivered_certs.insert(seq, certificate.clone());
+        self.payloads.insert((seq, digest), payload.clone());
+        // What was delivered is kept only for the last `window` sequence numbers, so a
+        // replica catching up far past a stale stable checkpoint stays bounded.
+        let floor = SeqNum(seq.0.saturating_sub(self.config.window));
+        if self
+            .delivered
+            .first_key_value()
+            .is_some_and(|(s, _)| *s < floor)
+        {
+            self.delivered.retain(|s, _| *s >= floor);
+            self.delivered_certs.retain(|s, _| *s > floor);
+            let low = self.stable.seq;
+            self.payloads
+                .retain(|(s, _), _| *s > floor || *s > low.max(seq));
+        }
+        self.consecutive_view_changes = 0;
+        self.restart_progress_timer(out);
+        if self.next_proposal <= seq {
+            self.next_proposal = seq.next();
+        }
+        out.push(Output::Deliver {
+            seq,
+            digest,
+            payload,
+            certificate,
+        });
+        if seq.0.is_multiple_of(self.config.checkpoint_interval.max(1)) {
+            let validators = self.config.validators.clone();
+            match self
+                .safety
+                .sign_checkpoint(&validators, Checkpoint { seq, digest })
+            {
+                Ok(signed) => {
+                    let checkpoint = Self::persist_and(out, signed);
+                    out.push(Output::Broadcast(Message::Checkpoint(checkpoint.clone())));
+                    self.record_checkpoint(checkpoint, out);
+                }
+                Err(_) => self.reject("safety-refused"),
+            }
+        }
+    }
+
+    fn on_payload(&mut self, seq: SeqNum, payload: Vec<u8>, out: &mut Vec<Output>) {
+        if payload.len() > self.config.payload_bytes_max {
+            self.reject("oversized-payload");
+            return;
+        }
+        let wanted: Vec<(Digest, Digest)> = self
+            .fetches_sent
+            .range((seq, Digest::default())..)
+            .take_while(|((s, _), _)| *s == seq)
+            .map(|((_, d), parent)| (*d, *parent))
+            .collect();
+        if wanted.is_empty() {
+            self.reject("unrequested-payload");
+            return;
+        }
+        // Each request knows the parent its payload must extend.
+        let found = wanted.iter().find(|(digest, parent)| {
+            self.check.check(seq, *parent, &payload).as_ref() == Ok(digest)
+        });
+        match found {
+            Some(&(digest, _)) => {
+                self.fetches_sent.remove(&(seq, digest));
+                self.payloads.insert((seq, digest), payload);
+                self.try_deliver(out);
+                self.retry_new_view(out);
+            }
+            None => self.reject("invalid-payload"),
+        }
+    }
+
+    // ----- checkpoints (PBFT 4.3) -----
+
+    fn on_checkpoint(&mut self, checkpoint: Signed<Checkpoint>, out: &mut Vec<Output>) {
+        let c = checkpoint.body;
+        if c.seq <= self.stable.seq
+            || !c
+                .seq
+                .0
+                .is_multiple_of(self.config.checkpoint_interval.max(1))
+        {
+            self.reject("stale-checkpoint");
+            return;
+        }
+        if self
+            .checkpoints
+            .get(&checkpoint.signer)
+            .is_some_and(|m| m.contains_key(&c.seq))
+        {
+            return;
+        }
+        if checkpoint.verify(&self.config.validators).is_err() {
+            self.reject("bad-signature");
+            return;
+        }
+        self.record_checkpoint(checkpoint, out);
+    }
+
+    fn record_checkpoint(&mut self, checkpoint: Signed<Checkpoint>, out: &mut Vec<Output>) {
+        let c = checkpoint.body;
+        let mine = self.checkpoints.entry(checkpoint.signer).or_default();
+        mine.insert(c.seq, checkpoint);
+        while mine.len() > CHECKPOINTS_PER_REPLICA {
+            mine.pop_first();
+        }
+        let matching: Vec<Signed<Checkpoint>> = self
+            .checkpoints
+            .values()
+            .filter_map(|m| m.get(&c.seq))
+            .filter(|s| s.body.digest == c.digest)
+            .take(self.config.validators.quorum())
+            .cloned()
+            .collect();
+        // f+1 matching checkpoints above what we delivered prove an honest replica
+        // got there: fetch the certified payloads (each carries its own proof).
+        if matching.len() >= self.config.validators.weak_quorum()
+            && c.seq > self.last_delivered
+            && c.seq > self.state_transfer_to
+        {
+            self.state_transfer_to = c.seq;
+            out.push(Output::StateTransfer {
+                from: self.last_delivered.next(),
+                to: c.seq,
+            });
+        }
+        if matching.len() >= self.config.validators.quorum() {
+            self.make_stable(
+                CheckpointProof {
+                    seq: c.seq,
+                    digest: c.digest,
+                    checkpoints: matching,
+                },
+                out,
+            );
+        }
+    }
+
+    /// Moves the low watermark to a proven stable checkpoint and drops the log below.
+    fn make_stable(&mut self, proof: CheckpointProof, out: &mut Vec<Output>) {
+        if proof.seq <= self.stable.seq {
+            return;
+        }
+        let seq = proof.seq;
+        if let Some(mine) = self.delivered.get(&seq) {
+            // 2f+1 replicas vouch for another history than ours: more than f are
+            // faulty, or we are. Refuse to build on it.
+            assert_eq!(
+                *mine, proof.digest,
+                "stable checkpoint at {seq} disagrees with what this replica delivered"
+            );
+        }
+        self.stable = proof.clone();
+        self.slots.retain(|s, _| *s > seq);
+        self.waiting.retain(|s, _| *s > seq);
+        self.payloads.retain(|(s, _), _| *s > seq);
+        self.certified.retain(|s, _| *s > seq);
+        self.fetches_sent.retain(|(s, _), _| *s > seq);
+        self.delivered.retain(|s, _| *s >= seq);
+        self.delivered_certs.retain(|s, _| *s > seq);
+        self.catch_up.retain(|s, _| *s > seq);
+        for m in self.checkpoints.values_mut() {
+            m.retain(|s, _| *s > seq);
+        }
+        if let Some(record) = self.safety.collect_garbage(seq) {
+            out.push(Output::Persist(record));
+        }
+        out.push(Output::CheckpointStable(proof));
+        if self.last_delivered < seq && self.state_transfer_to < seq {
+            self.state_transfer_to = seq;
+            out.push(Output::StateTransfer {
+                from: self.last_delivered.next(),
+                to: seq,
+            });
+        }
+        if self.next_proposal <= seq {
+            self.next_proposal = seq.next();
+        }
+        self.want_proposal(out);
+    }
+
+    // ----- state transfer -----
+
+    fn on_certified_payload(
+        &mut self,
+        payload: Vec<u8>,
+        certificate: CommitCertificate,
+        out: &mut Vec<Output>,
+    ) {
+        if certificate.seq != self.last_delivered.next() {
+            self.reject("state-transfer-out-of-order");
+            return;
+        }
+        if self.deliver_certified(payload, certificate, out) {
+            self.try_deliver(out);
+        }
+    }
+
+    /// A certified payload from a peer ahead of us: kept (bounded by the window)
+    /// until it is next in line, then checked and delivered.
+    fn on_catch_up(
+        &mut self,
+        payload: Vec<u8>,
+        certificate: CommitCertificate,
+        out: &mut Vec<Output>,
+    ) {
+        let seq = certificate.seq;
+        if seq <= self.last_delivered
+            || seq.0 > self.last_delivered.0 + self.config.window
+            || payload.len() > self.config.payload_bytes_max
+        {
+            self.reject("unneeded-catch-up");
+            return;
+        }
+        self.catch_up.insert(seq, (payload, certificate));
+        self.try_deliver(out);
+    }
+
+    /// Checks a certificate and its payload against the chain, then delivers it.
+    fn deliver_certified(
+        &mut self,
+        payload: Vec<u8>,
+        certificate: CommitCertificate,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let seq = certificate.seq;
+        if certificate.verify(&self.config.validators).is_err() {
+            self.reject("bad-certificate");
+            return false;
+        }
+        let parent = self.last_delivered_digest;
+        match self.check.check(seq, parent, &payload) {
+            Ok(d) if d == certificate.digest => {}
+            _ => {
+                self.reject("invalid-payload");
+                return false;
+            }
+        }
+        if seq == self.stable.seq && certificate.digest != self.stable.digest {
+            self.reject("state-transfer-mismatch");
+            return false;
+        }
+        self.certified.remove(&seq);
+        self.deliver(seq, payload, certificate, out);
+        true
+    }
+
+    // ----- view changes (PBFT 4.4) -----
+
+    fn timeout_ticks(&self) -> u64 {
+        let shift = self.consecutive_view_changes.min(16);
+        self.config
+            .view_change_timeout_ticks
+            .saturating_mul(1 << shift)
+            .min(self.config.view_change_timeout_max_ticks)
+    }
+
+    /// The progress timer runs while there is work the current view should finish:
+    /// client requests waiting, or accepted pre-prepares not yet delivered.
+    fn arm_progress_timer(&mut self, out: &mut Vec<Output>) {
+        if self.status != Status::Normal {
+            return;
+        }
+        let outstanding = self
+            .slots
+            .iter()
+            .any(|(s, slot)| *s > self.last_delivered && slot.pre_prepare.is_some());
+        let want = self.pending_work || outstanding || self.last_delivered < self.state_transfer_to;
+        let timer = Timer::Progress { view: self.view };
+        match (want, self.progress_timer) {
+            (true, Some(v)) if v == self.view => {}
+            (true, _) => {
+                self.progress_timer = Some(self.view);
+                out.push(Output::SetTimer {
+                    timer,
+                    after_ticks: self.timeout_ticks(),
+                });
+            }
+            (false, Some(_)) => {
+                self.progress_timer = None;
+                out.push(Output::CancelTimer(timer));
+            }
+            (false, None) => {}
+        }
+    }
+
+    fn on_timeout(&mut self, timer: Timer, out: &mut Vec<Output>) {
+        match timer {
+            Timer::Progress { view } => {
+                if view != self.view
+                    || self.status != Status::Normal
+                    || self.progress_timer != Some(view)
+                {
+                    return;
+                }
+                self.progress_timer = None;
+                if self.last_delivered < self.state_transfer_to {
+                    // We are the ones behind: ask again rather than blame the primary.
+                    out.push(Output::StateTransfer {
+                        from: self.last_delivered.next(),
+                        to: self.state_transfer_to,
+                    });
+                    self.arm_progress_timer(out);
+                    return;
+                }
+                self.start_view_change(self.view.next(), out);
+            }
+            Timer::Retransmit { view } => {
+                if self.status != Status::ViewChanging(view) {
+                    return;
+                }
+                if let Some(vc) = self
+                    .view_changes
+                    .get(&self.config.id)
+                    .filter(|v| v.body.new_view == view)
+                {
+                    out.push(Output::Broadcast(Message::ViewChange(vc.clone())));
+                }
+                if self.last_delivered < self.state_transfer_to {
+                    out.push(Output::StateTransfer {
+                        from: self.last_delivered.next(),
+                        to: self.state_transfer_to,
+                    });
+                }
+                out.push(Output::SetTimer {
+                    timer: Timer::Retransmit { view },
+                    after_ticks: self.config.view_change_timeout_ticks,
+                });
+            }
+            Timer::ViewChange { view } => {
+                if self.status == Status::ViewChanging(view) && self.view_change_timer == Some(view)
+                {
+                    self.view_change_timer = None;
+                    self.start_view_change(view.next(), out);
+                }
+            }
+        }
+    }
+
+    fn start_view_change(&mut self, new_view: View, out: &mut Vec<Output>) {
+        if let Status::ViewChanging(t) = self.status {
+            if new_view <= t {
+                return;
+            }
+        } else if new_view <= self.view {
+            return;
+        }
+        if let Some(v) = self.progress_timer.take() {
+            out.push(Output::CancelTimer(Timer::Progress { view: v }));
+        }
+        if let Some(t) = self.view_change_timer.take() {
+            out.push(Output::CancelTimer(Timer::ViewChange { view: t }));
+        }
+        self.status = Status::ViewChanging(new_view);
+        self.proposal_wanted = None;
+        let body = ViewChange {
+            new_view,
+            stable: self.stable.clone(),
+            prepared: self
+                .safety
+                .record()
+                .prepared_certs
+                .range(self.stable.seq.next()..)
+                .map(|(_, c)| c.clone())
+                .collect(),
+            last_delivered: self.last_delivered,
+        };
+        let validators = self.config.validators.clone();
+        match self.safety.sign_view_change(&validators, body) {
+            Ok(signed) => {
+                let vc = Self::persist_and(out, signed);
+                out.push(Output::Broadcast(Message::ViewChange(vc.clone())));
+                self.view_changes.insert(self.config.id, vc);
+            }
+            Err(_) => self.reject("safety-refused"),
+        }
+        self.consecutive_view_changes = self.consecutive_view_changes.saturating_add(1);
+        out.push(Output::SetTimer {
+            timer: Timer::Retransmit { view: new_view },
+            after_ticks: self.config.view_change_timeout_ticks,
+        });
+        self.arm_view_change_timer(out);
+        self.retry_new_view(out);
+    }
+
+    /// PBFT 4.5.2: the timer for view t starts only once 2f+1 replicas asked for t,
+    /// so a lone replica that fell behind does not race ahead through views alone
+    /// (it waits at t until the others time out and join it).
+    fn arm_view_change_timer(&mut self, out: &mut Vec<Output>) {
+        let Status::ViewChanging(t) = self.status else {
+            return;
+        };
+        // Replicas asking for t or a later view have all left the old view.
+        let leaving = self
+            .view_changes
+            .values()
+            .filter(|v| v.body.new_view >= t)
+            .count();
+        if self.view_change_timer == Some(t) || leaving < self.config.validators.quorum() {
+            return;
+        }
+        self.view_change_timer = Some(t);
+        out.push(Output::SetTimer {
+            timer: Timer::ViewChange { view: t },
+            after_ticks: self.timeout_ticks(),
+        });
+    }
+
+    fn target_view(&self) -> View {
+        match self.status {
+            Status::Normal => self.view,
+            Status::ViewChanging(t) => t,
+        }
+    }
+
+    fn verify_view_change(&self, vc: &Signed<ViewChange>) -> Result<(), &'static str> {
+        let body = &vc.body;
+        vc.verify(&self.config.validators)
+            .map_err(|_| "bad-signature")?;
+        body.stable
+            .verify(&self.config.validators, self.config.genesis)
+            .map_err(|_| "bad-checkpoint-proof")?;
+        let mut seqs = BTreeSet::new();
+        if body.prepared.len() as u64 > self.config.window {
+            return Err("view-change-too-large");
+        }
+        for cert in &body.prepared {
+            let pp = &cert.pre_prepare.body;
+            if pp.view >= body.new_view
+                || pp.seq <= body.stable.seq
+                || pp.seq.0 > body.stable.seq.0 + self.config.window
+                || !seqs.insert(pp.seq)
+            {
+                return Err("bad-prepared-certificate");
+            }
+            cert.verify(&self.config.validators)
+                .map_err(|_| "bad-prepared-certificate")?;
+        }
+        Ok(())
+    }
+
+    fn on_view_change(&mut self, vc: Signed<ViewChange>, out: &mut Vec<Output>) {
+        let t = vc.body.new_view;
+        if t <= self.view {
+            // The sender is asking for a view we already passed: it missed the
+            // NEW-VIEW (re-send it if we lead this view) and maybe deliveries.
+            if vc.verify(&self.config.validators).is_ok() {
+                if let Some(new_view) = &self.last_new_view {
+                    out.push(Output::Send {
+                        to: vc.signer,
+                        message: new_view.clone(),
+                    });
+                }
+                self.help_behind(&vc, out);
+            } else {
+                self.reject("old-view");
+            }
+            return;
+        }
+        let previous = self.view_changes.get(&vc.signer);
+        if previous.is_some_and(|old| old.body.new_view > t) {
+            return;
+        }
+        if previous == Some(&vc) {
+            // A retransmission: already verified; the sender may still need help.
+            self.help_behind(&vc, out);
+            return;
+        }
+        if previous.is_some_and(|old| old.body.new_view == t) {
+            // A second, different view change for the same view (a restarted replica
+            // re-signs with what it still knows). Keep the first for NEW-VIEW; still
+            // help the sender catch up.
+            self.reject("conflicting-view-change");
+            if vc.verify(&self.config.validators).is_ok() {
+                self.help_behind(&vc, out);
+            }
+            return;
+        }
+        if let Err(reason) = self.verify_view_change(&vc) {
+            self.reject(reason);
+            return;
+        }
+        self.help_behind(&vc, out);
+        self.view_changes.insert(vc.signer, vc);
+        // PBFT 4.5.2: f+1 replicas ahead of us prove at least one honest one timed
+        // out; join the smallest of their views.
+        let target = self.target_view();
+        let ahead: Vec<View> = self
+            .view_changes
+            .iter()
+            .filter(|(r, v)| **r != self.config.id && v.body.new_view > target)
+            .map(|(_, v)| v.body.new_view)
+            .collect();
+        if ahead.len() >= self.config.validators.weak_quorum()
+            && let Some(&smallest) = ahead.iter().min()
+        {
+            self.start_view_change(smallest, out);
+        }
+        self.arm_view_change_timer(out);
+        self.retry_new_view(out);
+    }
+
+    /// Sends a view-changing replica what it lacks to catch up: the signed
+    /// checkpoints of our stable checkpoint if it is below it, and the certified
+    /// payloads we delivered above what it delivered.
+    fn help_behind(&self, vc: &Signed<ViewChange>, out: &mut Vec<Output>) {
+        // Help a replica that fell behind inside the window: it may be changing views
+        // only because it missed what everyone else delivered.
+        if vc.body.last_delivered < self.stable.seq {
+            // It is behind our stable checkpoint: the signed checkpoints prove it and
+            // make it fetch the rest by state transfer.
+            for checkpoint in &self.stable.checkpoints {
+                out.push(Output::Send {
+                    to: vc.signer,
+                    message: Message::Checkpoint(checkpoint.clone()),
+                });
+            }
+        }
+        let behind = vc.body.last_delivered.max(self.stable.seq);
+        if behind < self.last_delivered {
+            for (_, certificate) in self.delivered_certs.range(behind.next()..) {
+                if let Some(payload) = self.payloads.get(&(certificate.seq, certificate.digest)) {
+                    out.push(Output::Send {
+                        to: vc.signer,
+                        message: Message::Certified {
+                            payload: payload.clone(),
+                            certificate: certificate.clone(),
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// 2f+1 view changes for `view`, deterministically chosen (lowest replica ids).
+    fn view_change_quorum(&self, view: View) -> Option<Vec<Signed<ViewChange>>> {
+        let vcs: Vec<Signed<ViewChange>> = self
+            .view_changes
+            .values()
+            .filter(|v| v.body.new_view == view)
+            .take(self.config.validators.quorum())
+            .cloned()
+            .collect();
+        (vcs.len() >= self.config.validators.quorum()).then_some(vcs)
+    }
+
+    /// As the new primary: when 2f+1 view changes and every needed payload are in
+    /// hand, send NEW-VIEW.
+    fn retry_new_view(&mut self, out: &mut Vec<Output>) {
+        let Status::ViewChanging(t) = self.status else {
+            return;
+        };
+        if self.config.validators.primary(t) != self.config.id {
+            return;
+        }
+        if self
+            .view_changes
+            .get(&self.config.id)
+            .map(|v| v.body.new_view)
+            != Some(t)
+        {
+            return;
+        }
+        let Some(vcs) = self.view_change_quorum(t) else {
+            return;
+        };
+        let (stable, chain) = select(&vcs, self.config.window);
+        let mut missing = false;
+        for entry in &chain {
+            if !self.payloads.contains_key(&(entry.seq, entry.digest)) {
+                missing = true;
+                if self
+                    .fetches_sent
+                    .insert((entry.seq, entry.digest), entry.parent)
+                    .is_none()
+                {
+                    for holder in &entry.holders {
+                        out.push(Output::Send {
+                            to: *holder,
+                            message: Message::FetchPayload {
+                                seq: entry.seq,
+                                digest: entry.digest,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        if missing {
+            return;
+        }
+        let validators = self.config.validators.clone();
+        let mut pre_prepares = Vec::with_capacity(chain.len());
+        let mut payloads = Vec::with_capacity(chain.len());
+        for entry in &chain {
+            let body = PrePrepare {
+                view: t,
+                seq: entry.seq,
+                digest: entry.digest,
+                parent: entry.parent,
+            };
+            match self.safety.sign_pre_prepare(&validators, body) {
+                Ok(signed) => pre_prepares.push(Self::persist_and(out, signed)),
+                Err(_) => {
+                    self.reject("safety-refused");
+                    return;
+                }
+            }
+            payloads.push(
+                self.payloads
+                    .get(&(entry.seq, entry.digest))
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        let body = NewView {
+            view: t,
+            view_changes: vcs,
+            pre_prepares,
+        };
+        let Ok(signed) = self.safety.sign_new_view(&validators, body) else {
+            self.reject("safety-refused");
+            return;
+        };
+        let new_view = Self::persist_and(out, signed);
+        let message = Message::NewView {
+            new_view: new_view.clone(),
+            payloads: payloads.clone(),
+        };
+        out.push(Output::Broadcast(message.clone()));
+        self.enter_view(new_view.body, stable, payloads, out);
+        self.last_new_view = Some(message);
+    }
+
+    fn on_new_view(
+        &mut self,
+        new_view: Signed<NewView>,
+        payloads: Vec<Vec<u8>>,
+        out: &mut Vec<Output>,
+    ) {
+        let t = new_view.body.view;
+        if t < self.target_view() || (t == self.view && self.status == Status::Normal) {
+            self.reject("old-view");
+            return;
+        }
+        if new_view.signer != self.config.validators.primary(t) {
+            self.reject("new-view-not-from-primary");
+            return;
+        }
+        if new_view.verify(&self.config.validators).is_err() {
+            self.reject("bad-signature");
+            return;
+        }
+        let nv = &new_view.body;
+        let signers: BTreeSet<ReplicaId> = nv.view_changes.iter().map(|v| v.signer).collect();
+        if nv.view_changes.len() != self.config.validators.quorum()
+            || signers.len() != nv.view_changes.len()
+            || nv.view_changes.iter().any(|v| v.body.new_view != t)
+        {
+            self.reject("bad-new-view");
+            return;
+        }
+        for vc in &nv.view_changes {
+            if let Err(reason) = self.verify_view_change(vc) {
+                self.reject(reason);
+                return;
+            }
+        }
+        let (stable, chain) = select(&nv.view_changes, self.config.window);
+        let matches = chain.len() == nv.pre_prepares.len()
+            && payloads.len() == chain.len()
+            && chain.iter().zip(&nv.pre_prepares).all(|(e, p)| {
+                p.signer == new_view.signer
+                    && p.body
+                        == PrePrepare {
+                            view: t,
+                            seq: e.seq,
+                            digest: e.digest,
+                            parent: e.parent,
+                        }
+            });
+        if !matches {
+            self.reject("bad-new-view");
+            return;
+        }
+        if crate::messages::verify_all(&self.config.validators, &nv.pre_prepares).is_err() {
+            self.reject("bad-signature");
+            return;
+        }
+        for (entry, payload) in chain.iter().zip(&payloads) {
+            if payload.len() > self.config.payload_bytes_max
+                || self.check.check(entry.seq, entry.parent, payload) != Ok(entry.digest)
+            {
+                self.reject("invalid-payload");
+                return;
+            }
+        }
+        let message = Message::NewView {
+            new_view: new_view.clone(),
+            payloads: payloads.clone(),
+        };
+        self.enter_view(new_view.body, stable, payloads, out);
+        self.last_new_view = Some(message);
+    }
+
+    /// Enters view `nv.view` with its re-issued pre-prepares (verified by the caller).
+    fn enter_view(
+        &mut self,
+        nv: NewView,
+        stable: CheckpointProof,
+        payloads: Vec<Vec<u8>>,
+        out: &mut Vec<Output>,
+    ) {
+        let t = nv.view;
+        if let Some(old) = self.view_change_timer.take() {
+            out.push(Output::CancelTimer(Timer::ViewChange { view: old }));
+        }
+        if let Status::ViewChanging(old) = self.status {
+            out.push(Output::CancelTimer(Timer::Retransmit { view: old }));
+        }
+        self.last_new_view = None;
+        if let Some(v) = self.progress_timer.take() {
+            out.push(Output::CancelTimer(Timer::Progress { view: v }));
+        }
+        if let Some(record) = self.safety.enter_view(t) {
+            out.push(Output::Persist(record));
+        }
+        self.view = t;
+        self.status = Status::Normal;
+        self.slots.clear();
+        self.waiting.clear();
+        self.proposal_wanted = None;
+        self.view_changes.retain(|_, v| v.body.new_view > t);
+        out.push(Output::EnteredView {
+            view: t,
+            primary: self.primary(),
+        });
+        if stable.seq > self.stable.seq {
+            self.make_stable(stable, out);
+        }
+        let end = nv
+            .pre_prepares
+            .last()
+            .map_or(self.stable.seq, |p| p.body.seq);
+        self.next_proposal = end.max(self.last_delivered).max(self.stable.seq).next();
+        for (pre_prepare, payload) in nv.pre_prepares.into_iter().zip(payloads) {
+            if pre_prepare.body.seq <= self.stable.seq {
+                continue;
+            }
+            if let Some(delivered) = self.delivered.get(&pre_prepare.body.seq) {
+                assert_eq!(
+                    *delivered, pre_prepare.body.digest,
+                    "NEW-VIEW re-proposes another digest at a delivered sequence number"
+                );
+            }
+            self.install_pre_prepare(pre_prepare, payload, out);
+        }
+        let buffered: Vec<(ReplicaId, Message)> = self.future.drain(..).collect();
+        for (from, message) in buffered {
+            self.on_message(from, message, out);
+        }
+        self.arm_progress_timer(out);
+        self.want_proposal(out);
+    }
+
+    /// Checks internal invariants; tests and the simulator call it after every step.
+    pub fn check_invariants(&self) {
+        assert!(
+            self.view <= self.safety.record().view,
+            "view ahead of the safety record"
+        );
+        if let Status::ViewChanging(t) = self.status {
+            assert!(t > self.view, "changing to a view that is not ahead");
+        }
+        for seq in self.slots.keys() {
+            assert!(self.in_window(*seq), "slot {seq} outside the window");
+        }
+        for seq in self.certified.keys() {
+            assert!(
+                *seq > self.last_delivered,
+                "certified {seq} already delivered"
+            );
+        }
+        assert!(self.catch_up.len() as u64 <= self.config.window);
+        assert!(self.delivered_certs.len() as u64 <= self.config.window + 1);
+        assert!(self.delivered.len() as u64 <= self.config.window + 2);
+        assert!(self.future.len() <= self.config.future_messages_max);
+        assert!(self.waiting.len() <= self.config.window as usize);
+        assert!(
+            self.checkpoints
+                .values()
+                .all(|m| m.len() <= CHECKPOINTS_PER_REPLICA)
+        );
+        assert!(self.view_changes.len() <= self.config.validators.len());
+        assert!(
+            self.safety.record().prepared_certs.len() as u64 <= self.config.window + 1,
+            "prepared certificates outgrew the window"
+        );
+    }
+}
+
+/// One re-proposal chosen by NEW-VIEW.
+#[derive(Debug, Clone)]
+struct Chosen {
+    seq: SeqNum,
+    digest: Digest,
+    parent: Digest,
+    /// Replicas whose view change holds this certificate (can serve the payload).
+    holders: Vec<ReplicaId>,
+}
+
+/// PBFT 4.4's choice of re-proposals, for a chain: start at the highest stable
+/// checkpoint among the view changes; for each next sequence number take the
+/// prepared certificate of the highest view; stop at the first sequence number with
+/// none, or whose certificate does not extend the one chosen before it. A committed
+/// payload is never cut off: 2f+1 replicas prepared it (and, by the chaining rule,
+/// its ancestors in the same view), so its certificate and its ancestors' reach
+/// every quorum of view changes, with the highest views.
+fn select(vcs: &[Signed<ViewChange>], window: u64) -> (CheckpointProof, Vec<Chosen>) {
+    let stable = vcs
+        .iter()
+        .map(|v| &v.body.stable)
+        .max_by_key(|s| s.seq)
+        .cloned()
+        .unwrap_or_else(|| CheckpointProof::genesis(Digest::default()));
+    let mut chain = Vec::new();
+    let mut parent = stable.digest;
+    let mut seq = stable.seq.next();
+    while seq.0 <= stable.seq.0 + window {
+        let best = vcs
+            .iter()
+            .flat_map(|v| v.body.prepared.iter().map(move |c| (v.signer, c)))
+            .filter(|(_, c)| c.pre_prepare.body.seq == seq)
+            .max_by_key(|(_, c)| c.pre_prepare.body.view);
+        let Some((_, cert)) = best else { break };
+        let pp = cert.pre_prepare.body;
+        if pp.parent != parent {
+            break;
+        }
+        let holders = vcs
+            .iter()
+            .filter(|v| {
+                v.body.prepared.iter().any(|c| {
+                    c.pre_prepare.body.seq == seq && c.pre_prepare.body.digest == pp.digest
+                })
+            })
+            .map(|v| v.signer)
+            .collect();
+        chain.push(Chosen {
+            seq,
+            digest: pp.digest,
+            parent,
+            holders,
+        });
+        parent = pp.digest;
+        seq = seq.next();
+    }
+    (stable, chain)
+}

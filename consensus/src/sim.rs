@@ -1,0 +1,1127 @@
+//! A deterministic simulator for the consensus core (tests only).
+//!
+//! One seed drives everything: network delays, drops, duplicates and reordering,
+//! partitions, crashes (including a crash between two outputs of one step, which
+//! tests persist-before-send) and restarts from persisted state, and up to f
+//! Byzantine replicas. Time is virtual. After every step the replica's invariants are
+//! checked; every delivery is checked for safety (no two honest replicas deliver
+//! different digests at one sequence number; every certificate verifies).
+//!
+//! Scenarios read like their story: `sim.crash(2); sim.partition(&[&[0, 1], &[2, 3]]);
+//! sim.run_for(5_000); sim.heal(); sim.run_until_committed(...)`. A failure reports
+//! the seed and the tail of the trace; `MOSAIC_SIM_SEED=<seed>` replays one seed and
+//! `MOSAIC_SIM_TRACE=1` prints the whole trace as it runs.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::fmt::Write as _;
+
+use mosaic_crypto::{ChainId, Hash, Keypair, codec};
+use serde::{Deserialize, Serialize};
+
+use crate::messages::{Body, Commit, Message, PrePrepare, Prepare, Signed, ViewChange};
+use crate::replica::{Config, Input, Output, PayloadCheck, Replica, Restored, Timer};
+use crate::safety::SafetyRecord;
+use crate::types::{Digest, ReplicaId, SeqNum, ValidatorSet, View};
+
+/// splitmix64: small, fast, and fully determined by the seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+    /// True with probability `per_mille / 1000`.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.next_u64() % 1000 < per_mille
+    }
+}
+
+/// The simulated application's block: a parent link and some request ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimBlock {
+    /// Sequence number it was built for.
+    pub seq: SeqNum,
+    /// Parent digest.
+    pub parent: Digest,
+    /// Client request ids, strictly increasing.
+    pub requests: Vec<u64>,
+}
+
+const SIM_PAYLOAD_MAX: usize = 4096;
+
+/// The simulated ledger's payload rules.
+#[derive(Debug, Clone, Copy)]
+pub struct SimCheck;
+
+impl PayloadCheck for SimCheck {
+    fn check(&self, seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String> {
+        let block: SimBlock = codec::decode(payload, SIM_PAYLOAD_MAX).map_err(|e| e.to_string())?;
+        if block.seq != seq || block.parent != parent {
+            return Err("block built for another position".into());
+        }
+        if block.requests.is_empty() || block.requests.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("requests must be non-empty and increasing".into());
+        }
+        Ok(Digest(Hash::of(payload)))
+    }
+}
+
+fn encode_block(block: &SimBlock) -> Vec<u8> {
+    codec::encode(block).unwrap_or_default()
+}
+
+/// How a Byzantine replica misbehaves (on top of running the honest code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    /// Honest.
+    Honest,
+    /// Sends nothing.
+    Silent,
+    /// As primary, sends different payloads to different replicas.
+    Equivocator,
+    /// Votes for random digests besides (or instead of) the real ones.
+    Conflicter,
+    /// Sends forged signatures, impersonates others and replays old messages.
+    Forger,
+    /// Sends different view changes to different replicas (omitting prepared
+    /// certificates) and view changes for far-future views.
+    ViewChangeLiar,
+}
+
+impl Behavior {
+    const BYZANTINE: [Behavior; 5] = [
+        Behavior::Silent,
+        Behavior::Equivocator,
+        Behavior::Conflicter,
+        Behavior::Forger,
+        Behavior::ViewChangeLiar,
+    ];
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Deliver {
+        to: ReplicaId,
+        from: ReplicaId,
+        message: Message,
+    },
+    Timer {
+        node: ReplicaId,
+        timer: Timer,
+        generation: u64,
+    },
+    Transfer {
+        node: ReplicaId,
+        from: SeqNum,
+        to: SeqNum,
+    },
+}
+
+#[derive(Debug)]
+struct Node {
+    replica: Option<Replica>,
+    behavior: Behavior,
+    persisted: SafetyRecord,
+    stable: crate::CheckpointProof,
+    saved_payloads: BTreeMap<(SeqNum, Digest), Vec<u8>>,
+    /// seq -> (digest, payload, certificate) delivered, as the node's store keeps.
+    delivered: BTreeMap<SeqNum, (Digest, Vec<u8>, crate::CommitCertificate)>,
+    timers: BTreeMap<Timer, u64>,
+    proposal_wanted: Option<(SeqNum, Digest)>,
+    proposed: BTreeSet<u64>,
+    seen: VecDeque<Message>,
+    requests_delivered: BTreeSet<u64>,
+}
+
+/// Knobs for one simulation.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Replicas.
+    pub n: usize,
+    /// The seed.
+    pub seed: u64,
+    /// Byzantine replicas and how they behave (at most f for the liveness check).
+    pub byzantine: Vec<(u32, Behavior)>,
+}
+
+/// The simulation.
+#[derive(Debug)]
+pub struct Sim {
+    /// Its seed.
+    pub seed: u64,
+    rng: Rng,
+    now: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: BTreeMap<usize, Event>,
+    event_counter: usize,
+    order: u64,
+    nodes: Vec<Node>,
+    keys: Vec<Keypair>,
+    validators: ValidatorSet,
+    /// Loss and duplication in per-mille, delays in ticks.
+    drop_per_mille: u64,
+    dup_per_mille: u64,
+    delay: (u64, u64),
+    partition: Option<Vec<BTreeSet<u32>>>,
+    crash_mid_step_per_mille: u64,
+    submitted: BTreeSet<u64>,
+    next_request: u64,
+    committed: BTreeMap<SeqNum, Digest>,
+    trace: VecDeque<String>,
+    timer_generation: u64,
+    /// Total messages delivered (for reports).
+    pub messages: u64,
+}
+
+/// The genesis digest of simulated chains.
+pub fn genesis() -> Digest {
+    Digest(Hash::of(b"mosaic-sim-genesis"))
+}
+
+impl Sim {
+    /// A simulation of `config.n` replicas.
+    pub fn new(config: SimConfig) -> Self {
+        let keys: Vec<Keypair> = (0..config.n as u64)
+            .map(|i| Keypair::from_seed_for_tests(config.seed.wrapping_mul(1000).wrapping_add(i)))
+            .collect();
+        let chain = ChainId::new("sim").unwrap_or_else(|_| unreachable!());
+        let validators = ValidatorSet::new(chain, keys.iter().map(|k| k.public()).collect())
+            .unwrap_or_else(|e| panic!("bad simulated validator set: {e}"));
+        let mut sim = Sim {
+            seed: config.seed,
+            rng: Rng::new(config.seed),
+            now: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            event_counter: 0,
+            order: 0,
+            nodes: Vec::new(),
+            keys,
+            validators,
+            drop_per_mille: 0,
+            dup_per_mille: 0,
+            delay: (1, 10),
+            partition: None,
+            crash_mid_step_per_mille: 0,
+            submitted: BTreeSet::new(),
+            next_request: 1,
+            committed: BTreeMap::new(),
+            trace: VecDeque::new(),
+            timer_generation: 0,
+            messages: 0,
+        };
+        for i in 0..config.n as u32 {
+            let behavior = config
+                .byzantine
+                .iter()
+                .find(|(id, _)| *id == i)
+                .map_or(Behavior::Honest, |(_, b)| *b);
+            sim.nodes.push(Node {
+                replica: None,
+                behavior,
+                persisted: SafetyRecord::default(),
+                stable: crate::CheckpointProof::genesis(genesis()),
+                saved_payloads: BTreeMap::new(),
+                delivered: BTreeMap::new(),
+                timers: BTreeMap::new(),
+                proposal_wanted: None,
+                proposed: BTreeSet::new(),
+                seen: VecDeque::new(),
+                requests_delivered: BTreeSet::new(),
+            });
+            sim.boot(ReplicaId(i), None);
+        }
+        sim
+    }
+
+    fn replica_config(&self, id: ReplicaId) -> Config {
+        let mut c = Config::new(id, self.validators.clone(), genesis());
+        c.checkpoint_interval = 4;
+        c.window = 8;
+        c.view_change_timeout_ticks = 400;
+        c.view_change_timeout_max_ticks = 6_400;
+        c.payload_bytes_max = SIM_PAYLOAD_MAX;
+        c.future_messages_max = 512;
+        c
+    }
+
+    fn boot(&mut self, id: ReplicaId, restored: Option<Restored>) {
+        let config = self.replica_config(id);
+        let key = Keypair::from_secret_bytes(self.keys[id.0 as usize].secret_bytes())
+            .unwrap_or_else(|_| unreachable!());
+        let mut replica = Replica::new(config, key, Box::new(SimCheck), restored);
+        let out = replica.start();
+        let node = &mut self.nodes[id.0 as usize];
+        node.replica = Some(replica);
+        node.timers.clear();
+        node.proposal_wanted = None;
+        node.proposed.clear();
+        self.carry_out(id, out);
+        let pending = self
+            .submitted
+            .iter()
+            .any(|r| !self.nodes[id.0 as usize].requests_delivered.contains(r));
+        self.step(id, Input::Pending(pending));
+    }
+
+    fn log(&mut self, line: String) {
+        if std::env::var_os("MOSAIC_SIM_TRACE").is_some() {
+            eprintln!("[t={}] {line}", self.now);
+        }
+        if self.trace.len() >= 400 {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(format!("[t={} ] {line}", self.now));
+    }
+
+    /// The last lines of the trace, for failure reports.
+    pub fn trace_tail(&self) -> String {
+        let mut s = String::new();
+        for line in self
+            .trace
+            .iter()
+            .rev()
+            .take(60)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            let _ = writeln!(s, "{line}");
+        }
+        s
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        let id = self.event_counter;
+        self.event_counter += 1;
+        self.order += 1;
+        self.events.insert(id, event);
+        self.queue.push(Reverse((at, self.order, id)));
+    }
+
+    fn connected(&self, a: ReplicaId, b: ReplicaId) -> bool {
+        match &self.partition {
+            None => true,
+            Some(groups) => groups.iter().any(|g| g.contains(&a.0) && g.contains(&b.0)),
+        }
+    }
+
+    fn send(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
+        if from == to || !self.connected(from, to) || self.rng.chance(self.drop_per_mille) {
+            return;
+        }
+        let copies = if self.rng.chance(self.dup_per_mille) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = self.now + self.rng.range(self.delay.0, self.delay.1);
+            self.schedule(
+                at,
+                Event::Deliver {
+                    to,
+                    from,
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+
+    fn honest(&self, id: ReplicaId) -> bool {
+        self.nodes[id.0 as usize].behavior == Behavior::Honest
+    }
+
+    /// Feeds one input to a live replica and carries out its outputs.
+    fn step(&mut self, id: ReplicaId, input: Input) {
+        let Some(replica) = self.nodes[id.0 as usize].replica.as_mut() else {
+            return;
+        };
+        let out = replica.handle(input);
+        replica.check_invariants();
+        // Now and then crash between two outputs: persists before the cut are
+        // durable, messages after it are never sent.
+        if self.crash_mid_step_per_mille > 0
+            && out.len() > 1
+            && self.rng.chance(self.crash_mid_step_per_mille)
+        {
+            let cut = self.rng.range(0, out.len() as u64 - 1) as usize;
+            let prefix: Vec<Output> = out.into_iter().take(cut).collect();
+            self.carry_out(id, prefix);
+            self.log(format!("{id} crashed mid-step after {cut} outputs"));
+            self.crash(id.0);
+            return;
+        }
+        self.carry_out(id, out);
+    }
+
+    fn carry_out(&mut self, id: ReplicaId, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Persist(record) => self.nodes[id.0 as usize].persisted = record,
+                Output::Send { to, message } => self.transmit(id, Some(to), message),
+                Output::Broadcast(message) => self.transmit(id, None, message),
+                Output::Deliver {
+                    seq,
+                    digest,
+                    payload,
+                    certificate,
+                } => self.on_deliver(id, seq, digest, payload, certificate),
+                Output::ProposalWanted { seq, parent } => {
+                    self.nodes[id.0 as usize].proposal_wanted = Some((seq, parent));
+                    self.maybe_propose(id);
+                }
+                Output::SetTimer { timer, after_ticks } => {
+                    self.timer_generation += 1;
+                    let generation = self.timer_generation;
+                    self.nodes[id.0 as usize].timers.insert(timer, generation);
+                    self.schedule(
+                        self.now + after_ticks,
+                        Event::Timer {
+                            node: id,
+                            timer,
+                            generation,
+                        },
+                    );
+                }
+                Output::CancelTimer(timer) => {
+                    self.nodes[id.0 as usize].timers.remove(&timer);
+                }
+                Output::StateTransfer { from, to } => {
+                    self.log(format!("{id} state transfer {from}..={to}"));
+                    let at = self.now + self.rng.range(self.delay.0, self.delay.1) * 2;
+                    self.schedule(at, Event::Transfer { node: id, from, to });
+                }
+                Output::CheckpointStable(proof) => {
+                    let node = &mut self.nodes[id.0 as usize];
+                    node.saved_payloads.retain(|(s, _), _| *s > proof.seq);
+                    node.stable = proof;
+                }
+                Output::PersistPayload {
+                    seq,
+                    digest,
+                    payload,
+                } => {
+                    self.nodes[id.0 as usize]
+                        .saved_payloads
+                        .insert((seq, digest), payload);
+                }
+                Output::EnteredView { view, primary } => {
+                    // Proposals of earlier views that did not commit go back to the pool.
+                    self.nodes[id.0 as usize].proposed.clear();
+                    self.log(format!("{id} entered {view} (primary {primary})"));
+                }
+            }
+        }
+    }
+
+    fn on_deliver(
+        &mut self,
+        id: ReplicaId,
+        seq: SeqNum,
+        digest: Digest,
+        payload: Vec<u8>,
+        certificate: crate::CommitCertificate,
+    ) {
+        let honest = self.honest(id);
+        let node = &mut self.nodes[id.0 as usize];
+        if let Some(last) = node.delivered.keys().next_back() {
+            assert_eq!(
+                last.next(),
+                seq,
+                "seed {}: {id} delivered {seq} out of order after {last}",
+                self.seed
+            );
+        }
+        if honest {
+            assert!(
+                certificate.verify(&self.validators).is_ok()
+                    && certificate.digest == digest
+                    && certificate.seq == seq,
+                "seed {}: {id} delivered {seq} with a certificate that does not verify",
+                self.seed
+            );
+            if let Some(existing) = self.committed.get(&seq) {
+                assert_eq!(
+                    *existing,
+                    digest,
+                    "seed {}: SAFETY VIOLATION: {id} delivered {digest} at {seq}, another honest replica delivered {existing}\n{}",
+                    self.seed,
+                    self.trace_tail()
+                );
+            }
+            self.committed.insert(seq, digest);
+        }
+        if let Ok(block) = codec::decode::<SimBlock>(&payload, SIM_PAYLOAD_MAX) {
+            let node = &mut self.nodes[id.0 as usize];
+            node.requests_delivered
+                .extend(block.requests.iter().copied());
+            for r in &block.requests {
+                node.proposed.remove(r);
+            }
+        }
+        self.nodes[id.0 as usize]
+            .delivered
+            .insert(seq, (digest, payload, certificate));
+        self.log(format!("{id} delivered {seq} {digest}"));
+        let pending = self
+            .submitted
+            .iter()
+            .any(|r| !self.nodes[id.0 as usize].requests_delivered.contains(r));
+        self.step(id, Input::Pending(pending));
+        self.maybe_propose(id);
+    }
+
+    /// A primary with a wanted proposal and unproposed requests proposes a batch.
+    fn maybe_propose(&mut self, id: ReplicaId) {
+        let node = &self.nodes[id.0 as usize];
+        let Some((seq, parent)) = node.proposal_wanted else {
+            return;
+        };
+        let requests: Vec<u64> = self
+            .submitted
+            .iter()
+            .filter(|r| !node.requests_delivered.contains(r) && !node.proposed.contains(r))
+            .take(8)
+            .copied()
+            .collect();
+        if requests.is_empty() {
+            return;
+        }
+        let node = &mut self.nodes[id.0 as usize];
+        node.proposal_wanted = None;
+        node.proposed.extend(requests.iter().copied());
+        let payload = encode_block(&SimBlock {
+            seq,
+            parent,
+            requests,
+        });
+        self.step(
+            id,
+            Input::Propose {
+                seq,
+                parent,
+                payload,
+            },
+        );
+    }
+
+    fn sign_raw<T: Body>(&self, id: ReplicaId, body: T) -> Signed<T> {
+        let bytes = Signed::signing_bytes(&body).unwrap_or_default();
+        let signature = self.keys[id.0 as usize].sign(T::DOMAIN, self.validators.chain(), &bytes);
+        Signed {
+            body,
+            signer: id,
+            signature,
+        }
+    }
+
+    fn others(&self, id: ReplicaId) -> Vec<ReplicaId> {
+        self.validators.ids().filter(|r| *r != id).collect()
+    }
+
+    /// Sends what a replica produced, as its behaviour dictates.
+    fn transmit(&mut self, id: ReplicaId, to: Option<ReplicaId>, message: Message) {
+        let targets = match to {
+            Some(t) => vec![t],
+            None => self.others(id),
+        };
+        let behavior = self.nodes[id.0 as usize].behavior;
+        match behavior {
+            Behavior::Honest => {
+                for t in targets {
+                    self.send(id, t, message.clone());
+                }
+            }
+            Behavior::Silent => {}
+            Behavior::Equivocator => {
+                for t in targets {
+                    let m = match (&message, t.0 % 2) {
+                        (Message::PrePrepare { pre_prepare, .. }, 1) => {
+                            let pp = pre_prepare.body;
+                            let alt = encode_block(&SimBlock {
+                                seq: pp.seq,
+                                parent: pp.parent,
+                                requests: vec![u64::MAX - pp.seq.0],
+                            });
+                            let body = PrePrepare {
+                                digest: Digest(Hash::of(&alt)),
+                                ..pp
+                            };
+                            Message::PrePrepare {
+                                pre_prepare: self.sign_raw(id, body),
+                                payload: alt,
+                            }
+                        }
+                        _ => message.clone(),
+                    };
+                    self.send(id, t, m);
+                }
+            }
+            Behavior::Conflicter => {
+                let bogus = Digest(Hash::of(&self.rng.next_u64().to_le_bytes()));
+                for t in targets {
+                    let m = match (&message, t.0 % 2) {
+                        (Message::Prepare(p), 1) => Message::Prepare(self.sign_raw(
+                            id,
+                            Prepare {
+                                digest: bogus,
+                                ..p.body
+                            },
+                        )),
+                        (Message::Commit(c), 1) => Message::Commit(self.sign_raw(
+                            id,
+                            Commit {
+                                digest: bogus,
+                                ..c.body
+                            },
+                        )),
+                        _ => message.clone(),
+                    };
+                    self.send(id, t, m);
+                }
+            }
+            Behavior::Forger => {
+                for t in targets {
+                    self.send(id, t, message.clone());
+                    let mut forged = message.clone();
+                    match &mut forged {
+                        Message::Prepare(p) => {
+                            p.signature = mosaic_crypto::Signature::from_bytes([7; 64])
+                        }
+                        Message::Commit(c) => {
+                            c.signer = ReplicaId((c.signer.0 + 1) % self.validators.len() as u32)
+                        }
+                        Message::Checkpoint(c) => c.body.digest = Digest(Hash::of(b"forged")),
+                        Message::PrePrepare { payload, .. } => payload.push(0),
+                        _ => {}
+                    }
+                    self.send(id, t, forged);
+                    let replay = {
+                        let seen = &self.nodes[id.0 as usize].seen;
+                        if seen.is_empty() {
+                            None
+                        } else {
+                            let i = (self.rng.next_u64() % seen.len() as u64) as usize;
+                            seen.get(i).cloned()
+                        }
+                    };
+                    if let Some(replay) = replay {
+                        self.send(id, t, replay);
+                    }
+                }
+            }
+            Behavior::ViewChangeLiar => {
+                for t in targets {
+                    let m = match (&message, t.0 % 2) {
+                        (Message::ViewChange(vc), 1) => {
+                            let body = ViewChange {
+                                prepared: Vec::new(),
+                                ..vc.body.clone()
+                            };
+                            Message::ViewChange(self.sign_raw(id, body))
+                        }
+                        _ => message.clone(),
+                    };
+                    self.send(id, t, m);
+                    if self.rng.chance(50) {
+                        let far = ViewChange {
+                            new_view: View(self.rng.range(50, 500)),
+                            stable: crate::CheckpointProof::genesis(genesis()),
+                            prepared: Vec::new(),
+                            last_delivered: SeqNum(0),
+                        };
+                        let m = Message::ViewChange(self.sign_raw(id, far));
+                        self.send(id, t, m);
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Deliver { to, from, message } => {
+                if self.nodes[to.0 as usize].replica.is_none() {
+                    return;
+                }
+                self.messages += 1;
+                if self.nodes[to.0 as usize].behavior == Behavior::Forger {
+                    let seen = &mut self.nodes[to.0 as usize].seen;
+                    if seen.len() >= 64 {
+                        seen.pop_front();
+                    }
+                    seen.push_back(message.clone());
+                }
+                self.step(to, Input::Message { from, message });
+            }
+            Event::Timer {
+                node,
+                timer,
+                generation,
+            } => {
+                if self.nodes[node.0 as usize].timers.get(&timer) == Some(&generation) {
+                    self.nodes[node.0 as usize].timers.remove(&timer);
+                    self.log(format!("{node} timeout {timer:?}"));
+                    self.step(node, Input::Timeout(timer));
+                }
+            }
+            Event::Transfer { node, from, to } => {
+                for s in from.0..=to.0 {
+                    let source = self
+                        .nodes
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, n)| *i != node.0 as usize && n.behavior == Behavior::Honest)
+                        .find_map(|(_, n)| n.delivered.get(&SeqNum(s)).cloned());
+                    let Some((_, payload, certificate)) = source else {
+                        break;
+                    };
+                    self.step(
+                        node,
+                        Input::CertifiedPayload {
+                            payload,
+                            certificate,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs until virtual time `until`.
+    fn run_to(&mut self, until: u64) {
+        while let Some(Reverse((at, _, id))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            if let Some(event) = self.events.remove(&id) {
+                self.dispatch(event);
+            }
+        }
+        self.now = until;
+    }
+
+    // ----- the scenario DSL -----
+
+    /// Runs for `ticks` of virtual time.
+    pub fn run_for(&mut self, ticks: u64) {
+        self.run_to(self.now + ticks);
+    }
+
+    /// Sets message loss, duplication (per mille) and the delay range.
+    pub fn network(&mut self, drop_per_mille: u64, dup_per_mille: u64, delay: (u64, u64)) {
+        self.drop_per_mille = drop_per_mille;
+        self.dup_per_mille = dup_per_mille;
+        self.delay = delay;
+    }
+
+    /// How often a step is cut short by a crash (per mille).
+    pub fn crash_mid_step(&mut self, per_mille: u64) {
+        self.crash_mid_step_per_mille = per_mille;
+    }
+
+    /// Splits the network into groups.
+    pub fn partition(&mut self, groups: &[&[u32]]) {
+        self.log(format!("partition {groups:?}"));
+        self.partition = Some(groups.iter().map(|g| g.iter().copied().collect()).collect());
+    }
+
+    /// Ends partitions, loss and duplication.
+    pub fn heal(&mut self) {
+        self.log("heal".into());
+        self.partition = None;
+        self.drop_per_mille = 0;
+        self.dup_per_mille = 0;
+        self.crash_mid_step_per_mille = 0;
+    }
+
+    /// Stops replica `id`; its persisted record and delivered blocks survive.
+    pub fn crash(&mut self, id: u32) {
+        let node = &mut self.nodes[id as usize];
+        if node.replica.take().is_some() {
+            node.timers.clear();
+            self.trace
+                .push_back(format!("[t={}] r{id} crashed", self.now));
+        }
+    }
+
+    /// Restarts a crashed replica from what it persisted.
+    pub fn restart(&mut self, id: u32) {
+        if self.nodes[id as usize].replica.is_some() {
+            return;
+        }
+        let node = &self.nodes[id as usize];
+        let last = node
+            .delivered
+            .iter()
+            .next_back()
+            .map_or((SeqNum(0), genesis()), |(s, (d, _, _))| (*s, *d));
+        let restored = Restored {
+            record: node.persisted.clone(),
+            last_delivered: last,
+            stable: node.stable.clone(),
+            payloads: node
+                .saved_payloads
+                .iter()
+                .map(|((s, d), p)| (*s, *d, p.clone()))
+                .collect(),
+        };
+        self.log(format!(
+            "r{id} restarts at {} view {}",
+            last.0, restored.record.view
+        ));
+        self.boot(ReplicaId(id), Some(restored));
+    }
+
+    /// Whether replica `id` is running.
+    pub fn is_up(&self, id: u32) -> bool {
+        self.nodes[id as usize].replica.is_some()
+    }
+
+    /// Clients submit `count` new requests, seen by every live replica.
+    pub fn submit(&mut self, count: u64) -> BTreeSet<u64> {
+        let fresh: BTreeSet<u64> = (self.next_request..self.next_request + count).collect();
+        self.next_request += count;
+        self.submitted.extend(fresh.iter().copied());
+        for id in self.validators.ids().collect::<Vec<_>>() {
+            self.step(id, Input::Pending(true));
+            self.maybe_propose(id);
+        }
+        fresh
+    }
+
+    /// Runs until every live honest replica delivered all of `requests`, or fails
+    /// after `max_ticks` of virtual time.
+    pub fn run_until_committed(
+        &mut self,
+        requests: &BTreeSet<u64>,
+        max_ticks: u64,
+    ) -> Result<u64, String> {
+        let start = self.now;
+        let deadline = self.now + max_ticks;
+        loop {
+            let done = self.nodes.iter().all(|n| {
+                n.behavior != Behavior::Honest
+                    || n.replica.is_none()
+                    || requests.is_subset(&n.requests_delivered)
+            });
+            if done {
+                return Ok(self.now - start);
+            }
+            if self.now >= deadline {
+                let status: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| match &n.replica {
+                        Some(r) => format!(
+                            "{:?} {:?} missing {} rejected {:?}",
+                            r,
+                            n.behavior,
+                            requests.difference(&n.requests_delivered).count(),
+                            r.rejections()
+                        ),
+                        None => "down".into(),
+                    })
+                    .collect();
+                return Err(format!(
+                    "seed {}: LIVENESS: requests not delivered within {max_ticks} ticks\n{}\n{}",
+                    self.seed,
+                    status.join("\n"),
+                    self.trace_tail()
+                ));
+            }
+            self.run_for(100);
+        }
+    }
+
+    /// Highest sequence number delivered by an honest replica.
+    pub fn committed_height(&self) -> u64 {
+        self.committed.keys().next_back().map_or(0, |s| s.0)
+    }
+
+    /// The current view of a live replica.
+    pub fn view_of(&self, id: u32) -> Option<View> {
+        self.nodes[id as usize].replica.as_ref().map(|r| r.view())
+    }
+
+    /// Rejection counters of a live replica.
+    pub fn rejections_of(&self, id: u32) -> BTreeMap<&'static str, u64> {
+        self.nodes[id as usize]
+            .replica
+            .as_ref()
+            .map(|r| r.rejections().clone())
+            .unwrap_or_default()
+    }
+
+    /// The persisted record and delivered count of a replica (for restart tests).
+    pub fn delivered_count(&self, id: u32) -> usize {
+        self.nodes[id as usize].delivered.len()
+    }
+}
+
+/// One randomized run for `seed`: chaos (loss, duplication, delays, partitions,
+/// crashes, Byzantine replicas), then healing and a liveness check. Returns the
+/// number of sequence numbers committed.
+pub fn random_scenario(seed: u64) -> Result<u64, String> {
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let n = match rng.range(0, 9) {
+        0..=5 => 4,
+        6..=8 => 7,
+        _ => 10,
+    };
+    let f = (n - 1) / 3;
+    let byzantine_count = rng.range(0, f as u64) as usize;
+    let mut ids: Vec<u32> = (0..n as u32).collect();
+    for i in (1..ids.len()).rev() {
+        let j = rng.range(0, i as u64) as usize;
+        ids.swap(i, j);
+    }
+    let byzantine: Vec<(u32, Behavior)> = ids[..byzantine_count]
+        .iter()
+        .map(|&id| (id, Behavior::BYZANTINE[rng.range(0, 4) as usize]))
+        .collect();
+    let honest: Vec<u32> = ids[byzantine_count..].to_vec();
+    let mut sim = Sim::new(SimConfig { n, seed, byzantine });
+
+    // Chaos.
+    sim.network(rng.range(0, 150), rng.range(0, 100), (1, rng.range(2, 60)));
+    sim.crash_mid_step(rng.range(0, 3));
+    sim.submit(rng.range(5, 30));
+    for _ in 0..rng.range(2, 5) {
+        match rng.range(0, 3) {
+            0 => {
+                let cut = rng.range(1, n as u64 - 1) as usize;
+                let (a, b) = ids.split_at(cut);
+                sim.partition(&[a, b]);
+            }
+            1 => {
+                // Crash any honest replicas (even more than f: safety must hold).
+                let victim = honest[rng.range(0, honest.len() as u64 - 1) as usize];
+                sim.crash(victim);
+            }
+            2 => {
+                sim.submit(rng.range(1, 20));
+            }
+            _ => {
+                let victim = honest[rng.range(0, honest.len() as u64 - 1) as usize];
+                sim.restart(victim);
+            }
+        }
+        sim.run_for(rng.range(200, 3_000));
+    }
+
+    // Heal: every honest replica back, the network clean; new requests must commit.
+    sim.heal();
+    for id in &honest {
+        sim.restart(*id);
+    }
+    sim.network(0, 0, (1, 10));
+    let fresh = sim.submit(10);
+    sim.run_until_committed(&fresh, 200_000)?;
+    Ok(sim.committed_height())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn honest_sim(n: usize, seed: u64) -> Sim {
+        Sim::new(SimConfig {
+            n,
+            seed,
+            byzantine: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn normal_case_commits_for_4_7_and_10_replicas() {
+        for n in [4, 7, 10] {
+            let mut sim = honest_sim(n, 1);
+            let requests = sim.submit(40);
+            sim.run_until_committed(&requests, 20_000).unwrap();
+            assert!(sim.committed_height() >= 5, "n={n}: batches of 8");
+            // Checkpoints became stable and the log was collected: no view change.
+            assert_eq!(sim.view_of(0), Some(View(0)));
+        }
+    }
+
+    #[test]
+    fn crashed_primary_is_replaced_and_commits_resume() {
+        let mut sim = honest_sim(4, 2);
+        let first = sim.submit(8);
+        sim.run_until_committed(&first, 5_000).unwrap();
+        sim.crash(0);
+        let second = sim.submit(8);
+        sim.run_until_committed(&second, 50_000).unwrap();
+        assert!(sim.view_of(1).is_some_and(|v| v >= View(1)));
+    }
+
+    #[test]
+    fn restarted_replica_catches_up_and_never_double_signs() {
+        let mut sim = honest_sim(4, 3);
+        sim.crash(3);
+        let during = sim.submit(60);
+        sim.run_until_committed(&during, 20_000).unwrap();
+        assert_eq!(sim.delivered_count(3), 0);
+        sim.restart(3);
+        let after = sim.submit(8);
+        sim.run_until_committed(&after, 60_000).unwrap();
+        assert!(
+            sim.delivered_count(3) >= 60 / 8,
+            "state transfer filled the gap"
+        );
+    }
+
+    #[test]
+    fn partition_without_quorum_stalls_then_heals() {
+        let mut sim = honest_sim(4, 4);
+        sim.partition(&[&[0, 1], &[2, 3]]);
+        let requests = sim.submit(8);
+        sim.run_for(5_000);
+        assert_eq!(sim.committed_height(), 0, "no side has 2f+1");
+        sim.heal();
+        sim.run_until_committed(&requests, 100_000).unwrap();
+    }
+
+    #[test]
+    fn every_byzantine_behaviour_as_primary_and_backup() {
+        for behavior in Behavior::BYZANTINE {
+            for byzantine in [0u32, 2] {
+                let mut sim = Sim::new(SimConfig {
+                    n: 4,
+                    seed: 5,
+                    byzantine: vec![(byzantine, behavior)],
+                });
+                sim.network(50, 50, (1, 20));
+                let requests = sim.submit(30);
+                sim.run_for(3_000);
+                sim.heal();
+                sim.run_until_committed(&requests, 150_000)
+                    .unwrap_or_else(|e| panic!("{behavior:?} at r{byzantine}: {e}"));
+                if behavior == Behavior::Forger {
+                    let rejected: u64 = sim.rejections_of(1).values().sum();
+                    assert!(rejected > 0, "forged messages must be counted as rejected");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crash_between_outputs_never_breaks_safety() {
+        let mut sim = honest_sim(4, 6);
+        sim.crash_mid_step(20);
+        sim.network(30, 30, (1, 30));
+        sim.submit(40);
+        for round in 0..10 {
+            sim.run_for(1_000);
+            for id in 0..4 {
+                if round % 2 == 1 {
+                    sim.restart(id);
+                }
+            }
+        }
+        sim.heal();
+        for id in 0..4 {
+            sim.restart(id);
+        }
+        let fresh = sim.submit(8);
+        sim.run_until_committed(&fresh, 200_000).unwrap();
+    }
+
+    /// The canary: with a broken quorum (f+1 instead of 2f+1), an equivocating
+    /// primary splits the honest replicas and the safety checker must fire.
+    #[test]
+    fn canary_broken_quorum_is_caught() {
+        crate::types::canary::set_broken_quorum(true);
+        let result = std::panic::catch_unwind(|| {
+            let mut sim = Sim::new(SimConfig {
+                n: 4,
+                seed: 7,
+                byzantine: vec![(0, Behavior::Equivocator)],
+            });
+            let requests = sim.submit(16);
+            let _ = sim.run_until_committed(&requests, 20_000);
+        });
+        crate::types::canary::set_broken_quorum(false);
+        let message = match result {
+            Ok(()) => String::new(),
+            Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+        };
+        assert!(
+            message.contains("SAFETY VIOLATION"),
+            "the checker missed a forking bug: {message:?}"
+        );
+
+        // The same story with the real quorum is safe and live.
+        let mut sim = Sim::new(SimConfig {
+            n: 4,
+            seed: 7,
+            byzantine: vec![(0, Behavior::Equivocator)],
+        });
+        let requests = sim.submit(16);
+        sim.run_until_committed(&requests, 100_000).unwrap();
+    }
+
+    fn run_seeds(range: std::ops::Range<u64>) {
+        if let Ok(seed) = std::env::var("MOSAIC_SIM_SEED") {
+            let seed: u64 = seed.parse().expect("MOSAIC_SIM_SEED must be a number");
+            if range.contains(&seed) || range.start == 0 {
+                random_scenario(seed).unwrap_or_else(|e| panic!("{e}"));
+            }
+            return;
+        }
+        for seed in range {
+            if let Err(e) = random_scenario(seed) {
+                panic!(
+                    "{e}\nreplay with: MOSAIC_SIM_SEED={seed} cargo nextest run -p mosaic-consensus seeds"
+                );
+            }
+        }
+    }
+
+    /// MOSAIC_SIM_SEEDS seeds in all (default 1,000), split in four tests so they
+    /// run in parallel.
+    fn seed_range(part: u64) -> std::ops::Range<u64> {
+        let total: u64 = std::env::var("MOSAIC_SIM_SEEDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000);
+        let per = total.div_ceil(4);
+        part * per..((part + 1) * per).min(total)
+    }
+
+    #[test]
+    fn seeds_part_0() {
+        run_seeds(seed_range(0));
+    }
+    #[test]
+    fn seeds_part_1() {
+        run_seeds(seed_range(1));
+    }
+    #[test]
+    fn seeds_part_2() {
+        run_seeds(seed_range(2));
+    }
+    #[test]
+    fn seeds_part_3() {
+        run_seeds(seed_range(3));
+    }
+}

@@ -1,0 +1,244 @@
+//! The paper's nouns as types, the validator set and quorum arithmetic.
+
+use std::fmt;
+
+use mosaic_crypto::{ChainId, Hash, PublicKey};
+use serde::{Deserialize, Serialize};
+
+/// A view number; the primary of view v is replica v mod n.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct View(pub u64);
+
+/// A sequence number; sequence s is ledger height s (the first block is 1).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct SeqNum(pub u64);
+
+/// A replica's index in the validator set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReplicaId(pub u32);
+
+/// The digest of a payload, as computed by the caller's [`crate::PayloadCheck`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Digest(pub Hash);
+
+impl View {
+    /// The next view.
+    pub fn next(self) -> View {
+        View(self.0 + 1)
+    }
+}
+
+impl SeqNum {
+    /// The next sequence number.
+    pub fn next(self) -> SeqNum {
+        SeqNum(self.0 + 1)
+    }
+
+    /// The previous sequence number (0 stays 0).
+    pub fn prev(self) -> SeqNum {
+        SeqNum(self.0.saturating_sub(1))
+    }
+}
+
+impl fmt::Display for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+impl fmt::Display for SeqNum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.0.to_string()[..8])
+    }
+}
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+/// The fixed set of validators of a chain, in index order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorSet {
+    chain: ChainId,
+    keys: Vec<PublicKey>,
+}
+
+/// Why a validator set is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidatorSetError {
+    /// PBFT needs n = 3f + 1 >= 4 and at most 256 validators (one fragment each).
+    #[error("{n} validators: need 4 <= n <= 256 (n = 3f+1 tolerates f faults)")]
+    BadSize {
+        /// The count.
+        n: usize,
+    },
+    /// The same key twice.
+    #[error("validator key {key} appears more than once")]
+    DuplicateKey {
+        /// The repeated key, hex.
+        key: String,
+    },
+}
+
+impl ValidatorSet {
+    /// A validator set; `keys[i]` is replica i.
+    pub fn new(chain: ChainId, keys: Vec<PublicKey>) -> Result<Self, ValidatorSetError> {
+        if keys.len() < 4 || keys.len() > 256 {
+            return Err(ValidatorSetError::BadSize { n: keys.len() });
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ValidatorSetError::DuplicateKey {
+                key: w[0].to_string(),
+            });
+        }
+        Ok(ValidatorSet { chain, keys })
+    }
+
+    /// The chain these validators run.
+    pub fn chain(&self) -> &ChainId {
+        &self.chain
+    }
+
+    /// n.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Never true for a valid set; present for clippy's len-without-is-empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// f = (n - 1) / 3: the faults tolerated.
+    pub fn f(&self) -> usize {
+        (self.len() - 1) / 3
+    }
+
+    /// The quorum for prepared (with the pre-prepare), committed, stable checkpoints
+    /// and new views: ceil((n + f + 1) / 2), which is 2f + 1 when n = 3f + 1. Any two
+    /// quorums share at least f + 1 replicas, so at least one honest replica.
+    pub fn quorum(&self) -> usize {
+        #[cfg(test)]
+        if canary::broken_quorum() {
+            return self.f() + 1;
+        }
+        (self.len() + self.f() + 1).div_ceil(2)
+    }
+
+    /// f + 1: enough to contain one honest replica.
+    pub fn weak_quorum(&self) -> usize {
+        self.f() + 1
+    }
+
+    /// The primary of `view`.
+    pub fn primary(&self, view: View) -> ReplicaId {
+        ReplicaId((view.0 % self.len() as u64) as u32)
+    }
+
+    /// The key of `replica`, if it is in the set.
+    pub fn key(&self, replica: ReplicaId) -> Option<&PublicKey> {
+        self.keys.get(replica.0 as usize)
+    }
+
+    /// All keys, in replica order.
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+
+    /// The index of `key`, if it is a validator.
+    pub fn index_of(&self, key: &PublicKey) -> Option<ReplicaId> {
+        self.keys
+            .iter()
+            .position(|k| k == key)
+            .map(|i| ReplicaId(i as u32))
+    }
+
+    /// Every replica id.
+    pub fn ids(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        (0..self.len() as u32).map(ReplicaId)
+    }
+}
+
+/// A test-only switch that breaks the quorum size, to prove the simulator's safety
+/// checker catches a real bug. Thread-local so parallel tests are unaffected.
+#[cfg(test)]
+pub mod canary {
+    use std::cell::Cell;
+
+    thread_local! {
+        static BROKEN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Whether the quorum is deliberately broken on this thread.
+    pub fn broken_quorum() -> bool {
+        BROKEN.with(Cell::get)
+    }
+
+    /// Breaks (or restores) the quorum on this thread.
+    pub fn set_broken_quorum(broken: bool) {
+        BROKEN.with(|b| b.set(broken));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mosaic_crypto::Keypair;
+
+    fn set(n: usize) -> ValidatorSet {
+        let keys = (0..n as u64)
+            .map(|i| Keypair::from_seed_for_tests(i).public())
+            .collect();
+        ValidatorSet::new(ChainId::new("t").unwrap(), keys).unwrap()
+    }
+
+    #[test]
+    fn quorum_arithmetic() {
+        for (n, f, q) in [
+            (4, 1, 3),
+            (7, 2, 5),
+            (10, 3, 7),
+            (31, 10, 21),
+            (5, 1, 4),
+            (6, 1, 4),
+        ] {
+            let s = set(n);
+            assert_eq!((s.f(), s.quorum(), s.weak_quorum()), (f, q, f + 1), "n={n}");
+            // Two quorums intersect in at least f + 1 replicas, so in an honest one.
+            assert!(2 * s.quorum() > n + f);
+        }
+    }
+
+    #[test]
+    fn bad_sets_are_refused() {
+        let k = Keypair::from_seed_for_tests(1).public();
+        assert!(ValidatorSet::new(ChainId::new("t").unwrap(), vec![k; 3]).is_err());
+        assert!(matches!(
+            ValidatorSet::new(ChainId::new("t").unwrap(), vec![k; 4]),
+            Err(ValidatorSetError::DuplicateKey { .. })
+        ));
+    }
+
+    #[test]
+    fn primary_rotates() {
+        let s = set(4);
+        assert_eq!(s.primary(View(0)), ReplicaId(0));
+        assert_eq!(s.primary(View(5)), ReplicaId(1));
+    }
+}
