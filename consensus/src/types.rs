@@ -225,6 +225,43 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// For every n: two quorums share f+1 replicas (so an honest one), and the
+        /// n-f replicas that are not faulty can form a quorum on their own.
+        #[test]
+        fn quorums_intersect_and_are_reachable(n in 4usize..=256) {
+            let f = (n - 1) / 3;
+            let q = (n + f + 1).div_ceil(2);
+            proptest::prop_assert!(2 * q >= n + f + 1);
+            proptest::prop_assert!(q <= n - f);
+        }
+    }
+
+    #[test]
+    fn wire_format_is_stable() {
+        // Golden bytes: changing them breaks every peer and every stored record.
+        let p = crate::messages::Prepare {
+            view: View(2),
+            seq: SeqNum(7),
+            digest: Digest(mosaic_crypto::Hash::ZERO),
+        };
+        let signed = crate::messages::Signed {
+            body: p,
+            signer: ReplicaId(3),
+            signature: mosaic_crypto::Signature::from_bytes([9; 64]),
+        };
+        let bytes = crate::messages::Message::Prepare(signed).encode().unwrap();
+        let mut expected = vec![1, 0, 0, 0]; // variant 1: Prepare
+        expected.extend_from_slice(&2u64.to_le_bytes());
+        expected.extend_from_slice(&7u64.to_le_bytes());
+        expected.extend_from_slice(&[0; 32]);
+        expected.extend_from_slice(&3u32.to_le_bytes());
+        expected.extend_from_slice(&[9; 64]);
+        assert_eq!(bytes, expected);
+        assert!(crate::messages::Message::decode(&bytes, bytes.len()).is_ok());
+        assert!(crate::messages::Message::decode(&bytes[..bytes.len() - 1], 1024).is_err());
+    }
+
     #[test]
     fn bad_sets_are_refused() {
         let k = Keypair::from_seed_for_tests(1).public();

@@ -10,6 +10,11 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use mosaic_storage::coding::{self, Fragment};
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
+/// The node runs with mimalloc; with glibc's malloc every large buffer is a fresh
+/// mmap whose page faults cost more than the erasure code itself.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BODY_BYTES: usize = 1024 * 1024;
 const SHAPES: [(usize, usize); 4] = [(4, 2), (7, 3), (10, 4), (31, 11)];
 

@@ -291,6 +291,45 @@ fn leaf_hash(index: usize, shard: &[u8]) -> Hash {
     merkle::leaf_hash_parts(&[&(index as u32).to_le_bytes(), shard])
 }
 
+/// Below this much shard data, hashing on one thread is cheaper than starting another.
+const PARALLEL_HASH_BYTES_MIN: usize = 256 * 1024;
+
+/// Leaf hashes of the shards at `indexes` (with `known` ones reused), using two
+/// threads when there is enough data: hashing, not the erasure code, is the cost of
+/// coding large bodies.
+fn leaf_hashes(shards: &[Vec<u8>], known: &[Option<Hash>]) -> Vec<Hash> {
+    let todo: Vec<usize> = (0..shards.len())
+        .filter(|&i| known.get(i).copied().flatten().is_none())
+        .collect();
+    let bytes: usize = todo.iter().map(|&i| shards[i].len()).sum();
+    let mut out: Vec<Hash> = (0..shards.len())
+        .map(|i| known.get(i).copied().flatten().unwrap_or_default())
+        .collect();
+    if bytes < PARALLEL_HASH_BYTES_MIN || todo.len() < 2 {
+        for &i in &todo {
+            out[i] = leaf_hash(i, &shards[i]);
+        }
+        return out;
+    }
+    let (first, second) = todo.split_at(todo.len() / 2);
+    let hash_all = |idx: &[usize]| {
+        idx.iter()
+            .map(|&i| (i, leaf_hash(i, &shards[i])))
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| hash_all(second));
+        let a = hash_all(first);
+        // A panic in the helper thread is a bug in blake3 or here; hash inline then.
+        let b = handle.join().unwrap_or_else(|_| hash_all(second));
+        (a, b)
+    });
+    for (i, h) in a.into_iter().chain(b) {
+        out[i] = h;
+    }
+    out
+}
+
 fn library_error(e: reed_solomon_erasure::Error) -> CodingError {
     CodingError::Library(format!("{e:?}"))
 }
@@ -400,6 +439,33 @@ impl Fragment {
     }
 }
 
+/// Checks fragments in input order, on two threads when there is enough data.
+fn check_all(
+    fragments: Vec<Fragment>,
+    commitment: &FragmentCommitment,
+) -> Vec<Result<CheckedFragment, FragmentError>> {
+    let bytes: usize = fragments.iter().map(|f| f.shard.len()).sum();
+    if bytes < PARALLEL_HASH_BYTES_MIN || fragments.len() < 2 {
+        return fragments.into_iter().map(|f| f.check(commitment)).collect();
+    }
+    let mut first = fragments;
+    let second = first.split_off(first.len() / 2);
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(move || {
+            second
+                .into_iter()
+                .map(|f| f.check(commitment))
+                .collect::<Vec<_>>()
+        });
+        let mut results: Vec<_> = first.into_iter().map(|f| f.check(commitment)).collect();
+        // Only a bug can make the helper fail; its fragments then count as missing.
+        if let Ok(rest) = handle.join() {
+            results.extend(rest);
+        }
+        results
+    })
+}
+
 /// The outcome of [`reconstruct`]: the body, and what was refused on the way.
 #[derive(Debug, Clone)]
 pub struct Reconstruction {
@@ -419,15 +485,15 @@ pub fn reconstruct(
     commitment.params.validate()?;
     let mut accepted: BTreeMap<u32, CheckedFragment> = BTreeMap::new();
     let mut rejected = Vec::new();
-    for fragment in fragments {
-        let index = fragment.index;
-        if accepted.contains_key(&index) {
-            rejected.push(FragmentError::Duplicate { index });
-            continue;
-        }
-        match fragment.check(commitment) {
+    for result in check_all(fragments.into_iter().collect(), commitment) {
+        match result {
+            Ok(checked) if accepted.contains_key(&checked.index()) => {
+                rejected.push(FragmentError::Duplicate {
+                    index: checked.index(),
+                });
+            }
             Ok(checked) => {
-                accepted.insert(index, checked);
+                accepted.insert(checked.index(), checked);
             }
             Err(e) => rejected.push(e),
         }
@@ -502,12 +568,7 @@ pub fn decode(
             });
         }
     }
-    let leaf_hashes: Vec<Hash> = shards
-        .iter()
-        .enumerate()
-        .map(|(i, s)| leaves[i].unwrap_or_else(|| leaf_hash(i, s)))
-        .collect();
-    let tree = MerkleTree::from_leaf_hashes(leaf_hashes)
+    let tree = MerkleTree::from_leaf_hashes(leaf_hashes(&shards, &leaves))
         .map_err(|e| CodingError::Library(e.to_string()))?;
     if tree.root() != commitment.root {
         let index = (0..n).find(|&i| leaves[i].is_none()).unwrap_or(0) as u32;
