@@ -232,7 +232,7 @@ mod tests {
         fn quorums_intersect_and_are_reachable(n in 4usize..=256) {
             let f = (n - 1) / 3;
             let q = (n + f + 1).div_ceil(2);
-            proptest::prop_assert!(2 * q >= n + f + 1);
+            proptest::prop_assert!(2 * q > n + f, "two quorums must share f + 1 replicas");
             proptest::prop_assert!(q <= n - f);
         }
     }
