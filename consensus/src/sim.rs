@@ -963,6 +963,28 @@ mod tests {
         }
     }
 
+    /// Hundreds of blocks through many checkpoints: the log is collected, and the
+    /// invariant checker (run after every step) bounds every structure by the window.
+    #[test]
+    fn long_runs_stay_bounded() {
+        let mut sim = honest_sim(4, 11);
+        sim.network(10, 10, (1, 5));
+        let requests = sim.submit(1_600);
+        sim.run_until_committed(&requests, 400_000).unwrap();
+        assert!(sim.committed_height() >= 200);
+        let record = sim.nodes[1].persisted.clone();
+        assert!(
+            record.prepared.len() <= 9
+                && record.committed.len() <= 9
+                && record.prepared_certs.len() <= 9
+        );
+        assert!(
+            record.low_watermark.0 >= 190,
+            "checkpoints kept moving: {:?}",
+            record.low_watermark
+        );
+    }
+
     #[test]
     fn crashed_primary_is_replaced_and_commits_resume() {
         let mut sim = honest_sim(4, 2);
