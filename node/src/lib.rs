@@ -1,2 +1,6 @@
-//! The Mosaic validator node: ledger, mempool, libp2p networking and HTTP API.
-//! Being built: see the project's issues.
+//! The Mosaic validator node. So far: the account ledger ([`ledger`]: signed
+//! transfers, deterministic execution, state root) and the [`mempool`]. Networking,
+//! the HTTP API and the event loop are being built (see the project's issues).
+
+pub mod ledger;
+pub mod mempool;

@@ -1,0 +1,585 @@
+//! The account ledger: signed transfers, accounts, deterministic execution and the
+//! state root.
+//!
+//! Rules (every validator and every auditor applies exactly these):
+//! - A transfer is signed by `from` under [`Domain::Transaction`] and the chain id, and
+//!   names the chain inside too; its hash (the transaction id) is the blake3 of the
+//!   canonical bytes of the unsigned transfer.
+//! - Executing a transfer: if `nonce` is not the sender's next nonce, it fails with
+//!   `BadNonce`; if the sender's balance is below `amount`, `InsufficientBalance`; if
+//!   the recipient's balance would overflow, `BalanceOverflow`. A failed transfer
+//!   leaves the state untouched (the nonce does not move). Otherwise the amount moves
+//!   and the sender's nonce goes up by one. A transfer to oneself only bumps the nonce.
+//! - The state root is the Merkle root over the accounts in key order, each leaf the
+//!   canonical bytes of `(address, account)`; an empty ledger has root `Hash::ZERO`.
+//!   Accounts with zero balance and zero nonce are not stored, so the root depends on
+//!   the state only.
+
+use std::collections::BTreeMap;
+
+use mosaic_crypto::{
+    ChainId, Domain, Hash, Keypair, MerkleTree, PublicKey, Signature, SignedItem, codec,
+};
+use serde::{Deserialize, Serialize};
+
+/// The id of a transaction: blake3 of its unsigned canonical bytes.
+pub type TxHash = Hash;
+
+/// Largest encoded transaction accepted anywhere.
+pub const TX_BYTES_MAX: usize = 512;
+
+/// A payment from one account to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The chain it is for.
+    pub chain: ChainId,
+    /// Sender (and signer).
+    pub from: PublicKey,
+    /// Recipient.
+    pub to: PublicKey,
+    /// Amount moved.
+    pub amount: u64,
+    /// The sender's nonce: its count of applied transfers before this one.
+    pub nonce: u64,
+}
+
+/// A transfer with the sender's signature. Unverified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedTransfer {
+    /// The transfer.
+    pub transfer: Transfer,
+    /// Signature by `transfer.from`.
+    pub signature: Signature,
+}
+
+/// A transfer whose signature and chain were checked. Only the verifying functions
+/// make one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedTransfer {
+    signed: SignedTransfer,
+    hash: TxHash,
+}
+
+/// Why a transaction is refused before execution.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// Signed for another chain.
+    #[error("transaction is for chain {got}, this is {expected}")]
+    WrongChain {
+        /// This chain.
+        expected: String,
+        /// The transaction's chain.
+        got: String,
+    },
+    /// The signature does not verify.
+    #[error("invalid signature by {from}")]
+    BadSignature {
+        /// The claimed sender.
+        from: String,
+    },
+    /// Zero amount transfers are refused (they would only burn nonces).
+    #[error("amount must be at least 1")]
+    ZeroAmount,
+}
+
+impl Transfer {
+    /// The canonical bytes that are hashed and signed.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        // Transfers have no fallible parts (no maps, bounded strings).
+        codec::encode(self).unwrap_or_default()
+    }
+
+    /// The transaction id.
+    pub fn hash(&self) -> TxHash {
+        Hash::of(&self.canonical_bytes())
+    }
+
+    /// Signs with `key` (which should be `from`'s key).
+    pub fn sign(self, key: &Keypair) -> SignedTransfer {
+        let signature = key.sign(Domain::Transaction, &self.chain, &self.canonical_bytes());
+        SignedTransfer {
+            transfer: self,
+            signature,
+        }
+    }
+}
+
+impl SignedTransfer {
+    /// The transaction id.
+    pub fn hash(&self) -> TxHash {
+        self.transfer.hash()
+    }
+
+    fn precheck(&self, chain: &ChainId) -> Result<(), TxError> {
+        if self.transfer.chain != *chain {
+            return Err(TxError::WrongChain {
+                expected: chain.to_string(),
+                got: self.transfer.chain.to_string(),
+            });
+        }
+        if self.transfer.amount == 0 {
+            return Err(TxError::ZeroAmount);
+        }
+        Ok(())
+    }
+
+    /// Checks chain, amount and signature.
+    pub fn verify(self, chain: &ChainId) -> Result<VerifiedTransfer, TxError> {
+        self.precheck(chain)?;
+        let bytes = self.transfer.canonical_bytes();
+        self.transfer
+            .from
+            .verify(Domain::Transaction, chain, &bytes, &self.signature)
+            .map_err(|_| TxError::BadSignature {
+                from: self.transfer.from.to_string(),
+            })?;
+        Ok(VerifiedTransfer {
+            hash: Hash::of(&bytes),
+            signed: self,
+        })
+    }
+}
+
+impl VerifiedTransfer {
+    /// The transfer.
+    pub fn transfer(&self) -> &Transfer {
+        &self.signed.transfer
+    }
+    /// The signed form (to gossip or store).
+    pub fn signed(&self) -> &SignedTransfer {
+        &self.signed
+    }
+    /// The transaction id.
+    pub fn hash(&self) -> TxHash {
+        self.hash
+    }
+    /// Wraps a transaction already verified by this node (its id and signature were
+    /// checked and remembered), without checking again.
+    pub(crate) fn trusted(signed: SignedTransfer, hash: TxHash) -> Self {
+        VerifiedTransfer { signed, hash }
+    }
+}
+
+/// Verifies many transactions in one signature batch. Returns, in input order, each
+/// one verified or refused with its reason.
+pub fn verify_batch(
+    txs: Vec<SignedTransfer>,
+    chain: &ChainId,
+) -> Vec<Result<VerifiedTransfer, TxError>> {
+    let prechecked: Vec<Result<(SignedTransfer, Vec<u8>), TxError>> = txs
+        .into_iter()
+        .map(|tx| {
+            tx.precheck(chain)?;
+            let bytes = tx.transfer.canonical_bytes();
+            Ok((tx, bytes))
+        })
+        .collect();
+    let items: Vec<SignedItem<'_>> = prechecked
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|(tx, bytes)| SignedItem {
+            key: &tx.transfer.from,
+            domain: Domain::Transaction,
+            chain,
+            message: bytes,
+            signature: &tx.signature,
+        })
+        .collect();
+    let bad: Vec<usize> = match mosaic_crypto::verify_batch(&items) {
+        Ok(()) => Vec::new(),
+        Err(mosaic_crypto::SignError::BadSignatures { bad, .. }) => bad,
+        Err(_) => (0..items.len()).collect(),
+    };
+    let mut position = 0;
+    prechecked
+        .into_iter()
+        .map(|r| {
+            let (tx, bytes) = r?;
+            let index = position;
+            position += 1;
+            if bad.binary_search(&index).is_ok() {
+                return Err(TxError::BadSignature {
+                    from: tx.transfer.from.to_string(),
+                });
+            }
+            Ok(VerifiedTransfer {
+                hash: Hash::of(&bytes),
+                signed: tx,
+            })
+        })
+        .collect()
+}
+
+/// An account's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Spendable balance.
+    pub balance: u64,
+    /// Transfers applied from this account (the next expected nonce).
+    pub nonce: u64,
+}
+
+/// Why a transfer failed at execution (state untouched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum FailReason {
+    /// The nonce is not the sender's next one.
+    #[error("bad nonce: expected {expected}, got {got}")]
+    BadNonce {
+        /// The sender's next nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// Not enough funds.
+    #[error("insufficient balance: have {balance}, need {amount}")]
+    InsufficientBalance {
+        /// Sender's balance.
+        balance: u64,
+        /// Amount asked.
+        amount: u64,
+    },
+    /// The recipient's balance would exceed u64::MAX.
+    #[error("recipient balance would overflow")]
+    BalanceOverflow,
+}
+
+/// What happened to one transaction of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxOutcome {
+    /// Applied.
+    Applied,
+    /// Failed; state untouched.
+    Failed(FailReason),
+}
+
+/// The result of executing a block's transactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    /// One outcome per transaction, in block order.
+    pub outcomes: Vec<(TxHash, TxOutcome)>,
+    /// The accounts that changed, with their new state (`None`: now empty).
+    pub changes: BTreeMap<PublicKey, Option<Account>>,
+    /// The state root after the block.
+    pub state_root: Hash,
+}
+
+/// All accounts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    accounts: BTreeMap<PublicKey, Account>,
+}
+
+impl Ledger {
+    /// A ledger with the given balances (genesis). Repeated addresses add up;
+    /// `None` if the total overflows.
+    pub fn from_balances(balances: &[(PublicKey, u64)]) -> Option<Self> {
+        let mut accounts: BTreeMap<PublicKey, Account> = BTreeMap::new();
+        for (key, amount) in balances {
+            let account = accounts.entry(*key).or_default();
+            account.balance = account.balance.checked_add(*amount)?;
+        }
+        accounts.retain(|_, a| *a != Account::default());
+        Some(Ledger { accounts })
+    }
+
+    /// A ledger from stored accounts (after a restart).
+    pub fn from_accounts(accounts: impl IntoIterator<Item = (PublicKey, Account)>) -> Self {
+        Ledger {
+            accounts: accounts
+                .into_iter()
+                .filter(|(_, a)| *a != Account::default())
+                .collect(),
+        }
+    }
+
+    /// An account's state (zero if never used).
+    pub fn account(&self, address: &PublicKey) -> Account {
+        self.accounts.get(address).copied().unwrap_or_default()
+    }
+
+    /// Number of non-empty accounts.
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Whether no account holds anything.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
+    /// The state root (see the module docs).
+    pub fn state_root(&self) -> Hash {
+        let leaves: Vec<Vec<u8>> = self
+            .accounts
+            .iter()
+            .map(|(k, a)| codec::encode(&(k, a)).unwrap_or_default())
+            .collect();
+        MerkleTree::from_leaves(&leaves).map_or(Hash::ZERO, |t| t.root())
+    }
+
+    /// Executes one transfer against the state.
+    fn apply_one(&mut self, tx: &Transfer) -> TxOutcome {
+        let sender = self.account(&tx.from);
+        if tx.nonce != sender.nonce {
+            return TxOutcome::Failed(FailReason::BadNonce {
+                expected: sender.nonce,
+                got: tx.nonce,
+            });
+        }
+        if sender.balance < tx.amount {
+            return TxOutcome::Failed(FailReason::InsufficientBalance {
+                balance: sender.balance,
+                amount: tx.amount,
+            });
+        }
+        if tx.from == tx.to {
+            self.put(
+                tx.from,
+                Account {
+                    nonce: sender.nonce + 1,
+                    ..sender
+                },
+            );
+            return TxOutcome::Applied;
+        }
+        let recipient = self.account(&tx.to);
+        let Some(credited) = recipient.balance.checked_add(tx.amount) else {
+            return TxOutcome::Failed(FailReason::BalanceOverflow);
+        };
+        self.put(
+            tx.from,
+            Account {
+                balance: sender.balance - tx.amount,
+                nonce: sender.nonce + 1,
+            },
+        );
+        self.put(
+            tx.to,
+            Account {
+                balance: credited,
+                ..recipient
+            },
+        );
+        TxOutcome::Applied
+    }
+
+    fn put(&mut self, key: PublicKey, account: Account) {
+        if account == Account::default() {
+            self.accounts.remove(&key);
+        } else {
+            self.accounts.insert(key, account);
+        }
+    }
+
+    /// Executes a block's transactions in order.
+    pub fn apply(&mut self, txs: &[VerifiedTransfer]) -> Execution {
+        let mut outcomes = Vec::with_capacity(txs.len());
+        let mut touched = Vec::new();
+        for tx in txs {
+            let outcome = self.apply_one(tx.transfer());
+            if outcome == TxOutcome::Applied {
+                touched.push(tx.transfer().from);
+                touched.push(tx.transfer().to);
+            }
+            outcomes.push((tx.hash(), outcome));
+        }
+        let changes = touched
+            .into_iter()
+            .map(|k| (k, self.accounts.get(&k).copied()))
+            .collect();
+        Execution {
+            outcomes,
+            changes,
+            state_root: self.state_root(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn chain() -> ChainId {
+        ChainId::new("ledger-test").unwrap()
+    }
+
+    fn key(i: u64) -> Keypair {
+        Keypair::from_seed_for_tests(i)
+    }
+
+    fn transfer(from: u64, to: u64, amount: u64, nonce: u64) -> VerifiedTransfer {
+        Transfer {
+            chain: chain(),
+            from: key(from).public(),
+            to: key(to).public(),
+            amount,
+            nonce,
+        }
+        .sign(&key(from))
+        .verify(&chain())
+        .unwrap()
+    }
+
+    fn funded() -> Ledger {
+        Ledger::from_balances(&[(key(1).public(), 100), (key(2).public(), 50)]).unwrap()
+    }
+
+    #[test]
+    fn transfers_move_funds_and_nonces() {
+        let mut ledger = funded();
+        let root_before = ledger.state_root();
+        let exec = ledger.apply(&[transfer(1, 2, 30, 0), transfer(1, 3, 10, 1)]);
+        assert!(exec.outcomes.iter().all(|(_, o)| *o == TxOutcome::Applied));
+        assert_eq!(
+            ledger.account(&key(1).public()),
+            Account {
+                balance: 60,
+                nonce: 2
+            }
+        );
+        assert_eq!(ledger.account(&key(2).public()).balance, 80);
+        assert_eq!(ledger.account(&key(3).public()).balance, 10);
+        assert_ne!(exec.state_root, root_before);
+        assert_eq!(exec.changes.len(), 3);
+    }
+
+    #[test]
+    fn failures_leave_state_untouched_with_a_reason() {
+        let cases = [
+            (
+                transfer(1, 2, 10, 5),
+                FailReason::BadNonce {
+                    expected: 0,
+                    got: 5,
+                },
+            ),
+            (
+                transfer(1, 2, 101, 0),
+                FailReason::InsufficientBalance {
+                    balance: 100,
+                    amount: 101,
+                },
+            ),
+            (
+                transfer(3, 2, 1, 0),
+                FailReason::InsufficientBalance {
+                    balance: 0,
+                    amount: 1,
+                },
+            ),
+        ];
+        for (tx, reason) in cases {
+            let mut ledger = funded();
+            let root = ledger.state_root();
+            let exec = ledger.apply(&[tx]);
+            assert_eq!(exec.outcomes[0].1, TxOutcome::Failed(reason));
+            assert_eq!(exec.state_root, root, "the root changes only with state");
+            assert!(exec.changes.is_empty());
+            assert_eq!(ledger, funded());
+        }
+        let mut rich =
+            Ledger::from_balances(&[(key(1).public(), 10), (key(2).public(), u64::MAX)]).unwrap();
+        let exec = rich.apply(&[transfer(1, 2, 1, 0)]);
+        assert_eq!(
+            exec.outcomes[0].1,
+            TxOutcome::Failed(FailReason::BalanceOverflow)
+        );
+    }
+
+    #[test]
+    fn self_transfer_only_bumps_the_nonce() {
+        let mut ledger = funded();
+        ledger.apply(&[transfer(1, 1, 40, 0)]);
+        assert_eq!(
+            ledger.account(&key(1).public()),
+            Account {
+                balance: 100,
+                nonce: 1
+            }
+        );
+    }
+
+    #[test]
+    fn verification_refuses_wrong_chain_zero_amount_and_forgeries() {
+        let t = Transfer {
+            chain: chain(),
+            from: key(1).public(),
+            to: key(2).public(),
+            amount: 5,
+            nonce: 0,
+        };
+        let other = ChainId::new("other").unwrap();
+        assert!(matches!(
+            t.clone().sign(&key(1)).verify(&other),
+            Err(TxError::WrongChain { .. })
+        ));
+        assert!(matches!(
+            Transfer {
+                amount: 0,
+                ..t.clone()
+            }
+            .sign(&key(1))
+            .verify(&chain()),
+            Err(TxError::ZeroAmount)
+        ));
+        assert!(matches!(
+            t.clone().sign(&key(2)).verify(&chain()),
+            Err(TxError::BadSignature { .. })
+        ));
+        let mut tampered = t.clone().sign(&key(1));
+        tampered.transfer.amount = 6;
+        assert!(matches!(
+            tampered.verify(&chain()),
+            Err(TxError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn batch_verification_names_the_bad_ones_in_order() {
+        let good = |n| {
+            Transfer {
+                chain: chain(),
+                from: key(1).public(),
+                to: key(2).public(),
+                amount: 1,
+                nonce: n,
+            }
+            .sign(&key(1))
+        };
+        let mut forged = good(3);
+        forged.transfer.amount = 9;
+        let wrong_chain = Transfer {
+            chain: ChainId::new("x").unwrap(),
+            ..good(4).transfer
+        }
+        .sign(&key(1));
+        let results = verify_batch(
+            vec![good(0), forged, good(1), wrong_chain, good(2)],
+            &chain(),
+        );
+        let shape: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        assert_eq!(shape, vec![true, false, true, false, true]);
+        assert!(matches!(results[1], Err(TxError::BadSignature { .. })));
+        assert!(matches!(results[3], Err(TxError::WrongChain { .. })));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Execution conserves money and is deterministic.
+        #[test]
+        fn execution_conserves_supply_and_is_deterministic(ops in proptest::collection::vec((0u64..4, 0u64..4, 1u64..60, 0u64..4), 0..40)) {
+            let start = Ledger::from_balances(&[(key(0).public(), 100), (key(1).public(), 100), (key(2).public(), 100)]).unwrap();
+            let txs: Vec<VerifiedTransfer> = ops.iter().map(|&(f, t, a, n)| transfer(f, t, a, n)).collect();
+            let mut a = start.clone();
+            let mut b = start.clone();
+            let ea = a.apply(&txs);
+            let eb = b.apply(&txs);
+            prop_assert_eq!(&ea, &eb);
+            let total: u64 = (0..4).map(|i| a.account(&key(i).public()).balance).sum();
+            prop_assert_eq!(total, 300);
+            prop_assert_eq!(ea.state_root, Ledger::from_accounts((0..4).map(|i| (key(i).public(), a.account(&key(i).public())))).state_root());
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! The mempool: verified transactions waiting to be ordered.
+//!
+//! - Each signature is checked once: on admission (in batches), and a bounded cache of
+//!   (transaction id, signature) pairs lets block validation skip transactions this
+//!   node already verified.
+//! - Per sender, transactions are kept by nonce; a block takes each sender's
+//!   transactions contiguously from its next nonce, round-robin over senders.
+//! - Bounded in count and bytes ("mempool full" is an answer, not a crash); refuses
+//!   duplicates, stale nonces, nonces too far ahead, and transactions it saw committed.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use mosaic_crypto::{ChainId, PublicKey};
+
+use crate::ledger::{self, Ledger, SignedTransfer, TxError, TxHash, VerifiedTransfer};
+
+/// Limits of the mempool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MempoolConfig {
+    /// Most transactions held.
+    pub count_max: usize,
+    /// Most bytes held (encoded transactions).
+    pub bytes_max: usize,
+    /// How far past a sender's next nonce a transaction may be.
+    pub nonce_ahead_max: u64,
+    /// Verified signatures remembered for block validation.
+    pub verified_cache_max: usize,
+    /// Committed transaction ids remembered to refuse re-gossip.
+    pub committed_memory_max: usize,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig {
+            count_max: 200_000,
+            bytes_max: 64 * 1024 * 1024,
+            nonce_ahead_max: 1_000,
+            verified_cache_max: 400_000,
+            committed_memory_max: 400_000,
+        }
+    }
+}
+
+/// Why a transaction was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MempoolError {
+    /// Invalid on its own.
+    #[error(transparent)]
+    Invalid(#[from] TxError),
+    /// No room; try again later.
+    #[error("mempool full ({count} transactions, {bytes} bytes): try again later")]
+    Full {
+        /// Transactions held.
+        count: usize,
+        /// Bytes held.
+        bytes: usize,
+    },
+    /// Already waiting.
+    #[error("transaction {0} is already pending")]
+    AlreadyPending(TxHash),
+    /// Already in a committed block.
+    #[error("transaction {0} is already committed")]
+    AlreadyCommitted(TxHash),
+    /// The sender already used this nonce.
+    #[error("nonce {got} is already used: the account's next nonce is {next}")]
+    StaleNonce {
+        /// The account's next nonce.
+        next: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// Too far ahead of the account's next nonce.
+    #[error(
+        "nonce {got} is too far ahead of the account's next nonce {next} (at most {max} ahead)"
+    )]
+    NonceTooFarAhead {
+        /// The account's next nonce.
+        next: u64,
+        /// The transaction's nonce.
+        got: u64,
+        /// The allowed distance.
+        max: u64,
+    },
+    /// Another transaction with the same sender and nonce is pending.
+    #[error("another transaction from this sender with nonce {nonce} is pending ({pending})")]
+    NonceTaken {
+        /// The nonce.
+        nonce: u64,
+        /// The pending transaction's id.
+        pending: TxHash,
+    },
+}
+
+/// A FIFO-bounded set.
+#[derive(Debug, Clone)]
+struct BoundedSet<T: Ord + Clone> {
+    set: BTreeSet<T>,
+    order: VecDeque<T>,
+    max: usize,
+}
+
+impl<T: Ord + Clone> BoundedSet<T> {
+    fn new(max: usize) -> Self {
+        BoundedSet {
+            set: BTreeSet::new(),
+            order: VecDeque::new(),
+            max,
+        }
+    }
+    fn insert(&mut self, value: T) {
+        if self.max == 0 || !self.set.insert(value.clone()) {
+            return;
+        }
+        self.order.push_back(value);
+        while self.order.len() > self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+    fn contains(&self, value: &T) -> bool {
+        self.set.contains(value)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    tx: VerifiedTransfer,
+    bytes: usize,
+}
+
+/// The pool of pending transactions.
+#[derive(Debug, Clone)]
+pub struct Mempool {
+    config: MempoolConfig,
+    chain: ChainId,
+    entries: BTreeMap<TxHash, Entry>,
+    by_sender: BTreeMap<PublicKey, BTreeMap<u64, TxHash>>,
+    bytes: usize,
+    verified: BoundedSet<(TxHash, [u8; 64])>,
+    committed: BoundedSet<TxHash>,
+}
+
+fn encoded_len(tx: &SignedTransfer) -> usize {
+    mosaic_crypto::codec::encode(tx).map_or(ledger::TX_BYTES_MAX, |b| b.len())
+}
+
+impl Mempool {
+    /// An empty pool for `chain`.
+    pub fn new(chain: ChainId, config: MempoolConfig) -> Self {
+        Mempool {
+            verified: BoundedSet::new(config.verified_cache_max),
+            committed: BoundedSet::new(config.committed_memory_max),
+            config,
+            chain,
+            entries: BTreeMap::new(),
+            by_sender: BTreeMap::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Transactions held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether `hash` is pending.
+    pub fn contains(&self, hash: &TxHash) -> bool {
+        self.entries.contains_key(hash)
+    }
+
+    /// Whether `hash` was seen committed (recently).
+    pub fn was_committed(&self, hash: &TxHash) -> bool {
+        self.committed.contains(hash)
+    }
+
+    /// Admits one transaction (verifying its signature).
+    pub fn add(&mut self, tx: SignedTransfer, ledger: &Ledger) -> Result<TxHash, MempoolError> {
+        self.add_batch(vec![tx], ledger)
+            .pop()
+            .unwrap_or(Err(MempoolError::Full { count: 0, bytes: 0 }))
+    }
+
+    /// Admits many transactions, verifying the new ones in one signature batch.
+    /// Results are in input order.
+    pub fn add_batch(
+        &mut self,
+        txs: Vec<SignedTransfer>,
+        ledger: &Ledger,
+    ) -> Vec<Result<TxHash, MempoolError>> {
+        let mut results: Vec<Option<Result<TxHash, MempoolError>>> = Vec::with_capacity(txs.len());
+        let mut to_verify = Vec::new();
+        let mut slots = Vec::new();
+        for tx in txs {
+            let hash = tx.hash();
+            if self.committed.contains(&hash) {
+                results.push(Some(Err(MempoolError::AlreadyCommitted(hash))));
+            } else if self.entries.contains_key(&hash) {
+                results.push(Some(Err(MempoolError::AlreadyPending(hash))));
+            } else {
+                slots.push(results.len());
+                results.push(None);
+                to_verify.push(tx);
+            }
+        }
+        let verified = ledger::verify_batch(to_verify, &self.chain);
+        for (slot, outcome) in slots.into_iter().zip(verified) {
+            results[slot] = Some(match outcome {
+                Ok(tx) => {
+                    self.verified
+                        .insert((tx.hash(), *tx.signed().signature.as_bytes()));
+                    self.admit(tx, ledger)
+                }
+                Err(e) => Err(MempoolError::Invalid(e)),
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(MempoolError::Full { count: 0, bytes: 0 })))
+            .collect()
+    }
+
+    fn admit(&mut self, tx: VerifiedTransfer, ledger: &Ledger) -> Result<TxHash, MempoolError> {
+        let hash = tx.hash();
+        let t = tx.transfer();
+        let next = ledger.account(&t.from).nonce;
+        if t.nonce < next {
+            return Err(MempoolError::StaleNonce { next, got: t.nonce });
+        }
+        if t.nonce - next > self.config.nonce_ahead_max {
+            return Err(MempoolError::NonceTooFarAhead {
+                next,
+                got: t.nonce,
+                max: self.config.nonce_ahead_max,
+            });
+        }
+        if let Some(pending) = self.by_sender.get(&t.from).and_then(|m| m.get(&t.nonce)) {
+            return Err(MempoolError::NonceTaken {
+                nonce: t.nonce,
+                pending: *pending,
+            });
+        }
+        let bytes = encoded_len(tx.signed());
+        if self.entries.len() >= self.config.count_max || self.bytes + bytes > self.config.bytes_max
+        {
+            return Err(MempoolError::Full {
+                count: self.entries.len(),
+                bytes: self.bytes,
+            });
+        }
+        self.by_sender
+            .entry(t.from)
+            .or_default()
+            .insert(t.nonce, hash);
+        self.bytes += bytes;
+        self.entries.insert(hash, Entry { tx, bytes });
+        Ok(hash)
+    }
+
+    /// Picks transactions for a block: per sender contiguously from `next_nonce`,
+    /// round-robin over senders, within the count and byte limits.
+    pub fn select(
+        &self,
+        next_nonce: impl Fn(&PublicKey) -> u64,
+        count_max: usize,
+        bytes_max: usize,
+    ) -> Vec<VerifiedTransfer> {
+        let mut queues: Vec<Vec<&Entry>> = self
+            .by_sender
+            .iter()
+            .map(|(sender, by_nonce)| {
+                let first = next_nonce(sender);
+                let mut run: Vec<&Entry> = (first..)
+                    .zip(by_nonce.range(first..))
+                    .take_while(|(expected, (nonce, _))| *expected == **nonce)
+                    .filter_map(|(_, (_, hash))| self.entries.get(hash))
+                    .collect();
+                run.reverse();
+                run
+            })
+            .filter(|q| !q.is_empty())
+            .collect();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        'rounds: while !queues.is_empty() {
+            for queue in queues.iter_mut() {
+                let Some(entry) = queue.last() else { continue };
+                if out.len() >= count_max || bytes + entry.bytes > bytes_max {
+                    break 'rounds;
+                }
+                bytes += entry.bytes;
+                out.push(entry.tx.clone());
+                queue.pop();
+            }
+            queues.retain(|q| !q.is_empty());
+        }
+        out
+    }
+
+    /// Verifies a block's transactions, skipping the signature check for those this
+    /// node already verified (same id and signature). Results in input order.
+    pub fn verify_for_block(
+        &mut self,
+        txs: Vec<SignedTransfer>,
+    ) -> Vec<Result<VerifiedTransfer, TxError>> {
+        let mut results: Vec<Option<Result<VerifiedTransfer, TxError>>> =
+            Vec::with_capacity(txs.len());
+        let mut unknown = Vec::new();
+        let mut slots = Vec::new();
+        for tx in txs {
+            let hash = tx.hash();
+            if tx.transfer.chain == self.chain
+                && self.verified.contains(&(hash, *tx.signature.as_bytes()))
+            {
+                results.push(Some(Ok(VerifiedTransfer::trusted(tx, hash))));
+            } else {
+                slots.push(results.len());
+                results.push(None);
+                unknown.push(tx);
+            }
+        }
+        for (slot, outcome) in slots
+            .into_iter()
+            .zip(ledger::verify_batch(unknown, &self.chain))
+        {
+            if let Ok(tx) = &outcome {
+                self.verified
+                    .insert((tx.hash(), *tx.signed().signature.as_bytes()));
+            }
+            results[slot] = Some(outcome);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(TxError::ZeroAmount)))
+            .collect()
+    }
+
+    /// Forgets what a committed block contained, and whatever its execution made stale.
+    pub fn remove_committed<'a>(
+        &mut self,
+        committed: impl IntoIterator<Item = &'a VerifiedTransfer>,
+        ledger: &Ledger,
+    ) {
+        let mut senders = BTreeSet::new();
+        for tx in committed {
+            self.committed.insert(tx.hash());
+            self.remove(&tx.hash());
+            senders.insert(tx.transfer().from);
+        }
+        for sender in senders {
+            let next = ledger.account(&sender).nonce;
+            let stale: Vec<TxHash> = self
+                .by_sender
+                .get(&sender)
+                .map(|m| m.range(..next).map(|(_, h)| *h).collect())
+                .unwrap_or_default();
+            for hash in stale {
+                self.remove(&hash);
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: &TxHash) {
+        if let Some(entry) = self.entries.remove(hash) {
+            self.bytes -= entry.bytes;
+            let t = entry.tx.transfer();
+            if let Some(m) = self.by_sender.get_mut(&t.from) {
+                m.remove(&t.nonce);
+                if m.is_empty() {
+                    self.by_sender.remove(&t.from);
+                }
+            }
+        }
+    }
+
+    /// Checks internal consistency (tests).
+    pub fn check_invariants(&self) {
+        let bytes: usize = self.entries.values().map(|e| e.bytes).sum();
+        assert_eq!(bytes, self.bytes);
+        let indexed: usize = self.by_sender.values().map(BTreeMap::len).sum();
+        assert_eq!(indexed, self.entries.len());
+        assert!(self.entries.len() <= self.config.count_max);
+        assert!(self.bytes <= self.config.bytes_max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Transfer;
+    use mosaic_crypto::Keypair;
+
+    fn chain() -> ChainId {
+        ChainId::new("pool").unwrap()
+    }
+
+    fn key(i: u64) -> Keypair {
+        Keypair::from_seed_for_tests(i)
+    }
+
+    fn tx(from: u64, nonce: u64) -> SignedTransfer {
+        Transfer {
+            chain: chain(),
+            from: key(from).public(),
+            to: key(99).public(),
+            amount: 1,
+            nonce,
+        }
+        .sign(&key(from))
+    }
+
+    fn ledger() -> Ledger {
+        Ledger::from_balances(&(0..5).map(|i| (key(i).public(), 1_000)).collect::<Vec<_>>())
+            .unwrap()
+    }
+
+    fn pool(count_max: usize) -> Mempool {
+        Mempool::new(
+            chain(),
+            MempoolConfig {
+                count_max,
+                nonce_ahead_max: 10,
+                ..MempoolConfig::default()
+            },
+        )
+    }
+
+    #[test]
+    fn admits_refuses_and_explains() {
+        let l = ledger();
+        let mut p = pool(100);
+        assert!(p.add(tx(1, 0), &l).is_ok());
+        assert!(matches!(
+            p.add(tx(1, 0), &l),
+            Err(MempoolError::AlreadyPending(_))
+        ));
+        let mut forged = tx(1, 1);
+        forged.transfer.amount = 2;
+        assert!(matches!(
+            p.add(forged, &l),
+            Err(MempoolError::Invalid(TxError::BadSignature { .. }))
+        ));
+        assert!(matches!(
+            p.add(tx(2, 11), &l),
+            Err(MempoolError::NonceTooFarAhead { .. })
+        ));
+        let other = Transfer {
+            chain: chain(),
+            from: key(1).public(),
+            to: key(98).public(),
+            amount: 1,
+            nonce: 0,
+        }
+        .sign(&key(1));
+        assert!(matches!(
+            p.add(other, &l),
+            Err(MempoolError::NonceTaken { nonce: 0, .. })
+        ));
+        p.check_invariants();
+    }
+
+    #[test]
+    fn full_is_an_answer() {
+        let l = ledger();
+        let mut p = pool(2);
+        p.add(tx(1, 0), &l).unwrap();
+        p.add(tx(1, 1), &l).unwrap();
+        let err = p.add(tx(1, 2), &l).unwrap_err();
+        assert!(matches!(err, MempoolError::Full { count: 2, .. }));
+        assert!(err.to_string().contains("try again later"));
+        p.check_invariants();
+    }
+
+    #[test]
+    fn selection_is_contiguous_per_sender_and_round_robin() {
+        let l = ledger();
+        let mut p = pool(100);
+        for t in [tx(1, 0), tx(1, 1), tx(1, 3), tx(2, 0), tx(2, 1), tx(3, 1)] {
+            p.add(t, &l).unwrap();
+        }
+        let picked = p.select(|k| l.account(k).nonce, 100, usize::MAX);
+        let order: Vec<(PublicKey, u64)> = picked
+            .iter()
+            .map(|t| (t.transfer().from, t.transfer().nonce))
+            .collect();
+        // Sender 3 has a gap (nonce 0 missing); sender 1 stops before its gap.
+        assert_eq!(order.len(), 4);
+        assert!(order.iter().all(|(k, _)| *k != key(3).public()));
+        assert!(!order.contains(&(key(1).public(), 3)));
+        // Round robin: the first two picks are from two different senders.
+        assert_ne!(order[0].0, order[1].0);
+        assert_eq!(p.select(|k| l.account(k).nonce, 3, usize::MAX).len(), 3);
+    }
+
+    #[test]
+    fn committed_transactions_leave_and_are_not_readmitted() {
+        let mut l = ledger();
+        let mut p = pool(100);
+        for n in 0..3 {
+            p.add(tx(1, n), &l).unwrap();
+        }
+        let block = p.select(|k| l.account(k).nonce, 2, usize::MAX);
+        l.apply(&block);
+        p.remove_committed(&block, &l);
+        assert_eq!(p.len(), 1);
+        assert!(matches!(
+            p.add(block[0].signed().clone(), &l),
+            Err(MempoolError::AlreadyCommitted(_))
+        ));
+        p.check_invariants();
+    }
+
+    #[test]
+    fn block_validation_reuses_verified_signatures() {
+        let l = ledger();
+        let mut p = pool(100);
+        p.add(tx(1, 0), &l).unwrap();
+        // Same id, different (invalid) signature: must not ride on the cache.
+        let mut swapped = tx(1, 0);
+        swapped.signature = tx(2, 0).signature;
+        let results = p.verify_for_block(vec![tx(1, 0), swapped, tx(2, 0)]);
+        assert!(results[0].is_ok());
+        assert!(matches!(results[1], Err(TxError::BadSignature { .. })));
+        assert!(results[2].is_ok());
+    }
+}
