@@ -2,5 +2,6 @@
 //! transfers, deterministic execution, state root) and the [`mempool`]. Networking,
 //! the HTTP API and the event loop are being built (see the project's issues).
 
+pub mod block;
 pub mod ledger;
 pub mod mempool;

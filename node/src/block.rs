@@ -1,0 +1,292 @@
+//! Blocks: a header that commits to everything, and a body of transactions.
+//!
+//! - The body's canonical bytes are `codec::encode(&txs)`; they are erasure-coded and
+//!   the header records the fragment commitment (codec, k, n, length, fragment root).
+//! - `tx_root` is the Merkle root of the transaction ids in block order (`Hash::ZERO`
+//!   for an empty block); `tx_count` the number of transactions.
+//! - `parent` is the hash of the previous header (the genesis hash for height 1), so
+//!   headers form a hash chain; the header hash is what consensus orders and what
+//!   the commit certificate signs.
+//! - `state_root` is the state after executing the parent block (see
+//!   docs/adr/006-state-root.md).
+//!
+//! [`Block::check_structure`] checks everything a replica can check from the block
+//! alone (chain, height, parent, counts, roots, the erasure encoding); signatures,
+//! duplicates and the state root need the node's state and are checked by the caller.
+
+use mosaic_crypto::{ChainId, Hash, MerkleTree, codec};
+use mosaic_storage::{FragmentCommitment, coding};
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::SignedTransfer;
+
+/// Largest block body accepted.
+pub const BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Largest encoded header.
+pub const HEADER_BYTES_MAX: usize = 1024;
+
+/// A block header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockHeader {
+    /// The chain.
+    pub chain: ChainId,
+    /// Height (= PBFT sequence number; the first block is 1).
+    pub height: u64,
+    /// Hash of the previous header (genesis hash at height 1).
+    pub parent: Hash,
+    /// The view it was proposed in.
+    pub view: u64,
+    /// Index of the proposing validator.
+    pub proposer: u32,
+    /// Merkle root of the transaction ids, in order.
+    pub tx_root: Hash,
+    /// Number of transactions.
+    pub tx_count: u32,
+    /// State root after executing the parent block.
+    pub state_root: Hash,
+    /// How the body was erasure-coded, and the fragment root.
+    pub fragments: FragmentCommitment,
+}
+
+/// A block: header and transactions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    /// The header.
+    pub header: BlockHeader,
+    /// The transactions.
+    pub txs: Vec<SignedTransfer>,
+}
+
+/// What is wrong with a block's structure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// Bytes that are not a block.
+    #[error("not a block: {0}")]
+    Malformed(String),
+    /// A header field does not match what this position requires.
+    #[error("header field {field} is wrong: expected {expected}, got {got}")]
+    WrongField {
+        /// Which field.
+        field: &'static str,
+        /// What it should be.
+        expected: String,
+        /// What it is.
+        got: String,
+    },
+    /// The body does not encode to the header's fragment commitment.
+    #[error("body does not match the fragment commitment: {0}")]
+    BadEncoding(#[from] coding::CodingError),
+    /// Body too large.
+    #[error("body of {len} bytes exceeds {BODY_BYTES_MAX}")]
+    TooLarge {
+        /// Size.
+        len: usize,
+    },
+}
+
+/// The Merkle root of transaction ids (`Hash::ZERO` for none).
+pub fn tx_root(txs: &[SignedTransfer]) -> Hash {
+    let ids: Vec<Hash> = txs.iter().map(SignedTransfer::hash).collect();
+    MerkleTree::from_leaves(&ids).map_or(Hash::ZERO, |t| t.root())
+}
+
+/// The canonical body bytes of a list of transactions.
+pub fn body_bytes(txs: &[SignedTransfer]) -> Vec<u8> {
+    codec::encode(txs).unwrap_or_default()
+}
+
+/// Where a block goes and what it builds on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The chain.
+    pub chain: ChainId,
+    /// Height.
+    pub height: u64,
+    /// Parent header hash.
+    pub parent: Hash,
+}
+
+impl BlockHeader {
+    /// The header hash (what consensus orders and certificates sign).
+    pub fn hash(&self) -> Hash {
+        Hash::of(&codec::encode(self).unwrap_or_default())
+    }
+}
+
+impl Block {
+    /// Builds a block at `position` with `txs`, coding the body into `n` fragments of
+    /// which `k` rebuild it.
+    pub fn build(
+        position: &Position,
+        view: u64,
+        proposer: u32,
+        state_root: Hash,
+        txs: Vec<SignedTransfer>,
+        data_shards: usize,
+        total_shards: usize,
+    ) -> Result<Block, BlockError> {
+        let body = body_bytes(&txs);
+        if body.len() > BODY_BYTES_MAX {
+            return Err(BlockError::TooLarge { len: body.len() });
+        }
+        let encoded = coding::encode(&body, data_shards, total_shards)?;
+        Ok(Block {
+            header: BlockHeader {
+                chain: position.chain.clone(),
+                height: position.height,
+                parent: position.parent,
+                view,
+                proposer,
+                tx_root: tx_root(&txs),
+                tx_count: txs.len() as u32,
+                state_root,
+                fragments: encoded.commitment(),
+            },
+            txs,
+        })
+    }
+
+    /// The canonical bytes sent as a consensus payload.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::encode(self).unwrap_or_default()
+    }
+
+    /// Decodes a payload, refusing more than a header plus a maximal body.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Block, BlockError> {
+        codec::decode(bytes, HEADER_BYTES_MAX + BODY_BYTES_MAX)
+            .map_err(|e| BlockError::Malformed(e.to_string()))
+    }
+
+    /// Checks what the block alone can prove at `position` with `k` of `n` coding.
+    pub fn check_structure(
+        &self,
+        position: &Position,
+        data_shards: usize,
+        total_shards: usize,
+    ) -> Result<(), BlockError> {
+        let h = &self.header;
+        let wrong = |field: &'static str, expected: String, got: String| {
+            Err(BlockError::WrongField {
+                field,
+                expected,
+                got,
+            })
+        };
+        if h.chain != position.chain {
+            return wrong("chain", position.chain.to_string(), h.chain.to_string());
+        }
+        if h.height != position.height {
+            return wrong("height", position.height.to_string(), h.height.to_string());
+        }
+        if h.parent != position.parent {
+            return wrong("parent", position.parent.to_string(), h.parent.to_string());
+        }
+        if h.tx_count as usize != self.txs.len() {
+            return wrong(
+                "tx_count",
+                self.txs.len().to_string(),
+                h.tx_count.to_string(),
+            );
+        }
+        let root = tx_root(&self.txs);
+        if h.tx_root != root {
+            return wrong("tx_root", root.to_string(), h.tx_root.to_string());
+        }
+        let params = h.fragments.params;
+        if params.k() != data_shards || params.n() != total_shards {
+            return wrong(
+                "fragments.k/n",
+                format!("{data_shards}/{total_shards}"),
+                format!("{}/{}", params.k(), params.n()),
+            );
+        }
+        let body = body_bytes(&self.txs);
+        if body.len() > BODY_BYTES_MAX {
+            return Err(BlockError::TooLarge { len: body.len() });
+        }
+        coding::check_encoding(&body, &h.fragments)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Transfer;
+    use mosaic_crypto::Keypair;
+
+    fn chain() -> ChainId {
+        ChainId::new("blocks").unwrap()
+    }
+
+    fn txs(count: u64) -> Vec<SignedTransfer> {
+        let k = Keypair::from_seed_for_tests(1);
+        (0..count)
+            .map(|n| {
+                Transfer {
+                    chain: chain(),
+                    from: k.public(),
+                    to: Keypair::from_seed_for_tests(2).public(),
+                    amount: 1,
+                    nonce: n,
+                }
+                .sign(&k)
+            })
+            .collect()
+    }
+
+    fn position() -> Position {
+        Position {
+            chain: chain(),
+            height: 7,
+            parent: Hash::of(b"parent"),
+        }
+    }
+
+    #[test]
+    fn built_blocks_pass_and_round_trip() {
+        for count in [0, 1, 50] {
+            let block =
+                Block::build(&position(), 3, 1, Hash::of(b"state"), txs(count), 2, 4).unwrap();
+            block.check_structure(&position(), 2, 4).unwrap();
+            let back = Block::from_bytes(&block.to_bytes()).unwrap();
+            assert_eq!(back, block);
+            assert_eq!(back.header.hash(), block.header.hash());
+        }
+    }
+
+    #[test]
+    fn every_tampered_field_is_caught() {
+        let block = Block::build(&position(), 3, 1, Hash::of(b"state"), txs(5), 2, 4).unwrap();
+        let mut cases: Vec<(&str, Block)> = Vec::new();
+        let mut b = block.clone();
+        b.header.height = 8;
+        cases.push(("height", b));
+        let mut b = block.clone();
+        b.header.parent = Hash::ZERO;
+        cases.push(("parent", b));
+        let mut b = block.clone();
+        b.txs.pop();
+        cases.push(("tx_count", b));
+        let mut b = block.clone();
+        b.txs.swap(0, 1);
+        cases.push(("tx_root", b));
+        let mut b = block.clone();
+        b.header.fragments.root = Hash::ZERO;
+        cases.push(("fragments", b));
+        let mut b = block.clone();
+        b.header.chain = ChainId::new("other").unwrap();
+        cases.push(("chain", b));
+        for (what, b) in cases {
+            assert!(
+                b.check_structure(&position(), 2, 4).is_err(),
+                "{what} tampering went unnoticed"
+            );
+        }
+        assert!(
+            block.check_structure(&position(), 3, 4).is_err(),
+            "coding parameters are part of the rules"
+        );
+        assert!(Block::from_bytes(&[1, 2, 3]).is_err());
+    }
+}
