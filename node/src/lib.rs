@@ -3,5 +3,6 @@
 //! the HTTP API and the event loop are being built (see the project's issues).
 
 pub mod block;
+pub mod genesis;
 pub mod ledger;
 pub mod mempool;
