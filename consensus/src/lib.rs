@@ -55,7 +55,8 @@
 //! let outputs = primary.start();
 //! assert!(outputs.iter().any(|o| matches!(o, Output::ProposalWanted { .. })));
 //! let out = primary.handle(Input::Propose { seq: SeqNum(1), parent: Digest(Hash::ZERO), payload: b"batch".to_vec() });
-//! assert!(matches!(out[0], Output::Persist(_)), "the vote is persisted before it is sent");
+//! assert!(matches!(out[0], Output::PersistPayload { .. }), "the payload is persisted first");
+//! assert!(matches!(out[1], Output::Persist(_)), "then the vote, before it is sent");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -37,8 +37,11 @@ pub struct Config {
     pub view_change_timeout_max_ticks: u64,
     /// Largest payload accepted.
     pub payload_bytes_max: usize,
-    /// Messages for future views kept until the view is entered.
+    /// Messages for future views kept until the view is entered (split evenly
+    /// between senders).
     pub future_messages_max: usize,
+    /// Payload bytes of buffered future-view pre-prepares.
+    pub future_bytes_max: usize,
 }
 
 impl Config {
@@ -54,6 +57,7 @@ impl Config {
             view_change_timeout_max_ticks: 60_000,
             payload_bytes_max: 16 * 1024 * 1024,
             future_messages_max: 4_096,
+            future_bytes_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -120,9 +124,10 @@ pub enum Output {
     /// Durably store this record (replacing the previous one) BEFORE carrying out any
     /// later output; on restart, hand it back to [`Replica::new`].
     Persist(SafetyRecord),
-    /// Durably store this prepared payload BEFORE carrying out any later output
-    /// (the COMMIT vote that follows); hand it back in [`Restored::payloads`] after a
-    /// restart. It may be dropped once a stable checkpoint covers `seq`.
+    /// Durably store this payload BEFORE carrying out any later output (the vote
+    /// that follows: PRE-PREPARE, PREPARE or NEW-VIEW); hand it back in
+    /// [`Restored::payloads`] after a restart. It may be dropped once a stable
+    /// checkpoint covers `seq`.
     PersistPayload {
         /// Sequence number.
         seq: SeqNum,
@@ -209,6 +214,9 @@ pub struct Restored {
     pub stable: CheckpointProof,
     /// Payloads persisted with [`Output::PersistPayload`] above `stable`.
     pub payloads: Vec<(SeqNum, Digest, Vec<u8>)>,
+    /// The digests delivered in the last `window` sequence numbers (from the block
+    /// store), so a restarted replica still refuses re-proposals that contradict them.
+    pub delivered: Vec<(SeqNum, Digest)>,
 }
 
 #[derive(Debug, Default)]
@@ -233,6 +241,8 @@ pub struct Replica {
     waiting: BTreeMap<SeqNum, (Signed<PrePrepare>, Vec<u8>)>,
     /// Payloads known, above stable.
     payloads: BTreeMap<(SeqNum, Digest), Vec<u8>>,
+    /// The parent each payload was checked against (a payload extends exactly one).
+    checked_parent: BTreeMap<(SeqNum, Digest), Digest>,
     /// Commit certificates formed, not yet delivered.
     certified: BTreeMap<SeqNum, CommitCertificate>,
     /// Digests delivered above the stable checkpoint (plus the one at it).
@@ -250,6 +260,7 @@ pub struct Replica {
     /// Each replica's latest verified view change.
     view_changes: BTreeMap<ReplicaId, Signed<ViewChange>>,
     future: VecDeque<(ReplicaId, Message)>,
+    future_bytes: usize,
     next_proposal: SeqNum,
     proposal_wanted: Option<SeqNum>,
     /// Payloads asked for: (seq, digest) -> the parent they must extend.
@@ -290,12 +301,19 @@ impl Replica {
         check: Box<dyn PayloadCheck + Send>,
         restored: Option<Restored>,
     ) -> Self {
-        let (record, (last_delivered, last_digest), stable, saved) = match restored {
-            Some(r) => (r.record, r.last_delivered, r.stable, r.payloads),
+        let (record, (last_delivered, last_digest), stable, saved, recent) = match restored {
+            Some(r) => (
+                r.record,
+                r.last_delivered,
+                r.stable,
+                r.payloads,
+                r.delivered,
+            ),
             None => (
                 SafetyRecord::default(),
                 (SeqNum(0), config.genesis),
                 CheckpointProof::genesis(config.genesis),
+                Vec::new(),
                 Vec::new(),
             ),
         };
@@ -306,7 +324,11 @@ impl Replica {
             .collect();
         let view = record.entered;
         let safety = SafetyRules::new(key, config.id, record);
-        let mut delivered = BTreeMap::new();
+        let floor = last_delivered.0.saturating_sub(config.window);
+        let mut delivered: BTreeMap<SeqNum, Digest> = recent
+            .into_iter()
+            .filter(|(s, _)| s.0 >= floor && *s < last_delivered)
+            .collect();
         delivered.insert(last_delivered, last_digest);
         Replica {
             safety,
@@ -316,6 +338,7 @@ impl Replica {
             slots: BTreeMap::new(),
             waiting: BTreeMap::new(),
             payloads,
+            checked_parent: BTreeMap::new(),
             certified: BTreeMap::new(),
             delivered,
             delivered_certs: BTreeMap::new(),
@@ -326,6 +349,7 @@ impl Replica {
             checkpoints: BTreeMap::new(),
             view_changes: BTreeMap::new(),
             future: VecDeque::new(),
+            future_bytes: 0,
             next_proposal: last_delivered.next(),
             proposal_wanted: None,
             fetches_sent: BTreeMap::new(),
@@ -347,6 +371,11 @@ impl Replica {
             view: self.view,
             primary: self.primary(),
         });
+        // A crash between storing a stable checkpoint and the collected record leaves
+        // the record behind it: collect now.
+        if let Some(record) = self.safety.collect_garbage(self.stable.seq) {
+            out.push(Output::Persist(record));
+        }
         if self.last_delivered < self.stable.seq {
             // Restored behind our own stable checkpoint: fetch the gap.
             self.state_transfer_to = self.stable.seq;
@@ -514,6 +543,11 @@ impl Replica {
             self.reject("safety-refused");
             return;
         };
+        out.push(Output::PersistPayload {
+            seq,
+            digest,
+            payload: payload.clone(),
+        });
         let pre_prepare = Self::persist_and(out, signed);
         out.push(Output::Broadcast(Message::PrePrepare {
             pre_prepare: pre_prepare.clone(),
@@ -538,7 +572,7 @@ impl Replica {
             Message::Prepare(p) => self.on_prepare(from, p, out),
             Message::Commit(c) => self.on_commit(from, c, out),
             Message::Checkpoint(c) => self.on_checkpoint(c, out),
-            Message::ViewChange(vc) => self.on_view_change(vc, out),
+            Message::ViewChange(vc) => self.on_view_change(from, vc, out),
             Message::NewView { new_view, payloads } => self.on_new_view(new_view, payloads, out),
             Message::FetchPayload { seq, digest } => {
                 if let Some(payload) = self.payloads.get(&(seq, digest)) {
@@ -560,11 +594,25 @@ impl Replica {
     }
 
     /// Buffers a message for a view not yet entered, bounded.
-    fn buffer_future(&mut self, from: ReplicaId, message: Message) {
-        if self.future.len() >= self.config.future_messages_max {
-            self.future.pop_front();
-            self.reject("future-buffer-full");
+    /// Keeps a verified message of a view not entered yet: only for the view we are
+    /// moving to (or the next one), bounded per sender and in bytes, so a Byzantine
+    /// peer can neither exhaust memory nor push out honest messages.
+    fn buffer_future(&mut self, from: ReplicaId, view: View, message: Message) {
+        if view > self.target_view().max(self.view.next()) {
+            self.reject("too-far-in-the-future");
+            return;
         }
+        let bytes = match &message {
+            Message::PrePrepare { payload, .. } => payload.len(),
+            _ => 0,
+        };
+        let per_sender = (self.config.future_messages_max / self.config.validators.len()).max(1);
+        let from_sender = self.future.iter().filter(|(f, _)| *f == from).count();
+        if from_sender >= per_sender || self.future_bytes + bytes > self.config.future_bytes_max {
+            self.reject("future-buffer-full");
+            return;
+        }
+        self.future_bytes += bytes;
         self.future.push_back((from, message));
     }
 
@@ -577,8 +625,19 @@ impl Replica {
     ) {
         let pp = pre_prepare.body;
         if pp.view > self.view || (pp.view == self.view && self.status != Status::Normal) {
+            if payload.len() > self.config.payload_bytes_max {
+                self.reject("oversized-payload");
+                return;
+            }
+            if pre_prepare.signer != self.config.validators.primary(pp.view)
+                || pre_prepare.verify(&self.config.validators).is_err()
+            {
+                self.reject("bad-signature");
+                return;
+            }
             self.buffer_future(
                 from,
+                pp.view,
                 Message::PrePrepare {
                     pre_prepare,
                     payload,
@@ -660,8 +719,7 @@ impl Replica {
         out: &mut Vec<Output>,
     ) {
         let pp = pre_prepare.body;
-        self.payloads.insert((pp.seq, pp.digest), payload);
-        self.slots.entry(pp.seq).or_default().pre_prepare = Some(pre_prepare);
+        let mut own_prepare = None;
         if !self.is_primary() {
             let body = Prepare {
                 view: pp.view,
@@ -671,16 +729,31 @@ impl Replica {
             let validators = self.config.validators.clone();
             match self.safety.sign_prepare(&validators, body) {
                 Ok(signed) => {
+                    // The payload is durable before our PREPARE leaves: a certificate
+                    // built on our vote must never point at a payload nobody kept.
+                    out.push(Output::PersistPayload {
+                        seq: pp.seq,
+                        digest: pp.digest,
+                        payload: payload.clone(),
+                    });
                     let prepare = Self::persist_and(out, signed);
                     out.push(Output::Broadcast(Message::Prepare(prepare.clone())));
-                    self.slots
-                        .entry(pp.seq)
-                        .or_default()
-                        .prepares
-                        .insert(self.config.id, prepare);
+                    own_prepare = Some(prepare);
                 }
-                Err(_) => self.reject("safety-refused"),
+                Err(_) => {
+                    // We voted for another digest here before (e.g. before a restart):
+                    // this pre-prepare is not ours to build on.
+                    self.reject("safety-refused");
+                    return;
+                }
             }
+        }
+        self.payloads.insert((pp.seq, pp.digest), payload);
+        self.checked_parent.insert((pp.seq, pp.digest), pp.parent);
+        let slot = self.slots.entry(pp.seq).or_default();
+        slot.pre_prepare = Some(pre_prepare);
+        if let Some(prepare) = own_prepare {
+            slot.prepares.insert(self.config.id, prepare);
         }
         self.arm_progress_timer(out);
         self.try_prepared(pp.seq, out);
@@ -695,7 +768,11 @@ impl Replica {
     fn on_prepare(&mut self, from: ReplicaId, prepare: Signed<Prepare>, out: &mut Vec<Output>) {
         let p = prepare.body;
         if p.view > self.view || (p.view == self.view && self.status != Status::Normal) {
-            self.buffer_future(from, Message::Prepare(prepare));
+            if prepare.verify(&self.config.validators).is_err() {
+                self.reject("bad-signature");
+                return;
+            }
+            self.buffer_future(from, p.view, Message::Prepare(prepare));
             return;
         }
         if p.view < self.view {
@@ -734,12 +811,24 @@ impl Replica {
     fn try_prepared(&mut self, seq: SeqNum, out: &mut Vec<Output>) {
         let quorum = self.config.validators.quorum();
         let primary = self.primary();
-        let parent_ready = {
-            let prev = seq.prev();
-            self.delivered.contains_key(&prev)
-                || prev == self.last_delivered
-                || prev == self.stable.seq
-                || self.slots.get(&prev).is_some_and(|s| s.prepared)
+        // Prepared at seq - 1 in this view, or delivered there: and in either case the
+        // pre-prepare at seq must extend exactly that digest.
+        let prev = seq.prev();
+        let parent_ready = match self.slots.get(&seq).and_then(|s| s.pre_prepare.as_ref()) {
+            Some(pp) => {
+                let parent = pp.body.parent;
+                let prepared_prev = self.slots.get(&prev).is_some_and(|s| {
+                    s.prepared
+                        && s.pre_prepare
+                            .as_ref()
+                            .is_some_and(|p| p.body.digest == parent)
+                });
+                prepared_prev
+                    || self.delivered.get(&prev) == Some(&parent)
+                    || (prev == self.last_delivered && self.last_delivered_digest == parent)
+                    || (prev == self.stable.seq && self.stable.digest == parent)
+            }
+            None => false,
         };
         let Some(slot) = self.slots.get_mut(&seq) else {
             return;
@@ -761,13 +850,6 @@ impl Replica {
             return;
         }
         slot.prepared = true;
-        if let Some(payload) = self.payloads.get(&(seq, pp.body.digest)) {
-            out.push(Output::PersistPayload {
-                seq,
-                digest: pp.body.digest,
-                payload: payload.clone(),
-            });
-        }
         self.safety.remember_prepared(PreparedCertificate {
             pre_prepare: pp.clone(),
             prepares: matching,
@@ -798,7 +880,11 @@ impl Replica {
     fn on_commit(&mut self, from: ReplicaId, commit: Signed<Commit>, out: &mut Vec<Output>) {
         let c = commit.body;
         if c.view > self.view || (c.view == self.view && self.status != Status::Normal) {
-            self.buffer_future(from, Message::Commit(commit));
+            if commit.verify(&self.config.validators).is_err() {
+                self.reject("bad-signature");
+                return;
+            }
+            self.buffer_future(from, c.view, Message::Commit(commit));
             return;
         }
         if c.view < self.view {
@@ -877,20 +963,22 @@ impl Replica {
                     .insert((seq, certificate.digest), parent)
                     .is_none()
                 {
-                    for (signer, _) in &certificate.signatures {
-                        if *signer != self.config.id {
-                            out.push(Output::Send {
-                                to: *signer,
-                                message: Message::FetchPayload {
-                                    seq,
-                                    digest: certificate.digest,
-                                },
-                            });
-                        }
-                    }
+                    out.push(Output::Broadcast(Message::FetchPayload {
+                        seq,
+                        digest: certificate.digest,
+                    }));
                 }
                 break;
             };
+            // Delivery extends the chain we delivered, never another branch.
+            let key = (seq, certificate.digest);
+            let extends = self.checked_parent.get(&key) == Some(&self.last_delivered_digest)
+                || self.check.check(seq, self.last_delivered_digest, &payload)
+                    == Ok(certificate.digest);
+            if !extends {
+                self.reject("certified-payload-breaks-chain");
+                break;
+            }
             self.certified.remove(&seq);
             self.deliver(seq, payload, certificate, out);
         }
@@ -930,6 +1018,8 @@ impl Replica {
             self.delivered_certs.retain(|s, _| *s > floor);
             let low = self.stable.seq;
             self.payloads
+                .retain(|(s, _), _| *s > floor || *s > low.max(seq));
+            self.checked_parent
                 .retain(|(s, _), _| *s > floor || *s > low.max(seq));
         }
         self.consecutive_view_changes = 0;
@@ -979,9 +1069,10 @@ impl Replica {
             self.check.check(seq, *parent, &payload).as_ref() == Ok(digest)
         });
         match found {
-            Some(&(digest, _)) => {
+            Some(&(digest, parent)) => {
                 self.fetches_sent.remove(&(seq, digest));
                 self.payloads.insert((seq, digest), payload);
+                self.checked_parent.insert((seq, digest), parent);
                 self.try_deliver(out);
                 self.retry_new_view(out);
             }
@@ -1073,6 +1164,7 @@ impl Replica {
         self.slots.retain(|s, _| *s > seq);
         self.waiting.retain(|s, _| *s > seq);
         self.payloads.retain(|(s, _), _| *s > seq);
+        self.checked_parent.retain(|(s, _), _| *s > seq);
         self.certified.retain(|s, _| *s > seq);
         self.fetches_sent.retain(|(s, _), _| *s > seq);
         self.delivered.retain(|s, _| *s >= seq);
@@ -1081,10 +1173,12 @@ impl Replica {
         for m in self.checkpoints.values_mut() {
             m.retain(|s, _| *s > seq);
         }
+        // The host stores the proof first: a restart must never find a record
+        // collected past the stable checkpoint it remembers.
+        out.push(Output::CheckpointStable(proof));
         if let Some(record) = self.safety.collect_garbage(seq) {
             out.push(Output::Persist(record));
         }
-        out.push(Output::CheckpointStable(proof));
         if self.last_delivered < seq && self.state_transfer_to < seq {
             self.state_transfer_to = seq;
             out.push(Output::StateTransfer {
@@ -1129,6 +1223,13 @@ impl Replica {
             || payload.len() > self.config.payload_bytes_max
         {
             self.reject("unneeded-catch-up");
+            return;
+        }
+        if self.catch_up.contains_key(&seq) {
+            return;
+        }
+        if certificate.verify(&self.config.validators).is_err() {
+            self.reject("bad-certificate");
             return;
         }
         self.catch_up.insert(seq, (payload, certificate));
@@ -1241,6 +1342,9 @@ impl Replica {
                         to: self.state_transfer_to,
                     });
                 }
+                // Payload requests may have been lost: ask again.
+                self.fetches_sent.clear();
+                self.retry_new_view(out);
                 out.push(Output::SetTimer {
                     timer: Timer::Retransmit { view },
                     after_ticks: self.config.view_change_timeout_ticks,
@@ -1358,19 +1462,24 @@ impl Replica {
         Ok(())
     }
 
-    fn on_view_change(&mut self, vc: Signed<ViewChange>, out: &mut Vec<Output>) {
+    fn on_view_change(&mut self, from: ReplicaId, vc: Signed<ViewChange>, out: &mut Vec<Output>) {
+        // Help (which can be large) goes only to a replica asking for itself, so a
+        // replayed view change cannot turn a small message into a flood.
+        let asks_for_itself = from == vc.signer;
         let t = vc.body.new_view;
         if t <= self.view {
             // The sender is asking for a view we already passed: it missed the
             // NEW-VIEW (re-send it if we lead this view) and maybe deliveries.
-            if vc.verify(&self.config.validators).is_ok() {
+            if asks_for_itself && vc.verify(&self.config.validators).is_ok() {
                 if let Some(new_view) = &self.last_new_view {
                     out.push(Output::Send {
                         to: vc.signer,
                         message: new_view.clone(),
                     });
                 }
-                self.help_behind(&vc, out);
+                if asks_for_itself {
+                    self.help_behind(&vc, out);
+                }
             } else {
                 self.reject("old-view");
             }
@@ -1382,7 +1491,9 @@ impl Replica {
         }
         if previous == Some(&vc) {
             // A retransmission: already verified; the sender may still need help.
-            self.help_behind(&vc, out);
+            if asks_for_itself {
+                self.help_behind(&vc, out);
+            }
             return;
         }
         if previous.is_some_and(|old| old.body.new_view == t) {
@@ -1390,7 +1501,7 @@ impl Replica {
             // re-signs with what it still knows). Keep the first for NEW-VIEW; still
             // help the sender catch up.
             self.reject("conflicting-view-change");
-            if vc.verify(&self.config.validators).is_ok() {
+            if asks_for_itself && vc.verify(&self.config.validators).is_ok() {
                 self.help_behind(&vc, out);
             }
             return;
@@ -1399,7 +1510,9 @@ impl Replica {
             self.reject(reason);
             return;
         }
-        self.help_behind(&vc, out);
+        if asks_for_itself {
+            self.help_behind(&vc, out);
+        }
         self.view_changes.insert(vc.signer, vc);
         // PBFT 4.5.2: f+1 replicas ahead of us prove at least one honest one timed
         // out; join the smallest of their views.
@@ -1493,15 +1606,12 @@ impl Replica {
                     .insert((entry.seq, entry.digest), entry.parent)
                     .is_none()
                 {
-                    for holder in &entry.holders {
-                        out.push(Output::Send {
-                            to: *holder,
-                            message: Message::FetchPayload {
-                                seq: entry.seq,
-                                digest: entry.digest,
-                            },
-                        });
-                    }
+                    // Every replica that prepared it holds it, not only those in
+                    // the quorum of view changes.
+                    out.push(Output::Broadcast(Message::FetchPayload {
+                        seq: entry.seq,
+                        digest: entry.digest,
+                    }));
                 }
             }
         }
@@ -1518,6 +1628,16 @@ impl Replica {
                 digest: entry.digest,
                 parent: entry.parent,
             };
+            let payload = self
+                .payloads
+                .get(&(entry.seq, entry.digest))
+                .cloned()
+                .unwrap_or_default();
+            out.push(Output::PersistPayload {
+                seq: entry.seq,
+                digest: entry.digest,
+                payload,
+            });
             match self.safety.sign_pre_prepare(&validators, body) {
                 Ok(signed) => pre_prepares.push(Self::persist_and(out, signed)),
                 Err(_) => {
@@ -1675,6 +1795,7 @@ impl Replica {
             self.install_pre_prepare(pre_prepare, payload, out);
         }
         let buffered: Vec<(ReplicaId, Message)> = self.future.drain(..).collect();
+        self.future_bytes = 0;
         for (from, message) in buffered {
             self.on_message(from, message, out);
         }
@@ -1704,6 +1825,7 @@ impl Replica {
         assert!(self.delivered_certs.len() as u64 <= self.config.window + 1);
         assert!(self.delivered.len() as u64 <= self.config.window + 2);
         assert!(self.future.len() <= self.config.future_messages_max);
+        assert!(self.future_bytes <= self.config.future_bytes_max);
         assert!(self.waiting.len() <= self.config.window as usize);
         assert!(
             self.checkpoints
@@ -1724,8 +1846,6 @@ struct Chosen {
     seq: SeqNum,
     digest: Digest,
     parent: Digest,
-    /// Replicas whose view change holds this certificate (can serve the payload).
-    holders: Vec<ReplicaId>,
 }
 
 /// PBFT 4.4's choice of re-proposals, for a chain: start at the highest stable
@@ -1756,20 +1876,10 @@ fn select(vcs: &[Signed<ViewChange>], window: u64) -> (CheckpointProof, Vec<Chos
         if pp.parent != parent {
             break;
         }
-        let holders = vcs
-            .iter()
-            .filter(|v| {
-                v.body.prepared.iter().any(|c| {
-                    c.pre_prepare.body.seq == seq && c.pre_prepare.body.digest == pp.digest
-                })
-            })
-            .map(|v| v.signer)
-            .collect();
         chain.push(Chosen {
             seq,
             digest: pp.digest,
             parent,
-            holders,
         });
         parent = pp.digest;
         seq = seq.next();

@@ -257,6 +257,7 @@ impl Sim {
         c.view_change_timeout_max_ticks = 6_400;
         c.payload_bytes_max = SIM_PAYLOAD_MAX;
         c.future_messages_max = 512;
+        c.future_bytes_max = 64 * 1024;
         c
     }
 
@@ -782,6 +783,13 @@ impl Sim {
                 .saved_payloads
                 .iter()
                 .map(|((s, d), p)| (*s, *d, p.clone()))
+                .collect(),
+            delivered: node
+                .delivered
+                .iter()
+                .rev()
+                .take(8)
+                .map(|(s, (d, _, _))| (*s, *d))
                 .collect(),
         };
         self.log(format!(

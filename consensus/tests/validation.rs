@@ -101,10 +101,14 @@ fn a_valid_pre_prepare_is_persisted_then_voted_for() {
         message: pre_prepare(0, 0, 1, genesis(), "a"),
     });
     assert!(
-        matches!(out[0], Output::Persist(_)),
-        "persist comes first: {out:?}"
+        matches!(out[0], Output::PersistPayload { .. }),
+        "the payload is durable first: {out:?}"
     );
-    assert!(matches!(&out[1], Output::Broadcast(Message::Prepare(p)) if p.body.seq == SeqNum(1)));
+    assert!(
+        matches!(out[1], Output::Persist(_)),
+        "then the vote record: {out:?}"
+    );
+    assert!(matches!(&out[2], Output::Broadcast(Message::Prepare(p)) if p.body.seq == SeqNum(1)));
     assert!(r.rejections().is_empty());
 }
 

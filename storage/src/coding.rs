@@ -405,9 +405,16 @@ pub fn check_encoding(
 }
 
 impl Fragment {
-    /// Verifies this fragment against a block's commitment.
+    /// Verifies this fragment against a block's commitment (whose parameters must be
+    /// valid: see [`CodingParams::validate`]; invalid ones reject every fragment).
     pub fn check(self, commitment: &FragmentCommitment) -> Result<CheckedFragment, FragmentError> {
         let params = &commitment.params;
+        if params.validate().is_err() {
+            return Err(FragmentError::IndexOutOfRange {
+                index: self.index,
+                total_shards: 0,
+            });
+        }
         let index = self.index;
         if index as usize >= params.n() {
             return Err(FragmentError::IndexOutOfRange {
@@ -525,9 +532,12 @@ pub fn decode(
     let mut slots: Vec<Option<Vec<u8>>> = vec![None; n];
     let mut leaves: Vec<Option<Hash>> = vec![None; n];
     let mut evidence = Vec::with_capacity(checked.len());
+    commitment.params.validate()?;
+    let shard_len = params.shard_len();
     for c in checked {
         let i = c.index() as usize;
-        if slots[i].is_some() {
+        // Checked against another commitment: not ours to use.
+        if i >= n || slots[i].is_some() || c.fragment.shard.len() != shard_len {
             continue;
         }
         leaves[i] = Some(c.leaf);
@@ -548,7 +558,6 @@ pub fn decode(
         let coder = ReedSolomon::new(k, n - k).map_err(library_error)?;
         coder.reconstruct_data(&mut slots).map_err(library_error)?;
     }
-    let shard_len = params.shard_len();
     let mut shards: Vec<Vec<u8>> = Vec::with_capacity(n);
     let mut received_parity: Vec<Option<Vec<u8>>> = Vec::with_capacity(n - k);
     for (i, slot) in slots.into_iter().enumerate() {
@@ -658,6 +667,30 @@ mod tests {
             assert!(fragments.iter().all(|f| f.index as usize >= k));
             assert_eq!(reconstruct(&encoded.commitment(), fragments)?.body, body);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn hostile_parameters_and_foreign_fragments_do_not_panic() -> Result<(), CodingError> {
+        let encoded = encode(b"some body", 2, 4)?;
+        let mut bad = encoded.commitment();
+        bad.params.data_shards = 0;
+        assert!(
+            encoded
+                .fragment(0)
+                .ok_or(CodingError::Library("no".into()))?
+                .check(&bad)
+                .is_err()
+        );
+        assert!(reconstruct(&bad, encoded.fragments()).is_err());
+        // Fragments checked against a bigger block, handed to decode for a smaller one.
+        let big = encode(&[7u8; 5000], 3, 7)?;
+        let checked: Vec<CheckedFragment> = big
+            .fragments()
+            .into_iter()
+            .filter_map(|f| f.check(&big.commitment()).ok())
+            .collect();
+        assert!(decode(&encoded.commitment(), checked).is_err());
         Ok(())
     }
 

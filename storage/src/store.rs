@@ -369,6 +369,9 @@ impl<S: Schema> Store<S> {
             return Err(StoreError::OutOfOrder { tip, got: height });
         }
         let params = block.commitment.params;
+        params
+            .validate()
+            .map_err(|source| StoreError::BadBody { height, source })?;
         if block.body.len() as u64 != params.body_len {
             return Err(StoreError::BadBody {
                 height,

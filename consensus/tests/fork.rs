@@ -1,0 +1,230 @@
+//! Regression test from review: a Byzantine primary, a crash and restart, and the
+//! "delivered parent" shortcut must not let honest replicas deliver a block whose
+//! parent is not the block they delivered before it.
+//!
+//! n = 4, replica 0 (D) is a Byzantine primary of view 0; A = 1, B = 2, C = 3 honest.
+//! 1. D sends p at s1 to A and B only; they prepare and commit; A delivers p.
+//! 2. B crashes before delivering and restarts from its persisted record.
+//! 3. D equivocates: X at s1 and Y (parent X) at s2, to B and C.
+//! 4. B and C deliver p at s1 from the certificate (A, B before the crash, D).
+//! 5. Prepares for Y arrive: nobody may become prepared on Y (its parent is X, not p),
+//!    and nobody delivers Y.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use mosaic_consensus::*;
+use mosaic_crypto::{ChainId, Hash, Keypair};
+
+/// Payloads start with their parent's 32 digest bytes.
+struct ParentFirst;
+
+impl PayloadCheck for ParentFirst {
+    fn check(&self, _seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String> {
+        if payload.len() < 32 || payload[..32] != *parent.0.as_bytes() {
+            return Err("wrong parent".into());
+        }
+        Ok(Digest(Hash::of(payload)))
+    }
+}
+
+fn block(parent: Digest, tag: &[u8]) -> (Vec<u8>, Digest) {
+    let mut p = parent.0.as_bytes().to_vec();
+    p.extend_from_slice(tag);
+    let d = Digest(Hash::of(&p));
+    (p, d)
+}
+
+fn sign<T: messages::Body>(k: &Keypair, id: u32, chain: &ChainId, body: T) -> Signed<T> {
+    let bytes = Signed::signing_bytes(&body).unwrap();
+    Signed {
+        signature: k.sign(T::DOMAIN, chain, &bytes),
+        body,
+        signer: ReplicaId(id),
+    }
+}
+
+fn messages_of(out: &[Output]) -> Vec<Message> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(m) => Some(m.clone()),
+            Output::Send { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn feed(r: &mut Replica, from: u32, ms: &[Message], log: &mut Vec<Output>) -> Vec<Output> {
+    let mut all = vec![];
+    for m in ms {
+        let o = r.handle(Input::Message {
+            from: ReplicaId(from),
+            message: m.clone(),
+        });
+        all.extend(o.clone());
+        log.extend(o);
+    }
+    all
+}
+
+fn delivered(log: &[Output]) -> Vec<(u64, Digest)> {
+    log.iter()
+        .filter_map(|o| {
+            if let Output::Deliver { seq, digest, .. } = o {
+                Some((seq.0, *digest))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn restart_and_equivocation_cannot_break_the_chain() {
+    let chain = ChainId::new("t").unwrap();
+    let keys: Vec<Keypair> = (0..4).map(Keypair::from_seed_for_tests).collect();
+    let vs = ValidatorSet::new(chain.clone(), keys.iter().map(|k| k.public()).collect()).unwrap();
+    let g = Digest(Hash::ZERO);
+    let make = |i: u32, restored: Option<Restored>| {
+        let mut r = Replica::new(
+            Config::new(ReplicaId(i), vs.clone(), g),
+            Keypair::from_seed_for_tests(i as u64),
+            Box::new(ParentFirst),
+            restored,
+        );
+        let _ = r.start();
+        r
+    };
+    let (mut a, mut b, mut c) = (make(1, None), make(2, None), make(3, None));
+    let (mut la, mut lb, mut lc) = (vec![], vec![], vec![]);
+    let d = &keys[0];
+    let v = View(0);
+    let (pp_p, p) = block(g, b"p");
+    let (pp_x, x) = block(g, b"x");
+    let (pp_y, y) = block(x, b"y");
+    let pre = |seq, digest, parent, payload: &Vec<u8>| Message::PrePrepare {
+        pre_prepare: sign(
+            d,
+            0,
+            &chain,
+            PrePrepare {
+                view: v,
+                seq: SeqNum(seq),
+                digest,
+                parent,
+            },
+        ),
+        payload: payload.clone(),
+    };
+    let commit = |k: &Keypair, id, seq, digest| {
+        Message::Commit(sign(
+            k,
+            id,
+            &chain,
+            Commit {
+                view: v,
+                seq: SeqNum(seq),
+                digest,
+            },
+        ))
+    };
+
+    // 1.
+    let oa = feed(&mut a, 0, &[pre(1, p, g, &pp_p)], &mut la);
+    let ob = feed(&mut b, 0, &[pre(1, p, g, &pp_p)], &mut lb);
+    feed(&mut a, 2, &messages_of(&ob), &mut la);
+    feed(&mut b, 1, &messages_of(&oa), &mut lb);
+    let b_commit = messages_of(&lb)
+        .into_iter()
+        .find(|m| matches!(m, Message::Commit(_)))
+        .unwrap();
+    let a_commit = messages_of(&la)
+        .into_iter()
+        .find(|m| matches!(m, Message::Commit(_)))
+        .unwrap();
+    let b_record = lb
+        .iter()
+        .rev()
+        .find_map(|o| {
+            if let Output::Persist(r) = o {
+                Some(r.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    feed(&mut a, 2, std::slice::from_ref(&b_commit), &mut la);
+    feed(&mut a, 0, &[commit(d, 0, 1, p)], &mut la);
+    assert_eq!(a.last_delivered(), SeqNum(1));
+
+    // 2.
+    let restored = Restored {
+        record: b_record,
+        last_delivered: (SeqNum(0), g),
+        stable: CheckpointProof::genesis(g),
+        payloads: vec![(SeqNum(1), p, pp_p.clone())],
+        delivered: vec![],
+    };
+    let mut b2 = make(2, Some(restored));
+    let mut lb2 = vec![];
+
+    // 3. B refuses X (it voted p at (v0, s1)) and so cannot build Y on it.
+    let ob3 = feed(
+        &mut b2,
+        0,
+        &[pre(1, x, g, &pp_x), pre(2, y, x, &pp_y)],
+        &mut lb2,
+    );
+    let oc = feed(
+        &mut c,
+        0,
+        &[pre(1, x, g, &pp_x), pre(2, y, x, &pp_y)],
+        &mut lc,
+    );
+    let prepares_for_y = |out: &[Output]| -> Vec<Message> {
+        messages_of(out)
+            .into_iter()
+            .filter(|m| matches!(m, Message::Prepare(pp) if pp.body.seq == SeqNum(2)))
+            .collect()
+    };
+    assert!(
+        prepares_for_y(&ob3).is_empty(),
+        "restarted B must not vote for a child of the block it refused"
+    );
+    let c_prep_y = prepares_for_y(&oc);
+
+    // 4.
+    for (r, l) in [(&mut b2, &mut lb2), (&mut c, &mut lc)] {
+        feed(r, 1, std::slice::from_ref(&a_commit), l);
+        feed(r, 0, &[b_commit.clone(), commit(d, 0, 1, p)], l);
+    }
+    feed(
+        &mut c,
+        1,
+        &[Message::Payload {
+            seq: SeqNum(1),
+            payload: pp_p.clone(),
+        }],
+        &mut lc,
+    );
+    assert_eq!(b2.last_delivered(), SeqNum(1));
+    assert_eq!(c.last_delivered(), SeqNum(1));
+
+    // 5. Late prepares and D's commit for Y: no one becomes prepared, no one delivers Y.
+    let ob4 = feed(&mut b2, 3, &c_prep_y, &mut lb2);
+    let extra = feed(&mut b2, 0, &[pre(2, y, x, &pp_y)], &mut lb2);
+    assert!(
+        messages_of(&ob4)
+            .iter()
+            .chain(messages_of(&extra).iter())
+            .all(|m| !matches!(m, Message::Commit(_)))
+    );
+    feed(&mut b2, 0, &[commit(d, 0, 2, y)], &mut lb2);
+    feed(&mut c, 0, &[commit(d, 0, 2, y)], &mut lc);
+    for (name, log) in [("A", &la), ("B", &lb2), ("C", &lc)] {
+        assert_eq!(
+            delivered(log),
+            vec![(1, p)],
+            "{name} must deliver p and nothing built on X"
+        );
+    }
+    assert!(c.rejections().contains_key("wrong-parent") || !c_prep_y.is_empty());
+}
