@@ -1,0 +1,341 @@
+//! One validator's configuration file (TOML). Every field has a default except the
+//! key file and the genesis file; unknown fields are refused so typos are caught.
+//!
+//! ```toml
+//! key_file = "keys/validator.json"
+//! genesis_file = "genesis.json"
+//! data_dir = "data/v0"
+//! listen = ["/ip4/127.0.0.1/tcp/7000"]
+//! api_address = "127.0.0.1:8000"
+//! bootstrap = ["/ip4/127.0.0.1/tcp/7001/p2p/12D3Koo..."]
+//! mdns = false
+//!
+//! [batching]
+//! txs_max = 4000
+//! bytes_max = 2097152
+//! delay_ms = 5
+//!
+//! [consensus]
+//! checkpoint_interval = 16
+//! window = 64
+//! view_change_timeout_ms = 2000
+//! view_change_timeout_max_ms = 60000
+//!
+//! [storage]
+//! body_window_blocks = 1024
+//!
+//! [mempool]
+//! txs_max = 200000
+//! bytes_max = 67108864
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Largest config file read.
+const CONFIG_BYTES_MAX: u64 = 1024 * 1024;
+
+/// A validator's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The validator's key file (its consensus key and libp2p identity).
+    pub key_file: PathBuf,
+    /// The chain's genesis file.
+    pub genesis_file: PathBuf,
+    /// Where the store lives.
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// libp2p listen multiaddresses.
+    #[serde(default = "defaults::listen")]
+    pub listen: Vec<String>,
+    /// HTTP API address (loopback by default).
+    #[serde(default = "defaults::api_address")]
+    pub api_address: SocketAddr,
+    /// Peers to dial at start (multiaddresses with /p2p/<peer id>).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Discover peers on the local network with mDNS.
+    #[serde(default)]
+    pub mdns: bool,
+    /// How the primary builds blocks.
+    #[serde(default)]
+    pub batching: Batching,
+    /// Consensus tunables.
+    #[serde(default)]
+    pub consensus: ConsensusTuning,
+    /// Storage tunables.
+    #[serde(default)]
+    pub storage: StorageTuning,
+    /// Mempool limits.
+    #[serde(default)]
+    pub mempool: MempoolLimits,
+}
+
+/// Block building: a block is proposed when it is full (count or bytes) or the delay
+/// since the first waiting transaction has passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Batching {
+    /// Most transactions per block.
+    pub txs_max: usize,
+    /// Most body bytes per block.
+    pub bytes_max: usize,
+    /// Longest wait for more transactions, in milliseconds.
+    pub delay_ms: u64,
+}
+
+/// Consensus tunables (see the consensus crate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusTuning {
+    /// K: blocks between checkpoints.
+    pub checkpoint_interval: u64,
+    /// L: sequence numbers in flight above the stable checkpoint (>= 2K).
+    pub window: u64,
+    /// First view-change timeout.
+    pub view_change_timeout_ms: u64,
+    /// Cap of the doubling timeout.
+    pub view_change_timeout_max_ms: u64,
+}
+
+/// Storage tunables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageTuning {
+    /// Recent blocks whose full bodies are kept (older ones: own fragment only).
+    pub body_window_blocks: u64,
+}
+
+/// Mempool limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolLimits {
+    /// Most pending transactions.
+    pub txs_max: usize,
+    /// Most pending bytes.
+    pub bytes_max: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            txs_max: 4_000,
+            bytes_max: 2 * 1024 * 1024,
+            delay_ms: 5,
+        }
+    }
+}
+
+impl Default for ConsensusTuning {
+    fn default() -> Self {
+        ConsensusTuning {
+            checkpoint_interval: 16,
+            window: 64,
+            view_change_timeout_ms: 2_000,
+            view_change_timeout_max_ms: 60_000,
+        }
+    }
+}
+
+impl Default for StorageTuning {
+    fn default() -> Self {
+        StorageTuning {
+            body_window_blocks: 1_024,
+        }
+    }
+}
+
+impl Default for MempoolLimits {
+    fn default() -> Self {
+        MempoolLimits {
+            txs_max: 200_000,
+            bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("data")
+    }
+    pub fn listen() -> Vec<String> {
+        vec!["/ip4/127.0.0.1/tcp/0".to_string()]
+    }
+    pub fn api_address() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8000))
+    }
+}
+
+/// What is wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Cannot read it.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML for a config.
+    #[error("config file {path} is malformed: {reason}")]
+    Malformed {
+        /// Path.
+        path: String,
+        /// Parser message (with line and column).
+        reason: String,
+    },
+    /// Valid TOML, unusable values.
+    #[error("config file {path}: {reason}")]
+    Invalid {
+        /// Path.
+        path: String,
+        /// What to fix.
+        reason: String,
+    },
+}
+
+impl NodeConfig {
+    /// Reads, checks, and resolves relative paths against the file's folder.
+    pub fn read(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let shown = path.display().to_string();
+        let io = |source| ConfigError::Io {
+            path: shown.clone(),
+            source,
+        };
+        if std::fs::metadata(path).map_err(io)?.len() > CONFIG_BYTES_MAX {
+            return Err(ConfigError::Invalid {
+                path: shown,
+                reason: "larger than 1 MiB; this is not a config file".into(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Malformed {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        config.check().map_err(|reason| ConfigError::Invalid {
+            path: shown,
+            reason,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.key_file,
+            &mut config.genesis_file,
+            &mut config.data_dir,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Checks values that TOML types cannot express.
+    pub fn check(&self) -> Result<(), String> {
+        let c = &self.consensus;
+        if c.checkpoint_interval == 0 || c.window < 2 * c.checkpoint_interval {
+            return Err(format!(
+                "consensus.window ({}) must be at least twice consensus.checkpoint_interval ({}), which must be at least 1",
+                c.window, c.checkpoint_interval
+            ));
+        }
+        if c.view_change_timeout_ms == 0 || c.view_change_timeout_max_ms < c.view_change_timeout_ms
+        {
+            return Err(
+                "consensus.view_change_timeout_ms must be > 0 and <= view_change_timeout_max_ms"
+                    .into(),
+            );
+        }
+        if self.batching.txs_max == 0 || self.batching.bytes_max == 0 {
+            return Err("batching.txs_max and batching.bytes_max must be at least 1".into());
+        }
+        if self.batching.bytes_max > crate::block::BODY_BYTES_MAX {
+            return Err(format!(
+                "batching.bytes_max must be at most {}",
+                crate::block::BODY_BYTES_MAX
+            ));
+        }
+        if self.listen.is_empty() {
+            return Err("listen needs at least one address".into());
+        }
+        Ok(())
+    }
+
+    /// The config as TOML (for `init` commands).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_gets_defaults_and_resolved_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "key_file = \"k.json\"\ngenesis_file = \"/abs/genesis.json\"\n",
+        )
+        .unwrap();
+        let c = NodeConfig::read(&path).unwrap();
+        assert_eq!(c.key_file, dir.path().join("k.json"));
+        assert_eq!(c.genesis_file, PathBuf::from("/abs/genesis.json"));
+        assert_eq!(c.api_address.ip().to_string(), "127.0.0.1");
+        assert_eq!(c.consensus, ConsensusTuning::default());
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "key_file = \"/k.json\"\ngenesis_file = \"/g.json\"\ndata_dir = \"/d\"\n",
+        )
+        .unwrap();
+        let c = NodeConfig::read(&path).unwrap();
+        std::fs::write(&path, c.to_toml().unwrap()).unwrap();
+        assert_eq!(NodeConfig::read(&path).unwrap(), c);
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let cases = [
+            ("key_file = \"k\"\n", "malformed"),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\ntypo = 1\n",
+                "unknown field",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[consensus]\nwindow = 4\n",
+                "at least twice",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\napi_address = \"nonsense\"\n",
+                "malformed",
+            ),
+        ];
+        for (text, expect) in cases {
+            std::fs::write(&path, text).unwrap();
+            let err = NodeConfig::read(&path).unwrap_err().to_string();
+            assert!(err.contains(expect), "{text:?}: {err}");
+        }
+        assert!(matches!(
+            NodeConfig::read(&dir.path().join("none.toml")),
+            Err(ConfigError::Io { .. })
+        ));
+    }
+}
