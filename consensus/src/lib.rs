@@ -9,7 +9,8 @@
 //!   payload; a backup accepts it if it is in view v, s is inside the watermarks
 //!   (stable checkpoint h < s <= h + L), no other digest is accepted at (v, s), the
 //!   caller's [`PayloadCheck`] accepts the payload with digest d, and `parent` is the
-//!   digest it accepted at s - 1 (chaining, below); it broadcasts PREPARE. With the
+//!   digest it accepted at s - 1 (chaining, below); it broadcasts PREPARE(v, s, d,
+//!   parent), signing the chain link too. With the
 //!   pre-prepare and 2f matching prepares it is *prepared* and broadcasts COMMIT;
 //!   2f+1 matching commits form a [`CommitCertificate`] and the payload is delivered
 //!   strictly in sequence order. Several sequence numbers are in flight at once.

@@ -32,7 +32,10 @@ pub struct PrePrepare {
     pub parent: Digest,
 }
 
-/// PBFT 4.2: a backup accepted the pre-prepare.
+/// PBFT 4.2: a backup accepted the pre-prepare. It signs the parent too, so a
+/// prepared certificate proves the chain link, not only the digest (a Byzantine
+/// primary could otherwise pair honest prepares with a pre-prepare naming another
+/// parent and make NEW-VIEW cut the chain below a committed payload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prepare {
     /// View.
@@ -41,6 +44,8 @@ pub struct Prepare {
     pub seq: SeqNum,
     /// Payload digest.
     pub digest: Digest,
+    /// The parent named by the pre-prepare.
+    pub parent: Digest,
 }
 
 /// PBFT 4.2: the sender is prepared.
@@ -221,6 +226,7 @@ impl PreparedCertificate {
                 || p.body.view != pp.view
                 || p.body.seq != pp.seq
                 || p.body.digest != pp.digest
+                || p.body.parent != pp.parent
         }) {
             return Err(VerifyError::Certificate(
                 "prepares do not match the pre-prepare",

@@ -725,6 +725,7 @@ impl Replica {
                 view: pp.view,
                 seq: pp.seq,
                 digest: pp.digest,
+                parent: pp.parent,
             };
             let validators = self.config.validators.clone();
             match self.safety.sign_prepare(&validators, body) {
@@ -842,7 +843,11 @@ impl Replica {
         let matching: Vec<Signed<Prepare>> = slot
             .prepares
             .values()
-            .filter(|p| p.body.digest == pp.body.digest && p.signer != primary)
+            .filter(|p| {
+                p.body.digest == pp.body.digest
+                    && p.body.parent == pp.body.parent
+                    && p.signer != primary
+            })
             .take(quorum - 1)
             .cloned()
             .collect();

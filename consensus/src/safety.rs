@@ -320,6 +320,7 @@ mod tests {
             view: View(2),
             seq: SeqNum(5),
             digest,
+            parent: d(0),
         };
         let first = rules.sign_prepare(&vs, p(d(1))).unwrap();
         assert!(
@@ -349,7 +350,8 @@ mod tests {
                     Prepare {
                         view: View(3),
                         seq: SeqNum(5),
-                        digest: d(2)
+                        digest: d(2),
+                        parent: d(0),
                     }
                 )
                 .is_ok()

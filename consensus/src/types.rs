@@ -244,6 +244,7 @@ mod tests {
             view: View(2),
             seq: SeqNum(7),
             digest: Digest(mosaic_crypto::Hash::ZERO),
+            parent: Digest(mosaic_crypto::Hash::of(b"parent")),
         };
         let signed = crate::messages::Signed {
             body: p,
@@ -255,6 +256,7 @@ mod tests {
         expected.extend_from_slice(&2u64.to_le_bytes());
         expected.extend_from_slice(&7u64.to_le_bytes());
         expected.extend_from_slice(&[0; 32]);
+        expected.extend_from_slice(mosaic_crypto::Hash::of(b"parent").as_bytes());
         expected.extend_from_slice(&3u32.to_le_bytes());
         expected.extend_from_slice(&[9; 64]);
         assert_eq!(bytes, expected);

@@ -228,3 +228,109 @@ fn restart_and_equivocation_cannot_break_the_chain() {
     }
     assert!(c.rejections().contains_key("wrong-parent") || !c_prep_y.is_empty());
 }
+
+/// Regression test from the second review: a Byzantine primary re-signs its
+/// pre-prepare with a forged parent and pairs it with honest PREPAREs. If PREPAREs did
+/// not sign the parent, that certificate would verify, and as the highest-view one in
+/// a VIEW-CHANGE it would make NEW-VIEW cut the chain below a committed payload
+/// (honest replicas then delivered different payloads at s1). PREPAREs now sign the
+/// parent: the forged certificate fails, and a VIEW-CHANGE carrying it is refused.
+#[test]
+fn a_prepared_certificate_with_a_forged_parent_is_refused() {
+    let chain = ChainId::new("t").unwrap();
+    let keys: Vec<Keypair> = (0..4).map(Keypair::from_seed_for_tests).collect();
+    let vs = ValidatorSet::new(chain.clone(), keys.iter().map(|k| k.public()).collect()).unwrap();
+    let g = Digest(Hash::ZERO);
+    let make = |i: u32| {
+        let mut r = Replica::new(
+            Config::new(ReplicaId(i), vs.clone(), g),
+            Keypair::from_seed_for_tests(i as u64),
+            Box::new(ParentFirst),
+            None,
+        );
+        let _ = r.start();
+        r
+    };
+    let (mut b, mut c, mut d) = (make(1), make(2), make(3));
+    let primary = &keys[0]; // Byzantine primary of view 0
+    let (payload, p) = block(g, b"p");
+    let honest = Message::PrePrepare {
+        pre_prepare: sign(
+            primary,
+            0,
+            &chain,
+            PrePrepare {
+                view: View(0),
+                seq: SeqNum(1),
+                digest: p,
+                parent: g,
+            },
+        ),
+        payload,
+    };
+    let mut prepares = Vec::new();
+    for r in [&mut b, &mut c] {
+        let out = r.handle(Input::Message {
+            from: ReplicaId(0),
+            message: honest.clone(),
+        });
+        for m in messages_of(&out) {
+            if let Message::Prepare(prepare) = m {
+                assert_eq!(prepare.body.parent, g, "the prepare vouches for the parent");
+                prepares.push(prepare);
+            }
+        }
+    }
+    assert_eq!(prepares.len(), 2);
+    let junk = Digest(Hash::of(b"junk"));
+    let forged = PreparedCertificate {
+        pre_prepare: sign(
+            primary,
+            0,
+            &chain,
+            PrePrepare {
+                view: View(0),
+                seq: SeqNum(1),
+                digest: p,
+                parent: junk,
+            },
+        ),
+        prepares: prepares.clone(),
+    };
+    assert!(
+        forged.verify(&vs).is_err(),
+        "honest prepares must not vouch for another parent"
+    );
+    let genuine = PreparedCertificate {
+        pre_prepare: sign(
+            primary,
+            0,
+            &chain,
+            PrePrepare {
+                view: View(0),
+                seq: SeqNum(1),
+                digest: p,
+                parent: g,
+            },
+        ),
+        prepares,
+    };
+    assert!(genuine.verify(&vs).is_ok());
+
+    let view_change = Message::ViewChange(sign(
+        primary,
+        0,
+        &chain,
+        ViewChange {
+            new_view: View(1),
+            stable: CheckpointProof::genesis(g),
+            prepared: vec![forged],
+            last_delivered: SeqNum(0),
+        },
+    ));
+    let _ = d.handle(Input::Message {
+        from: ReplicaId(0),
+        message: view_change,
+    });
+    assert_eq!(d.rejections().get("bad-prepared-certificate"), Some(&1));
+}

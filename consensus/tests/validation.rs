@@ -141,6 +141,7 @@ fn invalid_messages_are_dropped_with_a_reason() {
             view: View(0),
             seq: SeqNum(1),
             digest: genesis(),
+            parent: genesis(),
         },
     ));
     let cross_domain = {
@@ -151,6 +152,7 @@ fn invalid_messages_are_dropped_with_a_reason() {
                 view: View(0),
                 seq: SeqNum(1),
                 digest: genesis(),
+                parent: genesis(),
             },
         );
         let c = mosaic_consensus::Commit {
