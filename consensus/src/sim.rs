@@ -99,7 +99,8 @@ pub enum Behavior {
     /// Sends forged signatures, impersonates others and replays old messages.
     Forger,
     /// Sends different view changes to different replicas (omitting prepared
-    /// certificates) and view changes for far-future views.
+    /// certificates, or forging the parent of certificates it led), and view changes
+    /// for far-future views.
     ViewChangeLiar,
 }
 
@@ -630,11 +631,28 @@ impl Sim {
             Behavior::ViewChangeLiar => {
                 for t in targets {
                     let m = match (&message, t.0 % 2) {
+                        // Omission: no prepared certificates at all.
                         (Message::ViewChange(vc), 1) => {
                             let body = ViewChange {
                                 prepared: Vec::new(),
                                 ..vc.body.clone()
                             };
+                            Message::ViewChange(self.sign_raw(id, body))
+                        }
+                        // Forgery: certificates whose pre-prepare it signed as primary get
+                        // a re-signed pre-prepare naming another parent, next to the
+                        // honest prepares (the attack of the second review).
+                        (Message::ViewChange(vc), 0) => {
+                            let mut body = vc.body.clone();
+                            for cert in &mut body.prepared {
+                                if cert.pre_prepare.signer == id {
+                                    let forged = PrePrepare {
+                                        parent: Digest(Hash::of(b"forged parent")),
+                                        ..cert.pre_prepare.body
+                                    };
+                                    cert.pre_prepare = self.sign_raw(id, forged);
+                                }
+                            }
                             Message::ViewChange(self.sign_raw(id, body))
                         }
                         _ => message.clone(),
