@@ -178,6 +178,10 @@ pub struct Sim {
     drop_per_mille: u64,
     dup_per_mille: u64,
     delay: (u64, u64),
+    /// Messages that take 10-40x the longest delay (per mille), and links that are
+    /// always that slow: adversarial schedules that uniform delays never produce.
+    straggler_per_mille: u64,
+    slow_links: BTreeSet<(u32, u32)>,
     partition: Option<Vec<BTreeSet<u32>>>,
     crash_mid_step_per_mille: u64,
     submitted: BTreeSet<u64>,
@@ -217,6 +221,8 @@ impl Sim {
             drop_per_mille: 0,
             dup_per_mille: 0,
             delay: (1, 10),
+            straggler_per_mille: 0,
+            slow_links: BTreeSet::new(),
             partition: None,
             crash_mid_step_per_mille: 0,
             submitted: BTreeSet::new(),
@@ -332,8 +338,14 @@ impl Sim {
         } else {
             1
         };
+        let slow =
+            self.slow_links.contains(&(from.0, to.0)) || self.rng.chance(self.straggler_per_mille);
         for _ in 0..copies {
-            let at = self.now + self.rng.range(self.delay.0, self.delay.1);
+            let at = if slow {
+                self.now + self.rng.range(self.delay.1 * 10, self.delay.1 * 40)
+            } else {
+                self.now + self.rng.range(self.delay.0, self.delay.1)
+            };
             self.schedule(
                 at,
                 Event::Deliver {
@@ -752,6 +764,12 @@ impl Sim {
         self.delay = delay;
     }
 
+    /// Makes some messages (per mille) and the given directed links very slow.
+    pub fn stragglers(&mut self, per_mille: u64, slow_links: &[(u32, u32)]) {
+        self.straggler_per_mille = per_mille;
+        self.slow_links = slow_links.iter().copied().collect();
+    }
+
     /// How often a step is cut short by a crash (per mille).
     pub fn crash_mid_step(&mut self, per_mille: u64) {
         self.crash_mid_step_per_mille = per_mille;
@@ -770,6 +788,8 @@ impl Sim {
         self.drop_per_mille = 0;
         self.dup_per_mille = 0;
         self.crash_mid_step_per_mille = 0;
+        self.straggler_per_mille = 0;
+        self.slow_links.clear();
     }
 
     /// Stops replica `id`; its persisted record and delivered blocks survive.
@@ -930,6 +950,15 @@ pub fn random_scenario(seed: u64) -> Result<u64, String> {
     // Chaos.
     sim.network(rng.range(0, 150), rng.range(0, 100), (1, rng.range(2, 60)));
     sim.crash_mid_step(rng.range(0, 3));
+    let slow_links: Vec<(u32, u32)> = (0..rng.range(0, n as u64))
+        .map(|_| {
+            (
+                rng.range(0, n as u64 - 1) as u32,
+                rng.range(0, n as u64 - 1) as u32,
+            )
+        })
+        .collect();
+    sim.stragglers(rng.range(0, 100), &slow_links);
     sim.submit(rng.range(5, 30));
     for _ in 0..rng.range(2, 5) {
         match rng.range(0, 3) {
