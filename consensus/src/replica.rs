@@ -1766,7 +1766,30 @@ impl Replica {
         if let Some(v) = self.progress_timer.take() {
             out.push(Output::CancelTimer(Timer::Progress { view: v }));
         }
-        if let Some(record) = self.safety.enter_view(t) {
+        // Review 3 fix: the re-issued pre-prepares are voted in the same record that
+        // says "entered", so a restart cannot forget them.
+        let floor = self.stable.seq.max(stable.seq);
+        let chain: Vec<(SeqNum, Digest)> = nv
+            .pre_prepares
+            .iter()
+            .map(|p| (p.body.seq, p.body.digest))
+            .filter(|(s, _)| *s > floor)
+            .collect();
+        for ((seq, digest), payload) in nv
+            .pre_prepares
+            .iter()
+            .map(|p| (p.body.seq, p.body.digest))
+            .zip(&payloads)
+        {
+            if seq > floor {
+                out.push(Output::PersistPayload {
+                    seq,
+                    digest,
+                    payload: payload.clone(),
+                });
+            }
+        }
+        if let Some(record) = self.safety.enter_view(t, &chain) {
             out.push(Output::Persist(record));
         }
         self.view = t;

@@ -247,12 +247,23 @@ impl SafetyRules {
     }
 
     /// Records entering `view` (after a valid NEW-VIEW).
-    pub fn enter_view(&mut self, view: View) -> Option<SafetyRecord> {
+    pub fn enter_view(&mut self, view: View, chain: &[(SeqNum, Digest)]) -> Option<SafetyRecord> {
         if view <= self.record.entered {
             return None;
         }
         self.record.view = self.record.view.max(view);
         self.record.entered = view;
+        for &(seq, digest) in chain {
+            if seq > self.record.low_watermark
+                && self
+                    .record
+                    .prepared
+                    .get(&seq)
+                    .is_none_or(|(v, _)| *v < view)
+            {
+                self.record.prepared.insert(seq, (view, digest));
+            }
+        }
         Some(self.record.clone())
     }
 

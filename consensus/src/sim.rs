@@ -102,15 +102,20 @@ pub enum Behavior {
     /// certificates, or forging the parent of certificates it led), and view changes
     /// for far-future views.
     ViewChangeLiar,
+    /// As new primary: after its (honest) NEW-VIEW, keeps re-sending fresh
+    /// PRE-PREPAREs with other payloads at the re-issued sequence numbers, and its
+    /// COMMIT for them (the attack of the third review).
+    Rewriter,
 }
 
 impl Behavior {
-    const BYZANTINE: [Behavior; 5] = [
+    const BYZANTINE: [Behavior; 6] = [
         Behavior::Silent,
         Behavior::Equivocator,
         Behavior::Conflicter,
         Behavior::Forger,
         Behavior::ViewChangeLiar,
+        Behavior::Rewriter,
     ];
 }
 
@@ -146,6 +151,7 @@ struct Node {
     proposal_wanted: Option<(SeqNum, Digest)>,
     proposed: BTreeSet<u64>,
     seen: VecDeque<Message>,
+    rewrites: Vec<Message>,
     requests_delivered: BTreeSet<u64>,
 }
 
@@ -184,6 +190,9 @@ pub struct Sim {
     slow_links: BTreeSet<(u32, u32)>,
     partition: Option<Vec<BTreeSet<u32>>>,
     crash_mid_step_per_mille: u64,
+    /// How often (per mille) an honest replica crashes right after the Persist of
+    /// "entered view", before the votes of that step (found by the third review).
+    pub crash_in_enter_per_mille: u64,
     submitted: BTreeSet<u64>,
     next_request: u64,
     committed: BTreeMap<SeqNum, Digest>,
@@ -225,6 +234,7 @@ impl Sim {
             slow_links: BTreeSet::new(),
             partition: None,
             crash_mid_step_per_mille: 0,
+            crash_in_enter_per_mille: 0,
             submitted: BTreeSet::new(),
             next_request: 1,
             committed: BTreeMap::new(),
@@ -249,6 +259,7 @@ impl Sim {
                 proposal_wanted: None,
                 proposed: BTreeSet::new(),
                 seen: VecDeque::new(),
+                rewrites: Vec::new(),
                 requests_delivered: BTreeSet::new(),
             });
             sim.boot(ReplicaId(i), None);
@@ -368,6 +379,22 @@ impl Sim {
         };
         let out = replica.handle(input);
         replica.check_invariants();
+        if self.crash_in_enter_per_mille > 0
+            && self.honest(id)
+            && let Some(e) = out
+                .iter()
+                .position(|o| matches!(o, Output::EnteredView { .. }))
+            && let Some(k) = out[e..]
+                .iter()
+                .position(|o| matches!(o, Output::PersistPayload { .. }))
+            && self.rng.chance(self.crash_in_enter_per_mille)
+        {
+            let prefix: Vec<Output> = out.into_iter().take(e + k).collect();
+            self.carry_out(id, prefix);
+            self.log(format!("{id} crashed inside enter_view"));
+            self.crash(id.0);
+            return;
+        }
         // Now and then crash between two outputs: persists before the cut are
         // durable, messages after it are never sent.
         if self.crash_mid_step_per_mille > 0
@@ -480,6 +507,23 @@ impl Sim {
                 );
             }
             self.committed.insert(seq, digest);
+            let prev = if seq.0 == 1 {
+                Some(genesis())
+            } else {
+                self.nodes[id.0 as usize]
+                    .delivered
+                    .get(&seq.prev())
+                    .map(|(d, _, _)| *d)
+            };
+            if let Some(prev) = prev {
+                assert_eq!(
+                    SimCheck.check(seq, prev, &payload),
+                    Ok(digest),
+                    "seed {}: CHAIN VIOLATION: {id} delivered {digest} at {seq} not extending {prev}\n{}",
+                    self.seed,
+                    self.trace_tail()
+                );
+            }
         }
         if let Ok(block) = codec::decode::<SimBlock>(&payload, SIM_PAYLOAD_MAX) {
             let node = &mut self.nodes[id.0 as usize];
@@ -563,6 +607,42 @@ impl Sim {
                 }
             }
             Behavior::Silent => {}
+            Behavior::Rewriter => {
+                if let Message::NewView { new_view, .. } = &message {
+                    let mut fresh = Vec::new();
+                    for pp in &new_view.body.pre_prepares {
+                        let pp = pp.body;
+                        let alt = encode_block(&SimBlock {
+                            seq: pp.seq,
+                            parent: pp.parent,
+                            requests: vec![u64::MAX - pp.seq.0],
+                        });
+                        let digest = Digest(Hash::of(&alt));
+                        fresh.push(Message::PrePrepare {
+                            pre_prepare: self.sign_raw(id, PrePrepare { digest, ..pp }),
+                            payload: alt,
+                        });
+                        fresh.push(Message::Commit(self.sign_raw(
+                            id,
+                            Commit {
+                                view: pp.view,
+                                seq: pp.seq,
+                                digest,
+                            },
+                        )));
+                    }
+                    if !fresh.is_empty() {
+                        self.nodes[id.0 as usize].rewrites = fresh;
+                    }
+                }
+                let extra = self.nodes[id.0 as usize].rewrites.clone();
+                for t in targets {
+                    self.send(id, t, message.clone());
+                    for m in &extra {
+                        self.send(id, t, m.clone());
+                    }
+                }
+            }
             Behavior::Equivocator => {
                 for t in targets {
                     let m = match (&message, t.0 % 2) {
@@ -790,6 +870,7 @@ impl Sim {
         self.crash_mid_step_per_mille = 0;
         self.straggler_per_mille = 0;
         self.slow_links.clear();
+        self.crash_in_enter_per_mille = 0;
     }
 
     /// Stops replica `id`; its persisted record and delivered blocks survive.
@@ -942,7 +1023,12 @@ pub fn random_scenario(seed: u64) -> Result<u64, String> {
     }
     let byzantine: Vec<(u32, Behavior)> = ids[..byzantine_count]
         .iter()
-        .map(|&id| (id, Behavior::BYZANTINE[rng.range(0, 4) as usize]))
+        .map(|&id| {
+            (
+                id,
+                Behavior::BYZANTINE[rng.range(0, Behavior::BYZANTINE.len() as u64 - 1) as usize],
+            )
+        })
         .collect();
     let honest: Vec<u32> = ids[byzantine_count..].to_vec();
     let mut sim = Sim::new(SimConfig { n, seed, byzantine });
@@ -950,6 +1036,7 @@ pub fn random_scenario(seed: u64) -> Result<u64, String> {
     // Chaos.
     sim.network(rng.range(0, 150), rng.range(0, 100), (1, rng.range(2, 60)));
     sim.crash_mid_step(rng.range(0, 3));
+    sim.crash_in_enter_per_mille = rng.range(0, 300);
     let slow_links: Vec<(u32, u32)> = (0..rng.range(0, n as u64))
         .map(|_| {
             (
@@ -1155,6 +1242,52 @@ mod tests {
         });
         let requests = sim.submit(16);
         sim.run_until_committed(&requests, 100_000).unwrap();
+    }
+
+    /// A rewriting primary and honest replicas crashing inside `enter_view`, on every
+    /// restart round. MOSAIC_REWRITER_SEEDS seeds (default 150).
+    #[test]
+    fn rewriter_and_crashes_inside_enter_view() {
+        let total: u64 = std::env::var("MOSAIC_REWRITER_SEEDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(150);
+        let mut found = Vec::new();
+        for seed in 0..total {
+            let r = std::panic::catch_unwind(|| {
+                let mut rng = Rng::new(seed ^ 0xabc);
+                let mut sim = Sim::new(SimConfig {
+                    n: 4,
+                    seed,
+                    byzantine: vec![(1, Behavior::Rewriter)],
+                });
+                sim.network(rng.range(50, 300), 0, (1, rng.range(5, 40)));
+                sim.crash_in_enter_per_mille = rng.range(200, 800);
+                sim.submit(rng.range(5, 30));
+                for _ in 0..rng.range(3, 8) {
+                    sim.run_for(rng.range(300, 3_000));
+                    for id in [0, 2, 3] {
+                        sim.restart(id);
+                    }
+                    sim.submit(rng.range(0, 10));
+                }
+                sim.heal();
+                sim.crash_in_enter_per_mille = 0;
+                for id in [0, 2, 3] {
+                    sim.restart(id);
+                }
+                sim.run_for(20_000);
+            });
+            if let Err(e) = r {
+                let m = e.downcast_ref::<String>().cloned().unwrap_or_default();
+                let first = m.lines().next().unwrap_or("").to_string();
+                found.push((seed, first));
+            }
+        }
+        for (seed, m) in &found {
+            eprintln!("seed {seed}: {m}");
+        }
+        assert!(found.is_empty(), "{} of {total} seeds failed", found.len());
     }
 
     fn run_seeds(range: std::ops::Range<u64>) {
