@@ -14,7 +14,11 @@ use mosaic_crypto::Keypair;
 pub trait PayloadCheck {
     /// Checks that `payload` is a valid proposal for `seq` extending `parent` and
     /// returns its digest; `Err` says why not. Must be deterministic: every honest
-    /// replica must reach the same answer for the same arguments.
+    /// replica must reach the same answer for the same arguments. The digest must
+    /// commit to the payload's position: a payload that passes for (seq, parent)
+    /// must fail for any other parent (e.g. the payload names its parent and height,
+    /// and the digest hashes it), because the core relies on a digest meaning one
+    /// place in one chain.
     fn check(&self, seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String>;
 }
 
@@ -1008,6 +1012,7 @@ impl Replica {
         let digest = certificate.digest;
         self.last_delivered = seq;
         self.last_delivered_digest = digest;
+        self.catch_up.retain(|s, _| *s > seq);
         self.delivered.insert(seq, digest);
         self.delivered_certs.insert(seq, certificate.clone());
         self.payloads.insert((seq, digest), payload.clone());
