@@ -1574,6 +1574,15 @@ impl Replica {
         }
     }
 
+    /// Whether a NEW-VIEW chain re-issues another digest at a sequence number this
+    /// replica delivered: then a later view committed there and the NEW-VIEW is
+    /// stale (built from view changes that predate it); it must not be entered.
+    fn contradicts_delivered(&self, chain: &[Chosen]) -> bool {
+        chain.iter().any(|e| {
+            e.seq > self.stable.seq && self.delivered.get(&e.seq).is_some_and(|d| *d != e.digest)
+        })
+    }
+
     /// 2f+1 view changes for `view`, deterministically chosen (lowest replica ids).
     fn view_change_quorum(&self, view: View) -> Option<Vec<Signed<ViewChange>>> {
         let vcs: Vec<Signed<ViewChange>> = self
@@ -1607,6 +1616,10 @@ impl Replica {
             return;
         };
         let (stable, chain) = select(&vcs, self.config.window);
+        if self.contradicts_delivered(&chain) {
+            self.reject("new-view-contradicts-delivered");
+            return;
+        }
         let mut missing = false;
         for entry in &chain {
             if !self.payloads.contains_key(&(entry.seq, entry.digest)) {
@@ -1744,6 +1757,10 @@ impl Replica {
                 return;
             }
         }
+        if self.contradicts_delivered(&chain) {
+            self.reject("new-view-contradicts-delivered");
+            return;
+        }
         let message = Message::NewView {
             new_view: new_view.clone(),
             payloads: payloads.clone(),
@@ -1771,9 +1788,14 @@ impl Replica {
         if let Some(v) = self.progress_timer.take() {
             out.push(Output::CancelTimer(Timer::Progress { view: v }));
         }
-        // Review 3 fix: the re-issued pre-prepares are voted in the same record that
-        // says "entered", so a restart cannot forget them.
-        let floor = self.stable.seq.max(stable.seq);
+        // The NEW-VIEW's stable checkpoint is stored before the record that says
+        // "entered": a restart must not come back in the new view below it.
+        if stable.seq > self.stable.seq {
+            self.make_stable(stable, out);
+        }
+        // The re-issued pre-prepares are voted in the same record that says
+        // "entered", so a restart cannot forget them (see ADR 003).
+        let floor = self.stable.seq;
         let chain: Vec<(SeqNum, Digest)> = nv
             .pre_prepares
             .iter()
@@ -1807,9 +1829,6 @@ impl Replica {
             view: t,
             primary: self.primary(),
         });
-        if stable.seq > self.stable.seq {
-            self.make_stable(stable, out);
-        }
         let end = nv
             .pre_prepares
             .last()
@@ -1819,11 +1838,15 @@ impl Replica {
             if pre_prepare.body.seq <= self.stable.seq {
                 continue;
             }
-            if let Some(delivered) = self.delivered.get(&pre_prepare.body.seq) {
-                assert_eq!(
-                    *delivered, pre_prepare.body.digest,
-                    "NEW-VIEW re-proposes another digest at a delivered sequence number"
-                );
+            // Stale NEW-VIEWs are refused before entering (contradicts_delivered);
+            // should one slip through, its entry is simply not built on.
+            if self
+                .delivered
+                .get(&pre_prepare.body.seq)
+                .is_some_and(|d| *d != pre_prepare.body.digest)
+            {
+                self.reject("conflicts-with-delivered");
+                continue;
             }
             self.install_pre_prepare(pre_prepare, payload, out);
         }
