@@ -11,72 +11,13 @@
 //!    and nobody delivers Y.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod common;
+
+use common::*;
 use mosaic_consensus::*;
 use mosaic_crypto::{ChainId, Hash, Keypair};
 
 /// Payloads start with their parent's 32 digest bytes.
-struct ParentFirst;
-
-impl PayloadCheck for ParentFirst {
-    fn check(&self, _seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String> {
-        if payload.len() < 32 || payload[..32] != *parent.0.as_bytes() {
-            return Err("wrong parent".into());
-        }
-        Ok(Digest(Hash::of(payload)))
-    }
-}
-
-fn block(parent: Digest, tag: &[u8]) -> (Vec<u8>, Digest) {
-    let mut p = parent.0.as_bytes().to_vec();
-    p.extend_from_slice(tag);
-    let d = Digest(Hash::of(&p));
-    (p, d)
-}
-
-fn sign<T: messages::Body>(k: &Keypair, id: u32, chain: &ChainId, body: T) -> Signed<T> {
-    let bytes = Signed::signing_bytes(&body).unwrap();
-    Signed {
-        signature: k.sign(T::DOMAIN, chain, &bytes),
-        body,
-        signer: ReplicaId(id),
-    }
-}
-
-fn messages_of(out: &[Output]) -> Vec<Message> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Broadcast(m) => Some(m.clone()),
-            Output::Send { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn feed(r: &mut Replica, from: u32, ms: &[Message], log: &mut Vec<Output>) -> Vec<Output> {
-    let mut all = vec![];
-    for m in ms {
-        let o = r.handle(Input::Message {
-            from: ReplicaId(from),
-            message: m.clone(),
-        });
-        all.extend(o.clone());
-        log.extend(o);
-    }
-    all
-}
-
-fn delivered(log: &[Output]) -> Vec<(u64, Digest)> {
-    log.iter()
-        .filter_map(|o| {
-            if let Output::Deliver { seq, digest, .. } = o {
-                Some((seq.0, *digest))
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
 #[test]
 fn restart_and_equivocation_cannot_break_the_chain() {
     let chain = ChainId::new("t").unwrap();
@@ -128,10 +69,10 @@ fn restart_and_equivocation_cannot_break_the_chain() {
     };
 
     // 1.
-    let oa = feed(&mut a, 0, &[pre(1, p, g, &pp_p)], &mut la);
-    let ob = feed(&mut b, 0, &[pre(1, p, g, &pp_p)], &mut lb);
-    feed(&mut a, 2, &messages_of(&ob), &mut la);
-    feed(&mut b, 1, &messages_of(&oa), &mut lb);
+    let oa = feed_logged(&mut a, 0, &[pre(1, p, g, &pp_p)], &mut la);
+    let ob = feed_logged(&mut b, 0, &[pre(1, p, g, &pp_p)], &mut lb);
+    feed_logged(&mut a, 2, &messages_of(&ob), &mut la);
+    feed_logged(&mut b, 1, &messages_of(&oa), &mut lb);
     let b_commit = messages_of(&lb)
         .into_iter()
         .find(|m| matches!(m, Message::Commit(_)))
@@ -151,8 +92,8 @@ fn restart_and_equivocation_cannot_break_the_chain() {
             }
         })
         .unwrap();
-    feed(&mut a, 2, std::slice::from_ref(&b_commit), &mut la);
-    feed(&mut a, 0, &[commit(d, 0, 1, p)], &mut la);
+    feed_logged(&mut a, 2, std::slice::from_ref(&b_commit), &mut la);
+    feed_logged(&mut a, 0, &[commit(d, 0, 1, p)], &mut la);
     assert_eq!(a.last_delivered(), SeqNum(1));
 
     // 2.
@@ -167,13 +108,13 @@ fn restart_and_equivocation_cannot_break_the_chain() {
     let mut lb2 = vec![];
 
     // 3. B refuses X (it voted p at (v0, s1)) and so cannot build Y on it.
-    let ob3 = feed(
+    let ob3 = feed_logged(
         &mut b2,
         0,
         &[pre(1, x, g, &pp_x), pre(2, y, x, &pp_y)],
         &mut lb2,
     );
-    let oc = feed(
+    let oc = feed_logged(
         &mut c,
         0,
         &[pre(1, x, g, &pp_x), pre(2, y, x, &pp_y)],
@@ -193,10 +134,10 @@ fn restart_and_equivocation_cannot_break_the_chain() {
 
     // 4.
     for (r, l) in [(&mut b2, &mut lb2), (&mut c, &mut lc)] {
-        feed(r, 1, std::slice::from_ref(&a_commit), l);
-        feed(r, 0, &[b_commit.clone(), commit(d, 0, 1, p)], l);
+        feed_logged(r, 1, std::slice::from_ref(&a_commit), l);
+        feed_logged(r, 0, &[b_commit.clone(), commit(d, 0, 1, p)], l);
     }
-    feed(
+    feed_logged(
         &mut c,
         1,
         &[Message::Payload {
@@ -209,16 +150,16 @@ fn restart_and_equivocation_cannot_break_the_chain() {
     assert_eq!(c.last_delivered(), SeqNum(1));
 
     // 5. Late prepares and D's commit for Y: no one becomes prepared, no one delivers Y.
-    let ob4 = feed(&mut b2, 3, &c_prep_y, &mut lb2);
-    let extra = feed(&mut b2, 0, &[pre(2, y, x, &pp_y)], &mut lb2);
+    let ob4 = feed_logged(&mut b2, 3, &c_prep_y, &mut lb2);
+    let extra = feed_logged(&mut b2, 0, &[pre(2, y, x, &pp_y)], &mut lb2);
     assert!(
         messages_of(&ob4)
             .iter()
             .chain(messages_of(&extra).iter())
             .all(|m| !matches!(m, Message::Commit(_)))
     );
-    feed(&mut b2, 0, &[commit(d, 0, 2, y)], &mut lb2);
-    feed(&mut c, 0, &[commit(d, 0, 2, y)], &mut lc);
+    feed_logged(&mut b2, 0, &[commit(d, 0, 2, y)], &mut lb2);
+    feed_logged(&mut c, 0, &[commit(d, 0, 2, y)], &mut lc);
     for (name, log) in [("A", &la), ("B", &lb2), ("C", &lc)] {
         assert_eq!(
             delivered(log),

@@ -5,67 +5,11 @@
 //! a view now records the re-issued entries in the same persisted record.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::*;
 use mosaic_consensus::*;
 use mosaic_crypto::{ChainId, Hash, Keypair};
-
-struct ParentFirst;
-impl PayloadCheck for ParentFirst {
-    fn check(&self, _seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String> {
-        if payload.len() < 32 || payload[..32] != *parent.0.as_bytes() {
-            return Err("wrong parent".into());
-        }
-        Ok(Digest(Hash::of(payload)))
-    }
-}
-
-fn block(parent: Digest, tag: &[u8]) -> (Vec<u8>, Digest) {
-    let mut p = parent.0.as_bytes().to_vec();
-    p.extend_from_slice(tag);
-    let d = Digest(Hash::of(&p));
-    (p, d)
-}
-
-fn sign<T: messages::Body>(k: &Keypair, id: u32, chain: &ChainId, body: T) -> Signed<T> {
-    let bytes = Signed::signing_bytes(&body).unwrap();
-    Signed {
-        signature: k.sign(T::DOMAIN, chain, &bytes),
-        body,
-        signer: ReplicaId(id),
-    }
-}
-
-fn msgs(out: &[Output]) -> Vec<Message> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Broadcast(m) | Output::Send { message: m, .. } => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn feed(r: &mut Replica, from: u32, ms: &[Message]) -> Vec<Output> {
-    let mut all = vec![];
-    for m in ms {
-        all.extend(r.handle(Input::Message {
-            from: ReplicaId(from),
-            message: m.clone(),
-        }));
-    }
-    all
-}
-
-fn delivered(out: &[Output]) -> Vec<(u64, Digest)> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Deliver { seq, digest, .. } => Some((seq.0, *digest)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn kind(ms: &[Message], k: &str) -> Vec<Message> {
-    ms.iter().filter(|m| m.kind() == k).cloned().collect()
-}
 
 #[test]
 fn restart_inside_enter_view_still_binds_the_reissued_entries() {
@@ -94,16 +38,19 @@ fn restart_inside_enter_view_still_binds_the_reissued_entries() {
         parent: g,
         payload: pay_d.clone(),
     });
-    let pp0 = kind(&msgs(&o0), "pre-prepare");
+    let pp0 = kind(&messages_of(&o0), "pre-prepare");
     let o2 = feed(&mut r2, 0, &pp0);
     let o3 = feed(&mut r3, 0, &pp0);
-    let (prep2, prep3) = (kind(&msgs(&o2), "prepare"), kind(&msgs(&o3), "prepare"));
+    let (prep2, prep3) = (
+        kind(&messages_of(&o2), "prepare"),
+        kind(&messages_of(&o3), "prepare"),
+    );
     let mut log0 = feed(&mut r0, 2, &prep2);
     log0.extend(feed(&mut r0, 3, &prep3));
     let a2 = feed(&mut r2, 3, &prep3);
     let a3 = feed(&mut r3, 2, &prep2);
-    let c2 = kind(&msgs(&a2), "commit");
-    let c3 = kind(&msgs(&a3), "commit");
+    let c2 = kind(&messages_of(&a2), "commit");
+    let c3 = kind(&messages_of(&a3), "commit");
     assert_eq!((c2.len(), c3.len()), (1, 1), "r2, r3 prepared d in view 0");
     let mut all_r2_out = o2.clone();
     all_r2_out.extend(a2.clone());
@@ -120,7 +67,7 @@ fn restart_inside_enter_view_still_binds_the_reissued_entries() {
         all.extend(r.handle(Input::Pending(true)));
         let o = r.handle(Input::Timeout(Timer::Progress { view: View(0) }));
         all.extend(o.clone());
-        for m in kind(&msgs(&o), "view-change") {
+        for m in kind(&messages_of(&o), "view-change") {
             if let Message::ViewChange(vc) = m {
                 assert_eq!(
                     vc.body.prepared.len(),
@@ -229,7 +176,10 @@ fn restart_inside_enter_view_still_binds_the_reissued_entries() {
     };
     let mut log2 = feed(&mut r2, 1, std::slice::from_ref(&evil));
     let mut log3 = feed(&mut r3, 1, std::slice::from_ref(&evil));
-    let (pe2, pe3) = (kind(&msgs(&log2), "prepare"), kind(&msgs(&log3), "prepare"));
+    let (pe2, pe3) = (
+        kind(&messages_of(&log2), "prepare"),
+        kind(&messages_of(&log3), "prepare"),
+    );
     assert_eq!(
         (pe2.len(), pe3.len()),
         (0, 0),

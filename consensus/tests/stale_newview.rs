@@ -3,40 +3,11 @@
 //! refuse that old view's NEW-VIEW, which re-issues another digest at s1, instead of
 //! crashing on an assertion (and again after every restart).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+mod common;
+
+use common::*;
 use mosaic_consensus::*;
 use mosaic_crypto::{ChainId, Hash, Keypair};
-
-struct ParentFirst;
-impl PayloadCheck for ParentFirst {
-    fn check(&self, _seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String> {
-        if payload.len() < 32 || payload[..32] != *parent.0.as_bytes() {
-            return Err("wrong parent".into());
-        }
-        Ok(Digest(Hash::of(payload)))
-    }
-}
-fn block(parent: Digest, tag: &[u8]) -> (Vec<u8>, Digest) {
-    let mut p = parent.0.as_bytes().to_vec();
-    p.extend_from_slice(tag);
-    let d = Digest(Hash::of(&p));
-    (p, d)
-}
-fn sign<T: messages::Body>(k: &Keypair, id: u32, chain: &ChainId, body: T) -> Signed<T> {
-    let bytes = Signed::signing_bytes(&body).unwrap();
-    Signed {
-        signature: k.sign(T::DOMAIN, chain, &bytes),
-        body,
-        signer: ReplicaId(id),
-    }
-}
-fn msgs(out: &[Output]) -> Vec<Message> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Broadcast(m) | Output::Send { message: m, .. } => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
-}
 
 #[test]
 fn a_stale_new_view_after_catch_up_is_refused_not_a_crash() {
@@ -78,7 +49,7 @@ fn a_stale_new_view_after_catch_up_is_refused_not_a_crash() {
         },
     });
     durable.extend(o.clone());
-    let prep3 = msgs(&o)
+    let prep3 = messages_of(&o)
         .into_iter()
         .find_map(|m| match m {
             Message::Prepare(p) => Some(p),
