@@ -71,6 +71,15 @@ pub enum SafetyError {
     },
 }
 
+/// Which per-sequence-number vote record a signature belongs to.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// PRE-PREPARE and PREPARE.
+    Prepare,
+    /// COMMIT.
+    Commit,
+}
+
 /// The signing key and its record.
 #[derive(Debug)]
 pub struct SafetyRules {
@@ -145,19 +154,38 @@ impl SafetyRules {
         }
     }
 
-    /// Signs a PRE-PREPARE (as primary).
+    /// Checks a vote against the record of its phase, records it, and signs it. The
+    /// one path by which PRE-PREPARE, PREPARE and COMMIT get signed.
+    fn sign_vote<T: Body>(
+        &mut self,
+        validators: &ValidatorSet,
+        body: T,
+        phase: Phase,
+        (view, seq, digest): (View, SeqNum, Digest),
+    ) -> Result<SignedWithRecord<T>, SafetyError> {
+        let votes = match phase {
+            Phase::Prepare => &self.record.prepared,
+            Phase::Commit => &self.record.committed,
+        };
+        let changed = self.check_vote(votes, view, seq, digest)?;
+        if changed {
+            let votes = match phase {
+                Phase::Prepare => &mut self.record.prepared,
+                Phase::Commit => &mut self.record.committed,
+            };
+            votes.insert(seq, (view, digest));
+        }
+        Ok(self.with_record(validators, body, changed))
+    }
+
+    /// Signs a PRE-PREPARE (as primary); it counts as the primary's prepare vote.
     pub fn sign_pre_prepare(
         &mut self,
         validators: &ValidatorSet,
         body: PrePrepare,
     ) -> Result<SignedWithRecord<PrePrepare>, SafetyError> {
-        let changed = self.check_vote(&self.record.prepared, body.view, body.seq, body.digest)?;
-        if changed {
-            self.record
-                .prepared
-                .insert(body.seq, (body.view, body.digest));
-        }
-        Ok(self.with_record(validators, body, changed))
+        let vote = (body.view, body.seq, body.digest);
+        self.sign_vote(validators, body, Phase::Prepare, vote)
     }
 
     /// Signs a PREPARE.
@@ -166,13 +194,8 @@ impl SafetyRules {
         validators: &ValidatorSet,
         body: Prepare,
     ) -> Result<SignedWithRecord<Prepare>, SafetyError> {
-        let changed = self.check_vote(&self.record.prepared, body.view, body.seq, body.digest)?;
-        if changed {
-            self.record
-                .prepared
-                .insert(body.seq, (body.view, body.digest));
-        }
-        Ok(self.with_record(validators, body, changed))
+        let vote = (body.view, body.seq, body.digest);
+        self.sign_vote(validators, body, Phase::Prepare, vote)
     }
 
     /// Signs a COMMIT.
@@ -181,13 +204,8 @@ impl SafetyRules {
         validators: &ValidatorSet,
         body: Commit,
     ) -> Result<SignedWithRecord<Commit>, SafetyError> {
-        let changed = self.check_vote(&self.record.committed, body.view, body.seq, body.digest)?;
-        if changed {
-            self.record
-                .committed
-                .insert(body.seq, (body.view, body.digest));
-        }
-        Ok(self.with_record(validators, body, changed))
+        let vote = (body.view, body.seq, body.digest);
+        self.sign_vote(validators, body, Phase::Commit, vote)
     }
 
     /// Signs a CHECKPOINT; refuses a second digest for one sequence number.
