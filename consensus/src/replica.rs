@@ -256,7 +256,8 @@ pub struct Replica {
     delivered_certs: BTreeMap<SeqNum, CommitCertificate>,
     last_delivered_digest: Digest,
     /// Certified payloads received ahead of delivery, checked when their turn comes.
-    catch_up: BTreeMap<SeqNum, (Vec<u8>, CommitCertificate)>,
+    catch_up: BTreeMap<(SeqNum, ReplicaId), (Vec<u8>, CommitCertificate)>,
+    catch_up_bytes: usize,
     last_delivered: SeqNum,
     stable: CheckpointProof,
     /// Each replica's recent checkpoints: (seq, digest) -> signed, at most a few each.
@@ -347,6 +348,7 @@ impl Replica {
             delivered,
             delivered_certs: BTreeMap::new(),
             catch_up: BTreeMap::new(),
+            catch_up_bytes: 0,
             last_delivered,
             last_delivered_digest: last_digest,
             stable,
@@ -355,6 +357,7 @@ impl Replica {
             future: VecDeque::new(),
             future_bytes: 0,
             next_proposal: last_delivered.next(),
+            // (raised in start() above the primary's own recorded votes)
             proposal_wanted: None,
             fetches_sent: BTreeMap::new(),
             state_transfer_to: SeqNum(0),
@@ -387,6 +390,19 @@ impl Replica {
                 from: self.last_delivered.next(),
                 to: self.stable.seq,
             });
+        }
+        // A restarted primary already pre-prepared some sequence numbers of this view:
+        // new proposals go above them (the safety rules would refuse them anyway).
+        let own_votes = self
+            .safety
+            .record()
+            .prepared
+            .iter()
+            .filter(|(_, (v, _))| *v == self.view)
+            .map(|(s, _)| *s)
+            .max();
+        if let Some(highest) = own_votes.filter(|s| *s >= self.next_proposal) {
+            self.next_proposal = highest.next();
         }
         let asked = self.safety.record().view;
         if asked > self.view {
@@ -593,7 +609,7 @@ impl Replica {
             Message::Certified {
                 payload,
                 certificate,
-            } => self.on_catch_up(payload, certificate, out),
+            } => self.on_catch_up(from, payload, certificate, out),
         }
     }
 
@@ -762,6 +778,10 @@ impl Replica {
         }
         self.arm_progress_timer(out);
         self.try_prepared(pp.seq, out);
+        if self.certified.contains_key(&pp.seq) {
+            // The certificate came first; this was the missing payload.
+            self.try_deliver(out);
+        }
         // A parked child may now have its parent.
         if let Some((child, child_payload)) = self.waiting.remove(&pp.seq.next())
             && child.body.view == self.view
@@ -957,10 +977,21 @@ impl Replica {
     fn try_deliver(&mut self, out: &mut Vec<Output>) {
         loop {
             let seq = self.last_delivered.next();
-            if let Some((payload, certificate)) = self.catch_up.remove(&seq)
-                && self.deliver_certified(payload, certificate, out)
-            {
-                continue;
+            // Every sender's candidate for this sequence number, until one checks out
+            // (a Byzantine sender's junk cannot shadow an honest one's).
+            let candidates: Vec<(Vec<u8>, CommitCertificate)> = self
+                .catch_up
+                .range((seq, ReplicaId(0))..=(seq, ReplicaId(u32::MAX)))
+                .map(|(_, c)| c.clone())
+                .collect();
+            if !candidates.is_empty() {
+                self.prune_catch_up(seq);
+                if candidates
+                    .into_iter()
+                    .any(|(payload, certificate)| self.deliver_certified(payload, certificate, out))
+                {
+                    continue;
+                }
             }
             let Some(certificate) = self.certified.get(&seq).cloned() else {
                 break;
@@ -1012,7 +1043,7 @@ impl Replica {
         let digest = certificate.digest;
         self.last_delivered = seq;
         self.last_delivered_digest = digest;
-        self.catch_up.retain(|s, _| *s > seq);
+        self.prune_catch_up(seq);
         self.delivered.insert(seq, digest);
         self.delivered_certs.insert(seq, certificate.clone());
         self.payloads.insert((seq, digest), payload.clone());
@@ -1179,7 +1210,7 @@ impl Replica {
         self.fetches_sent.retain(|(s, _), _| *s > seq);
         self.delivered.retain(|s, _| *s >= seq);
         self.delivered_certs.retain(|s, _| *s > seq);
-        self.catch_up.retain(|s, _| *s > seq);
+        self.prune_catch_up(seq);
         for m in self.checkpoints.values_mut() {
             m.retain(|s, _| *s > seq);
         }
@@ -1219,10 +1250,20 @@ impl Replica {
         }
     }
 
-    /// A certified payload from a peer ahead of us: kept (bounded by the window)
-    /// until it is next in line, then checked and delivered.
+    /// Drops catch-up candidates at or below `seq`.
+    fn prune_catch_up(&mut self, seq: SeqNum) {
+        let keep = self.catch_up.split_off(&(seq.next(), ReplicaId(0)));
+        let dropped: usize = self.catch_up.values().map(|(p, _)| p.len()).sum();
+        self.catch_up_bytes -= dropped;
+        self.catch_up = keep;
+    }
+
+    /// A certified payload from a peer ahead of us: kept (one per sender and
+    /// sequence number, within the window and a byte budget) until it is next in
+    /// line, then checked and delivered.
     fn on_catch_up(
         &mut self,
+        from: ReplicaId,
         payload: Vec<u8>,
         certificate: CommitCertificate,
         out: &mut Vec<Output>,
@@ -1235,14 +1276,19 @@ impl Replica {
             self.reject("unneeded-catch-up");
             return;
         }
-        if self.catch_up.contains_key(&seq) {
+        if self.catch_up.contains_key(&(seq, from)) {
+            return;
+        }
+        if self.catch_up_bytes + payload.len() > self.config.future_bytes_max {
+            self.reject("catch-up-budget-full");
             return;
         }
         if certificate.verify(&self.config.validators).is_err() {
             self.reject("bad-certificate");
             return;
         }
-        self.catch_up.insert(seq, (payload, certificate));
+        self.catch_up_bytes += payload.len();
+        self.catch_up.insert((seq, from), (payload, certificate));
         self.try_deliver(out);
     }
 
@@ -1585,10 +1631,22 @@ impl Replica {
 
     /// 2f+1 view changes for `view`, deterministically chosen (lowest replica ids).
     fn view_change_quorum(&self, view: View) -> Option<Vec<Signed<ViewChange>>> {
-        let vcs: Vec<Signed<ViewChange>> = self
+        // Our own view change first, then the highest stable checkpoints: the chain
+        // then starts as high as possible, never below what we garbage-collected.
+        let mut vcs: Vec<&Signed<ViewChange>> = self
             .view_changes
             .values()
             .filter(|v| v.body.new_view == view)
+            .collect();
+        vcs.sort_by_key(|v| {
+            (
+                v.signer != self.config.id,
+                std::cmp::Reverse(v.body.stable.seq),
+                v.signer,
+            )
+        });
+        let vcs: Vec<Signed<ViewChange>> = vcs
+            .into_iter()
             .take(self.config.validators.quorum())
             .cloned()
             .collect();
@@ -1877,7 +1935,11 @@ impl Replica {
                 "certified {seq} already delivered"
             );
         }
-        assert!(self.catch_up.len() as u64 <= self.config.window);
+        assert!(self.catch_up_bytes <= self.config.future_bytes_max);
+        assert_eq!(
+            self.catch_up_bytes,
+            self.catch_up.values().map(|(p, _)| p.len()).sum::<usize>()
+        );
         assert!(self.delivered_certs.len() as u64 <= self.config.window + 1);
         assert!(self.delivered.len() as u64 <= self.config.window + 2);
         assert!(self.future.len() <= self.config.future_messages_max);
