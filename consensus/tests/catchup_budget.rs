@@ -1,35 +1,14 @@
 //! Regression test from the fifth review (liveness): junk catch-up entries from a
 //! Byzantine peer (real certificates, wrong payloads) must not shadow honest ones.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+mod common;
+
+use common::*;
 use mosaic_consensus::*;
 use mosaic_crypto::{ChainId, Hash, Keypair};
 
-struct ParentFirst;
-impl PayloadCheck for ParentFirst {
-    fn check(&self, _seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String> {
-        if payload.len() < 32 || payload[..32] != *parent.0.as_bytes() {
-            return Err("wrong parent".into());
-        }
-        Ok(Digest(Hash::of(payload)))
-    }
-}
-fn block(parent: Digest, tag: &[u8]) -> (Vec<u8>, Digest) {
-    let mut p = parent.0.as_bytes().to_vec();
-    p.extend_from_slice(tag);
-    let d = Digest(Hash::of(&p));
-    (p, d)
-}
-fn sign<T: messages::Body>(k: &Keypair, id: u32, chain: &ChainId, body: T) -> Signed<T> {
-    let bytes = Signed::signing_bytes(&body).unwrap();
-    Signed {
-        signature: k.sign(T::DOMAIN, chain, &bytes),
-        body,
-        signer: ReplicaId(id),
-    }
-}
-
 #[test]
-fn junk_catch_up_first_blocks_honest_catch_up_and_holds_memory() {
+fn junk_catch_up_cannot_shadow_honest_catch_up() {
     let chain = ChainId::new("t").unwrap();
     let keys: Vec<Keypair> = (0..4).map(Keypair::from_seed_for_tests).collect();
     let vs = ValidatorSet::new(chain.clone(), keys.iter().map(|k| k.public()).collect()).unwrap();

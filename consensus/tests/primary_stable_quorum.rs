@@ -1,37 +1,14 @@
 //! Regression test from the fifth review (liveness): a new primary whose stable
 //! checkpoint is above the view-change quorum's must still send its NEW-VIEW.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+mod common;
+
+use common::*;
 use mosaic_consensus::*;
 use mosaic_crypto::{ChainId, Hash, Keypair};
 
-struct ParentFirst;
-impl PayloadCheck for ParentFirst {
-    fn check(&self, _seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String> {
-        if payload.len() < 32 || payload[..32] != *parent.0.as_bytes() {
-            return Err("wrong parent".into());
-        }
-        Ok(Digest(Hash::of(payload)))
-    }
-}
-fn block(parent: Digest, tag: &[u8]) -> (Vec<u8>, Digest) {
-    let mut p = parent.0.as_bytes().to_vec();
-    p.extend_from_slice(tag);
-    let d = Digest(Hash::of(&p));
-    (p, d)
-}
-fn sign<T: messages::Body>(k: &Keypair, id: u32, chain: &ChainId, body: T) -> Signed<T> {
-    let bytes = Signed::signing_bytes(&body).unwrap();
-    Signed {
-        signature: k.sign(T::DOMAIN, chain, &bytes),
-        body,
-        signer: ReplicaId(id),
-    }
-}
-
-/// New primary (r3, view 3) holds a stable checkpoint at 2 that none of the
-/// lowest-id view changes carry: it never sends NEW-VIEW.
 #[test]
-fn new_primary_with_higher_stable_never_sends_new_view() {
+fn new_primary_above_the_quorum_checkpoint_still_sends_new_view() {
     let chain = ChainId::new("t").unwrap();
     let keys: Vec<Keypair> = (0..4).map(Keypair::from_seed_for_tests).collect();
     let vs = ValidatorSet::new(chain.clone(), keys.iter().map(|k| k.public()).collect()).unwrap();
