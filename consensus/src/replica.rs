@@ -558,8 +558,7 @@ impl Replica {
             digest,
             parent,
         };
-        let validators = self.config.validators.clone();
-        let Ok(signed) = self.safety.sign_pre_prepare(&validators, body) else {
+        let Ok(signed) = self.safety.sign_pre_prepare(&self.config.validators, body) else {
             self.reject("safety-refused");
             return;
         };
@@ -747,8 +746,7 @@ impl Replica {
                 digest: pp.digest,
                 parent: pp.parent,
             };
-            let validators = self.config.validators.clone();
-            match self.safety.sign_prepare(&validators, body) {
+            match self.safety.sign_prepare(&self.config.validators, body) {
                 Ok(signed) => {
                     // The payload is durable before our PREPARE leaves: a certificate
                     // built on our vote must never point at a payload nobody kept.
@@ -890,8 +888,7 @@ impl Replica {
                 seq,
                 digest: pp.body.digest,
             };
-            let validators = self.config.validators.clone();
-            match self.safety.sign_commit(&validators, body) {
+            match self.safety.sign_commit(&self.config.validators, body) {
                 Ok(signed) => {
                     let commit = Self::persist_and(out, signed);
                     out.push(Output::Broadcast(Message::Commit(commit.clone())));
@@ -1075,10 +1072,9 @@ impl Replica {
             certificate,
         });
         if seq.0.is_multiple_of(self.config.checkpoint_interval.max(1)) {
-            let validators = self.config.validators.clone();
             match self
                 .safety
-                .sign_checkpoint(&validators, Checkpoint { seq, digest })
+                .sign_checkpoint(&self.config.validators, Checkpoint { seq, digest })
             {
                 Ok(signed) => {
                     let checkpoint = Self::persist_and(out, signed);
@@ -1444,8 +1440,7 @@ impl Replica {
                 .collect(),
             last_delivered: self.last_delivered,
         };
-        let validators = self.config.validators.clone();
-        match self.safety.sign_view_change(&validators, body) {
+        match self.safety.sign_view_change(&self.config.validators, body) {
             Ok(signed) => {
                 let vc = Self::persist_and(out, signed);
                 out.push(Output::Broadcast(Message::ViewChange(vc.clone())));
@@ -1699,7 +1694,6 @@ impl Replica {
         if missing {
             return;
         }
-        let validators = self.config.validators.clone();
         let mut pre_prepares = Vec::with_capacity(chain.len());
         let mut payloads = Vec::with_capacity(chain.len());
         for entry in &chain {
@@ -1719,7 +1713,7 @@ impl Replica {
                 digest: entry.digest,
                 payload,
             });
-            match self.safety.sign_pre_prepare(&validators, body) {
+            match self.safety.sign_pre_prepare(&self.config.validators, body) {
                 Ok(signed) => pre_prepares.push(Self::persist_and(out, signed)),
                 Err(_) => {
                     self.reject("safety-refused");
@@ -1738,7 +1732,7 @@ impl Replica {
             view_changes: vcs,
             pre_prepares,
         };
-        let Ok(signed) = self.safety.sign_new_view(&validators, body) else {
+        let Ok(signed) = self.safety.sign_new_view(&self.config.validators, body) else {
             self.reject("safety-refused");
             return;
         };
