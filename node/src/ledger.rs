@@ -371,6 +371,21 @@ impl Ledger {
         }
     }
 
+    /// Writes account changes (as [`Execution::changes`] lists them): `None` or an
+    /// empty account removes the entry.
+    pub fn update(&mut self, changes: &[(PublicKey, Option<Account>)]) {
+        for (key, account) in changes {
+            match account {
+                Some(a) if *a != Account::default() => {
+                    self.accounts.insert(*key, *a);
+                }
+                _ => {
+                    self.accounts.remove(key);
+                }
+            }
+        }
+    }
+
     /// Executes a block's transactions in order.
     pub fn apply(&mut self, txs: &[VerifiedTransfer]) -> Execution {
         let mut outcomes = Vec::with_capacity(txs.len());

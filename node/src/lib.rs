@@ -1,10 +1,34 @@
-//! The Mosaic validator node. So far: the account ledger ([`ledger`]: signed
-//! transfers, deterministic execution, state root), the [`mempool`], the [`block`]
-//! format, the [`genesis`] file and the node [`config`]. Networking, the HTTP API and
-//! the event loop are being built (see the project's issues).
+//! The Mosaic validator node: the account ledger ([`ledger`]), the [`mempool`], the
+//! [`block`] format, the [`genesis`] file and node [`config`], the replicated
+//! [`chain`] (payload check and execution), the store [`schema`], libp2p
+//! networking ([`net`]), the HTTP [`api`], [`metrics`], and the event loop that
+//! wires them ([`service`]).
+//!
+//! Invariants: a block is executed only after consensus delivered it with its
+//! commit certificate, and it is durable in the store before anything reports it;
+//! a PRE-PREPARE reaches consensus only once its parent is executed here (its
+//! header names the state after the parent); nothing a peer or client sends can
+//! panic the node: every input is size-limited, decoded with limits and verified.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use mosaic_node::{config::NodeConfig, genesis::Genesis, service};
+//! let config = NodeConfig::read("node.toml".as_ref())?;
+//! let genesis = Genesis::read(&config.genesis_file)?;
+//! let key = mosaic_crypto::keyfile::read_key_file(&config.key_file)?;
+//! let node = service::start(config, genesis, key, service::TestOptions::default()).await?;
+//! node.wait().await?;
+//! # Ok(()) }
+//! ```
 
+pub mod api;
 pub mod block;
+pub mod chain;
 pub mod config;
 pub mod genesis;
 pub mod ledger;
 pub mod mempool;
+pub mod metrics;
+pub mod net;
+pub mod schema;
+pub mod service;

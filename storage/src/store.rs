@@ -41,6 +41,8 @@ pub trait Schema {
     type Account: Serialize + DeserializeOwned + Debug;
     /// What consensus persists before it signs.
     type SafetyRecord: Serialize + DeserializeOwned + Debug;
+    /// What the store keeps per transaction id (where it landed and how it went).
+    type TxRecord: Serialize + DeserializeOwned + Debug;
 }
 
 /// Tunables of the store.
@@ -78,6 +80,8 @@ pub struct CommittedBlock<S: Schema> {
     pub own_fragment: Fragment,
     /// Account changes from executing the block: `None` deletes.
     pub account_changes: Vec<(S::AccountKey, Option<S::Account>)>,
+    /// One record per transaction id of the block, for status lookups.
+    pub tx_records: Vec<([u8; 32], S::TxRecord)>,
 }
 
 /// Errors from the store.
@@ -203,6 +207,9 @@ const COMMITMENTS: HeightTable = HeightTable::new("commitments");
 const FRAGMENTS: HeightTable = HeightTable::new("fragments");
 const BODIES: HeightTable = HeightTable::new("bodies");
 const ACCOUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("accounts");
+const TX_RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_records");
+/// Consensus payloads persisted before a vote, keyed by height (big endian) || digest.
+const PAYLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("payloads");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const META_FORMAT: &str = "format";
@@ -260,9 +267,19 @@ fn key_text(key: &[u8]) -> String {
     }
 }
 
+fn payload_key(height: u64, digest: &[u8; 32]) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&height.to_be_bytes());
+    key[8..].copy_from_slice(digest);
+    key
+}
+
 fn height_key(height: u64) -> [u8; 8] {
     height.to_be_bytes()
 }
+
+/// A saved consensus payload: height, digest, bytes.
+pub type SavedPayload = (u64, [u8; 32], Vec<u8>);
 
 /// Every stored account with its key.
 pub type AccountList<S> = Vec<(<S as Schema>::AccountKey, <S as Schema>::Account)>;
@@ -323,7 +340,9 @@ impl<S: Schema> Store<S> {
             for table in [HEADERS, CERTIFICATES, COMMITMENTS, FRAGMENTS, BODIES] {
                 txn.open_table(table.definition).map_err(StoreError::db)?;
             }
-            txn.open_table(ACCOUNTS).map_err(StoreError::db)?;
+            for table in [ACCOUNTS, TX_RECORDS, PAYLOADS] {
+                txn.open_table(table).map_err(StoreError::db)?;
+            }
         }
         txn.commit().map_err(StoreError::db)?;
         Ok(store)
@@ -445,6 +464,13 @@ impl<S: Schema> Store<S> {
                     }
                 }
             }
+            let mut records = txn.open_table(TX_RECORDS).map_err(StoreError::db)?;
+            for (id, record) in &block.tx_records {
+                let v = seal("tx_records", id, record)?;
+                records
+                    .insert(id.as_slice(), v.as_slice())
+                    .map_err(StoreError::db)?;
+            }
             let mut meta = txn.open_table(META).map_err(StoreError::db)?;
             let tip = seal("meta", META_TIP.as_bytes(), &height)?;
             meta.insert(META_TIP, tip.as_slice())
@@ -521,6 +547,71 @@ impl<S: Schema> Store<S> {
             out.push((key, unseal("accounts", k.value(), v.value())?));
         }
         Ok(out)
+    }
+
+    /// The record of transaction `id`, if a committed block carried it.
+    pub fn tx_record(&self, id: &[u8; 32]) -> Result<Option<S::TxRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db)?;
+        let table = txn.open_table(TX_RECORDS).map_err(StoreError::db)?;
+        match table.get(id.as_slice()).map_err(StoreError::db)? {
+            Some(v) => unseal("tx_records", id, v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Saves a consensus payload durably (fsynced before returning): consensus
+    /// persists a payload before the vote that depends on it.
+    pub fn put_payload(
+        &self,
+        height: u64,
+        digest: &[u8; 32],
+        payload: &[u8],
+    ) -> Result<(), StoreError> {
+        let key = payload_key(height, digest);
+        let bytes = seal("payloads", &key, payload)?;
+        let txn = self.db.begin_write().map_err(StoreError::db)?;
+        {
+            let mut t = txn.open_table(PAYLOADS).map_err(StoreError::db)?;
+            t.insert(key.as_slice(), bytes.as_slice())
+                .map_err(StoreError::db)?;
+        }
+        txn.commit().map_err(StoreError::db)
+    }
+
+    /// Every saved consensus payload: (height, digest, bytes), in height order.
+    /// A payload whose checksum fails is skipped (peers can send it again).
+    pub fn payloads(&self) -> Result<Vec<SavedPayload>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db)?;
+        let table = txn.open_table(PAYLOADS).map_err(StoreError::db)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(StoreError::db)? {
+            let (k, v) = entry.map_err(StoreError::db)?;
+            let key = k.value();
+            let Ok(head) = <[u8; 40]>::try_from(key) else {
+                continue;
+            };
+            let mut height = [0u8; 8];
+            height.copy_from_slice(&head[..8]);
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(&head[8..]);
+            if let Ok(payload) = unseal::<Vec<u8>>("payloads", key, v.value()) {
+                out.push((u64::from_be_bytes(height), digest, payload));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes saved consensus payloads at heights up to `through` (they are below a
+    /// stable checkpoint and no longer needed after a restart).
+    pub fn prune_payloads(&self, through: u64) -> Result<(), StoreError> {
+        let end = payload_key(through.saturating_add(1), &[0u8; 32]);
+        let txn = self.db.begin_write().map_err(StoreError::db)?;
+        {
+            let mut t = txn.open_table(PAYLOADS).map_err(StoreError::db)?;
+            t.retain_in(..end.as_slice(), |_, _| false)
+                .map_err(StoreError::db)?;
+        }
+        txn.commit().map_err(StoreError::db)
     }
 
     /// The consensus safety record, if one was saved.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{K, TestSchema, block, body_for, peer_fragment};
+use common::{K, TestSchema, block, body_for, peer_fragment, tx_id};
 use mosaic_storage::{CodingError, Store, StoreConfig, StoreError, placement};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -49,6 +49,29 @@ fn commits_in_order_and_reads_back_after_reopen() -> TestResult {
     assert_eq!(store.account(&1003)?, Some(6));
     assert_eq!(store.accounts()?.len(), 5 + 5);
     assert_eq!(store.safety_record()?, Some((7, 9)));
+    assert_eq!(store.tx_record(&tx_id(3))?, Some((3, 0)));
+    assert_eq!(store.tx_record(&tx_id(6))?, None);
+    Ok(())
+}
+
+#[test]
+fn keeps_consensus_payloads_across_reopen_until_pruned() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("store.redb");
+    {
+        let store = Store::<TestSchema>::open(&path, config(0, 100))?;
+        for h in [3u64, 1, 2, 2] {
+            store.put_payload(h, &[h as u8; 32], &body_for(h))?;
+        }
+        store.put_payload(2, &[9; 32], b"another digest at 2")?;
+    }
+    let store = Store::<TestSchema>::open(&path, config(0, 100))?;
+    let heights: Vec<(u64, u8)> = store.payloads()?.iter().map(|(h, d, _)| (*h, d[0])).collect();
+    assert_eq!(heights, vec![(1, 1), (2, 2), (2, 9), (3, 3)]);
+    assert_eq!(store.payloads()?[3].2, body_for(3));
+    store.prune_payloads(2)?;
+    let left: Vec<u64> = store.payloads()?.iter().map(|(h, _, _)| *h).collect();
+    assert_eq!(left, vec![3]);
     Ok(())
 }
 

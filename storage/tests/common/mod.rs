@@ -13,6 +13,7 @@ impl Schema for TestSchema {
     type AccountKey = u64;
     type Account = u64;
     type SafetyRecord = (u64, u64);
+    type TxRecord = (u64, u32);
 }
 
 pub const N: usize = 4;
@@ -41,6 +42,7 @@ pub fn block(height: u64, validator: u32) -> CommittedBlock<TestSchema> {
             (height % 5, Some(height)),
             (1000 + height, Some(height * 2)),
         ],
+        tx_records: vec![(tx_id(height), (height, 0))],
     }
 }
 
@@ -49,4 +51,9 @@ pub fn peer_fragment(height: u64, index: u32) -> Option<coding::Fragment> {
     coding::encode(&body_for(height), K, N)
         .ok()?
         .fragment(index as usize)
+}
+
+/// The id of the one transaction record the test block at `height` carries.
+pub fn tx_id(height: u64) -> [u8; 32] {
+    *Hash::of(&height.to_le_bytes()).as_bytes()
 }

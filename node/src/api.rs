@@ -1,0 +1,518 @@
+//! The HTTP API (JSON). Every error is a 4xx/5xx with `{"error": "..."}` saying what
+//! is wrong and what to do.
+//!
+//! | Method | Path | What |
+//! |---|---|---|
+//! | GET | `/v1/status` | chain id, height, view, primary, validators, peers |
+//! | GET | `/v1/genesis` | the genesis file |
+//! | POST | `/v1/transactions` | submit one signed transfer |
+//! | POST | `/v1/transactions/batch` | submit up to 10,000 |
+//! | GET | `/v1/transactions/{hash}` | pending / committed / failed / unknown |
+//! | GET | `/v1/accounts/{address}` | balance and next nonce |
+//! | GET | `/v1/blocks/{height}` | header, certificate, transactions (rebuilt from fragments when pruned) |
+//! | GET | `/v1/blocks/{height}/fragments/{index}` | a fragment with its proof |
+//! | GET | `/v1/headers?from=H&count=N` | certified headers (for audits) |
+//! | GET | `/metrics` | Prometheus |
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use mosaic_crypto::{Hash, PublicKey, codec};
+use mosaic_storage::{coding, placement};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::block::{BODY_BYTES_MAX, BlockHeader};
+use crate::chain::{Shared, lock};
+use crate::ledger::{SignedTransfer, TxOutcome};
+use crate::mempool::MempoolError;
+use crate::metrics::Metrics;
+use crate::schema::NodeStore;
+use crate::service::{Command, NodeInfo, StatusInfo};
+
+/// Largest request body.
+pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Transactions per batch at most.
+pub const BATCH_TXS_MAX: usize = 10_000;
+/// Headers per request at most.
+pub const HEADERS_MAX: u64 = 256;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Ledger, mempool, tip.
+    pub shared: Arc<Mutex<Shared>>,
+    /// The store.
+    pub store: Arc<NodeStore>,
+    /// Fixed facts.
+    pub info: Arc<NodeInfo>,
+    /// Live status from the event loop.
+    pub status: Arc<RwLock<StatusInfo>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Requests to the event loop.
+    pub commands: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, json_body(&json!({ "error": self.message }))).into_response()
+    }
+}
+
+fn json_body(value: &impl Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{{\"error\":\"cannot encode response: {e}\"}}"),
+        )
+            .into_response(),
+    }
+}
+
+fn ok(value: Value) -> Response {
+    json_body(&value)
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Serves the API until `shutdown` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "HTTP API stopped");
+    }
+}
+
+/// The routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/genesis", get(genesis))
+        .route("/v1/transactions", post(submit))
+        .route("/v1/transactions/batch", post(submit_batch))
+        .route("/v1/transactions/{hash}", get(transaction))
+        .route("/v1/accounts/{address}", get(account))
+        .route("/v1/blocks/{height}", get(block))
+        .route("/v1/blocks/{height}/fragments/{index}", get(fragment))
+        .route("/v1/headers", get(headers))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint: see the API table in node/src/api.rs")
+        })
+        .with_state(state)
+}
+
+async fn status(State(state): State<ApiState>) -> ApiResult {
+    let (tip, mempool) = {
+        let shared = lock(&state.shared);
+        (shared.tip, shared.mempool.len())
+    };
+    let live = match state.status.read() {
+        Ok(s) => s.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let validators: Vec<Value> = state
+        .info
+        .genesis
+        .validators
+        .iter()
+        .zip(&state.info.validator_peers)
+        .enumerate()
+        .map(|(i, (v, peer))| {
+            json!({
+                "index": i,
+                "name": v.name,
+                "public_key": v.public_key.to_string(),
+                "peer_id": peer.to_string(),
+            })
+        })
+        .collect();
+    Ok(ok(json!({
+        "chain_id": state.info.chain.to_string(),
+        "validator": state.info.index,
+        "peer_id": state.info.peer_id.to_string(),
+        "height": tip.height,
+        "tip_hash": tip.hash.to_string(),
+        "state_root": tip.state_root.to_string(),
+        "view": live.view,
+        "primary": live.primary,
+        "view_changing": live.view_changing,
+        "validators": validators,
+        "data_shards": state.info.data_shards,
+        "peers": live.peers,
+        "connected_peers": live.peers.len(),
+        "network_height": live.network_height.max(tip.height),
+        "syncing": live.syncing,
+        "mempool_transactions": mempool,
+    })))
+}
+
+async fn genesis(State(state): State<ApiState>) -> ApiResult {
+    Ok(json_body(&state.info.genesis))
+}
+
+async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
+    to_bytes(body, REQUEST_BYTES_MAX)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body exceeds {REQUEST_BYTES_MAX} bytes: split the batch into smaller ones"
+                ),
+            )
+        })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body is not a valid {what}: {e}")))
+}
+
+/// The JSON answer for one admission result.
+fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Value) {
+    match result {
+        Ok(_) | Err(MempoolError::AlreadyPending(_)) => (
+            StatusCode::ACCEPTED,
+            json!({ "hash": hash.to_string(), "status": "pending" }),
+        ),
+        Err(e) => {
+            let status = match e {
+                MempoolError::Invalid(_) => StatusCode::BAD_REQUEST,
+                MempoolError::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::CONFLICT,
+            };
+            (
+                status,
+                json!({ "hash": hash.to_string(), "error": e.to_string() }),
+            )
+        }
+    }
+}
+
+async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, Value)> {
+    let hashes: Vec<Hash> = txs.iter().map(SignedTransfer::hash).collect();
+    let results = {
+        let mut shared = lock(&state.shared);
+        let Shared {
+            mempool, ledger, ..
+        } = &mut *shared;
+        mempool.add_batch(txs.clone(), ledger)
+    };
+    let admitted: Vec<SignedTransfer> = txs
+        .into_iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(tx, _)| tx)
+        .collect();
+    state.metrics.transactions_submitted.inc_by(admitted.len() as u64);
+    if !admitted.is_empty() && state.commands.try_send(Command::Gossip(admitted)).is_err() {
+        tracing::warn!("gossip queue busy: admitted transactions stay in this node's mempool");
+    }
+    hashes
+        .into_iter()
+        .zip(results)
+        .map(|(hash, result)| admission(hash, result))
+        .collect()
+}
+
+async fn submit(State(state): State<ApiState>, body: Body) -> ApiResult {
+    let bytes = read_body(body).await?;
+    let tx: SignedTransfer = parse_json(&bytes, "signed transfer")?;
+    let mut answers = admit(&state, vec![tx]).await;
+    let (status, value) = answers
+        .pop()
+        .ok_or_else(|| ApiError::internal("no admission result"))?;
+    Ok((status, json_body(&value)).into_response())
+}
+
+async fn submit_batch(State(state): State<ApiState>, body: Body) -> ApiResult {
+    let bytes = read_body(body).await?;
+    let txs: Vec<SignedTransfer> = parse_json(&bytes, "list of signed transfers")?;
+    if txs.len() > BATCH_TXS_MAX {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} transactions in one batch; at most {BATCH_TXS_MAX}",
+                txs.len()
+            ),
+        ));
+    }
+    let answers = admit(&state, txs).await;
+    let accepted = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .count();
+    let results: Vec<Value> = answers.into_iter().map(|(_, v)| v).collect();
+    Ok(ok(json!({ "accepted": accepted, "results": results })))
+}
+
+fn parse_hash(text: &str, what: &str) -> Result<Hash, ApiError> {
+    text.parse::<Hash>().map_err(|e| {
+        ApiError::bad_request(format!(
+            "{what} {text:?} is not 64 hex characters: {e}"
+        ))
+    })
+}
+
+fn parse_height(text: &str) -> Result<u64, ApiError> {
+    text.parse::<u64>().map_err(|_| {
+        ApiError::bad_request(format!("height {text:?} is not a non-negative integer"))
+    })
+}
+
+async fn transaction(State(state): State<ApiState>, Path(hash): Path<String>) -> ApiResult {
+    let id = parse_hash(&hash, "transaction hash")?;
+    if lock(&state.shared).mempool.contains(&id) {
+        return Ok(ok(json!({ "hash": id.to_string(), "status": "pending" })));
+    }
+    let record = state
+        .store
+        .tx_record(id.as_bytes())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(ok(match record {
+        Some(r) => match r.outcome {
+            TxOutcome::Applied => json!({
+                "hash": id.to_string(), "status": "committed", "height": r.height, "index": r.index,
+            }),
+            TxOutcome::Failed(reason) => json!({
+                "hash": id.to_string(), "status": "failed", "height": r.height, "index": r.index,
+                "reason": reason.to_string(),
+            }),
+        },
+        None => json!({ "hash": id.to_string(), "status": "unknown" }),
+    }))
+}
+
+async fn account(State(state): State<ApiState>, Path(address): Path<String>) -> ApiResult {
+    let key: PublicKey = address.parse().map_err(|e| {
+        ApiError::bad_request(format!(
+            "address {address:?} is not a public key (64 hex characters): {e}"
+        ))
+    })?;
+    let (account, height) = {
+        let shared = lock(&state.shared);
+        (shared.ledger.account(&key), shared.tip.height)
+    };
+    Ok(ok(json!({
+        "address": key.to_string(),
+        "balance": account.balance,
+        "nonce": account.nonce,
+        "height": height,
+    })))
+}
+
+fn stored_header(state: &ApiState, height: u64) -> Result<BlockHeader, ApiError> {
+    state
+        .store
+        .header(height)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| {
+            let tip = lock(&state.shared).tip.height;
+            ApiError::not_found(format!(
+                "no block at height {height}: this node's height is {tip}"
+            ))
+        })
+}
+
+async fn block(State(state): State<ApiState>, Path(height): Path<String>) -> ApiResult {
+    let height = parse_height(&height)?;
+    let header = stored_header(&state, height)?;
+    let certificate = state
+        .store
+        .certificate(height)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let stored = state
+        .store
+        .body(height)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (body, rebuilt, rejected) = match stored {
+        Some(body) => (body, false, Vec::new()),
+        None => {
+            let (reply, answer) = oneshot::channel();
+            state
+                .commands
+                .send(Command::Fragments { height, reply })
+                .await
+                .map_err(|_| ApiError::internal("node is stopping"))?;
+            let fragments = tokio::time::timeout(Duration::from_secs(15), answer)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let rebuilt = state
+                .store
+                .body_or_rebuild(height, |i| fragments.iter().find(|f| f.index == i).cloned())
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("body of block {height} is pruned here and {e}; retry when more validators are up"),
+                    )
+                })?;
+            let rejected: Vec<String> = rebuilt.rejected.iter().map(ToString::to_string).collect();
+            (rebuilt.body, true, rejected)
+        }
+    };
+    let txs: Vec<SignedTransfer> = codec::decode(&body, BODY_BYTES_MAX)
+        .map_err(|e| ApiError::internal(format!("stored body does not decode: {e}")))?;
+    Ok(ok(json!({
+        "height": height,
+        "hash": header.hash().to_string(),
+        "header": header,
+        "certificate": certificate,
+        "transactions": txs,
+        "body_rebuilt_from_fragments": rebuilt,
+        "rejected_fragments": rejected,
+    })))
+}
+
+async fn fragment(
+    State(state): State<ApiState>,
+    Path((height, index)): Path<(String, String)>,
+) -> ApiResult {
+    let height = parse_height(&height)?;
+    let index: u32 = index
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("fragment index {index:?} is not an integer")))?;
+    let header = stored_header(&state, height)?;
+    let n = header.fragments.params.n();
+    if index as usize >= n {
+        return Err(ApiError::bad_request(format!(
+            "block {height} has fragments 0..{n}; {index} is out of range"
+        )));
+    }
+    let own = placement::fragment_of(state.info.index, height, n as u16);
+    let fragment = if index == own {
+        state
+            .store
+            .own_fragment(height)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+    } else {
+        None
+    };
+    let fragment = match fragment {
+        Some(f) => Some(f),
+        None => match state
+            .store
+            .body(height)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        {
+            Some(body) => coding::check_encoding(&body, &header.fragments)
+                .ok()
+                .and_then(|encoded| encoded.fragment(index as usize)),
+            None => None,
+        },
+    };
+    let Some(fragment) = fragment else {
+        return Err(ApiError::not_found(format!(
+            "this node keeps fragment {own} of block {height} and no longer has the body; ask the validator that keeps fragment {index}"
+        )));
+    };
+    state.metrics.fragments_served.inc();
+    let encoded = codec::encode(&fragment).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(ok(json!({
+        "height": height,
+        "index": index,
+        "commitment": header.fragments,
+        "fragment": hex::encode(encoded),
+    })))
+}
+
+async fn headers(State(state): State<ApiState>, RawQuery(query): RawQuery) -> ApiResult {
+    let mut from = 1u64;
+    let mut count = 100u64;
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = value.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("query parameter {key}={value:?} is not an integer"))
+        });
+        match key {
+            "from" => from = number?,
+            "count" => count = number?,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}: use from and count"
+                )));
+            }
+        }
+    }
+    let count = count.min(HEADERS_MAX);
+    let mut out = Vec::new();
+    for height in from.max(1)..from.max(1).saturating_add(count) {
+        let (Some(header), Some(certificate)) = (
+            state
+                .store
+                .header(height)
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+            state
+                .store
+                .certificate(height)
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+        ) else {
+            break;
+        };
+        out.push(json!({ "height": height, "header": header, "certificate": certificate }));
+    }
+    Ok(ok(json!({ "headers": out })))
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

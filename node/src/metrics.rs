@@ -1,0 +1,162 @@
+//! Prometheus metrics (served at `/metrics`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set with one `reason` or `kind` label.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// The node's metrics. Cheap to clone (each metric is shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: std::sync::Arc<Registry>,
+    /// Executed height.
+    pub height: Gauge,
+    /// Current view.
+    pub view: Gauge,
+    /// Views entered after the first.
+    pub view_changes: Counter,
+    /// Pending transactions.
+    pub mempool_transactions: Gauge,
+    /// Committed blocks.
+    pub blocks_committed: Counter,
+    /// Committed transactions (applied or failed).
+    pub transactions_committed: Counter,
+    /// Inbound messages by kind.
+    pub messages_in: Family<Labels, Counter>,
+    /// Refused inbound data by reason.
+    pub messages_rejected: Family<Labels, Counter>,
+    /// Seconds from a block's proposal reaching this node to its commit here.
+    pub commit_latency: Histogram,
+    /// Fragments served to peers and clients.
+    pub fragments_served: Counter,
+    /// Connected peers.
+    pub peers_connected: Gauge,
+    /// Transactions submitted through this node's API.
+    pub transactions_submitted: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mosaic");
+        let height = Gauge::default();
+        let view = Gauge::default();
+        let view_changes = Counter::default();
+        let mempool_transactions = Gauge::default();
+        let blocks_committed = Counter::default();
+        let transactions_committed = Counter::default();
+        let messages_in = Family::<Labels, Counter>::default();
+        let messages_rejected = Family::<Labels, Counter>::default();
+        let commit_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let fragments_served = Counter::default();
+        let peers_connected = Gauge::default();
+        let transactions_submitted = Counter::default();
+        registry.register("height", "Executed block height", height.clone());
+        registry.register("view", "Current consensus view", view.clone());
+        registry.register(
+            "view_changes",
+            "Views entered after the first",
+            view_changes.clone(),
+        );
+        registry.register(
+            "mempool_transactions",
+            "Pending transactions in the mempool",
+            mempool_transactions.clone(),
+        );
+        registry.register(
+            "blocks_committed",
+            "Blocks committed and executed",
+            blocks_committed.clone(),
+        );
+        registry.register(
+            "transactions_committed",
+            "Transactions in committed blocks (applied or failed)",
+            transactions_committed.clone(),
+        );
+        registry.register(
+            "messages_in",
+            "Inbound messages by kind",
+            messages_in.clone(),
+        );
+        registry.register(
+            "messages_rejected",
+            "Refused inbound data by reason",
+            messages_rejected.clone(),
+        );
+        registry.register(
+            "commit_latency_seconds",
+            "Seconds from a block's proposal reaching this node to its commit here",
+            commit_latency.clone(),
+        );
+        registry.register(
+            "fragments_served",
+            "Fragments served to peers and clients",
+            fragments_served.clone(),
+        );
+        registry.register(
+            "peers_connected",
+            "Connected libp2p peers",
+            peers_connected.clone(),
+        );
+        registry.register(
+            "transactions_submitted",
+            "Transactions accepted through this node's HTTP API",
+            transactions_submitted.clone(),
+        );
+        Metrics {
+            registry: std::sync::Arc::new(registry),
+            height,
+            view,
+            view_changes,
+            mempool_transactions,
+            blocks_committed,
+            transactions_committed,
+            messages_in,
+            messages_rejected,
+            commit_latency,
+            fragments_served,
+            peers_connected,
+            transactions_submitted,
+        }
+    }
+
+    /// Counts one inbound message of `kind`.
+    pub fn message_in(&self, kind: &'static str) {
+        self.messages_in
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
+    }
+
+    /// Counts `count` refusals for `reason`.
+    pub fn rejected(&self, reason: &str, count: u64) {
+        self.messages_rejected
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc_by(count);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,1713 @@
+//! The validator process: one tokio task (the event loop) owns the consensus
+//! replica, the libp2p swarm and the timers; it feeds the replica its inputs and
+//! carries out its outputs in order (persist before send, execute on deliver). The
+//! HTTP API runs beside it and talks to it through [`Command`]s and the shared
+//! state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, noise, tcp, yamux};
+use mosaic_consensus::{
+    CheckpointProof, CommitCertificate, Config as ConsensusConfig, Digest, Input, Message, Output,
+    Replica, ReplicaId, Restored, SeqNum, Timer, ValidatorSet,
+};
+use mosaic_crypto::{ChainId, Keypair, codec};
+use mosaic_storage::{CodingError, Fragment, FragmentCommitment, StoreConfig, coding};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::api;
+use crate::block::{BODY_BYTES_MAX, Block, Position};
+use crate::chain::{BlockCheck, Chain, ExecuteError, Layout, Shared, Tip, lock};
+use crate::config::NodeConfig;
+use crate::genesis::{Genesis, GenesisError};
+use crate::ledger::{Ledger, SignedTransfer};
+use crate::mempool::{Mempool, MempoolConfig};
+use crate::metrics::Metrics;
+use crate::net::{
+    self, Behaviour, BehaviourEvent, CONSENSUS_FRAME_MAX, GOSSIP_BYTES_MAX, NetError,
+    SYNC_BLOCKS_MAX, SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX, SyncBlock, SyncRequest, SyncResponse,
+};
+use crate::schema::{NodeStore, PersistedConsensus};
+
+/// Misbehaviour points after which a peer is disconnected and banned for a while.
+const MISBEHAVIOUR_BAN_POINTS: u32 = 20;
+/// How long a banned peer stays banned.
+const BAN_DURATION: Duration = Duration::from_secs(60);
+/// Held PRE-PREPAREs (waiting for their parent to execute), in total.
+const HELD_PRE_PREPARES_MAX: usize = 256;
+/// Transactions waiting to be gossiped, at most.
+const GOSSIP_QUEUE_MAX: usize = 200_000;
+/// How long to wait for fragments from peers.
+const FRAGMENT_GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Fragment gatherings in flight at most.
+const GATHERINGS_MAX: usize = 64;
+
+/// Why the node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The genesis file is unusable.
+    #[error("genesis: {0}")]
+    Genesis(#[from] GenesisError),
+    /// The validator key is not in the genesis validator set.
+    #[error(
+        "key {public_key} is not a validator of chain {chain}: use one of the genesis validators' key files"
+    )]
+    NotAValidator {
+        /// The key's public half.
+        public_key: String,
+        /// The chain.
+        chain: String,
+    },
+    /// The configuration is unusable.
+    #[error("config: {0}")]
+    Config(String),
+    /// The store failed (fatal: check the disk, then restart).
+    #[error("store: {0}")]
+    Store(#[from] mosaic_storage::StoreError),
+    /// The store holds another chain.
+    #[error(
+        "the store in {data_dir} holds a chain with another genesis: use a fresh data dir for this genesis"
+    )]
+    WrongChain {
+        /// The data dir.
+        data_dir: PathBuf,
+    },
+    /// Network setup failed.
+    #[error("network: {0}")]
+    Net(#[from] NetError),
+    /// A listen address could not be used.
+    #[error("cannot listen on {address}: {reason}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The HTTP API could not bind.
+    #[error("cannot serve the HTTP API on {address}: {source}")]
+    Api {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A committed block could not be executed or stored.
+    #[error("{0}")]
+    Execute(#[from] ExecuteError),
+    /// The event loop task ended abnormally.
+    #[error("node task failed: {0}")]
+    Task(String),
+}
+
+/// Requests from the HTTP API to the event loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Transactions admitted to the mempool through the API: gossip them.
+    Gossip(Vec<SignedTransfer>),
+    /// Gather fragments of the block at `height` from peers.
+    Fragments {
+        /// Height.
+        height: u64,
+        /// Where to send what was gathered (checked against the block's commitment).
+        reply: oneshot::Sender<Vec<Fragment>>,
+    },
+}
+
+/// What the node reports in `/v1/status`.
+#[derive(Debug, Clone, Default)]
+pub struct StatusInfo {
+    /// Current view.
+    pub view: u64,
+    /// Its primary.
+    pub primary: u32,
+    /// Whether a view change is under way.
+    pub view_changing: bool,
+    /// Connected peers.
+    pub peers: Vec<String>,
+    /// Highest height a peer reported.
+    pub network_height: u64,
+    /// Whether the node is catching up.
+    pub syncing: bool,
+}
+
+/// Read-only facts about a running node, shared with the API.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// The chain.
+    pub chain: ChainId,
+    /// This validator.
+    pub index: u32,
+    /// The validators.
+    pub validators: ValidatorSet,
+    /// Their peer ids, by index.
+    pub validator_peers: Vec<PeerId>,
+    /// The genesis file.
+    pub genesis: Genesis,
+    /// This node's peer id.
+    pub peer_id: PeerId,
+    /// k.
+    pub data_shards: usize,
+}
+
+/// Options that tests and tools set; operators never need them.
+#[derive(Debug, Clone, Default)]
+pub struct TestOptions {
+    /// Send garbage to every peer on every protocol once a second (a Byzantine node
+    /// for tests: honest nodes must stay safe and live).
+    pub byzantine_garbage: bool,
+}
+
+/// A running node.
+pub struct NodeHandle {
+    /// This node's libp2p peer id.
+    pub peer_id: PeerId,
+    /// Where the HTTP API listens.
+    pub api_address: SocketAddr,
+    /// Where libp2p listens.
+    pub listen_addresses: Vec<Multiaddr>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), NodeError>>,
+    api_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle").finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    /// Stops the node and waits for it (the store is closed when this returns).
+    pub async fn stop(self) -> Result<(), NodeError> {
+        let _ = self.shutdown.send(true);
+        let result = match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(NodeError::Task(e.to_string())),
+        };
+        let _ = self.api_task.await;
+        result
+    }
+
+    /// Waits until the node stops by itself (a fatal error) or `stop` is signalled
+    /// through [`Self::shutdown_signal`].
+    pub async fn wait(self) -> Result<(), NodeError> {
+        let result = match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(NodeError::Task(e.to_string())),
+        };
+        let _ = self.shutdown.send(true);
+        let _ = self.api_task.await;
+        result
+    }
+
+    /// A sender that stops the node when `true` is sent.
+    pub fn shutdown_signal(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts a validator: opens the store, restores consensus, starts libp2p and the
+/// HTTP API. Returns once both listen.
+pub async fn start(
+    config: NodeConfig,
+    genesis: Genesis,
+    key: Keypair,
+    options: TestOptions,
+) -> Result<NodeHandle, NodeError> {
+    config.check().map_err(NodeError::Config)?;
+    genesis.validate()?;
+    let chain = genesis.chain_id.clone();
+    let public_key = key.public();
+    let validators = genesis
+        .validator_set()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let index = genesis
+        .validators
+        .iter()
+        .position(|v| v.public_key == public_key)
+        .ok_or_else(|| NodeError::NotAValidator {
+            public_key: public_key.to_string(),
+            chain: chain.to_string(),
+        })? as u32;
+    let total_shards = genesis.validators.len();
+    let data_shards = genesis.data_shards as usize;
+    let layout = Layout {
+        chain: chain.clone(),
+        data_shards,
+        total_shards,
+    };
+
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        NodeError::Config(format!(
+            "cannot create data dir {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let store = Arc::new(NodeStore::open(
+        &config.data_dir.join("store.redb"),
+        StoreConfig {
+            validator_index: index,
+            body_window_blocks: config.storage.body_window_blocks,
+        },
+    )?);
+
+    // The ledger and the tip, from the store or from genesis.
+    let genesis_hash = genesis.hash();
+    let tip_height = store.tip()?.unwrap_or(0);
+    let (ledger, tip_hash) = if tip_height == 0 {
+        (genesis.ledger()?, genesis_hash)
+    } else {
+        let first = store.header(1)?;
+        if first.map(|h| h.parent) != Some(genesis_hash) {
+            return Err(NodeError::WrongChain {
+                data_dir: config.data_dir.clone(),
+            });
+        }
+        let header = store
+            .header(tip_height)?
+            .ok_or(mosaic_storage::StoreError::UnknownHeight { height: tip_height })?;
+        (Ledger::from_accounts(store.accounts()?), header.hash())
+    };
+    let tip = Tip {
+        height: tip_height,
+        hash: tip_hash,
+        state_root: ledger.state_root(),
+    };
+    let mempool = Mempool::new(
+        chain.clone(),
+        MempoolConfig {
+            count_max: config.mempool.txs_max,
+            bytes_max: config.mempool.bytes_max,
+            ..MempoolConfig::default()
+        },
+    );
+    let shared = Arc::new(Mutex::new(Shared {
+        ledger,
+        mempool,
+        tip,
+    }));
+
+    // Consensus, restored from the store.
+    let mut consensus_config = ConsensusConfig::new(
+        ReplicaId(index),
+        validators.clone(),
+        Digest(genesis_hash),
+    );
+    consensus_config.checkpoint_interval = config.consensus.checkpoint_interval;
+    consensus_config.window = config.consensus.window;
+    consensus_config.view_change_timeout_ticks = config.consensus.view_change_timeout_ms;
+    consensus_config.view_change_timeout_max_ticks = config.consensus.view_change_timeout_max_ms;
+    consensus_config.payload_bytes_max = BODY_BYTES_MAX + 64 * 1024;
+    let persisted = store.safety_record()?.unwrap_or_default();
+    let restored = if tip_height == 0 && persisted == PersistedConsensus::default() {
+        None
+    } else {
+        let floor = tip_height.saturating_sub(config.consensus.window).max(1);
+        let mut delivered = Vec::new();
+        for h in floor..tip_height {
+            if let Some(header) = store.header(h)? {
+                delivered.push((SeqNum(h), Digest(header.hash())));
+            }
+        }
+        Some(Restored {
+            record: persisted.record.clone(),
+            last_delivered: (SeqNum(tip_height), Digest(tip_hash)),
+            stable: persisted
+                .stable
+                .clone()
+                .unwrap_or_else(|| CheckpointProof::genesis(Digest(genesis_hash))),
+            payloads: store
+                .payloads()?
+                .into_iter()
+                .map(|(h, d, p)| (SeqNum(h), Digest(mosaic_crypto::Hash::from_bytes(d)), p))
+                .collect(),
+            delivered,
+        })
+    };
+    let identity = net::identity_of(&key)?;
+    let replica = Replica::new(
+        consensus_config,
+        key,
+        Box::new(BlockCheck::new(shared.clone(), layout.clone())),
+        restored,
+    );
+
+    // libp2p.
+    let peer_id = identity.public().to_peer_id();
+    let validator_peers = genesis
+        .validators
+        .iter()
+        .map(|v| net::peer_id_of(&v.public_key))
+        .collect::<Result<Vec<_>, _>>()?;
+    let behaviour = Behaviour::new(&identity, &chain, config.mdns)?;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetError::Build(e.to_string()))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| NetError::Build(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    for address in &config.listen {
+        let multiaddr: Multiaddr = address.parse().map_err(|e| NodeError::Listen {
+            address: address.clone(),
+            reason: format!("not a multiaddress: {e}"),
+        })?;
+        swarm
+            .listen_on(multiaddr)
+            .map_err(|e| NodeError::Listen {
+                address: address.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    let topic = net::tx_topic(&chain);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| NetError::Build(e.to_string()))?;
+    let mut listen_addresses = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while listen_addresses.len() < config.listen.len() {
+        match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+            Ok(SwarmEvent::NewListenAddr { address, .. }) => listen_addresses.push(address),
+            Ok(SwarmEvent::ListenerError { error, .. }) => {
+                return Err(NodeError::Listen {
+                    address: config.listen.join(", "),
+                    reason: error.to_string(),
+                });
+            }
+            Ok(SwarmEvent::ListenerClosed { reason, .. }) => {
+                return Err(NodeError::Listen {
+                    address: config.listen.join(", "),
+                    reason: format!("{reason:?}"),
+                });
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return Err(NodeError::Listen {
+                    address: config.listen.join(", "),
+                    reason: "no listen address within 10 s".into(),
+                });
+            }
+        }
+    }
+
+    // HTTP API.
+    let (commands_tx, commands_rx) = mpsc::channel(1024);
+    let metrics = Metrics::new();
+    let status = Arc::new(RwLock::new(StatusInfo::default()));
+    let info = Arc::new(NodeInfo {
+        chain: chain.clone(),
+        index,
+        validators: validators.clone(),
+        validator_peers: validator_peers.clone(),
+        genesis: genesis.clone(),
+        peer_id,
+        data_shards,
+    });
+    let listener = tokio::net::TcpListener::bind(config.api_address)
+        .await
+        .map_err(|source| NodeError::Api {
+            address: config.api_address,
+            source,
+        })?;
+    let api_address = listener.local_addr().map_err(|source| NodeError::Api {
+        address: config.api_address,
+        source,
+    })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let api_state = api::ApiState {
+        shared: shared.clone(),
+        store: store.clone(),
+        info: info.clone(),
+        status: status.clone(),
+        metrics: metrics.clone(),
+        commands: commands_tx,
+    };
+    let api_task = tokio::spawn(api::serve(listener, api_state, shutdown_rx.clone()));
+
+    let chain_exec = Chain::new(shared.clone(), store.clone(), layout.clone(), index);
+    let mut node = EventLoop {
+        replica,
+        chain: chain_exec,
+        shared,
+        store,
+        swarm,
+        info,
+        status,
+        metrics,
+        config: config.clone(),
+        layout,
+        persisted,
+        topic,
+        commands: commands_rx,
+        inbox: VecDeque::new(),
+        timers: BTreeMap::new(),
+        held: BTreeMap::new(),
+        wanted: None,
+        batch_ready_since: None,
+        pending_sent: None,
+        gossip_out: Vec::new(),
+        connected: BTreeMap::new(),
+        addresses: HashMap::new(),
+        misbehaviour: HashMap::new(),
+        banned: HashMap::new(),
+        requests: HashMap::new(),
+        peer_heights: HashMap::new(),
+        sync: SyncState::default(),
+        gatherings: BTreeMap::new(),
+        proposal_seen: BTreeMap::new(),
+        entered_first_view: false,
+        rejections_seen: BTreeMap::new(),
+        options,
+        last_garbage: Instant::now(),
+        last_pending_check: Instant::now(),
+    };
+    for address in &config.bootstrap {
+        node.add_bootstrap(address);
+    }
+    let first = node.replica.start();
+    node.apply_outputs(first)?;
+    node.redial();
+    let task = tokio::spawn(node.run(shutdown_rx));
+    tracing::info!(
+        chain = %chain, validator = index, %peer_id, height = tip_height,
+        api = %api_address, listen = ?listen_addresses, "node started"
+    );
+    Ok(NodeHandle {
+        peer_id,
+        api_address,
+        listen_addresses,
+        shutdown,
+        task,
+        api_task,
+    })
+}
+
+/// Why an outbound sync request was sent.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    Status,
+    Blocks,
+    Fragment { height: u64 },
+}
+
+/// Catch-up state.
+#[derive(Debug, Default)]
+struct SyncState {
+    /// A block request is in flight.
+    in_flight: bool,
+    /// Blocks received but not yet handed to consensus (bodies missing are
+    /// gathered first).
+    queue: VecDeque<SyncBlock>,
+    /// The tip at the previous status round (no progress since: catch up).
+    tip_at_last_round: u64,
+    /// A state transfer asked for by consensus, up to this height.
+    wanted_to: u64,
+    /// When catching up started, and the height then (for the progress line).
+    started: Option<(Instant, u64)>,
+    last_progress_log: Option<Instant>,
+}
+
+/// Who waits for a fragment gathering.
+enum Waiter {
+    Api(oneshot::Sender<Vec<Fragment>>),
+    Sync,
+}
+
+struct Gathering {
+    commitment: FragmentCommitment,
+    fragments: BTreeMap<u32, Fragment>,
+    outstanding: usize,
+    deadline: Instant,
+    waiters: Vec<Waiter>,
+}
+
+struct EventLoop {
+    replica: Replica,
+    chain: Chain,
+    shared: Arc<Mutex<Shared>>,
+    store: Arc<NodeStore>,
+    swarm: Swarm<Behaviour>,
+    info: Arc<NodeInfo>,
+    status: Arc<RwLock<StatusInfo>>,
+    metrics: Metrics,
+    config: NodeConfig,
+    layout: Layout,
+    persisted: PersistedConsensus,
+    topic: gossipsub::IdentTopic,
+    commands: mpsc::Receiver<Command>,
+    /// Inputs produced while carrying out outputs, fed after them.
+    inbox: VecDeque<Input>,
+    timers: BTreeMap<Timer, Instant>,
+    /// PRE-PREPAREs whose parent is not executed here yet, by (seq, sender).
+    held: BTreeMap<(SeqNum, ReplicaId), Message>,
+    /// The proposal consensus asked for.
+    wanted: Option<(SeqNum, Digest)>,
+    batch_ready_since: Option<Instant>,
+    pending_sent: Option<bool>,
+    gossip_out: Vec<SignedTransfer>,
+    /// Connected peers and their connection counts.
+    connected: BTreeMap<PeerId, u32>,
+    addresses: HashMap<PeerId, BTreeSet<Multiaddr>>,
+    misbehaviour: HashMap<PeerId, u32>,
+    banned: HashMap<PeerId, Instant>,
+    requests: HashMap<OutboundRequestId, (PeerId, Purpose)>,
+    peer_heights: HashMap<PeerId, u64>,
+    sync: SyncState,
+    gatherings: BTreeMap<u64, Gathering>,
+    /// When each in-flight height's proposal reached this node (commit latency).
+    proposal_seen: BTreeMap<u64, Instant>,
+    entered_first_view: bool,
+    rejections_seen: BTreeMap<&'static str, u64>,
+    options: TestOptions,
+    last_garbage: Instant,
+    last_pending_check: Instant,
+}
+
+impl EventLoop {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut slow_tick = tokio::time::interval(Duration::from_secs(1));
+        slow_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            let next_timer = self
+                .timers
+                .values()
+                .min()
+                .copied()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let step = tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break Ok(());
+                    }
+                    Ok(())
+                }
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(command) = self.commands.recv() => {
+                    self.on_command(command);
+                    Ok(())
+                }
+                _ = tokio::time::sleep_until(next_timer.into()) => self.fire_timers(),
+                _ = tick.tick() => self.on_tick(),
+                _ = slow_tick.tick() => self.on_slow_tick(),
+            };
+            if let Err(e) = step {
+                tracing::error!(error = %e, "node stopping");
+                break Err(e);
+            }
+        };
+        tracing::info!("node stopped");
+        result
+    }
+
+    // ----- consensus -----
+
+    /// Feeds one input and everything it leads to.
+    fn drive(&mut self, input: Input) -> Result<(), NodeError> {
+        self.inbox.push_back(input);
+        self.pump()
+    }
+
+    /// Feeds queued inputs, and the primary's proposal once one is ready.
+    fn pump(&mut self) -> Result<(), NodeError> {
+        loop {
+            while let Some(input) = self.inbox.pop_front() {
+                let outputs = self.replica.handle(input);
+                self.apply_outputs(outputs)?;
+            }
+            self.maybe_propose();
+            if self.inbox.is_empty() {
+                break;
+            }
+        }
+        self.count_rejections();
+        Ok(())
+    }
+
+    fn apply_outputs(&mut self, outputs: Vec<Output>) -> Result<(), NodeError> {
+        for output in outputs {
+            match output {
+                Output::Persist(record) => {
+                    self.persisted.record = record;
+                    self.store.put_safety_record(&self.persisted)?;
+                }
+                Output::PersistPayload {
+                    seq,
+                    digest,
+                    payload,
+                } => {
+                    self.store
+                        .put_payload(seq.0, digest.0.as_bytes(), &payload)?;
+                    self.proposal_seen.entry(seq.0).or_insert_with(Instant::now);
+                }
+                Output::Send { to, message } => self.send_consensus(to, &message),
+                Output::Broadcast(message) => {
+                    if let Ok(bytes) = codec::encode(&message) {
+                        for to in 0..self.info.validator_peers.len() as u32 {
+                            if to != self.info.index {
+                                self.send_bytes(ReplicaId(to), bytes.clone());
+                            }
+                        }
+                    }
+                }
+                Output::Deliver {
+                    seq,
+                    digest,
+                    payload,
+                    certificate,
+                } => self.on_deliver(seq, digest, &payload, certificate)?,
+                Output::ProposalWanted { seq, parent } => {
+                    self.wanted = Some((seq, parent));
+                }
+                Output::SetTimer { timer, after_ticks } => {
+                    self.timers
+                        .insert(timer, Instant::now() + Duration::from_millis(after_ticks));
+                }
+                Output::CancelTimer(timer) => {
+                    self.timers.remove(&timer);
+                }
+                Output::StateTransfer { from, to } => {
+                    tracing::info!(from = from.0, to = to.0, "state transfer needed");
+                    self.sync.wanted_to = self.sync.wanted_to.max(to.0);
+                    self.request_blocks();
+                }
+                Output::CheckpointStable(proof) => {
+                    let seq = proof.seq.0;
+                    self.persisted.stable = Some(proof);
+                    self.store.put_safety_record(&self.persisted)?;
+                    self.store.prune_payloads(seq)?;
+                }
+                Output::EnteredView { view, primary } => {
+                    if self.entered_first_view {
+                        self.metrics.view_changes.inc();
+                        tracing::warn!(view = view.0, primary = primary.0, "entered new view");
+                    } else {
+                        tracing::info!(view = view.0, primary = primary.0, "in view");
+                    }
+                    self.entered_first_view = true;
+                    self.metrics.view.set(view.0 as i64);
+                    // Proposals asked for in an earlier view are void.
+                    self.wanted = None;
+                    self.batch_ready_since = None;
+                }
+            }
+        }
+        self.update_status();
+        Ok(())
+    }
+
+    fn on_deliver(
+        &mut self,
+        seq: SeqNum,
+        digest: Digest,
+        payload: &[u8],
+        certificate: CommitCertificate,
+    ) -> Result<(), NodeError> {
+        let view = certificate.view.0;
+        let executed = self.chain.execute(seq, digest, payload, certificate)?;
+        let txs = executed.header.tx_count;
+        self.metrics.blocks_committed.inc();
+        self.metrics.transactions_committed.inc_by(u64::from(txs));
+        self.metrics.height.set(seq.0 as i64);
+        let latency_ms = self
+            .proposal_seen
+            .remove(&seq.0)
+            .map(|t| t.elapsed().as_secs_f64());
+        self.proposal_seen = self.proposal_seen.split_off(&seq.0);
+        if let Some(seconds) = latency_ms {
+            self.metrics.commit_latency.observe(seconds);
+        }
+        if self.sync.started.is_some() {
+            tracing::debug!(height = seq.0, txs, "caught-up block executed");
+        } else {
+            tracing::info!(
+                height = seq.0,
+                txs,
+                failed = executed.failed,
+                view,
+                proposer = executed.header.proposer,
+                latency_ms = latency_ms.map(|s| (s * 1000.0).round() as u64),
+                "committed block"
+            );
+        }
+        // PRE-PREPAREs waiting for this block may go in now.
+        let ready: Vec<(SeqNum, ReplicaId)> = self
+            .held
+            .range(..=(seq.next(), ReplicaId(u32::MAX)))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in ready {
+            if let Some(message) = self.held.remove(&key) {
+                self.inbox.push_back(Input::Message {
+                    from: key.1,
+                    message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn count_rejections(&mut self) {
+        for (reason, count) in self.replica.rejections() {
+            let seen = self.rejections_seen.entry(reason).or_insert(0);
+            if *count > *seen {
+                self.metrics.rejected(reason, count - *seen);
+                *seen = *count;
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) -> Result<(), NodeError> {
+        let now = Instant::now();
+        let due: Vec<Timer> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for timer in due {
+            self.timers.remove(&timer);
+            self.drive(Input::Timeout(timer))?;
+        }
+        Ok(())
+    }
+
+    /// The primary proposes once consensus asked, the parent is executed here (the
+    /// header names the state after it) and the batch is full or old enough.
+    fn maybe_propose(&mut self) {
+        let Some((seq, parent)) = self.wanted else {
+            return;
+        };
+        let batching = &self.config.batching;
+        let (txs, tip) = {
+            let shared = lock(&self.shared);
+            if shared.tip.height + 1 != seq.0 || shared.tip.hash != parent.0 {
+                return;
+            }
+            if shared.mempool.is_empty() {
+                self.batch_ready_since = None;
+                return;
+            }
+            let full = shared.mempool.len() >= batching.txs_max
+                || shared.mempool.bytes() >= batching.bytes_max;
+            let since = *self.batch_ready_since.get_or_insert_with(Instant::now);
+            if !full && since.elapsed() < Duration::from_millis(batching.delay_ms) {
+                return;
+            }
+            let ledger = &shared.ledger;
+            let txs = shared.mempool.select(
+                |k| ledger.account(k).nonce,
+                batching.txs_max,
+                batching.bytes_max,
+            );
+            (txs, shared.tip)
+        };
+        if txs.is_empty() {
+            return;
+        }
+        let position = Position {
+            chain: self.layout.chain.clone(),
+            height: seq.0,
+            parent: parent.0,
+        };
+        let signed: Vec<SignedTransfer> = txs.into_iter().map(|t| t.signed().clone()).collect();
+        match Block::build(
+            &position,
+            self.replica.view().0,
+            self.info.index,
+            tip.state_root,
+            signed,
+            self.layout.data_shards,
+            self.layout.total_shards,
+        ) {
+            Ok(block) => {
+                self.wanted = None;
+                self.batch_ready_since = None;
+                self.inbox.push_back(Input::Propose {
+                    seq,
+                    parent,
+                    payload: block.to_bytes(),
+                });
+            }
+            Err(e) => tracing::error!(height = seq.0, error = %e, "cannot build a block"),
+        }
+    }
+
+    fn send_consensus(&mut self, to: ReplicaId, message: &Message) {
+        if let Ok(bytes) = codec::encode(message) {
+            self.send_bytes(to, bytes);
+        }
+    }
+
+    fn send_bytes(&mut self, to: ReplicaId, bytes: Vec<u8>) {
+        let Some(peer) = self.info.validator_peers.get(to.0 as usize).copied() else {
+            return;
+        };
+        if peer == self.info.peer_id {
+            return;
+        }
+        self.swarm
+            .behaviour_mut()
+            .consensus
+            .send_request(&peer, bytes);
+    }
+
+    fn on_consensus_message(&mut self, peer: PeerId, bytes: &[u8]) -> Result<(), NodeError> {
+        let Some(from) = self.validator_index(&peer) else {
+            self.misbehaved(peer, "consensus-from-non-validator", 5);
+            return Ok(());
+        };
+        let message = match Message::decode(bytes, CONSENSUS_FRAME_MAX) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "undecodable consensus message");
+                self.misbehaved(peer, "consensus-undecodable", 5);
+                return Ok(());
+            }
+        };
+        self.metrics.message_in(message_kind(&message));
+        if let Message::PrePrepare { pre_prepare, .. } = &message {
+            let seq = pre_prepare.body.seq;
+            let tip = self.chain.tip().height;
+            if seq.0 > tip + 1 {
+                // Its header names the state after seq - 1: wait until that is executed.
+                if seq.0 <= tip + 1 + self.config.consensus.window
+                    && self.held.len() < HELD_PRE_PREPARES_MAX
+                {
+                    self.held.insert((seq, from), message);
+                } else {
+                    self.metrics.rejected("pre-prepare-too-far-ahead", 1);
+                }
+                return Ok(());
+            }
+        }
+        self.drive(Input::Message { from, message })
+    }
+
+    // ----- network -----
+
+    fn validator_index(&self, peer: &PeerId) -> Option<ReplicaId> {
+        self.info
+            .validator_peers
+            .iter()
+            .position(|p| p == peer)
+            .map(|i| ReplicaId(i as u32))
+    }
+
+    fn misbehaved(&mut self, peer: PeerId, reason: &'static str, points: u32) {
+        self.metrics.rejected(reason, 1);
+        let score = self.misbehaviour.entry(peer).or_insert(0);
+        *score += points;
+        if *score >= MISBEHAVIOUR_BAN_POINTS {
+            tracing::warn!(%peer, reason, "peer sent invalid data: disconnecting and banning");
+            self.misbehaviour.remove(&peer);
+            self.banned.insert(peer, Instant::now() + BAN_DURATION);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn add_bootstrap(&mut self, address: &str) {
+        let Ok(multiaddr) = address.parse::<Multiaddr>() else {
+            tracing::warn!(address, "bootstrap address is not a multiaddress; skipped");
+            return;
+        };
+        let peer = multiaddr.iter().find_map(|p| match p {
+            Protocol::P2p(id) => Some(id),
+            _ => None,
+        });
+        match peer {
+            Some(peer) if peer != self.info.peer_id => {
+                let without_peer: Multiaddr = multiaddr
+                    .iter()
+                    .filter(|p| !matches!(p, Protocol::P2p(_)))
+                    .collect();
+                self.learn_address(peer, without_peer);
+            }
+            Some(_) => {}
+            None => {
+                if let Err(e) = self.swarm.dial(multiaddr) {
+                    tracing::warn!(address, error = %e, "cannot dial bootstrap address");
+                }
+            }
+        }
+    }
+
+    fn learn_address(&mut self, peer: PeerId, address: Multiaddr) {
+        if address.iter().any(|p| {
+            matches!(p, Protocol::Ip4(ip) if ip.is_unspecified())
+                || matches!(p, Protocol::Ip6(ip) if ip.is_unspecified())
+        }) {
+            return;
+        }
+        let set = self.addresses.entry(peer).or_default();
+        if set.len() < 8 && set.insert(address.clone()) {
+            self.swarm.add_peer_address(peer, address.clone());
+            self.swarm.behaviour_mut().kad.add_address(&peer, address);
+        }
+    }
+
+    /// Dials every validator we are not connected to and have an address for.
+    fn redial(&mut self) {
+        let peers: Vec<PeerId> = self.info.validator_peers.clone();
+        for peer in peers {
+            if peer == self.info.peer_id || self.connected.contains_key(&peer) {
+                continue;
+            }
+            let Some(addresses) = self.addresses.get(&peer) else {
+                continue;
+            };
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addresses.iter().cloned().collect())
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "dial failed");
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> Result<(), NodeError> {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                if let Some(until) = self.banned.get(&peer_id) {
+                    if *until > Instant::now() {
+                        let _ = self.swarm.disconnect_peer_id(peer_id);
+                        return Ok(());
+                    }
+                    self.banned.remove(&peer_id);
+                }
+                let count = self.connected.entry(peer_id).or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    tracing::debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
+                    if let Some(i) = self.validator_index(&peer_id) {
+                        tracing::info!(validator = i.0, peer = %peer_id, "validator connected");
+                    }
+                }
+                self.metrics.peers_connected.set(self.connected.len() as i64);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.connected.remove(&peer_id);
+                    self.peer_heights.remove(&peer_id);
+                    if let Some(i) = self.validator_index(&peer_id) {
+                        tracing::info!(validator = i.0, peer = %peer_id, "validator disconnected");
+                    }
+                } else {
+                    self.connected.insert(peer_id, num_established);
+                }
+                self.metrics.peers_connected.set(self.connected.len() as i64);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for address in info.listen_addrs.into_iter().take(8) {
+                    self.learn_address(peer_id, address);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(list))) => {
+                for (peer, address) in list {
+                    self.learn_address(peer, address);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Consensus(event)) => {
+                self.on_consensus_event(event)?;
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event)?,
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => self.on_gossip(propagation_source, message_id, &message.data),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_consensus_event(
+        &mut self,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), NodeError> {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .consensus
+                    .send_response(channel, Vec::new());
+                self.on_consensus_message(peer, &request)?;
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound consensus stream failed");
+                if matches!(error, request_response::InboundFailure::Io(_)) {
+                    self.misbehaved(peer, "consensus-bad-frame", 2);
+                }
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "consensus message not delivered");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, data: &[u8]) {
+        self.metrics.message_in("gossip-transactions");
+        let acceptance = match codec::decode::<Vec<SignedTransfer>>(data, GOSSIP_BYTES_MAX) {
+            Err(_) => {
+                self.misbehaved(source, "gossip-undecodable", 5);
+                gossipsub::MessageAcceptance::Reject
+            }
+            Ok(txs) => {
+                let mut shared = lock(&self.shared);
+                let Shared {
+                    mempool, ledger, ..
+                } = &mut *shared;
+                let results = mempool.add_batch(txs, ledger);
+                drop(shared);
+                let invalid = results
+                    .iter()
+                    .filter(|r| matches!(r, Err(crate::mempool::MempoolError::Invalid(_))))
+                    .count();
+                if invalid > 0 {
+                    self.misbehaved(source, "gossip-invalid-transaction", 5);
+                    gossipsub::MessageAcceptance::Reject
+                } else {
+                    gossipsub::MessageAcceptance::Accept
+                }
+            }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &source, acceptance);
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Gossip(txs) => {
+                let room = GOSSIP_QUEUE_MAX.saturating_sub(self.gossip_out.len());
+                if txs.len() > room {
+                    tracing::warn!(
+                        dropped = txs.len() - room,
+                        "gossip queue full: transactions stay in this node's mempool only"
+                    );
+                }
+                self.gossip_out.extend(txs.into_iter().take(room));
+            }
+            Command::Fragments { height, reply } => {
+                match self.store.commitment(height) {
+                    Ok(Some(commitment)) => {
+                        self.gather_fragments(height, commitment, Waiter::Api(reply))
+                    }
+                    _ => {
+                        let _ = reply.send(Vec::new());
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush_gossip(&mut self) {
+        if self.gossip_out.is_empty() {
+            return;
+        }
+        let mut start = 0;
+        while start < self.gossip_out.len() {
+            // Batches well under the gossip limit (a transfer encodes to ~150 bytes).
+            let end = (start + 8_192).min(self.gossip_out.len());
+            let Ok(bytes) = codec::encode(&self.gossip_out[start..end].to_vec()) else {
+                break;
+            };
+            match self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(self.topic.clone(), bytes)
+            {
+                Ok(_) | Err(gossipsub::PublishError::Duplicate) => start = end,
+                Err(e) => {
+                    // No subscribed peer yet: keep them for the next tick.
+                    tracing::debug!(error = %e, "gossip publish deferred");
+                    break;
+                }
+            }
+        }
+        self.gossip_out.drain(..start);
+    }
+
+    // ----- sync -----
+
+    fn send_sync(&mut self, peer: PeerId, request: &SyncRequest, purpose: Purpose) -> bool {
+        let Ok(bytes) = codec::encode(request) else {
+            return false;
+        };
+        let id = self.swarm.behaviour_mut().sync.send_request(&peer, bytes);
+        self.requests.insert(id, (peer, purpose));
+        true
+    }
+
+    fn on_sync_event(
+        &mut self,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), NodeError> {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.serve_sync(peer, &request, channel),
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                let Some((_, purpose)) = self.requests.remove(&request_id) else {
+                    return Ok(());
+                };
+                match codec::decode::<SyncResponse>(&response, SYNC_RESPONSE_MAX) {
+                    Ok(response) => self.on_sync_response(peer, purpose, response)?,
+                    Err(_) => {
+                        self.misbehaved(peer, "sync-undecodable", 5);
+                        self.sync_request_failed(purpose);
+                    }
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, %error, "sync request failed");
+                if let Some((_, purpose)) = self.requests.remove(&request_id) {
+                    self.sync_request_failed(purpose);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound sync stream failed");
+                if matches!(error, request_response::InboundFailure::Io(_)) {
+                    self.misbehaved(peer, "sync-bad-frame", 2);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn sync_request_failed(&mut self, purpose: Purpose) {
+        match purpose {
+            Purpose::Status => {}
+            Purpose::Blocks => self.sync.in_flight = false,
+            Purpose::Fragment { height } => self.fragment_arrived(height, None),
+        }
+    }
+
+    fn serve_sync(&mut self, peer: PeerId, request: &[u8], channel: ResponseChannel<Vec<u8>>) {
+        self.metrics.message_in("sync-request");
+        let response = match codec::decode::<SyncRequest>(request, SYNC_REQUEST_MAX) {
+            Err(_) => {
+                self.misbehaved(peer, "sync-undecodable", 5);
+                SyncResponse::Error("undecodable request".into())
+            }
+            Ok(SyncRequest::Status) => SyncResponse::Status {
+                height: self.chain.tip().height,
+            },
+            Ok(SyncRequest::Blocks { from, count }) => self.blocks_for(from, count),
+            Ok(SyncRequest::Fragment { height }) => match self.store.own_fragment(height) {
+                Ok(fragment) => {
+                    if fragment.is_some() {
+                        self.metrics.fragments_served.inc();
+                    }
+                    SyncResponse::Fragment(fragment)
+                }
+                Err(e) => SyncResponse::Error(e.to_string()),
+            },
+        };
+        if let Ok(bytes) = codec::encode(&response) {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .sync
+                .send_response(channel, bytes);
+        }
+    }
+
+    fn blocks_for(&self, from: u64, count: u64) -> SyncResponse {
+        let tip = self.chain.tip().height;
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        let last = from.saturating_add(count.min(SYNC_BLOCKS_MAX)).min(tip + 1);
+        for height in from.max(1)..last {
+            let (Ok(Some(header)), Ok(Some(certificate))) =
+                (self.store.header(height), self.store.certificate(height))
+            else {
+                break;
+            };
+            let body = self.store.body(height).ok().flatten();
+            bytes += body.as_ref().map_or(0, Vec::len) + 4096;
+            blocks.push(SyncBlock {
+                header,
+                certificate,
+                body,
+            });
+            if bytes > SYNC_RESPONSE_MAX / 2 {
+                break;
+            }
+        }
+        SyncResponse::Blocks(blocks)
+    }
+
+    fn on_sync_response(
+        &mut self,
+        peer: PeerId,
+        purpose: Purpose,
+        response: SyncResponse,
+    ) -> Result<(), NodeError> {
+        match (purpose, response) {
+            (Purpose::Status, SyncResponse::Status { height }) => {
+                self.peer_heights.insert(peer, height);
+            }
+            (Purpose::Blocks, SyncResponse::Blocks(blocks)) => {
+                self.sync.in_flight = false;
+                let next = self.chain.tip().height + 1 + self.sync.queue.len() as u64;
+                for (i, block) in blocks.into_iter().enumerate() {
+                    let height = next + i as u64;
+                    let certificate = &block.certificate;
+                    let good = block.header.height == height
+                        && certificate.seq.0 == height
+                        && certificate.digest.0 == block.header.hash()
+                        && certificate.verify(&self.info.validators).is_ok();
+                    if !good {
+                        self.misbehaved(peer, "sync-bad-block", 10);
+                        break;
+                    }
+                    self.sync.queue.push_back(block);
+                }
+                self.feed_sync_queue()?;
+            }
+            (Purpose::Fragment { height }, SyncResponse::Fragment(fragment)) => {
+                self.fragment_arrived(height, fragment.map(|f| (peer, f)));
+            }
+            (purpose, SyncResponse::Error(reason)) => {
+                tracing::debug!(%peer, reason, "peer could not serve sync request");
+                self.sync_request_failed(purpose);
+            }
+            (purpose, _) => {
+                self.misbehaved(peer, "sync-wrong-response", 5);
+                self.sync_request_failed(purpose);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands queued certified blocks to consensus in order; a block without a body
+    /// waits for its fragments.
+    fn feed_sync_queue(&mut self) -> Result<(), NodeError> {
+        while let Some(block) = self.sync.queue.front() {
+            let height = block.header.height;
+            let tip = self.chain.tip().height;
+            if height <= tip {
+                self.sync.queue.pop_front();
+                continue;
+            }
+            if height != tip + 1 {
+                // A gap (consensus moved on some other way): start over.
+                self.sync.queue.clear();
+                break;
+            }
+            let body = match &block.body {
+                Some(body) => body.clone(),
+                None => {
+                    let commitment = block.header.fragments;
+                    if !self.gatherings.contains_key(&height) {
+                        self.gather_fragments(height, commitment, Waiter::Sync);
+                    }
+                    return Ok(());
+                }
+            };
+            let Some(block) = self.sync.queue.pop_front() else {
+                break;
+            };
+            let txs = match codec::decode::<Vec<SignedTransfer>>(&body, BODY_BYTES_MAX) {
+                Ok(txs) => txs,
+                Err(_) => {
+                    tracing::warn!(height, "synced body does not decode; retrying");
+                    self.sync.queue.clear();
+                    break;
+                }
+            };
+            let payload = Block {
+                header: block.header,
+                txs,
+            }
+            .to_bytes();
+            self.drive(Input::CertifiedPayload {
+                payload,
+                certificate: block.certificate,
+            })?;
+            if self.chain.tip().height < height {
+                tracing::warn!(height, "synced block was not accepted; retrying");
+                self.sync.queue.clear();
+                break;
+            }
+        }
+        self.log_sync_progress();
+        if self.sync.queue.is_empty() {
+            self.request_blocks();
+        }
+        Ok(())
+    }
+
+    fn network_height(&self) -> u64 {
+        self.peer_heights
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(self.sync.wanted_to)
+    }
+
+    /// Asks the best peer for the next blocks, if behind.
+    fn request_blocks(&mut self) {
+        let tip = self.chain.tip().height;
+        let target = self.network_height();
+        if self.sync.in_flight || !self.sync.queue.is_empty() || target <= tip {
+            if target <= tip && self.sync.started.take().is_some() {
+                tracing::info!(height = tip, "caught up");
+            }
+            return;
+        }
+        let best = self
+            .peer_heights
+            .iter()
+            .filter(|(p, h)| **h > tip && self.connected.contains_key(*p))
+            .max_by_key(|(_, h)| **h)
+            .map(|(p, _)| *p)
+            .or_else(|| {
+                self.info
+                    .validator_peers
+                    .iter()
+                    .find(|p| self.connected.contains_key(*p))
+                    .copied()
+            });
+        let Some(peer) = best else {
+            return;
+        };
+        if self.sync.started.is_none() {
+            self.sync.started = Some((Instant::now(), tip));
+            tracing::info!(local = tip, network = target, "catching up");
+        }
+        let request = SyncRequest::Blocks {
+            from: tip + 1,
+            count: SYNC_BLOCKS_MAX,
+        };
+        self.sync.in_flight = self.send_sync(peer, &request, Purpose::Blocks);
+    }
+
+    fn log_sync_progress(&mut self) {
+        let Some((started, from)) = self.sync.started else {
+            return;
+        };
+        if self
+            .sync
+            .last_progress_log
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return;
+        }
+        self.sync.last_progress_log = Some(Instant::now());
+        let tip = self.chain.tip().height;
+        let network = self.network_height().max(tip);
+        let rate = (tip - from) as f64 / started.elapsed().as_secs_f64().max(0.001);
+        let eta = if rate > 0.0 {
+            format!("{:.0}s", (network - tip) as f64 / rate)
+        } else {
+            "unknown".to_string()
+        };
+        tracing::info!(
+            local = tip,
+            network,
+            blocks_per_s = format!("{rate:.1}"),
+            eta,
+            "catching up"
+        );
+    }
+
+    fn gather_fragments(&mut self, height: u64, commitment: FragmentCommitment, waiter: Waiter) {
+        if let Some(g) = self.gatherings.get_mut(&height) {
+            g.waiters.push(waiter);
+            return;
+        }
+        if self.gatherings.len() >= GATHERINGS_MAX {
+            if let Waiter::Api(reply) = waiter {
+                let _ = reply.send(Vec::new());
+            }
+            return;
+        }
+        let mut fragments = BTreeMap::new();
+        if let Ok(Some(own)) = self.store.own_fragment(height) {
+            fragments.insert(own.index, own);
+        }
+        let peers: Vec<PeerId> = self
+            .info
+            .validator_peers
+            .iter()
+            .filter(|p| **p != self.info.peer_id && self.connected.contains_key(*p))
+            .copied()
+            .collect();
+        let mut outstanding = 0;
+        for peer in peers {
+            if self.send_sync(peer, &SyncRequest::Fragment { height }, Purpose::Fragment {
+                height,
+            }) {
+                outstanding += 1;
+            }
+        }
+        self.gatherings.insert(height, Gathering {
+            commitment,
+            fragments,
+            outstanding,
+            deadline: Instant::now() + FRAGMENT_GATHER_TIMEOUT,
+            waiters: vec![waiter],
+        });
+        self.maybe_finish_gathering(height);
+    }
+
+    fn fragment_arrived(&mut self, height: u64, fragment: Option<(PeerId, Fragment)>) {
+        let mut bad_peer = None;
+        if let Some(g) = self.gatherings.get_mut(&height) {
+            g.outstanding = g.outstanding.saturating_sub(1);
+            if let Some((peer, fragment)) = fragment {
+                match fragment.check(&g.commitment) {
+                    Ok(checked) => {
+                        let f = checked.into_fragment();
+                        g.fragments.insert(f.index, f);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, height, error = %e, "peer sent a bad fragment");
+                        bad_peer = Some(peer);
+                    }
+                }
+            }
+        }
+        if let Some(peer) = bad_peer {
+            self.misbehaved(peer, "bad-fragment", 10);
+        }
+        self.maybe_finish_gathering(height);
+    }
+
+    fn maybe_finish_gathering(&mut self, height: u64) {
+        let done = self.gatherings.get(&height).is_some_and(|g| {
+            g.fragments.len() >= g.commitment.params.k()
+                || g.outstanding == 0
+                || g.deadline <= Instant::now()
+        });
+        if !done {
+            return;
+        }
+        let Some(g) = self.gatherings.remove(&height) else {
+            return;
+        };
+        let fragments: Vec<Fragment> = g.fragments.into_values().collect();
+        for waiter in g.waiters {
+            match waiter {
+                Waiter::Api(reply) => {
+                    let _ = reply.send(fragments.clone());
+                }
+                Waiter::Sync => self.rebuild_synced_body(height, &g.commitment, &fragments),
+            }
+        }
+    }
+
+    fn rebuild_synced_body(
+        &mut self,
+        height: u64,
+        commitment: &FragmentCommitment,
+        fragments: &[Fragment],
+    ) {
+        let Some(front) = self.sync.queue.front_mut() else {
+            return;
+        };
+        if front.header.height != height {
+            return;
+        }
+        match coding::reconstruct(commitment, fragments.to_vec()) {
+            Ok(rebuilt) => {
+                tracing::info!(height, "rebuilt a pruned body from peers' fragments");
+                front.body = Some(rebuilt.body);
+                if let Err(e) = self.feed_sync_queue() {
+                    // Fatal errors surface on the next step that touches the store.
+                    tracing::error!(error = %e, "sync failed");
+                }
+            }
+            Err(CodingError::NotEnoughFragments { found, needed, .. }) => {
+                tracing::warn!(height, found, needed, "not enough fragments yet; retrying");
+                self.sync.queue.clear();
+            }
+            Err(e) => {
+                tracing::warn!(height, error = %e, "cannot rebuild body; retrying");
+                self.sync.queue.clear();
+            }
+        }
+    }
+
+    // ----- periodic work -----
+
+    fn on_tick(&mut self) -> Result<(), NodeError> {
+        self.flush_gossip();
+        self.pump()?;
+        if self.last_pending_check.elapsed() >= Duration::from_millis(50) {
+            self.last_pending_check = Instant::now();
+            self.signal_pending()?;
+        }
+        let expired: Vec<u64> = self
+            .gatherings
+            .iter()
+            .filter(|(_, g)| g.deadline <= Instant::now())
+            .map(|(h, _)| *h)
+            .collect();
+        for height in expired {
+            self.maybe_finish_gathering(height);
+        }
+        Ok(())
+    }
+
+    /// Tells consensus whether transactions are waiting (arms the view-change timer
+    /// while the primary does not propose them).
+    fn signal_pending(&mut self) -> Result<(), NodeError> {
+        let pending = {
+            let shared = lock(&self.shared);
+            self.metrics
+                .mempool_transactions
+                .set(shared.mempool.len() as i64);
+            let ledger = &shared.ledger;
+            !shared
+                .mempool
+                .select(|k| ledger.account(k).nonce, 1, usize::MAX)
+                .is_empty()
+        };
+        if self.pending_sent != Some(pending) {
+            self.pending_sent = Some(pending);
+            self.drive(Input::Pending(pending))?;
+        }
+        Ok(())
+    }
+
+    fn on_slow_tick(&mut self) -> Result<(), NodeError> {
+        self.redial();
+        self.banned.retain(|_, until| *until > Instant::now());
+        // Ask connected validators how far they are; no progress since the last
+        // round while someone is ahead means we fell behind: catch up.
+        let tip = self.chain.tip().height;
+        let peers: Vec<PeerId> = self
+            .info
+            .validator_peers
+            .iter()
+            .filter(|p| self.connected.contains_key(*p))
+            .copied()
+            .collect();
+        for peer in peers {
+            self.send_sync(peer, &SyncRequest::Status, Purpose::Status);
+        }
+        if self.network_height() > tip && self.sync.tip_at_last_round == tip {
+            self.request_blocks();
+        }
+        self.sync.tip_at_last_round = tip;
+        if self.options.byzantine_garbage {
+            self.send_garbage();
+        }
+        self.update_status();
+        Ok(())
+    }
+
+    fn update_status(&mut self) {
+        let mut status = match self.status.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        status.view = self.replica.view().0;
+        status.primary = self.replica.primary().0;
+        status.view_changing = self.replica.status() != mosaic_consensus::Status::Normal;
+        status.peers = self.connected.keys().map(|p| p.to_string()).collect();
+        status.network_height = self.network_height();
+        status.syncing = self.sync.started.is_some();
+    }
+
+    /// Test-only Byzantine behaviour: garbage on every protocol to every peer.
+    fn send_garbage(&mut self) {
+        if self.last_garbage.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        self.last_garbage = Instant::now();
+        let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+        for peer in peers {
+            let junk = vec![0xA5u8; 333];
+            self.swarm
+                .behaviour_mut()
+                .consensus
+                .send_request(&peer, junk.clone());
+            self.swarm.behaviour_mut().sync.send_request(&peer, junk.clone());
+        }
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), vec![0x5Au8; 77]);
+    }
+}
+
+fn message_kind(message: &Message) -> &'static str {
+    match message {
+        Message::PrePrepare { .. } => "pre-prepare",
+        Message::Prepare(_) => "prepare",
+        Message::Commit(_) => "commit",
+        Message::Checkpoint(_) => "checkpoint",
+        Message::ViewChange(_) => "view-change",
+        Message::NewView { .. } => "new-view",
+        Message::FetchPayload { .. } => "fetch-payload",
+        Message::Certified { .. } => "certified",
+        Message::Payload { .. } => "payload",
+    }
+}
