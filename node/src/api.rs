@@ -255,7 +255,10 @@ async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, V
         .filter(|(_, r)| r.is_ok())
         .map(|(tx, _)| tx)
         .collect();
-    state.metrics.transactions_submitted.inc_by(admitted.len() as u64);
+    state
+        .metrics
+        .transactions_submitted
+        .inc_by(admitted.len() as u64);
     if !admitted.is_empty() && state.commands.try_send(Command::Gossip(admitted)).is_err() {
         tracing::warn!("gossip queue busy: admitted transactions stay in this node's mempool");
     }
@@ -299,9 +302,7 @@ async fn submit_batch(State(state): State<ApiState>, body: Body) -> ApiResult {
 
 fn parse_hash(text: &str, what: &str) -> Result<Hash, ApiError> {
     text.parse::<Hash>().map_err(|e| {
-        ApiError::bad_request(format!(
-            "{what} {text:?} is not 64 hex characters: {e}"
-        ))
+        ApiError::bad_request(format!("{what} {text:?} is not 64 hex characters: {e}"))
     })
 }
 
@@ -421,9 +422,9 @@ async fn fragment(
     Path((height, index)): Path<(String, String)>,
 ) -> ApiResult {
     let height = parse_height(&height)?;
-    let index: u32 = index
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("fragment index {index:?} is not an integer")))?;
+    let index: u32 = index.parse().map_err(|_| {
+        ApiError::bad_request(format!("fragment index {index:?} is not an integer"))
+    })?;
     let header = stored_header(&state, height)?;
     let n = header.fragments.params.n();
     if index as usize >= n {
@@ -471,7 +472,11 @@ async fn fragment(
 async fn headers(State(state): State<ApiState>, RawQuery(query): RawQuery) -> ApiResult {
     let mut from = 1u64;
     let mut count = 100u64;
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let number = value.parse::<u64>().map_err(|_| {
             ApiError::bad_request(format!("query parameter {key}={value:?} is not an integer"))

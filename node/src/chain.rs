@@ -96,11 +96,7 @@ impl PayloadCheck for BlockCheck {
             parent: parent.0,
         };
         block
-            .check_structure(
-                &position,
-                self.layout.data_shards,
-                self.layout.total_shards,
-            )
+            .check_structure(&position, self.layout.data_shards, self.layout.total_shards)
             .map_err(|e| e.to_string())?;
         if block.header.proposer as usize >= self.layout.total_shards {
             return Err(format!(
@@ -218,7 +214,9 @@ impl Chain {
         let invalid = |reason: String| ExecuteError::InvalidCommitted { height, reason };
         let block = Block::from_bytes(payload).map_err(|e| invalid(e.to_string()))?;
         if block.header.hash() != digest.0 {
-            return Err(invalid("header hash differs from the certified digest".into()));
+            return Err(invalid(
+                "header hash differs from the certified digest".into(),
+            ));
         }
         let body = body_bytes(&block.txs);
         let encoded = coding::encode(&body, self.layout.data_shards, self.layout.total_shards)
@@ -226,8 +224,11 @@ impl Chain {
         if encoded.commitment() != block.header.fragments {
             return Err(invalid("fragment commitment differs from the body".into()));
         }
-        let own_index =
-            placement::fragment_of(self.validator_index, height, self.layout.total_shards as u16);
+        let own_index = placement::fragment_of(
+            self.validator_index,
+            height,
+            self.layout.total_shards as u16,
+        );
         let own_fragment = encoded
             .fragment(own_index as usize)
             .ok_or_else(|| invalid(format!("no fragment {own_index}")))?;
@@ -258,7 +259,10 @@ impl Chain {
         // once the block is durable.
         let mut scratch = Ledger::from_accounts(verified.iter().flat_map(|tx| {
             let t = tx.transfer();
-            [(t.from, shared.ledger.account(&t.from)), (t.to, shared.ledger.account(&t.to))]
+            [
+                (t.from, shared.ledger.account(&t.from)),
+                (t.to, shared.ledger.account(&t.to)),
+            ]
         }));
         let execution = scratch.apply(&verified);
         let mut applied = 0;

@@ -297,6 +297,11 @@ impl Ledger {
         self.accounts.get(address).copied().unwrap_or_default()
     }
 
+    /// Every non-empty account, in address order.
+    pub fn accounts(&self) -> impl Iterator<Item = (&PublicKey, &Account)> {
+        self.accounts.iter()
+    }
+
     /// Number of non-empty accounts.
     pub fn len(&self) -> usize {
         self.accounts.len()

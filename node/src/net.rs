@@ -294,11 +294,8 @@ impl Behaviour {
 
         let mut kad_config = kad::Config::new(protocol(chain, "kad/1")?);
         kad_config.set_query_timeout(Duration::from_secs(30));
-        let mut kad = kad::Behaviour::with_config(
-            peer_id,
-            kad::store::MemoryStore::new(peer_id),
-            kad_config,
-        );
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
 
         let identify = identify::Behaviour::new(identify::Config::new(

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -74,14 +73,6 @@ pub enum NodeError {
     /// The store failed (fatal: check the disk, then restart).
     #[error("store: {0}")]
     Store(#[from] mosaic_storage::StoreError),
-    /// The store holds another chain.
-    #[error(
-        "the store in {data_dir} holds a chain with another genesis: use a fresh data dir for this genesis"
-    )]
-    WrongChain {
-        /// The data dir.
-        data_dir: PathBuf,
-    },
     /// Network setup failed.
     #[error("network: {0}")]
     Net(#[from] NetError),
@@ -262,23 +253,23 @@ pub async fn start(
         },
     )?);
 
-    // The ledger and the tip, from the store or from genesis.
+    // The ledger and the tip: genesis accounts are written once, then blocks.
     let genesis_hash = genesis.hash();
+    let genesis_accounts: Vec<_> = genesis
+        .ledger()?
+        .accounts()
+        .map(|(k, a)| (*k, *a))
+        .collect();
+    store.initialize(*genesis_hash.as_bytes(), &genesis_accounts)?;
     let tip_height = store.tip()?.unwrap_or(0);
-    let (ledger, tip_hash) = if tip_height == 0 {
-        (genesis.ledger()?, genesis_hash)
-    } else {
-        let first = store.header(1)?;
-        if first.map(|h| h.parent) != Some(genesis_hash) {
-            return Err(NodeError::WrongChain {
-                data_dir: config.data_dir.clone(),
-            });
-        }
-        let header = store
-            .header(tip_height)?
-            .ok_or(mosaic_storage::StoreError::UnknownHeight { height: tip_height })?;
-        (Ledger::from_accounts(store.accounts()?), header.hash())
+    let tip_hash = match tip_height {
+        0 => genesis_hash,
+        h => store
+            .header(h)?
+            .ok_or(mosaic_storage::StoreError::UnknownHeight { height: h })?
+            .hash(),
     };
+    let ledger = Ledger::from_accounts(store.accounts()?);
     let tip = Tip {
         height: tip_height,
         hash: tip_hash,
@@ -299,11 +290,8 @@ pub async fn start(
     }));
 
     // Consensus, restored from the store.
-    let mut consensus_config = ConsensusConfig::new(
-        ReplicaId(index),
-        validators.clone(),
-        Digest(genesis_hash),
-    );
+    let mut consensus_config =
+        ConsensusConfig::new(ReplicaId(index), validators.clone(), Digest(genesis_hash));
     consensus_config.checkpoint_interval = config.consensus.checkpoint_interval;
     consensus_config.window = config.consensus.window;
     consensus_config.view_change_timeout_ticks = config.consensus.view_change_timeout_ms;
@@ -368,12 +356,10 @@ pub async fn start(
             address: address.clone(),
             reason: format!("not a multiaddress: {e}"),
         })?;
-        swarm
-            .listen_on(multiaddr)
-            .map_err(|e| NodeError::Listen {
-                address: address.clone(),
-                reason: e.to_string(),
-            })?;
+        swarm.listen_on(multiaddr).map_err(|e| NodeError::Listen {
+            address: address.clone(),
+            reason: e.to_string(),
+        })?;
     }
     let topic = net::tx_topic(&chain);
     swarm
@@ -520,6 +506,8 @@ struct SyncState {
     tip_at_last_round: u64,
     /// A state transfer asked for by consensus, up to this height.
     wanted_to: u64,
+    /// No block requests before this (after a block that did not go in).
+    backoff_until: Option<Instant>,
     /// When catching up started, and the height then (for the progress line).
     started: Option<(Instant, u64)>,
     last_progress_log: Option<Instant>,
@@ -1004,7 +992,9 @@ impl EventLoop {
                         tracing::info!(validator = i.0, peer = %peer_id, "validator connected");
                     }
                 }
-                self.metrics.peers_connected.set(self.connected.len() as i64);
+                self.metrics
+                    .peers_connected
+                    .set(self.connected.len() as i64);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -1020,7 +1010,9 @@ impl EventLoop {
                 } else {
                     self.connected.insert(peer_id, num_established);
                 }
-                self.metrics.peers_connected.set(self.connected.len() as i64);
+                self.metrics
+                    .peers_connected
+                    .set(self.connected.len() as i64);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
@@ -1129,16 +1121,14 @@ impl EventLoop {
                 }
                 self.gossip_out.extend(txs.into_iter().take(room));
             }
-            Command::Fragments { height, reply } => {
-                match self.store.commitment(height) {
-                    Ok(Some(commitment)) => {
-                        self.gather_fragments(height, commitment, Waiter::Api(reply))
-                    }
-                    _ => {
-                        let _ = reply.send(Vec::new());
-                    }
+            Command::Fragments { height, reply } => match self.store.commitment(height) {
+                Ok(Some(commitment)) => {
+                    self.gather_fragments(height, commitment, Waiter::Api(reply))
                 }
-            }
+                _ => {
+                    let _ = reply.send(Vec::new());
+                }
+            },
         }
     }
 
@@ -1388,8 +1378,12 @@ impl EventLoop {
                 certificate: block.certificate,
             })?;
             if self.chain.tip().height < height {
-                tracing::warn!(height, "synced block was not accepted; retrying");
+                tracing::warn!(
+                    height,
+                    "synced block was not accepted; retrying in a second"
+                );
                 self.sync.queue.clear();
+                self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
                 break;
             }
         }
@@ -1413,6 +1407,9 @@ impl EventLoop {
     fn request_blocks(&mut self) {
         let tip = self.chain.tip().height;
         let target = self.network_height();
+        if self.sync.backoff_until.is_some_and(|t| t > Instant::now()) {
+            return;
+        }
         if self.sync.in_flight || !self.sync.queue.is_empty() || target <= tip {
             if target <= tip && self.sync.started.take().is_some() {
                 tracing::info!(height = tip, "caught up");
@@ -1499,19 +1496,24 @@ impl EventLoop {
             .collect();
         let mut outstanding = 0;
         for peer in peers {
-            if self.send_sync(peer, &SyncRequest::Fragment { height }, Purpose::Fragment {
-                height,
-            }) {
+            if self.send_sync(
+                peer,
+                &SyncRequest::Fragment { height },
+                Purpose::Fragment { height },
+            ) {
                 outstanding += 1;
             }
         }
-        self.gatherings.insert(height, Gathering {
-            commitment,
-            fragments,
-            outstanding,
-            deadline: Instant::now() + FRAGMENT_GATHER_TIMEOUT,
-            waiters: vec![waiter],
-        });
+        self.gatherings.insert(
+            height,
+            Gathering {
+                commitment,
+                fragments,
+                outstanding,
+                deadline: Instant::now() + FRAGMENT_GATHER_TIMEOUT,
+                waiters: vec![waiter],
+            },
+        );
         self.maybe_finish_gathering(height);
     }
 
@@ -1688,7 +1690,10 @@ impl EventLoop {
                 .behaviour_mut()
                 .consensus
                 .send_request(&peer, junk.clone());
-            self.swarm.behaviour_mut().sync.send_request(&peer, junk.clone());
+            self.swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&peer, junk.clone());
         }
         let _ = self
             .swarm

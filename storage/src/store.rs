@@ -155,6 +155,16 @@ pub enum StoreError {
         #[source]
         source: CodingError,
     },
+    /// The store was initialized for another chain.
+    #[error(
+        "the store belongs to genesis {found}, not {expected}: use a fresh data dir for this chain"
+    )]
+    WrongGenesis {
+        /// The genesis id this store was initialized with.
+        found: String,
+        /// The genesis id asked for.
+        expected: String,
+    },
     /// The file was written by an incompatible version.
     #[error(
         "store format {found} is not supported (this build reads format {STORE_FORMAT}); use a matching release or a fresh data dir"
@@ -215,6 +225,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_FORMAT: &str = "format";
 const META_TIP: &str = "tip";
 const META_SAFETY: &str = "safety";
+const META_GENESIS: &str = "genesis";
 
 fn checksum(table: &str, key: &[u8], payload: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut hasher = blake3::Hasher::new();
@@ -346,6 +357,44 @@ impl<S: Schema> Store<S> {
         }
         txn.commit().map_err(StoreError::db)?;
         Ok(store)
+    }
+
+    /// Binds the store to a chain: the first call writes the genesis accounts and
+    /// `genesis_id` in one transaction; later calls only check that `genesis_id`
+    /// matches ([`StoreError::WrongGenesis`] otherwise).
+    pub fn initialize(
+        &self,
+        genesis_id: [u8; 32],
+        accounts: &[(S::AccountKey, S::Account)],
+    ) -> Result<(), StoreError> {
+        if let Some(found) = self.get_meta::<[u8; 32]>(META_GENESIS)? {
+            if found != genesis_id {
+                return Err(StoreError::WrongGenesis {
+                    found: hex::encode(found),
+                    expected: hex::encode(genesis_id),
+                });
+            }
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(StoreError::db)?;
+        {
+            let mut table = txn.open_table(ACCOUNTS).map_err(StoreError::db)?;
+            for (account, value) in accounts {
+                let k = codec::encode(account).map_err(|source| StoreError::Encode {
+                    table: "accounts",
+                    source,
+                })?;
+                let v = seal("accounts", &k, value)?;
+                table
+                    .insert(k.as_slice(), v.as_slice())
+                    .map_err(StoreError::db)?;
+            }
+            let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+            let v = seal("meta", META_GENESIS.as_bytes(), &genesis_id)?;
+            meta.insert(META_GENESIS, v.as_slice())
+                .map_err(StoreError::db)?;
+        }
+        txn.commit().map_err(StoreError::db)
     }
 
     /// The configuration.

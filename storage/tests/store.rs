@@ -55,6 +55,27 @@ fn commits_in_order_and_reads_back_after_reopen() -> TestResult {
 }
 
 #[test]
+fn initialize_writes_genesis_accounts_once_and_refuses_another_genesis() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("store.redb");
+    {
+        let store = Store::<TestSchema>::open(&path, config(0, 100))?;
+        store.initialize([1; 32], &[(7, 70), (8, 80)])?;
+        store.commit_block(block(1, 0))?;
+    }
+    let store = Store::<TestSchema>::open(&path, config(0, 100))?;
+    // A second initialize with the same genesis changes nothing.
+    store.initialize([1; 32], &[(7, 1)])?;
+    assert_eq!(store.account(&7)?, Some(70));
+    assert_eq!(store.account(&8)?, Some(80));
+    assert!(matches!(
+        store.initialize([2; 32], &[]),
+        Err(StoreError::WrongGenesis { .. })
+    ));
+    Ok(())
+}
+
+#[test]
 fn keeps_consensus_payloads_across_reopen_until_pruned() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("store.redb");
@@ -66,7 +87,11 @@ fn keeps_consensus_payloads_across_reopen_until_pruned() -> TestResult {
         store.put_payload(2, &[9; 32], b"another digest at 2")?;
     }
     let store = Store::<TestSchema>::open(&path, config(0, 100))?;
-    let heights: Vec<(u64, u8)> = store.payloads()?.iter().map(|(h, d, _)| (*h, d[0])).collect();
+    let heights: Vec<(u64, u8)> = store
+        .payloads()?
+        .iter()
+        .map(|(h, d, _)| (*h, d[0]))
+        .collect();
     assert_eq!(heights, vec![(1, 1), (2, 2), (2, 9), (3, 3)]);
     assert_eq!(store.payloads()?[3].2, body_for(3));
     store.prune_payloads(2)?;
