@@ -1,0 +1,108 @@
+//! A small blocking client for a node's HTTP API.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The default node: validator 0 of the local testnet.
+pub const DEFAULT_NODE: &str = "http://127.0.0.1:8000";
+
+/// A node's API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for the node at `url` (e.g. `http://127.0.0.1:8000`).
+    pub fn new(url: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Client {
+            base: url.trim_end_matches('/').to_string(),
+            agent,
+        }
+    }
+
+    /// The node's URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn unreachable(&self, e: ureq::Error) -> anyhow::Error {
+        anyhow!(
+            "cannot reach the node at {}: {e}. Is it running? Start a local testnet with testnet/run.sh, or pass --node URL",
+            self.base
+        )
+    }
+
+    fn answer(
+        &self,
+        path: &str,
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> Result<(u16, Value)> {
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| anyhow!("reading the answer to {path} from {}: {e}", self.base))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    }
+
+    /// GET `path`; a non-2xx answer becomes an error with the node's message.
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let (status, value) = self.get_raw(path)?;
+        if !(200..300).contains(&status) {
+            bail!("{}", error_text(status, &value));
+        }
+        Ok(value)
+    }
+
+    /// GET `path`: status and body, whatever the status.
+    pub fn get_raw(&self, path: &str) -> Result<(u16, Value)> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        self.answer(path, response)
+    }
+
+    /// GET `path` as a typed value.
+    pub fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let value = self.get(path)?;
+        serde_json::from_value(value).with_context(|| format!("unexpected answer to {path}"))
+    }
+
+    /// POST JSON: status and body, whatever the status.
+    pub fn post(&self, path: &str, body: &impl Serialize) -> Result<(u16, Value)> {
+        let url = format!("{}{path}", self.base);
+        let bytes = serde_json::to_vec(body)?;
+        let response = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(&bytes[..])
+            .map_err(|e| self.unreachable(e))?;
+        self.answer(path, response)
+    }
+}
+
+/// The node's error message, or the status.
+pub fn error_text(status: u16, value: &Value) -> String {
+    match value.get("error").and_then(Value::as_str) {
+        Some(message) => format!("node answered {status}: {message}"),
+        None => format!("node answered {status}: {value}"),
+    }
+}

@@ -1,0 +1,894 @@
+//! `mosaic`: run validators, manage a local testnet, send transfers, audit chains.
+//!
+//! Exit codes: 0 success, 1 failure (the message says what to do), 2 usage error.
+
+mod audit;
+mod client;
+mod testnet;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use mosaic_crypto::{ChainId, Keypair, PublicKey, keyfile};
+use mosaic_node::config::NodeConfig;
+use mosaic_node::genesis::Genesis;
+use mosaic_node::ledger::Transfer;
+use mosaic_node::service::{self, TestOptions};
+use serde_json::{Value, json};
+
+use client::{Client, DEFAULT_NODE};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "mosaic",
+    version,
+    about = "Mosaic: a Byzantine-fault-tolerant ledger with erasure-coded blocks"
+)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Make and inspect keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Run a validator, or write one validator's files.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// A local testnet: init, up, status, stop, kill, start, restart.
+    #[command(subcommand)]
+    Testnet(TestnetCmd),
+    /// Sign, submit and look up transactions.
+    #[command(subcommand)]
+    Tx(TxCmd),
+    /// An account's balance and next nonce.
+    #[command(after_help = "Example: mosaic account 3b6a27bc...e5f0")]
+    Account {
+        /// The address (public key, 64 hex characters).
+        address: PublicKey,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// A block with its certificate and transactions.
+    #[command(after_help = "Example: mosaic block 12")]
+    Block {
+        /// Height.
+        height: u64,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// Verify chains and rebuild blocks from fragments.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Args, Clone)]
+struct NodeArg {
+    /// The node's HTTP API (default: validator 0 of the local testnet).
+    #[arg(long, env = "MOSAIC_NODE", default_value = DEFAULT_NODE)]
+    node: String,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Generate a key file (mode 0600).
+    #[command(after_help = "Example: mosaic keys new --out alice.key")]
+    New {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the address (public key) of a key file.
+    #[command(after_help = "Example: mosaic keys show alice.key")]
+    Show {
+        /// The key file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Run a validator until Ctrl-C / SIGTERM.
+    #[command(after_help = "Example: mosaic node run --config testnet/data/node0/node.toml")]
+    Run {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Test-only Byzantine behaviour: send garbage on every protocol.
+        #[arg(long, hide = true)]
+        byzantine_garbage: bool,
+    },
+    /// Write a key and a config for one validator into a folder.
+    #[command(
+        after_help = "Example: mosaic node init --dir v0 --genesis genesis.json --listen /ip4/0.0.0.0/tcp/9000 --bootstrap /ip4/10.0.0.2/tcp/9000/p2p/12D3..."
+    )]
+    Init {
+        /// Folder for validator.key and node.toml.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The chain's genesis file.
+        #[arg(long)]
+        genesis: PathBuf,
+        /// libp2p listen address.
+        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/9000")]
+        listen: String,
+        /// HTTP API address.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        api: std::net::SocketAddr,
+        /// Peers to dial at start (repeat).
+        #[arg(long)]
+        bootstrap: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TestnetCmd {
+    /// Write genesis, keys and configs for N = 3f+1 validators.
+    #[command(
+        after_help = "Examples:\n  mosaic testnet init -n 4\n  mosaic testnet init -n 4 --hosts 10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4 --dir deploy"
+    )]
+    Init {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Number of validators (4, 7, 10, ...).
+        #[arg(short = 'n', long, default_value_t = 4)]
+        validators: usize,
+        /// Funded client accounts.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// First HTTP API port (node i uses this + i locally).
+        #[arg(long, default_value_t = 8000)]
+        api_port: u16,
+        /// First libp2p port (node i uses this + i locally).
+        #[arg(long, default_value_t = 9000)]
+        p2p_port: u16,
+        /// One host per validator (comma-separated) for a set across machines.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Chain id.
+        #[arg(long, default_value = "mosaic-testnet")]
+        chain_id: String,
+        /// Data fragments k (default f+1).
+        #[arg(long)]
+        data_shards: Option<u16>,
+        /// Delete an existing testnet in the folder first.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Start every validator; stops them all on Ctrl-C (unless --detach).
+    #[command(after_help = "Example: mosaic testnet up")]
+    Up {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Start the nodes and return.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Height, view and peers of every validator.
+    Status {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Stop validators cleanly (all, or --node I).
+    #[command(after_help = "Example: mosaic testnet stop --node 2")]
+    Stop {
+        #[command(flatten)]
+        dir: DirArg,
+        /// One validator.
+        #[arg(long)]
+        node: Option<usize>,
+    },
+    /// Kill a validator at once (SIGKILL), as a crash would.
+    #[command(after_help = "Example: mosaic testnet kill --node 1")]
+    Kill {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The validator.
+        #[arg(long)]
+        node: usize,
+    },
+    /// Start one stopped validator.
+    #[command(after_help = "Example: mosaic testnet start --node 1")]
+    Start {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The validator.
+        #[arg(long)]
+        node: usize,
+        /// Test-only Byzantine behaviour: send garbage on every protocol.
+        #[arg(long, hide = true)]
+        byzantine_garbage: bool,
+    },
+    /// Stop and start one validator.
+    #[command(after_help = "Example: mosaic testnet restart --node 3")]
+    Restart {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The validator.
+        #[arg(long)]
+        node: usize,
+    },
+}
+
+#[derive(Args, Clone)]
+struct DirArg {
+    /// The testnet folder.
+    #[arg(long, default_value = "testnet/data")]
+    dir: PathBuf,
+}
+
+// Parsed once per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum TxCmd {
+    /// Sign a transfer locally and submit it; prints its hash at once.
+    #[command(
+        after_help = "Example: mosaic tx transfer --key testnet/data/clients/client0.key --to 3b6a...e5f0 --amount 25 --wait"
+    )]
+    Transfer {
+        /// The sender's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Recipient address (public key, 64 hex characters).
+        #[arg(long)]
+        to: PublicKey,
+        /// Amount (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        amount: u64,
+        /// Nonce (default: the account's next nonce, asked from the node).
+        #[arg(long)]
+        nonce: Option<u64>,
+        /// Wait until it is committed or failed.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// Status of a transaction: pending, committed, failed, unknown.
+    #[command(after_help = "Example: mosaic tx status 9f2c...01ab")]
+    Status {
+        /// Transaction hash.
+        hash: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+}
+
+#[derive(Args, Clone)]
+struct SourceArgs {
+    /// Nodes to read from (repeat, or comma-separated).
+    #[arg(long = "node", value_delimiter = ',', conflicts_with = "from_dir")]
+    nodes: Vec<String>,
+    /// An exported folder instead of nodes.
+    #[arg(long = "from-dir")]
+    from_dir: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    fn source(&self) -> audit::Source {
+        match &self.from_dir {
+            Some(dir) => audit::Source::Folder(dir.clone()),
+            None if self.nodes.is_empty() => audit::Source::Nodes(vec![Client::new(DEFAULT_NODE)]),
+            None => audit::Source::Nodes(self.nodes.iter().map(|u| Client::new(u)).collect()),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check a chain from genesis: links, certificates, signatures, state replay.
+    #[command(
+        after_help = "Examples:\n  mosaic audit verify --node http://127.0.0.1:8001\n  mosaic audit verify --from-dir export/"
+    )]
+    Verify {
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+    /// Write genesis, certified headers and fragments to a folder.
+    #[command(
+        after_help = "Example: mosaic audit export --out export/ --node http://127.0.0.1:8000,http://127.0.0.1:8001"
+    )]
+    Export {
+        /// Folder to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+    /// Rebuild a block from any k fragments and check it against its header.
+    #[command(
+        after_help = "Examples:\n  mosaic audit reconstruct --height 5 --node http://127.0.0.1:8002,http://127.0.0.1:8003\n  mosaic audit reconstruct --height 5 --from-dir export/ --out block5.json"
+    )]
+    Reconstruct {
+        /// Height.
+        #[arg(long)]
+        height: u64,
+        /// Output file (default block-<height>.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                println!("{}", json!({ "error": format!("{e:#}") }));
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print(json: bool, value: &Value, text: impl FnOnce() -> String) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Top::Keys(KeysCmd::New { out, force }) => {
+            let key = Keypair::generate()?;
+            keyfile::write_key_file(&out, &key, force)?;
+            let value =
+                json!({ "file": out.display().to_string(), "address": key.public().to_string() });
+            print(json, &value, || {
+                format!("wrote {}\naddress {}", out.display(), key.public())
+            });
+        }
+        Top::Keys(KeysCmd::Show { file }) => {
+            let key = keyfile::read_key_file(&file)?;
+            let value = json!({ "address": key.public().to_string() });
+            print(json, &value, || key.public().to_string());
+        }
+        Top::Node(NodeCmd::Run {
+            config,
+            byzantine_garbage,
+        }) => run_node(&config, byzantine_garbage)?,
+        Top::Node(NodeCmd::Init {
+            dir,
+            genesis,
+            listen,
+            api,
+            bootstrap,
+        }) => {
+            Genesis::read(&genesis)?;
+            std::fs::create_dir_all(&dir)?;
+            let key_path = dir.join("validator.key");
+            let key = Keypair::generate()?;
+            keyfile::write_key_file(&key_path, &key, false)?;
+            let genesis_file = std::fs::canonicalize(&genesis)?;
+            let config = NodeConfig {
+                key_file: PathBuf::from("validator.key"),
+                genesis_file,
+                data_dir: PathBuf::from("data"),
+                listen: vec![listen],
+                api_address: api,
+                bootstrap,
+                mdns: false,
+                batching: Default::default(),
+                consensus: Default::default(),
+                storage: Default::default(),
+                mempool: Default::default(),
+            };
+            config.check().map_err(|e| anyhow!(e))?;
+            let config_path = dir.join("node.toml");
+            if config_path.exists() {
+                bail!("{} exists; not overwriting it", config_path.display());
+            }
+            std::fs::write(&config_path, config.to_toml()?)?;
+            let peer_id = mosaic_node::net::peer_id_of(&key.public())?;
+            let value = json!({
+                "config": config_path.display().to_string(),
+                "public_key": key.public().to_string(),
+                "peer_id": peer_id.to_string(),
+            });
+            print(json, &value, || {
+                format!(
+                    "wrote {} and {}\npublic key {} (add it to the genesis validators)\npeer id {peer_id}",
+                    key_path.display(),
+                    config_path.display(),
+                    key.public()
+                )
+            });
+        }
+        Top::Testnet(cmd) => run_testnet(cmd, json)?,
+        Top::Tx(TxCmd::Transfer {
+            key,
+            to,
+            amount,
+            nonce,
+            wait,
+            timeout,
+            node,
+        }) => transfer(&key, to, amount, nonce, wait, timeout, &node.node, json)?,
+        Top::Tx(TxCmd::Status { hash, node }) => {
+            let value = Client::new(&node.node).get(&format!("/v1/transactions/{hash}"))?;
+            print(json, &value, || describe_status(&value));
+        }
+        Top::Account { address, node } => {
+            let value = Client::new(&node.node).get(&format!("/v1/accounts/{address}"))?;
+            print(json, &value, || {
+                format!(
+                    "address {}\nbalance {}\nnext nonce {}\n(at height {})",
+                    value["address"].as_str().unwrap_or_default(),
+                    value["balance"],
+                    value["nonce"],
+                    value["height"]
+                )
+            });
+        }
+        Top::Block { height, node } => {
+            let value = Client::new(&node.node).get(&format!("/v1/blocks/{height}"))?;
+            print(json, &value, || {
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            });
+        }
+        Top::Audit(AuditCmd::Verify { source }) => {
+            let value = audit::verify(&source.source(), json)?;
+            print(json, &value, || {
+                format!(
+                    "chain {} verified from genesis to height {}: links, certificates, {} transaction signatures and state roots all check",
+                    value["chain_id"].as_str().unwrap_or_default(),
+                    value["height"],
+                    value["transactions"]
+                )
+            });
+        }
+        Top::Audit(AuditCmd::Export { out, source }) => {
+            let value = audit::export(&source.source(), &out, json)?;
+            print(json, &value, || {
+                format!(
+                    "exported {} blocks and {} fragments to {}",
+                    value["blocks"],
+                    value["fragments"],
+                    out.display()
+                )
+            });
+        }
+        Top::Audit(AuditCmd::Reconstruct {
+            height,
+            out,
+            source,
+        }) => {
+            let value = audit::reconstruct(&source.source(), height, out.as_deref())?;
+            print(json, &value, || {
+                let f = &value["fragments"];
+                format!(
+                    "rebuilt block {height} ({} transactions) into {}\ngood fragments {}\nbad {}\nmissing {}",
+                    value["transactions"],
+                    value["written"].as_str().unwrap_or_default(),
+                    f["good"],
+                    f["bad"],
+                    f["missing"]
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+fn describe_status(value: &Value) -> String {
+    let hash = value["hash"].as_str().unwrap_or_default();
+    match value["status"].as_str().unwrap_or_default() {
+        "committed" => format!(
+            "{hash} committed at height {} (index {})",
+            value["height"], value["index"]
+        ),
+        "failed" => format!(
+            "{hash} failed at height {}: {}",
+            value["height"],
+            value["reason"].as_str().unwrap_or_default()
+        ),
+        "pending" => format!("{hash} pending"),
+        _ => format!("{hash} unknown to this node"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn transfer(
+    key_file: &Path,
+    to: PublicKey,
+    amount: u64,
+    nonce: Option<u64>,
+    wait: bool,
+    timeout: u64,
+    url: &str,
+    json: bool,
+) -> Result<()> {
+    let key = keyfile::read_key_file(key_file)?;
+    let client = Client::new(url);
+    let status = client.get("/v1/status")?;
+    let chain = ChainId::new(
+        status["chain_id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("node status has no chain id"))?,
+    )?;
+    let nonce = match nonce {
+        Some(n) => n,
+        None => client.get(&format!("/v1/accounts/{}", key.public()))?["nonce"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("node did not return a nonce"))?,
+    };
+    let tx = Transfer {
+        chain,
+        from: key.public(),
+        to,
+        amount,
+        nonce,
+    }
+    .sign(&key);
+    let hash = tx.hash().to_string();
+    let (code, answer) = client.post("/v1/transactions", &tx)?;
+    if code != 202 {
+        bail!("{}", client::error_text(code, &answer));
+    }
+    if !json {
+        println!("{hash}");
+    }
+    if !wait {
+        if json {
+            println!(
+                "{}",
+                json!({ "hash": hash, "status": "pending", "nonce": nonce })
+            );
+        }
+        return Ok(());
+    }
+    let start = Instant::now();
+    loop {
+        let value = client.get(&format!("/v1/transactions/{hash}"))?;
+        match value["status"].as_str() {
+            Some("committed") => {
+                print(json, &value, || {
+                    format!("committed at height {}", value["height"])
+                });
+                return Ok(());
+            }
+            Some("failed") => {
+                if json {
+                    println!("{value}");
+                }
+                bail!(
+                    "transaction failed at height {}: {}",
+                    value["height"],
+                    value["reason"].as_str().unwrap_or_default()
+                );
+            }
+            _ => {}
+        }
+        if start.elapsed() > Duration::from_secs(timeout) {
+            bail!(
+                "not committed within {timeout} s; it may still commit: check with `mosaic tx status {hash} --node {url}`"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run_node(config_path: &Path, byzantine_garbage: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn")),
+        )
+        .init();
+    let config = NodeConfig::read(config_path)?;
+    let genesis = Genesis::read(&config.genesis_file)?;
+    let key = keyfile::read_key_file(&config.key_file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let node = service::start(config, genesis, key, TestOptions { byzantine_garbage }).await?;
+        let stop = node.shutdown_signal();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping on signal");
+            let _ = stop.send(true);
+        });
+        node.wait().await?;
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
+    match cmd {
+        TestnetCmd::Init {
+            dir,
+            validators,
+            clients,
+            api_port,
+            p2p_port,
+            hosts,
+            chain_id,
+            data_shards,
+            fresh,
+        } => {
+            let dir = dir.dir;
+            if fresh && dir.exists() {
+                for i in 0..64 {
+                    testnet::stop_node(&dir, i, Duration::from_secs(10));
+                }
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot remove {}", dir.display()))?;
+            }
+            let file = testnet::init(
+                &dir,
+                &testnet::InitOptions {
+                    validators,
+                    clients,
+                    api_port,
+                    p2p_port,
+                    hosts,
+                    chain_id,
+                    data_shards,
+                },
+            )?;
+            let value = serde_json::to_value(&file)?;
+            print(json, &value, || {
+                format!(
+                    "wrote a {}-validator testnet to {} (chain {})",
+                    file.nodes.len(),
+                    dir.display(),
+                    file.chain_id
+                )
+            });
+        }
+        TestnetCmd::Up { dir, detach } => up(&dir.dir, detach, json)?,
+        TestnetCmd::Status { dir } => {
+            let file = testnet::read(&dir.dir)?;
+            let mut rows = Vec::new();
+            for node in &file.nodes {
+                let running = testnet::running_pid(&dir.dir, node.index);
+                let status = Client::new(&node.api).get("/v1/status").ok();
+                rows.push(json!({
+                    "index": node.index,
+                    "api": node.api,
+                    "pid": running,
+                    "height": status.as_ref().map(|s| s["height"].clone()),
+                    "view": status.as_ref().map(|s| s["view"].clone()),
+                    "peers": status.as_ref().map(|s| s["connected_peers"].clone()),
+                }));
+            }
+            let value = json!({ "nodes": rows });
+            print(json, &value, || {
+                let mut out = format!(
+                    "{:<5} {:<24} {:<8} {:<8} {:<6} {}",
+                    "node", "api", "pid", "height", "view", "peers"
+                );
+                for r in &rows {
+                    let show = |v: &Value| {
+                        if v.is_null() {
+                            "-".to_string()
+                        } else {
+                            v.to_string()
+                        }
+                    };
+                    out += &format!(
+                        "\n{:<5} {:<24} {:<8} {:<8} {:<6} {}",
+                        r["index"].to_string(),
+                        r["api"].as_str().unwrap_or_default(),
+                        show(&r["pid"]),
+                        show(&r["height"]),
+                        show(&r["view"]),
+                        show(&r["peers"])
+                    );
+                }
+                out
+            });
+        }
+        TestnetCmd::Stop { dir, node } => {
+            let file = testnet::read(&dir.dir)?;
+            let targets: Vec<usize> = match node {
+                Some(i) => vec![check_index(&file, i)?],
+                None => (0..file.nodes.len()).collect(),
+            };
+            let stopped: Vec<usize> = targets
+                .into_iter()
+                .filter(|i| testnet::stop_node(&dir.dir, *i, Duration::from_secs(15)))
+                .collect();
+            print(json, &json!({ "stopped": stopped }), || {
+                format!("stopped {stopped:?}")
+            });
+        }
+        TestnetCmd::Kill { dir, node } => {
+            let file = testnet::read(&dir.dir)?;
+            let i = check_index(&file, node)?;
+            if !testnet::kill_node(&dir.dir, i) {
+                bail!("node {i} is not running");
+            }
+            print(json, &json!({ "killed": i }), || format!("killed node {i}"));
+        }
+        TestnetCmd::Start {
+            dir,
+            node,
+            byzantine_garbage,
+        } => {
+            let file = testnet::read(&dir.dir)?;
+            let i = check_index(&file, node)?;
+            let extra = if byzantine_garbage {
+                vec!["--byzantine-garbage".to_string()]
+            } else {
+                Vec::new()
+            };
+            testnet::start_node(&dir.dir, i, &extra)?;
+            testnet::wait_ready(&file.nodes[i], Duration::from_secs(60))?;
+            print(json, &json!({ "started": i }), || {
+                format!("started node {i}")
+            });
+        }
+        TestnetCmd::Restart { dir, node } => {
+            let file = testnet::read(&dir.dir)?;
+            let i = check_index(&file, node)?;
+            testnet::stop_node(&dir.dir, i, Duration::from_secs(15));
+            testnet::start_node(&dir.dir, i, &[])?;
+            testnet::wait_ready(&file.nodes[i], Duration::from_secs(60))?;
+            print(json, &json!({ "restarted": i }), || {
+                format!("restarted node {i}")
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_index(file: &testnet::TestnetFile, i: usize) -> Result<usize> {
+    if i >= file.nodes.len() {
+        bail!(
+            "--node {i}: this testnet has validators 0..{}",
+            file.nodes.len() - 1
+        );
+    }
+    Ok(i)
+}
+
+fn up(dir: &Path, detach: bool, json: bool) -> Result<()> {
+    let file = testnet::read(dir)?;
+    if !file.local {
+        bail!(
+            "this testnet was made for several hosts (--hosts): copy node<i>/ and genesis.json to each host and run `mosaic node run --config node.toml` there (docs/DEPLOY.md)"
+        );
+    }
+    let mut children = Vec::new();
+    for node in &file.nodes {
+        match testnet::running_pid(dir, node.index) {
+            Some(_) => {}
+            None => children.push((node.index, testnet::start_node(dir, node.index, &[])?)),
+        }
+    }
+    for node in &file.nodes {
+        testnet::wait_ready(node, Duration::from_secs(60))?;
+    }
+    let client = testnet::client_key_path(dir, 0);
+    let recipient = keyfile::read_key_file(&testnet::client_key_path(dir, 1))
+        .map(|k| k.public().to_string())
+        .unwrap_or_else(|_| "<address>".into());
+    let rows: Vec<Value> = file
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "index": n.index,
+                "api": n.api,
+                "p2p": n.p2p,
+                "peer_id": n.peer_id,
+                "log": testnet::log_path(dir, n.index).display().to_string(),
+            })
+        })
+        .collect();
+    let example = format!(
+        "mosaic tx transfer --key {} --to {recipient} --amount 10 --wait",
+        client.display()
+    );
+    let value = json!({ "nodes": rows, "example": example });
+    print(json, &value, || {
+        let mut out = format!(
+            "testnet {} is up ({} validators)\n{:<5} {:<24} {:<28} {:<54} {}",
+            file.chain_id,
+            file.nodes.len(),
+            "node",
+            "api",
+            "p2p",
+            "peer id",
+            "log"
+        );
+        for n in &file.nodes {
+            out += &format!(
+                "\n{:<5} {:<24} {:<28} {:<54} {}",
+                n.index,
+                n.api,
+                n.p2p,
+                n.peer_id,
+                testnet::log_path(dir, n.index).display()
+            );
+        }
+        out += &format!("\n\nSend a transfer:\n  {example}\n");
+        if !detach {
+            out += "Ctrl-C stops every node.";
+        }
+        out
+    });
+    if detach {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = wait_for_signal() => break,
+                _ = check.tick() => {
+                    for (i, child) in children.iter_mut() {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            eprintln!("node {i} exited ({status}); see {}", testnet::log_path(dir, *i).display());
+                        }
+                    }
+                }
+            }
+        }
+    });
+    eprintln!("stopping every node...");
+    for node in &file.nodes {
+        testnet::stop_node(dir, node.index, Duration::from_secs(15));
+    }
+    for (_, child) in children.iter_mut() {
+        let _ = child.wait();
+    }
+    eprintln!("stopped");
+    Ok(())
+}
