@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -148,6 +149,12 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async {
             ApiError::not_found("no such endpoint: see the API table in node/src/api.rs")
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed here: see the API table in node/src/api.rs",
+            )
+        })
         .with_state(state)
 }
 
@@ -204,13 +211,19 @@ async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
     to_bytes(body, REQUEST_BYTES_MAX)
         .await
         .map(|b| b.to_vec())
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body exceeds {REQUEST_BYTES_MAX} bytes: split the batch into smaller ones"
-                ),
-            )
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body exceeds {REQUEST_BYTES_MAX} bytes: split the batch into smaller ones"
+                    ),
+                )
+            } else {
+                ApiError::bad_request(format!("cannot read the request body: {e}"))
+            }
         })
 }
 
@@ -300,6 +313,12 @@ async fn submit_batch(State(state): State<ApiState>, body: Body) -> ApiResult {
     Ok(ok(json!({ "accepted": accepted, "results": results })))
 }
 
+/// A path parameter, or a JSON 400 saying why it could not be read.
+fn path_arg<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    path.map(|Path(value)| value)
+        .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))
+}
+
 fn parse_hash(text: &str, what: &str) -> Result<Hash, ApiError> {
     text.parse::<Hash>().map_err(|e| {
         ApiError::bad_request(format!("{what} {text:?} is not 64 hex characters: {e}"))
@@ -312,7 +331,11 @@ fn parse_height(text: &str) -> Result<u64, ApiError> {
     })
 }
 
-async fn transaction(State(state): State<ApiState>, Path(hash): Path<String>) -> ApiResult {
+async fn transaction(
+    State(state): State<ApiState>,
+    hash: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let hash = path_arg(hash)?;
     let id = parse_hash(&hash, "transaction hash")?;
     if lock(&state.shared).mempool.contains(&id) {
         return Ok(ok(json!({ "hash": id.to_string(), "status": "pending" })));
@@ -335,7 +358,11 @@ async fn transaction(State(state): State<ApiState>, Path(hash): Path<String>) ->
     }))
 }
 
-async fn account(State(state): State<ApiState>, Path(address): Path<String>) -> ApiResult {
+async fn account(
+    State(state): State<ApiState>,
+    address: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let address = path_arg(address)?;
     let key: PublicKey = address.parse().map_err(|e| {
         ApiError::bad_request(format!(
             "address {address:?} is not a public key (64 hex characters): {e}"
@@ -366,7 +393,11 @@ fn stored_header(state: &ApiState, height: u64) -> Result<BlockHeader, ApiError>
         })
 }
 
-async fn block(State(state): State<ApiState>, Path(height): Path<String>) -> ApiResult {
+async fn block(
+    State(state): State<ApiState>,
+    height: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let height = path_arg(height)?;
     let height = parse_height(&height)?;
     let header = stored_header(&state, height)?;
     let certificate = state
@@ -394,11 +425,12 @@ async fn block(State(state): State<ApiState>, Path(height): Path<String>) -> Api
             let rebuilt = state
                 .store
                 .body_or_rebuild(height, |i| fragments.iter().find(|f| f.index == i).cloned())
-                .map_err(|e| {
-                    ApiError::new(
+                .map_err(|e| match e {
+                    mosaic_storage::StoreError::Rebuild { .. } => ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!("body of block {height} is pruned here and {e}; retry when more validators are up"),
-                    )
+                    ),
+                    other => ApiError::internal(other.to_string()),
                 })?;
             let rejected: Vec<String> = rebuilt.rejected.iter().map(ToString::to_string).collect();
             (rebuilt.body, true, rejected)
@@ -419,8 +451,9 @@ async fn block(State(state): State<ApiState>, Path(height): Path<String>) -> Api
 
 async fn fragment(
     State(state): State<ApiState>,
-    Path((height, index)): Path<(String, String)>,
+    params: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
+    let (height, index) = path_arg(params)?;
     let height = parse_height(&height)?;
     let index: u32 = index.parse().map_err(|_| {
         ApiError::bad_request(format!("fragment index {index:?} is not an integer"))

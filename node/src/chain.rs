@@ -281,8 +281,6 @@ impl Chain {
             ));
         }
         let changes: Vec<_> = execution.changes.into_iter().collect();
-        shared.ledger.update(&changes);
-        let state_root = shared.ledger.state_root();
         self.store.commit_block(CommittedBlock {
             height,
             header: block.header.clone(),
@@ -290,9 +288,11 @@ impl Chain {
             commitment: block.header.fragments,
             body,
             own_fragment,
-            account_changes: changes,
+            account_changes: changes.clone(),
             tx_records,
         })?;
+        shared.ledger.update(&changes);
+        let state_root = shared.ledger.state_root();
         shared.tip = Tip {
             height,
             hash: digest.0,

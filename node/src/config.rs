@@ -254,6 +254,14 @@ impl NodeConfig {
                     .into(),
             );
         }
+        if c.view_change_timeout_max_ms > 3_600_000 {
+            return Err(
+                "consensus.view_change_timeout_max_ms must be at most 3600000 (1 hour)".into(),
+            );
+        }
+        if c.window > 4_096 {
+            return Err("consensus.window must be at most 4096".into());
+        }
         if self.batching.txs_max == 0 || self.batching.bytes_max == 0 {
             return Err("batching.txs_max and batching.bytes_max must be at least 1".into());
         }

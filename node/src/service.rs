@@ -42,8 +42,10 @@ use crate::schema::{NodeStore, PersistedConsensus};
 const MISBEHAVIOUR_BAN_POINTS: u32 = 20;
 /// How long a banned peer stays banned.
 const BAN_DURATION: Duration = Duration::from_secs(60);
-/// Held PRE-PREPAREs (waiting for their parent to execute), in total.
-const HELD_PRE_PREPARES_MAX: usize = 256;
+/// Held PRE-PREPAREs (waiting for their parent to execute) per sender.
+const HELD_PER_SENDER_MAX: usize = 64;
+/// Payload bytes of held PRE-PREPAREs.
+const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Transactions waiting to be gossiped, at most.
 const GOSSIP_QUEUE_MAX: usize = 200_000;
 /// How long to wait for fragments from peers.
@@ -446,6 +448,7 @@ pub async fn start(
         inbox: VecDeque::new(),
         timers: BTreeMap::new(),
         held: BTreeMap::new(),
+        held_bytes: 0,
         wanted: None,
         batch_ready_since: None,
         pending_sent: None,
@@ -464,6 +467,7 @@ pub async fn start(
         options,
         last_garbage: Instant::now(),
         last_pending_check: Instant::now(),
+        fatal: None,
     };
     for address in &config.bootstrap {
         node.add_bootstrap(address);
@@ -490,7 +494,7 @@ pub async fn start(
 #[derive(Debug, Clone, Copy)]
 enum Purpose {
     Status,
-    Blocks,
+    Blocks { from: u64 },
     Fragment { height: u64 },
 }
 
@@ -546,6 +550,7 @@ struct EventLoop {
     timers: BTreeMap<Timer, Instant>,
     /// PRE-PREPAREs whose parent is not executed here yet, by (seq, sender).
     held: BTreeMap<(SeqNum, ReplicaId), Message>,
+    held_bytes: usize,
     /// The proposal consensus asked for.
     wanted: Option<(SeqNum, Digest)>,
     batch_ready_since: Option<Instant>,
@@ -567,6 +572,8 @@ struct EventLoop {
     options: TestOptions,
     last_garbage: Instant,
     last_pending_check: Instant,
+    /// A fatal error raised where it could not be returned; the next tick stops.
+    fatal: Option<NodeError>,
 }
 
 impl EventLoop {
@@ -745,6 +752,9 @@ impl EventLoop {
             .collect();
         for key in ready {
             if let Some(message) = self.held.remove(&key) {
+                if let Message::PrePrepare { payload, .. } = &message {
+                    self.held_bytes = self.held_bytes.saturating_sub(payload.len());
+                }
                 self.inbox.push_back(Input::Message {
                     from: key.1,
                     message,
@@ -873,14 +883,26 @@ impl EventLoop {
             }
         };
         self.metrics.message_in(message_kind(&message));
-        if let Message::PrePrepare { pre_prepare, .. } = &message {
+        if let Message::PrePrepare {
+            pre_prepare,
+            payload,
+        } = &message
+        {
             let seq = pre_prepare.body.seq;
             let tip = self.chain.tip().height;
             if seq.0 > tip + 1 {
-                // Its header names the state after seq - 1: wait until that is executed.
-                if seq.0 <= tip + 1 + self.config.consensus.window
-                    && self.held.len() < HELD_PRE_PREPARES_MAX
-                {
+                // Its header names the state after seq - 1: hold it until that is
+                // executed. Only what the view's primary signed, within the window
+                // and the byte budget, is held.
+                let from_primary = self.info.validators.primary(pre_prepare.body.view) == from;
+                let held_from = self.held.keys().filter(|(_, r)| *r == from).count();
+                let fits = seq.0 <= tip + 1 + self.config.consensus.window
+                    && held_from < HELD_PER_SENDER_MAX
+                    && self.held_bytes + payload.len() <= HELD_BYTES_MAX;
+                if !from_primary || pre_prepare.verify(&self.info.validators).is_err() {
+                    self.misbehaved(peer, "pre-prepare-forged", 5);
+                } else if fits {
+                    self.held_bytes += payload.len();
                     self.held.insert((seq, from), message);
                 } else {
                     self.metrics.rejected("pre-prepare-too-far-ahead", 1);
@@ -940,6 +962,9 @@ impl EventLoop {
     }
 
     fn learn_address(&mut self, peer: PeerId, address: Multiaddr) {
+        if self.validator_index(&peer).is_none() {
+            return;
+        }
         if address.iter().any(|p| {
             matches!(p, Protocol::Ip4(ip) if ip.is_unspecified())
                 || matches!(p, Protocol::Ip6(ip) if ip.is_unspecified())
@@ -1123,7 +1148,9 @@ impl EventLoop {
             }
             Command::Fragments { height, reply } => match self.store.commitment(height) {
                 Ok(Some(commitment)) => {
-                    self.gather_fragments(height, commitment, Waiter::Api(reply))
+                    if let Err(e) = self.gather_fragments(height, commitment, Waiter::Api(reply)) {
+                        self.fatal = Some(e);
+                    }
                 }
                 _ => {
                     let _ = reply.send(Vec::new());
@@ -1229,8 +1256,17 @@ impl EventLoop {
     fn sync_request_failed(&mut self, purpose: Purpose) {
         match purpose {
             Purpose::Status => {}
-            Purpose::Blocks => self.sync.in_flight = false,
-            Purpose::Fragment { height } => self.fragment_arrived(height, None),
+            Purpose::Blocks { .. } => {
+                self.sync.in_flight = false;
+                self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
+            }
+            Purpose::Fragment { height } => {
+                // A failed request is only one missing fragment; fatal errors of the
+                // rebuild that may follow surface through the next sync response.
+                if let Err(e) = self.fragment_arrived(height, None) {
+                    self.fatal = Some(e);
+                }
+            }
         }
     }
 
@@ -1244,7 +1280,15 @@ impl EventLoop {
             Ok(SyncRequest::Status) => SyncResponse::Status {
                 height: self.chain.tip().height,
             },
-            Ok(SyncRequest::Blocks { from, count }) => self.blocks_for(from, count),
+            Ok(SyncRequest::Blocks { from, count }) => {
+                if self.validator_index(&peer).is_some() {
+                    self.blocks_for(from, count)
+                } else {
+                    SyncResponse::Error(
+                        "blocks are served to validators; clients use the HTTP API".into(),
+                    )
+                }
+            }
             Ok(SyncRequest::Fragment { height }) => match self.store.own_fragment(height) {
                 Ok(fragment) => {
                     if fragment.is_some() {
@@ -1299,11 +1343,15 @@ impl EventLoop {
             (Purpose::Status, SyncResponse::Status { height }) => {
                 self.peer_heights.insert(peer, height);
             }
-            (Purpose::Blocks, SyncResponse::Blocks(blocks)) => {
+            (Purpose::Blocks { from }, SyncResponse::Blocks(blocks)) => {
                 self.sync.in_flight = false;
-                let next = self.chain.tip().height + 1 + self.sync.queue.len() as u64;
+                if blocks.is_empty() {
+                    // The peer has nothing past `from` after all: ask again later.
+                    self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
+                    self.peer_heights.remove(&peer);
+                }
                 for (i, block) in blocks.into_iter().enumerate() {
-                    let height = next + i as u64;
+                    let height = from + i as u64;
                     let certificate = &block.certificate;
                     let good = block.header.height == height
                         && certificate.seq.0 == height
@@ -1313,12 +1361,18 @@ impl EventLoop {
                         self.misbehaved(peer, "sync-bad-block", 10);
                         break;
                     }
-                    self.sync.queue.push_back(block);
+                    // Blocks that consensus delivered meanwhile are skipped.
+                    let expected = self.chain.tip().height + 1 + self.sync.queue.len() as u64;
+                    match height.cmp(&expected) {
+                        std::cmp::Ordering::Less => {}
+                        std::cmp::Ordering::Equal => self.sync.queue.push_back(block),
+                        std::cmp::Ordering::Greater => break,
+                    }
                 }
                 self.feed_sync_queue()?;
             }
             (Purpose::Fragment { height }, SyncResponse::Fragment(fragment)) => {
-                self.fragment_arrived(height, fragment.map(|f| (peer, f)));
+                self.fragment_arrived(height, fragment.map(|f| (peer, f)))?;
             }
             (purpose, SyncResponse::Error(reason)) => {
                 tracing::debug!(%peer, reason, "peer could not serve sync request");
@@ -1352,7 +1406,7 @@ impl EventLoop {
                 None => {
                     let commitment = block.header.fragments;
                     if !self.gatherings.contains_key(&height) {
-                        self.gather_fragments(height, commitment, Waiter::Sync);
+                        self.gather_fragments(height, commitment, Waiter::Sync)?;
                     }
                     return Ok(());
                 }
@@ -1394,11 +1448,15 @@ impl EventLoop {
         Ok(())
     }
 
+    /// The height at least one honest validator reached: the (f+1)-th highest
+    /// reported (a Byzantine peer cannot inflate it), or what consensus proved.
     fn network_height(&self) -> u64 {
-        self.peer_heights
-            .values()
+        let mut heights: Vec<u64> = self.peer_heights.values().copied().collect();
+        heights.sort_unstable_by(|a, b| b.cmp(a));
+        let f = (self.info.validator_peers.len() - 1) / 3;
+        heights
+            .get(f)
             .copied()
-            .max()
             .unwrap_or(0)
             .max(self.sync.wanted_to)
     }
@@ -1440,7 +1498,7 @@ impl EventLoop {
             from: tip + 1,
             count: SYNC_BLOCKS_MAX,
         };
-        self.sync.in_flight = self.send_sync(peer, &request, Purpose::Blocks);
+        self.sync.in_flight = self.send_sync(peer, &request, Purpose::Blocks { from: tip + 1 });
     }
 
     fn log_sync_progress(&mut self) {
@@ -1472,16 +1530,28 @@ impl EventLoop {
         );
     }
 
-    fn gather_fragments(&mut self, height: u64, commitment: FragmentCommitment, waiter: Waiter) {
+    fn gather_fragments(
+        &mut self,
+        height: u64,
+        commitment: FragmentCommitment,
+        waiter: Waiter,
+    ) -> Result<(), NodeError> {
         if let Some(g) = self.gatherings.get_mut(&height) {
             g.waiters.push(waiter);
-            return;
+            return Ok(());
         }
         if self.gatherings.len() >= GATHERINGS_MAX {
-            if let Waiter::Api(reply) = waiter {
-                let _ = reply.send(Vec::new());
+            match waiter {
+                Waiter::Api(reply) => {
+                    let _ = reply.send(Vec::new());
+                }
+                Waiter::Sync => {
+                    // Try again shortly rather than leave the queue stuck.
+                    self.sync.queue.clear();
+                    self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
+                }
             }
-            return;
+            return Ok(());
         }
         let mut fragments = BTreeMap::new();
         if let Ok(Some(own)) = self.store.own_fragment(height) {
@@ -1514,10 +1584,14 @@ impl EventLoop {
                 waiters: vec![waiter],
             },
         );
-        self.maybe_finish_gathering(height);
+        self.maybe_finish_gathering(height)
     }
 
-    fn fragment_arrived(&mut self, height: u64, fragment: Option<(PeerId, Fragment)>) {
+    fn fragment_arrived(
+        &mut self,
+        height: u64,
+        fragment: Option<(PeerId, Fragment)>,
+    ) -> Result<(), NodeError> {
         let mut bad_peer = None;
         if let Some(g) = self.gatherings.get_mut(&height) {
             g.outstanding = g.outstanding.saturating_sub(1);
@@ -1537,20 +1611,20 @@ impl EventLoop {
         if let Some(peer) = bad_peer {
             self.misbehaved(peer, "bad-fragment", 10);
         }
-        self.maybe_finish_gathering(height);
+        self.maybe_finish_gathering(height)
     }
 
-    fn maybe_finish_gathering(&mut self, height: u64) {
+    fn maybe_finish_gathering(&mut self, height: u64) -> Result<(), NodeError> {
         let done = self.gatherings.get(&height).is_some_and(|g| {
             g.fragments.len() >= g.commitment.params.k()
                 || g.outstanding == 0
                 || g.deadline <= Instant::now()
         });
         if !done {
-            return;
+            return Ok(());
         }
         let Some(g) = self.gatherings.remove(&height) else {
-            return;
+            return Ok(());
         };
         let fragments: Vec<Fragment> = g.fragments.into_values().collect();
         for waiter in g.waiters {
@@ -1558,9 +1632,10 @@ impl EventLoop {
                 Waiter::Api(reply) => {
                     let _ = reply.send(fragments.clone());
                 }
-                Waiter::Sync => self.rebuild_synced_body(height, &g.commitment, &fragments),
+                Waiter::Sync => self.rebuild_synced_body(height, &g.commitment, &fragments)?,
             }
         }
+        Ok(())
     }
 
     fn rebuild_synced_body(
@@ -1568,21 +1643,18 @@ impl EventLoop {
         height: u64,
         commitment: &FragmentCommitment,
         fragments: &[Fragment],
-    ) {
+    ) -> Result<(), NodeError> {
         let Some(front) = self.sync.queue.front_mut() else {
-            return;
+            return Ok(());
         };
         if front.header.height != height {
-            return;
+            return Ok(());
         }
         match coding::reconstruct(commitment, fragments.to_vec()) {
             Ok(rebuilt) => {
                 tracing::info!(height, "rebuilt a pruned body from peers' fragments");
                 front.body = Some(rebuilt.body);
-                if let Err(e) = self.feed_sync_queue() {
-                    // Fatal errors surface on the next step that touches the store.
-                    tracing::error!(error = %e, "sync failed");
-                }
+                self.feed_sync_queue()?;
             }
             Err(CodingError::NotEnoughFragments { found, needed, .. }) => {
                 tracing::warn!(height, found, needed, "not enough fragments yet; retrying");
@@ -1593,6 +1665,7 @@ impl EventLoop {
                 self.sync.queue.clear();
             }
         }
+        Ok(())
     }
 
     // ----- periodic work -----
@@ -1611,7 +1684,10 @@ impl EventLoop {
             .map(|(h, _)| *h)
             .collect();
         for height in expired {
-            self.maybe_finish_gathering(height);
+            self.maybe_finish_gathering(height)?;
+        }
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
         }
         Ok(())
     }
@@ -1640,6 +1716,11 @@ impl EventLoop {
     fn on_slow_tick(&mut self) -> Result<(), NodeError> {
         self.redial();
         self.banned.retain(|_, until| *until > Instant::now());
+        // Points fade: only sustained misbehaviour leads to a ban.
+        self.misbehaviour.retain(|_, points| {
+            *points = points.saturating_sub(1);
+            *points > 0
+        });
         // Ask connected validators how far they are; no progress since the last
         // round while someone is ahead means we fell behind: catch up.
         let tip = self.chain.tip().height;

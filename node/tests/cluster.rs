@@ -165,6 +165,8 @@ async fn garbage_on_every_endpoint_gets_a_json_4xx() {
         ("/v1/headers?from=x", 400),
         ("/v1/headers?bogus=1", 400),
         ("/nope", 404),
+        ("/v1/transactions", 405),
+        ("/v1/accounts/%FF", 400),
     ] {
         let (status, answer) = get(format!("{url}{path}")).await;
         assert_eq!(status, expected, "{path}: {answer}");
