@@ -1,2 +1,3 @@
-//! The local testnet and its end-to-end tests of real processes on 127.0.0.1.
-//! Being built: see the project's issues.
+//! End-to-end tests of the `mosaic` binary: real validator processes on 127.0.0.1,
+//! driven through the CLI exactly as operators, clients and auditors use it (see
+//! `tests/e2e.rs`). `run.sh` in this folder starts a local testnet for operators.

@@ -1,0 +1,381 @@
+//! Real `mosaic` processes on 127.0.0.1, driven through the CLI.
+//!
+//! The binary is the one `cargo nextest run --workspace` builds beside this test
+//! (target/<profile>/mosaic), or `MOSAIC_BIN`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOSAIC_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/mosaic
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("mosaic");
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build -p mosaic-cli` or set MOSAIC_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A base port with `count` free consecutive ports after it (API and p2p ranges).
+fn free_ports(count: u16) -> u16 {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    for attempt in 0..200u64 {
+        let base =
+            20_000 + ((seed.wrapping_mul(7919).wrapping_add(attempt * 104_729)) % 40_000) as u16;
+        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free port range found");
+}
+
+struct Testnet {
+    dir: tempfile::TempDir,
+    api_port: u16,
+}
+
+impl Testnet {
+    /// Creates and starts an n-validator testnet.
+    fn up(n: usize) -> Testnet {
+        let base = free_ports(2 * n as u16);
+        let dir = tempfile::tempdir().unwrap();
+        let testnet = Testnet {
+            dir,
+            api_port: base,
+        };
+        let out = testnet.mosaic(&[
+            "testnet",
+            "init",
+            "-n",
+            &n.to_string(),
+            "--api-port",
+            &base.to_string(),
+            "--p2p-port",
+            &(base + n as u16).to_string(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = testnet.mosaic(&["testnet", "up", "--detach"]);
+        assert!(out.status.success(), "{}", text(&out));
+        testnet
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.api_port + i as u16)
+    }
+
+    /// Runs `mosaic ARGS` (testnet commands get --dir).
+    fn mosaic(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(binary());
+        command.args(args);
+        if args.first() == Some(&"testnet") {
+            command.arg("--dir").arg(self.data());
+        }
+        command.env_remove("MOSAIC_NODE").output().unwrap()
+    }
+
+    /// Runs a command with --json and parses its output.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        let out = self.mosaic(&with_json);
+        assert!(out.status.success(), "mosaic {args:?}: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    }
+
+    fn client_key(&self, j: usize) -> String {
+        self.data()
+            .join(format!("clients/client{j}.key"))
+            .display()
+            .to_string()
+    }
+
+    fn address(&self, j: usize) -> String {
+        self.json(&["keys", "show", &self.client_key(j)])["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn balance(&self, node: usize, address: &str) -> Option<u64> {
+        let out = self.mosaic(&["account", address, "--node", &self.url(node), "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let value: Value = serde_json::from_slice(&out.stdout).ok()?;
+        value["balance"].as_u64()
+    }
+
+    fn height(&self, node: usize) -> Option<u64> {
+        self.json(&["testnet", "status"])["nodes"][node]["height"].as_u64()
+    }
+
+    /// Sends a transfer through node `via` and waits for its commit.
+    fn transfer(&self, from: usize, to: &str, amount: u64, via: usize) -> Value {
+        self.json(&[
+            "tx",
+            "transfer",
+            "--key",
+            &self.client_key(from),
+            "--to",
+            to,
+            "--amount",
+            &amount.to_string(),
+            "--wait",
+            "--timeout",
+            "60",
+            "--node",
+            &self.url(via),
+        ])
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        let _ = self.mosaic(&["testnet", "stop"]);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < LIMIT {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {LIMIT:?} waiting for {what}");
+}
+
+fn tamper_json(path: &Path, edit: impl FnOnce(&mut Value)) {
+    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(path, serde_json::to_string(&value).unwrap()).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn four_validators_commit_everywhere_audits_pass_and_tampering_is_named() {
+    let net = Testnet::up(4);
+    let recipient = net.address(7);
+    for (i, amount) in [11u64, 22, 33, 44].into_iter().enumerate() {
+        let answer = net.transfer(i, &recipient, amount, i);
+        assert_eq!(answer["status"], "committed", "{answer}");
+    }
+    wait_until("balances agree on every node", || {
+        (0..4).all(|i| net.balance(i, &recipient) == Some(1_000_000_000 + 110))
+    });
+
+    // Auditors: online verify, export, offline verify.
+    let verified = net.json(&["audit", "verify", "--node", &net.url(2)]);
+    assert_eq!(verified["verified"], true);
+    assert!(verified["height"].as_u64().unwrap() >= 1);
+    let export = net.dir.path().join("export");
+    let nodes = (0..4).map(|i| net.url(i)).collect::<Vec<_>>().join(",");
+    net.json(&[
+        "audit",
+        "export",
+        "--out",
+        export.to_str().unwrap(),
+        "--node",
+        &nodes,
+    ]);
+    let offline = net.json(&["audit", "verify", "--from-dir", export.to_str().unwrap()]);
+    assert_eq!(offline["height"], verified["height"]);
+
+    // A tampered header, certificate or fragment is named.
+    type Tamper = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Tamper, &str)> = vec![
+        (
+            "header",
+            Box::new(|dir: &Path| {
+                tamper_json(&dir.join("blocks/1.json"), |v| {
+                    v["header"]["tx_count"] = 9.into()
+                })
+            }),
+            "height 1",
+        ),
+        (
+            "certificate",
+            Box::new(|dir: &Path| {
+                tamper_json(&dir.join("blocks/1.json"), |v| {
+                    v["certificate"]["signatures"] = Value::Array(Vec::new())
+                })
+            }),
+            "certificate",
+        ),
+    ];
+    for (name, tamper, needle) in cases {
+        let copy = net.dir.path().join(format!("tampered-{name}"));
+        copy_dir(&export, &copy);
+        tamper(&copy);
+        let out = net.mosaic(&["audit", "verify", "--from-dir", copy.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
+        assert!(text(&out).contains(needle), "{name}: {}", text(&out));
+    }
+    let copy = net.dir.path().join("tampered-fragment");
+    copy_dir(&export, &copy);
+    let fragment = copy.join("fragments/1/0.frag");
+    let mut bytes = std::fs::read(&fragment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&fragment, bytes).unwrap();
+    let rebuilt = net.json(&[
+        "audit",
+        "reconstruct",
+        "--height",
+        "1",
+        "--from-dir",
+        copy.to_str().unwrap(),
+        "--out",
+        net.dir.path().join("b1.json").to_str().unwrap(),
+    ]);
+    let bad = rebuilt["fragments"]["bad"].to_string();
+    assert!(bad.contains("fragment 0"), "{rebuilt}");
+
+    // 2f validators down (k = f+1 = 2): every block still rebuilds from the others.
+    net.json(&["testnet", "stop", "--node", "0"]);
+    net.json(&["testnet", "stop", "--node", "1"]);
+    let survivors = format!("{},{}", net.url(2), net.url(3));
+    let height = verified["height"].as_u64().unwrap();
+    for h in 1..=height {
+        let out_file = net.dir.path().join(format!("block{h}.json"));
+        let rebuilt = net.json(&[
+            "audit",
+            "reconstruct",
+            "--height",
+            &h.to_string(),
+            "--node",
+            &survivors,
+            "--out",
+            out_file.to_str().unwrap(),
+        ]);
+        assert!(out_file.exists(), "{rebuilt}");
+    }
+
+    // Bad client input: clear error, non-zero exit.
+    let missing_key = net.mosaic(&[
+        "tx",
+        "transfer",
+        "--key",
+        "/nonexistent.key",
+        "--to",
+        &recipient,
+        "--amount",
+        "1",
+        "--node",
+        &net.url(2),
+    ]);
+    assert_eq!(missing_key.status.code(), Some(1), "{}", text(&missing_key));
+    assert!(text(&missing_key).contains("nonexistent.key"));
+    let zero = net.mosaic(&[
+        "tx",
+        "transfer",
+        "--key",
+        &net.client_key(0),
+        "--to",
+        &recipient,
+        "--amount",
+        "0",
+    ]);
+    assert_eq!(zero.status.code(), Some(2), "{}", text(&zero));
+    let bad_address = net.mosaic(&[
+        "tx",
+        "transfer",
+        "--key",
+        &net.client_key(0),
+        "--to",
+        "xyz",
+        "--amount",
+        "1",
+    ]);
+    assert_eq!(bad_address.status.code(), Some(2), "{}", text(&bad_address));
+    let down = net.mosaic(&["account", &recipient, "--node", &net.url(0)]);
+    assert_eq!(down.status.code(), Some(1), "{}", text(&down));
+    assert!(
+        text(&down).contains("cannot reach the node"),
+        "{}",
+        text(&down)
+    );
+}
+
+#[test]
+fn killed_validators_restart_and_catch_up_and_a_dead_primary_is_replaced() {
+    let net = Testnet::up(4);
+    let recipient = net.address(6);
+    net.transfer(0, &recipient, 1, 1);
+
+    // f = 1 validator killed: the rest keep committing.
+    net.json(&["testnet", "kill", "--node", "3"]);
+    for _ in 0..3 {
+        net.transfer(0, &recipient, 1, 1);
+    }
+    let height = net.height(1).unwrap();
+    net.json(&["testnet", "start", "--node", "3"]);
+    wait_until("node 3 catches up", || net.height(3).unwrap_or(0) >= height);
+    assert_eq!(net.balance(3, &recipient), net.balance(1, &recipient));
+
+    // The primary (validator 0 in view 0) killed: a view change, then commits.
+    net.json(&["testnet", "kill", "--node", "0"]);
+    let answer = net.transfer(1, &recipient, 5, 2);
+    assert_eq!(answer["status"], "committed", "{answer}");
+    net.json(&["testnet", "start", "--node", "0"]);
+    let height = net.height(2).unwrap();
+    wait_until("node 0 catches up", || net.height(0).unwrap_or(0) >= height);
+    let verified = net.json(&["audit", "verify", "--node", &net.url(0)]);
+    assert_eq!(verified["verified"], true);
+}
+
+#[test]
+fn a_garbage_sending_validator_leaves_the_honest_ones_safe_and_live() {
+    let net = Testnet::up(4);
+    net.json(&["testnet", "stop", "--node", "3"]);
+    net.json(&["testnet", "start", "--node", "3", "--byzantine-garbage"]);
+    let recipient = net.address(5);
+    for i in 0..3 {
+        let answer = net.transfer(i, &recipient, 3, i);
+        assert_eq!(answer["status"], "committed", "{answer}");
+    }
+    wait_until("honest balances agree", || {
+        (0..3).all(|i| net.balance(i, &recipient) == Some(1_000_000_000 + 9))
+    });
+    let verified = net.json(&["audit", "verify", "--node", &net.url(1)]);
+    assert_eq!(verified["verified"], true);
+}
