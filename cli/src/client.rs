@@ -79,6 +79,15 @@ impl Client {
         self.answer(path, response)
     }
 
+    /// GET `path` as text (metrics).
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        match self.get_raw(path)? {
+            (200, Value::String(text)) => Ok(text),
+            (200, other) => Ok(other.to_string()),
+            (status, value) => bail!("{}", error_text(status, &value)),
+        }
+    }
+
     /// GET `path` as a typed value.
     pub fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let value = self.get(path)?;

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 failure (the message says what to do), 2 usage error.
 
 mod audit;
+mod bench;
 mod client;
 mod testnet;
 
@@ -71,6 +72,36 @@ enum Top {
     /// Verify chains and rebuild blocks from fragments.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Load benchmark: a fresh local testnet under pre-signed load.
+    #[command(
+        after_help = "Examples:\n  mosaic bench --rate 2000 --duration 30\n  mosaic bench -n 7 --json"
+    )]
+    Bench {
+        /// Validators (4, 7, 10).
+        #[arg(short = 'n', long, default_value_t = 4)]
+        validators: usize,
+        /// Funded sender accounts.
+        #[arg(long, default_value_t = 2000)]
+        accounts: usize,
+        /// Offered transactions per second (default: as fast as the nodes accept).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Measured seconds, after the warm-up.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Warm-up seconds (excluded from the figures).
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
+        /// Transactions per HTTP batch.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// First port (API ports from here, then p2p ports).
+        #[arg(long, default_value_t = 28000)]
+        port: u16,
+        /// Folder for the benchmark's testnet (replaced on each run).
+        #[arg(long, default_value = "testnet/bench")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -450,6 +481,33 @@ fn run(cli: Cli) -> Result<()> {
             let value = Client::new(&node.node).get(&format!("/v1/blocks/{height}"))?;
             print(json, &value, || {
                 serde_json::to_string_pretty(&value).unwrap_or_default()
+            });
+        }
+        Top::Bench {
+            validators,
+            accounts,
+            rate,
+            duration,
+            warmup,
+            batch,
+            port,
+            dir,
+        } => {
+            let report = bench::run(
+                &bench::BenchOptions {
+                    validators,
+                    accounts,
+                    rate,
+                    duration,
+                    warmup,
+                    batch,
+                    port,
+                    dir,
+                },
+                json,
+            )?;
+            print(json, &report, || {
+                serde_json::to_string_pretty(&report).unwrap_or_default()
             });
         }
         Top::Audit(AuditCmd::Verify { source }) => {

@@ -1,0 +1,400 @@
+//! `mosaic bench`: the end-to-end load benchmark. Starts a fresh local testnet,
+//! pre-signs transfers from many funded accounts (signing is not server work),
+//! submits them in batches to every node at a fixed rate (or as fast as accepted),
+//! follows the chain on one node, and reports committed transactions per second,
+//! submit-to-commit latency, block rate and size, view changes, CPU per transaction,
+//! peak memory and stored bytes per node.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use mosaic_crypto::{ChainId, Keypair, keyfile};
+use mosaic_node::config::NodeConfig;
+use mosaic_node::ledger::{SignedTransfer, Transfer};
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::testnet;
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Validators.
+    pub validators: usize,
+    /// Funded sender accounts.
+    pub accounts: usize,
+    /// Offered load in transactions per second (`None`: as fast as accepted).
+    pub rate: Option<u64>,
+    /// Measured seconds (after warm-up).
+    pub duration: u64,
+    /// Warm-up seconds (excluded).
+    pub warmup: u64,
+    /// Transactions per HTTP batch.
+    pub batch: usize,
+    /// First port (API ports from here, p2p ports after them).
+    pub port: u16,
+    /// Where the testnet lives (a temp folder by default).
+    pub dir: PathBuf,
+}
+
+struct Submitted {
+    at: Instant,
+    hashes: Vec<String>,
+}
+
+fn read_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+fn peak_memory_bytes(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Pre-signs `per_account` transfers from each account, interleaved across accounts.
+fn presign(keys: &[Keypair], chain: &ChainId, per_account: u64) -> Vec<SignedTransfer> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = keys.len().div_ceil(threads).max(1);
+    let mut per_key: Vec<Vec<SignedTransfer>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = keys
+            .chunks(chunk)
+            .map(|group| {
+                scope.spawn(move || {
+                    group
+                        .iter()
+                        .enumerate()
+                        .map(|(i, key)| {
+                            let to = keys[(i + 1) % keys.len()].public();
+                            (0..per_account)
+                                .map(|nonce| {
+                                    Transfer {
+                                        chain: chain.clone(),
+                                        from: key.public(),
+                                        to,
+                                        amount: 1,
+                                        nonce,
+                                    }
+                                    .sign(key)
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut out = Vec::with_capacity(per_key.iter().map(Vec::len).sum());
+    for nonce in 0..per_account as usize {
+        for txs in per_key.iter_mut() {
+            if let Some(tx) = txs.get(nonce) {
+                out.push(tx.clone());
+            }
+        }
+    }
+    out
+}
+
+/// One benchmark run; returns the report as JSON.
+pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
+    let n = options.validators;
+    let dir = &options.dir;
+    if dir.exists() {
+        for i in 0..n {
+            testnet::stop_node(dir, i, Duration::from_secs(10));
+        }
+        fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    let file = testnet::init(
+        dir,
+        &testnet::InitOptions {
+            validators: n,
+            clients: options.accounts,
+            api_port: options.port,
+            p2p_port: options.port + n as u16,
+            hosts: Vec::new(),
+            chain_id: "mosaic-bench".into(),
+            data_shards: None,
+        },
+    )?;
+    // Bodies are pruned after 64 blocks so stored bytes show the erasure coding.
+    for i in 0..n {
+        let path = dir.join(format!("node{i}/node.toml"));
+        let mut config: NodeConfig = toml::from_str(&fs::read_to_string(&path)?)?;
+        config.storage.body_window_blocks = 64;
+        fs::write(&path, config.to_toml()?)?;
+    }
+    let mut children = Vec::new();
+    for i in 0..n {
+        children.push(testnet::start_node(dir, i, &[])?);
+    }
+    let result = measure(options, &file, quiet);
+    for i in 0..n {
+        testnet::stop_node(dir, i, Duration::from_secs(15));
+    }
+    for child in children.iter_mut() {
+        let _ = child.wait();
+    }
+    result
+}
+
+fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> Result<Value> {
+    let dir = &options.dir;
+    let n = options.validators;
+    for node in &file.nodes {
+        testnet::wait_ready(node, Duration::from_secs(60))?;
+    }
+    let chain = ChainId::new(file.chain_id.clone())?;
+    let keys: Vec<Keypair> = (0..options.accounts)
+        .map(|j| keyfile::read_key_file(&testnet::client_key_path(dir, j)))
+        .collect::<Result<_, _>>()?;
+    let total_seconds = options.warmup + options.duration;
+    let wanted = options.rate.unwrap_or(20_000) * total_seconds;
+    let per_account = wanted.div_ceil(options.accounts as u64).max(1);
+    if per_account > 1_000 {
+        bail!(
+            "{per_account} transfers per account exceed the mempool's nonce window (1000): use more --accounts"
+        );
+    }
+    if !quiet {
+        eprintln!(
+            "pre-signing {} transfers from {} accounts...",
+            per_account * options.accounts as u64,
+            options.accounts
+        );
+    }
+    let txs = presign(&keys, &chain, per_account);
+    let batches: Vec<Vec<SignedTransfer>> = txs.chunks(options.batch).map(<[_]>::to_vec).collect();
+
+    let pids: Vec<u32> = (0..n)
+        .filter_map(|i| testnet::running_pid(dir, i))
+        .collect();
+    let cpu_before: f64 = pids.iter().filter_map(|p| read_cpu_seconds(*p)).sum();
+    let view_changes_before: f64 = file
+        .nodes
+        .iter()
+        .filter_map(|node| Client::new(&node.api).get_text("/metrics").ok())
+        .map(|t| metric(&t, "mosaic_view_changes_total"))
+        .sum();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let end = start + Duration::from_secs(total_seconds);
+    // Submitters: one thread per node, batches dealt round-robin, paced.
+    let per_node: Vec<Vec<Vec<SignedTransfer>>> = (0..n)
+        .map(|i| batches.iter().skip(i).step_by(n).cloned().collect())
+        .collect();
+    let interval = options
+        .rate
+        .map(|r| Duration::from_secs_f64(options.batch as f64 * n as f64 / r as f64));
+    let (submitted, observed): (Vec<Submitted>, Vec<SeenBlock>) = std::thread::scope(|scope| {
+        let handles: Vec<_> = per_node
+            .into_iter()
+            .zip(&file.nodes)
+            .map(|(batches, node)| {
+                let stop = stop.clone();
+                scope.spawn(move || {
+                    let client = Client::new(&node.api);
+                    let mut out = Vec::new();
+                    let mut next = Instant::now();
+                    for batch in batches {
+                        if stop.load(Ordering::Relaxed) || Instant::now() >= end {
+                            break;
+                        }
+                        if let Some(interval) = interval {
+                            let now = Instant::now();
+                            if next > now {
+                                std::thread::sleep(next - now);
+                            }
+                            next += interval;
+                        }
+                        let at = Instant::now();
+                        let hashes: Vec<String> =
+                            batch.iter().map(|t| t.hash().to_string()).collect();
+                        // Back off briefly while the mempool is full (503).
+                        loop {
+                            match client.post("/v1/transactions/batch", &batch) {
+                                Ok((200, answer)) => {
+                                    let accepted = answer["accepted"].as_u64().unwrap_or(0);
+                                    if accepted as usize == batch.len() || Instant::now() >= end {
+                                        break;
+                                    }
+                                    std::thread::sleep(Duration::from_millis(20));
+                                }
+                                _ => {
+                                    if Instant::now() >= end {
+                                        break;
+                                    }
+                                    std::thread::sleep(Duration::from_millis(20));
+                                }
+                            }
+                        }
+                        out.push(Submitted { at, hashes });
+                    }
+                    out
+                })
+            })
+            .collect();
+        // Follow the chain on node 0 meanwhile.
+        let observed = follow(&file.nodes[0].api, end + Duration::from_secs(5));
+        stop.store(true, Ordering::Relaxed);
+        let all: Vec<Submitted> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect();
+        (all, observed)
+    });
+
+    let cpu_after: f64 = pids.iter().filter_map(|p| read_cpu_seconds(*p)).sum();
+    let peak_memory: Vec<u64> = pids.iter().filter_map(|p| peak_memory_bytes(*p)).collect();
+    let metrics: Vec<String> = file
+        .nodes
+        .iter()
+        .filter_map(|node| Client::new(&node.api).get_text("/metrics").ok())
+        .collect();
+    let view_changes: f64 = metrics
+        .iter()
+        .map(|t| metric(t, "mosaic_view_changes_total"))
+        .sum::<f64>()
+        - view_changes_before;
+    let stored: Vec<u64> = (0..n)
+        .map(|i| dir_bytes(&dir.join(format!("node{i}/data"))))
+        .collect();
+
+    // Latency: submit time of each transaction to the time its block was seen.
+    let mut submit_time: HashMap<&str, Instant> = HashMap::new();
+    for s in &submitted {
+        for h in &s.hashes {
+            submit_time.insert(h.as_str(), s.at);
+        }
+    }
+    let warm = start + Duration::from_secs(options.warmup);
+    let mut latencies = Vec::new();
+    let mut committed_in_window = 0u64;
+    let mut blocks_in_window = 0u64;
+    let mut committed_body_bytes = 0u64;
+    let mut committed_total = 0u64;
+    for block in &observed {
+        committed_total += block.hashes.len() as u64;
+        committed_body_bytes += block.body_bytes;
+        if block.seen >= warm && block.seen <= end {
+            blocks_in_window += 1;
+            committed_in_window += block.hashes.len() as u64;
+            for h in &block.hashes {
+                if let Some(at) = submit_time.get(h.as_str()) {
+                    latencies.push(block.seen.duration_since(*at).as_secs_f64() * 1000.0);
+                }
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let window = options.duration as f64;
+    let tps = committed_in_window as f64 / window;
+    let offered: usize = submitted.iter().map(|s| s.hashes.len()).sum();
+    let full_replication = committed_body_bytes.max(1) as f64;
+    Ok(json!({
+        "validators": n,
+        "accounts": options.accounts,
+        "offered_rate": options.rate,
+        "submitted": offered,
+        "committed_total": committed_total,
+        "committed_per_second": tps,
+        "latency_ms": {
+            "p50": percentile(&latencies, 50.0),
+            "p90": percentile(&latencies, 90.0),
+            "p99": percentile(&latencies, 99.0),
+        },
+        "blocks_per_second": blocks_in_window as f64 / window,
+        "average_block_transactions": if blocks_in_window > 0 { committed_in_window as f64 / blocks_in_window as f64 } else { 0.0 },
+        "view_changes": view_changes,
+        "cpu_seconds_per_transaction": if committed_total > 0 { (cpu_after - cpu_before) / committed_total as f64 } else { f64::NAN },
+        "peak_memory_bytes_per_node": peak_memory,
+        "stored_bytes_per_node": stored,
+        "committed_body_bytes": committed_body_bytes,
+        "stored_per_committed_byte": stored.iter().map(|b| *b as f64 / full_replication).collect::<Vec<_>>(),
+    }))
+}
+
+struct SeenBlock {
+    seen: Instant,
+    hashes: Vec<String>,
+    body_bytes: u64,
+}
+
+/// Polls `api` for new blocks until `until`, noting when each was first seen.
+fn follow(api: &str, until: Instant) -> Vec<SeenBlock> {
+    let client = Client::new(api);
+    let mut next = 1u64;
+    let mut out = Vec::new();
+    while Instant::now() < until {
+        let height = client
+            .get("/v1/status")
+            .ok()
+            .and_then(|s| s["height"].as_u64())
+            .unwrap_or(0);
+        while next <= height {
+            let seen = Instant::now();
+            let Ok(block) = client.get(&format!("/v1/blocks/{next}")) else {
+                break;
+            };
+            let txs: Vec<SignedTransfer> =
+                serde_json::from_value(block["transactions"].clone()).unwrap_or_default();
+            let body_bytes = block["header"]["fragments"]["params"]["body_len"]
+                .as_u64()
+                .unwrap_or(0);
+            out.push(SeenBlock {
+                seen,
+                hashes: txs.iter().map(|t| t.hash().to_string()).collect(),
+                body_bytes,
+            });
+            next += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    out
+}
