@@ -151,7 +151,7 @@ impl Default for StorageTuning {
 impl Default for MempoolLimits {
     fn default() -> Self {
         MempoolLimits {
-            txs_max: 200_000,
+            txs_max: 50_000,
             bytes_max: 64 * 1024 * 1024,
         }
     }

@@ -201,13 +201,22 @@ impl Mempool {
         let mut results: Vec<Option<Result<TxHash, MempoolError>>> = Vec::with_capacity(txs.len());
         let mut to_verify = Vec::new();
         let mut slots = Vec::new();
+        // Room left decides how many new ones are worth verifying: signature checks
+        // are the expensive part, and a full pool must answer "full" cheaply.
+        let mut room = self.config.count_max.saturating_sub(self.entries.len());
         for tx in txs {
             let hash = tx.hash();
             if self.committed.contains(&hash) {
                 results.push(Some(Err(MempoolError::AlreadyCommitted(hash))));
             } else if self.entries.contains_key(&hash) {
                 results.push(Some(Err(MempoolError::AlreadyPending(hash))));
+            } else if room == 0 {
+                results.push(Some(Err(MempoolError::Full {
+                    count: self.entries.len(),
+                    bytes: self.bytes,
+                })));
             } else {
+                room -= 1;
                 slots.push(results.len());
                 results.push(None);
                 to_verify.push(tx);
@@ -478,6 +487,12 @@ mod tests {
         let err = p.add(tx(1, 2), &l).unwrap_err();
         assert!(matches!(err, MempoolError::Full { count: 2, .. }));
         assert!(err.to_string().contains("try again later"));
+        // A full pool answers "full" before spending a signature check: a forged
+        // transaction is refused as Full, not as Invalid.
+        let mut forged = tx(2, 0);
+        forged.transfer.amount += 1;
+        let results = p.add_batch(vec![forged], &l);
+        assert!(matches!(results[0], Err(MempoolError::Full { .. })));
         p.check_invariants();
     }
 
