@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::block::{BODY_BYTES_MAX, BlockHeader};
 use crate::chain::{Shared, lock};
-use crate::ledger::{SignedTransfer, TxOutcome};
+use crate::ledger::{self, SignedTransfer, TxOutcome};
 use crate::mempool::MempoolError;
 use crate::metrics::Metrics;
 use crate::schema::NodeStore;
@@ -255,12 +255,30 @@ fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Val
 
 async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, Value)> {
     let hashes: Vec<Hash> = txs.iter().map(SignedTransfer::hash).collect();
-    let results = {
-        let mut shared = lock(&state.shared);
-        let Shared {
-            mempool, ledger, ..
-        } = &mut *shared;
-        mempool.add_batch(txs.clone(), ledger)
+    let full = {
+        let shared = lock(&state.shared);
+        shared.mempool.is_full().then(|| MempoolError::Full {
+            count: shared.mempool.len(),
+            bytes: shared.mempool.bytes(),
+        })
+    };
+    let results = match full {
+        // A full pool answers at once, without spending signature checks.
+        Some(full) => vec![Err(full); txs.len()],
+        None => {
+            // Signatures are checked on a blocking thread, outside the shared lock.
+            let chain = state.info.chain.clone();
+            let to_check = txs.clone();
+            let verified =
+                tokio::task::spawn_blocking(move || ledger::verify_batch(to_check, &chain))
+                    .await
+                    .unwrap_or_default();
+            let mut shared = lock(&state.shared);
+            let Shared {
+                mempool, ledger, ..
+            } = &mut *shared;
+            mempool.add_verified(verified, ledger)
+        }
     };
     let admitted: Vec<SignedTransfer> = txs
         .into_iter()

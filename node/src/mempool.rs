@@ -239,6 +239,35 @@ impl Mempool {
             .collect()
     }
 
+    /// Admits transactions whose signatures the caller already checked (with
+    /// [`ledger::verify_batch`], outside any lock). Results are in input order.
+    pub fn add_verified(
+        &mut self,
+        txs: Vec<Result<VerifiedTransfer, TxError>>,
+        ledger: &Ledger,
+    ) -> Vec<Result<TxHash, MempoolError>> {
+        txs.into_iter()
+            .map(|result| {
+                let tx = result?;
+                let hash = tx.hash();
+                if self.committed.contains(&hash) {
+                    return Err(MempoolError::AlreadyCommitted(hash));
+                }
+                if self.entries.contains_key(&hash) {
+                    return Err(MempoolError::AlreadyPending(hash));
+                }
+                self.verified
+                    .insert((hash, *tx.signed().signature.as_bytes()));
+                self.admit(tx, ledger)
+            })
+            .collect()
+    }
+
+    /// Whether the pool is at its count limit (callers skip verification then).
+    pub fn is_full(&self) -> bool {
+        self.entries.len() >= self.config.count_max
+    }
+
     fn admit(&mut self, tx: VerifiedTransfer, ledger: &Ledger) -> Result<TxHash, MempoolError> {
         let hash = tx.hash();
         let t = tx.transfer();
@@ -493,6 +522,7 @@ mod tests {
         forged.transfer.amount += 1;
         let results = p.add_batch(vec![forged], &l);
         assert!(matches!(results[0], Err(MempoolError::Full { .. })));
+        assert!(p.is_full());
         p.check_invariants();
     }
 

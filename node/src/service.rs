@@ -48,6 +48,14 @@ const HELD_PER_SENDER_MAX: usize = 64;
 const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Transactions waiting to be gossiped, at most.
 const GOSSIP_QUEUE_MAX: usize = 200_000;
+/// Gossiped batches being verified at once, at most.
+const GOSSIP_VERIFY_IN_FLIGHT_MAX: usize = 4;
+/// Verified gossip batches from the blocking pool to the event loop.
+type GossipResult = (
+    PeerId,
+    gossipsub::MessageId,
+    Vec<Result<crate::ledger::VerifiedTransfer, crate::ledger::TxError>>,
+);
 /// How long to wait for fragments from peers.
 const FRAGMENT_GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fragment gatherings in flight at most.
@@ -430,6 +438,8 @@ pub async fn start(
     };
     let api_task = tokio::spawn(api::serve(listener, api_state, shutdown_rx.clone()));
 
+    // Bounded by GOSSIP_VERIFY_IN_FLIGHT_MAX jobs, each sending one result.
+    let (gossip_results, gossip_verified) = mpsc::unbounded_channel();
     let chain_exec = Chain::new(shared.clone(), store.clone(), layout.clone(), index);
     let mut node = EventLoop {
         replica,
@@ -468,6 +478,8 @@ pub async fn start(
         last_garbage: Instant::now(),
         last_pending_check: Instant::now(),
         fatal: None,
+        gossip_in_flight: 0,
+        gossip_results,
     };
     for address in &config.bootstrap {
         node.add_bootstrap(address);
@@ -475,7 +487,7 @@ pub async fn start(
     let first = node.replica.start();
     node.apply_outputs(first)?;
     node.redial();
-    let task = tokio::spawn(node.run(shutdown_rx));
+    let task = tokio::spawn(node.run(shutdown_rx, gossip_verified));
     tracing::info!(
         chain = %chain, validator = index, %peer_id, height = tip_height,
         api = %api_address, listen = ?listen_addresses, "node started"
@@ -574,10 +586,16 @@ struct EventLoop {
     last_pending_check: Instant,
     /// A fatal error raised where it could not be returned; the next tick stops.
     fatal: Option<NodeError>,
+    gossip_in_flight: usize,
+    gossip_results: mpsc::UnboundedSender<GossipResult>,
 }
 
 impl EventLoop {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+    async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut gossip_verified: mpsc::UnboundedReceiver<GossipResult>,
+    ) -> Result<(), NodeError> {
         let mut tick = tokio::time::interval(Duration::from_millis(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut slow_tick = tokio::time::interval(Duration::from_secs(1));
@@ -599,6 +617,10 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(command) = self.commands.recv() => {
                     self.on_command(command);
+                    Ok(())
+                }
+                Some((source, id, verified)) = gossip_verified.recv() => {
+                    self.on_gossip_verified(source, id, verified);
                     Ok(())
                 }
                 _ = tokio::time::sleep_until(next_timer.into()) => self.fire_timers(),
@@ -1101,37 +1123,70 @@ impl EventLoop {
         Ok(())
     }
 
+    /// A gossiped batch: decoded here, its signatures checked on a blocking thread
+    /// (at most a few batches at once) so consensus messages are not kept waiting;
+    /// the result comes back through [`Self::on_gossip_verified`].
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, data: &[u8]) {
         self.metrics.message_in("gossip-transactions");
-        let acceptance = match codec::decode::<Vec<SignedTransfer>>(data, GOSSIP_BYTES_MAX) {
+        let txs = match codec::decode::<Vec<SignedTransfer>>(data, GOSSIP_BYTES_MAX) {
+            Ok(txs) => txs,
             Err(_) => {
                 self.misbehaved(source, "gossip-undecodable", 5);
-                gossipsub::MessageAcceptance::Reject
-            }
-            Ok(txs) => {
-                let mut shared = lock(&self.shared);
-                let Shared {
-                    mempool, ledger, ..
-                } = &mut *shared;
-                let results = mempool.add_batch(txs, ledger);
-                drop(shared);
-                let invalid = results
-                    .iter()
-                    .filter(|r| matches!(r, Err(crate::mempool::MempoolError::Invalid(_))))
-                    .count();
-                if invalid > 0 {
-                    self.misbehaved(source, "gossip-invalid-transaction", 5);
-                    gossipsub::MessageAcceptance::Reject
-                } else {
-                    gossipsub::MessageAcceptance::Accept
-                }
+                self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Reject);
+                return;
             }
         };
+        let full = lock(&self.shared).mempool.is_full();
+        if full || self.gossip_in_flight >= GOSSIP_VERIFY_IN_FLIGHT_MAX {
+            // No room or no spare capacity: neither accepted nor blamed.
+            self.metrics.rejected("gossip-dropped-busy", 1);
+            self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Ignore);
+            return;
+        }
+        self.gossip_in_flight += 1;
+        let chain = self.layout.chain.clone();
+        let results = self.gossip_results.clone();
+        tokio::task::spawn_blocking(move || {
+            let verified = crate::ledger::verify_batch(txs, &chain);
+            let _ = results.send((source, id, verified));
+        });
+    }
+
+    fn on_gossip_verified(
+        &mut self,
+        source: PeerId,
+        id: gossipsub::MessageId,
+        verified: Vec<Result<crate::ledger::VerifiedTransfer, crate::ledger::TxError>>,
+    ) {
+        self.gossip_in_flight = self.gossip_in_flight.saturating_sub(1);
+        let invalid = verified.iter().any(Result::is_err);
+        {
+            let mut shared = lock(&self.shared);
+            let Shared {
+                mempool, ledger, ..
+            } = &mut *shared;
+            mempool.add_verified(verified, ledger);
+        }
+        let acceptance = if invalid {
+            self.misbehaved(source, "gossip-invalid-transaction", 5);
+            gossipsub::MessageAcceptance::Reject
+        } else {
+            gossipsub::MessageAcceptance::Accept
+        };
+        self.report_gossip(&id, &source, acceptance);
+    }
+
+    fn report_gossip(
+        &mut self,
+        id: &gossipsub::MessageId,
+        source: &PeerId,
+        acceptance: gossipsub::MessageAcceptance,
+    ) {
         let _ = self
             .swarm
             .behaviour_mut()
             .gossipsub
-            .report_message_validation_result(&id, &source, acceptance);
+            .report_message_validation_result(id, source, acceptance);
     }
 
     fn on_command(&mut self, command: Command) {
