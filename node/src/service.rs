@@ -50,6 +50,8 @@ const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 const GOSSIP_QUEUE_MAX: usize = 200_000;
 /// Gossiped batches being verified at once, at most.
 const GOSSIP_VERIFY_IN_FLIGHT_MAX: usize = 4;
+/// Gossiped batches waiting for verification, at most.
+const GOSSIP_WAITING_MAX: usize = 1_024;
 /// Verified gossip batches from the blocking pool to the event loop.
 type GossipResult = (
     PeerId,
@@ -479,6 +481,7 @@ pub async fn start(
         last_pending_check: Instant::now(),
         fatal: None,
         gossip_in_flight: 0,
+        gossip_waiting: VecDeque::new(),
         gossip_results,
     };
     for address in &config.bootstrap {
@@ -587,6 +590,7 @@ struct EventLoop {
     /// A fatal error raised where it could not be returned; the next tick stops.
     fatal: Option<NodeError>,
     gossip_in_flight: usize,
+    gossip_waiting: VecDeque<(PeerId, gossipsub::MessageId, Vec<SignedTransfer>)>,
     gossip_results: mpsc::UnboundedSender<GossipResult>,
 }
 
@@ -1137,12 +1141,31 @@ impl EventLoop {
             }
         };
         let full = lock(&self.shared).mempool.is_full();
-        if full || self.gossip_in_flight >= GOSSIP_VERIFY_IN_FLIGHT_MAX {
-            // No room or no spare capacity: neither accepted nor blamed.
-            self.metrics.rejected("gossip-dropped-busy", 1);
+        if full || self.gossip_waiting.len() >= GOSSIP_WAITING_MAX {
+            // No room: neither accepted nor blamed.
+            self.metrics.rejected("gossip-dropped-full", 1);
             self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Ignore);
             return;
         }
+        self.gossip_waiting.push_back((source, id, txs));
+        self.start_gossip_verification();
+    }
+
+    fn start_gossip_verification(&mut self) {
+        while self.gossip_in_flight < GOSSIP_VERIFY_IN_FLIGHT_MAX {
+            let Some((source, id, txs)) = self.gossip_waiting.pop_front() else {
+                return;
+            };
+            self.spawn_gossip_verification(source, id, txs);
+        }
+    }
+
+    fn spawn_gossip_verification(
+        &mut self,
+        source: PeerId,
+        id: gossipsub::MessageId,
+        txs: Vec<SignedTransfer>,
+    ) {
         self.gossip_in_flight += 1;
         let chain = self.layout.chain.clone();
         let results = self.gossip_results.clone();
@@ -1174,6 +1197,7 @@ impl EventLoop {
             gossipsub::MessageAcceptance::Accept
         };
         self.report_gossip(&id, &source, acceptance);
+        self.start_gossip_verification();
     }
 
     fn report_gossip(
