@@ -209,7 +209,12 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         );
     }
     let txs = presign(&keys, &chain, per_account);
-    let batches: Vec<Vec<SignedTransfer>> = txs.chunks(options.batch).map(<[_]>::to_vec).collect();
+    // At a fixed rate, each submitter sends ~20 batches a second so the load is smooth.
+    let batch_size = match options.rate {
+        Some(rate) => ((rate / n as u64 / 20) as usize).clamp(1, options.batch),
+        None => options.batch,
+    };
+    let batches: Vec<Vec<SignedTransfer>> = txs.chunks(batch_size).map(<[_]>::to_vec).collect();
 
     let pids: Vec<u32> = (0..n)
         .filter_map(|i| testnet::running_pid(dir, i))
@@ -231,7 +236,7 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         .collect();
     let interval = options
         .rate
-        .map(|r| Duration::from_secs_f64(options.batch as f64 * n as f64 / r as f64));
+        .map(|r| Duration::from_secs_f64(batch_size as f64 * n as f64 / r as f64));
     let (submitted, observed): (Vec<Submitted>, Vec<SeenBlock>) = std::thread::scope(|scope| {
         let handles: Vec<_> = per_node
             .into_iter()

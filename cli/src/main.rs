@@ -92,7 +92,8 @@ enum Top {
         /// Warm-up seconds (excluded from the figures).
         #[arg(long, default_value_t = 5)]
         warmup: u64,
-        /// Transactions per HTTP batch.
+        /// Transactions per HTTP batch at most (at a fixed rate, smaller batches
+        /// keep ~20 per second per node).
         #[arg(long, default_value_t = 500)]
         batch: usize,
         /// First port (API ports from here, then p2p ports).
@@ -506,9 +507,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 json,
             )?;
-            print(json, &report, || {
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            });
+            print(json, &report, || bench_table(&report));
         }
         Top::Audit(AuditCmd::Verify { source }) => {
             let value = audit::verify(&source.source(), json)?;
@@ -552,6 +551,66 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn bench_table(r: &Value) -> String {
+    let number = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+    let list = |v: &Value, scale: f64| {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_f64)
+                    .map(|x| format!("{:.1}", x / scale))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            })
+            .unwrap_or_default()
+    };
+    let rows = [
+        ("validators", r["validators"].to_string()),
+        (
+            "offered rate (tx/s)",
+            r["offered_rate"]
+                .as_u64()
+                .map_or("as fast as accepted".into(), |x| x.to_string()),
+        ),
+        ("submitted", r["submitted"].to_string()),
+        (
+            "committed (tx/s, steady state)",
+            number(&r["committed_per_second"]),
+        ),
+        ("latency p50 (ms)", number(&r["latency_ms"]["p50"])),
+        ("latency p90 (ms)", number(&r["latency_ms"]["p90"])),
+        ("latency p99 (ms)", number(&r["latency_ms"]["p99"])),
+        ("blocks/s", number(&r["blocks_per_second"])),
+        (
+            "average block (tx)",
+            number(&r["average_block_transactions"]),
+        ),
+        ("view changes", number(&r["view_changes"])),
+        (
+            "CPU per committed tx (ms, all nodes)",
+            r["cpu_seconds_per_transaction"]
+                .as_f64()
+                .map_or("-".into(), |x| format!("{:.3}", x * 1000.0)),
+        ),
+        (
+            "peak memory per node (MiB)",
+            list(&r["peak_memory_bytes_per_node"], 1048576.0),
+        ),
+        (
+            "stored per node (MiB)",
+            list(&r["stored_bytes_per_node"], 1048576.0),
+        ),
+        (
+            "stored / committed body bytes",
+            list(&r["stored_per_committed_byte"], 1.0),
+        ),
+    ];
+    rows.iter()
+        .map(|(k, v)| format!("{k:<38} {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn describe_status(value: &Value) -> String {
