@@ -22,23 +22,32 @@ use crate::client::Client;
 use crate::testnet;
 
 /// Options of one run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
-    /// Validators.
+    /// Validators (4, 7, 10).
+    #[arg(short = 'n', long, default_value_t = 4)]
     pub validators: usize,
     /// Funded sender accounts.
+    #[arg(long, default_value_t = 2000)]
     pub accounts: usize,
-    /// Offered load in transactions per second (`None`: as fast as accepted).
+    /// Offered transactions per second (default: as fast as the nodes accept).
+    #[arg(long)]
     pub rate: Option<u64>,
-    /// Measured seconds (after warm-up).
+    /// Measured seconds, after the warm-up.
+    #[arg(long, default_value_t = 60)]
     pub duration: u64,
-    /// Warm-up seconds (excluded).
+    /// Warm-up seconds (excluded from the figures).
+    #[arg(long, default_value_t = 5)]
     pub warmup: u64,
-    /// Transactions per HTTP batch.
+    /// Transactions per HTTP batch at most (at a fixed rate, smaller batches keep
+    /// ~20 per second per node).
+    #[arg(long, default_value_t = 500)]
     pub batch: usize,
-    /// First port (API ports from here, p2p ports after them).
+    /// First port (API ports from here, then p2p ports).
+    #[arg(long, default_value_t = 28000)]
     pub port: u16,
-    /// Where the testnet lives (a temp folder by default).
+    /// Folder for the benchmark's testnet (replaced on each run).
+    #[arg(long, default_value = "testnet/bench")]
     pub dir: PathBuf,
 }
 

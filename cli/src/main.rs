@@ -76,33 +76,7 @@ enum Top {
     #[command(
         after_help = "Examples:\n  mosaic bench --rate 2000 --duration 30\n  mosaic bench -n 7 --json"
     )]
-    Bench {
-        /// Validators (4, 7, 10).
-        #[arg(short = 'n', long, default_value_t = 4)]
-        validators: usize,
-        /// Funded sender accounts.
-        #[arg(long, default_value_t = 2000)]
-        accounts: usize,
-        /// Offered transactions per second (default: as fast as the nodes accept).
-        #[arg(long)]
-        rate: Option<u64>,
-        /// Measured seconds, after the warm-up.
-        #[arg(long, default_value_t = 60)]
-        duration: u64,
-        /// Warm-up seconds (excluded from the figures).
-        #[arg(long, default_value_t = 5)]
-        warmup: u64,
-        /// Transactions per HTTP batch at most (at a fixed rate, smaller batches
-        /// keep ~20 per second per node).
-        #[arg(long, default_value_t = 500)]
-        batch: usize,
-        /// First port (API ports from here, then p2p ports).
-        #[arg(long, default_value_t = 28000)]
-        port: u16,
-        /// Folder for the benchmark's testnet (replaced on each run).
-        #[arg(long, default_value = "testnet/bench")]
-        dir: PathBuf,
-    },
+    Bench(bench::BenchOptions),
 }
 
 #[derive(Args, Clone)]
@@ -484,29 +458,8 @@ fn run(cli: Cli) -> Result<()> {
                 serde_json::to_string_pretty(&value).unwrap_or_default()
             });
         }
-        Top::Bench {
-            validators,
-            accounts,
-            rate,
-            duration,
-            warmup,
-            batch,
-            port,
-            dir,
-        } => {
-            let report = bench::run(
-                &bench::BenchOptions {
-                    validators,
-                    accounts,
-                    rate,
-                    duration,
-                    warmup,
-                    batch,
-                    port,
-                    dir,
-                },
-                json,
-            )?;
+        Top::Bench(options) => {
+            let report = bench::run(&options, json)?;
             print(json, &report, || bench_table(&report));
         }
         Top::Audit(AuditCmd::Verify { source }) => {

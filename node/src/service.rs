@@ -50,8 +50,9 @@ const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 const GOSSIP_QUEUE_MAX: usize = 200_000;
 /// Gossiped batches being verified at once, at most.
 const GOSSIP_VERIFY_IN_FLIGHT_MAX: usize = 4;
-/// Gossiped batches waiting for verification, at most.
-const GOSSIP_WAITING_MAX: usize = 1_024;
+/// Gossiped transactions waiting for verification, at most (a batch may hold tens
+/// of thousands, so the budget counts transactions, not batches).
+const GOSSIP_WAITING_TXS_MAX: usize = 100_000;
 /// Verified gossip batches from the blocking pool to the event loop.
 type GossipResult = (
     PeerId,
@@ -482,6 +483,7 @@ pub async fn start(
         fatal: None,
         gossip_in_flight: 0,
         gossip_waiting: VecDeque::new(),
+        gossip_waiting_txs: 0,
         gossip_results,
     };
     for address in &config.bootstrap {
@@ -591,6 +593,7 @@ struct EventLoop {
     fatal: Option<NodeError>,
     gossip_in_flight: usize,
     gossip_waiting: VecDeque<(PeerId, gossipsub::MessageId, Vec<SignedTransfer>)>,
+    gossip_waiting_txs: usize,
     gossip_results: mpsc::UnboundedSender<GossipResult>,
 }
 
@@ -908,7 +911,7 @@ impl EventLoop {
                 return Ok(());
             }
         };
-        self.metrics.message_in(message_kind(&message));
+        self.metrics.message_in(message.kind());
         if let Message::PrePrepare {
             pre_prepare,
             payload,
@@ -1141,12 +1144,13 @@ impl EventLoop {
             }
         };
         let full = lock(&self.shared).mempool.is_full();
-        if full || self.gossip_waiting.len() >= GOSSIP_WAITING_MAX {
+        if full || self.gossip_waiting_txs + txs.len() > GOSSIP_WAITING_TXS_MAX {
             // No room: neither accepted nor blamed.
             self.metrics.rejected("gossip-dropped-full", 1);
             self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Ignore);
             return;
         }
+        self.gossip_waiting_txs += txs.len();
         self.gossip_waiting.push_back((source, id, txs));
         self.start_gossip_verification();
     }
@@ -1156,6 +1160,7 @@ impl EventLoop {
             let Some((source, id, txs)) = self.gossip_waiting.pop_front() else {
                 return;
             };
+            self.gossip_waiting_txs -= txs.len();
             self.spawn_gossip_verification(source, id, txs);
         }
     }
@@ -1860,19 +1865,5 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .publish(self.topic.clone(), vec![0x5Au8; 77]);
-    }
-}
-
-fn message_kind(message: &Message) -> &'static str {
-    match message {
-        Message::PrePrepare { .. } => "pre-prepare",
-        Message::Prepare(_) => "prepare",
-        Message::Commit(_) => "commit",
-        Message::Checkpoint(_) => "checkpoint",
-        Message::ViewChange(_) => "view-change",
-        Message::NewView { .. } => "new-view",
-        Message::FetchPayload { .. } => "fetch-payload",
-        Message::Certified { .. } => "certified",
-        Message::Payload { .. } => "payload",
     }
 }
