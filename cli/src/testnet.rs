@@ -226,7 +226,17 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
 }
 
 /// Whether process `pid` exists.
+/// Whether process `pid` exists and has not exited. An exited child that its parent
+/// has not reaped yet (a zombie, state `Z` in /proc) counts as gone: `kill -0` still
+/// succeeds on it.
 fn alive(pid: u32) -> bool {
+    if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        return stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X");
+    }
     Command::new("kill")
         .args(["-0", &pid.to_string()])
         .stderr(Stdio::null())

@@ -200,7 +200,23 @@ pub struct PublicKey {
 impl PublicKey {
     /// Parses and checks a key: it must be a curve point, and not of small order
     /// (a small-order key would make signatures forgeable by anyone).
+    ///
+    /// Decompressing a point costs a field exponentiation (a few microseconds), and
+    /// every transfer carries two keys that each node parses several times (API or
+    /// gossip, proposal check, execution). Keys that passed these checks are kept in
+    /// a bounded process-wide cache ([`KEY_CACHE_ENTRIES`]); a key that fails is never
+    /// cached, so the result is the same with or without the cache.
     pub fn from_bytes(bytes: [u8; PUBLIC_KEY_LEN]) -> Result<Self, SignError> {
+        let cache = key_cache();
+        if let Some(point) = cache.get(&bytes) {
+            return Ok(PublicKey { bytes, point });
+        }
+        let key = Self::decompress(bytes)?;
+        cache.insert(bytes, key.point);
+        Ok(key)
+    }
+
+    fn decompress(bytes: [u8; PUBLIC_KEY_LEN]) -> Result<Self, SignError> {
         let point = CompressedEdwardsY(bytes)
             .decompress()
             .ok_or(SignError::BadPublicKey {
@@ -419,6 +435,16 @@ impl fmt::Debug for Keypair {
     }
 }
 
+/// Checked keys kept by [`PublicKey::from_bytes`]: about 200 bytes each, so ~13 MiB.
+pub const KEY_CACHE_ENTRIES: usize = 65_536;
+
+fn key_cache() -> &'static quick_cache::sync::Cache<[u8; PUBLIC_KEY_LEN], EdwardsPoint> {
+    static CACHE: std::sync::OnceLock<
+        quick_cache::sync::Cache<[u8; PUBLIC_KEY_LEN], EdwardsPoint>,
+    > = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| quick_cache::sync::Cache::new(KEY_CACHE_ENTRIES))
+}
+
 /// `SHA-512(R || A || M) mod ℓ`, the ed25519 challenge.
 fn challenge(r: &[u8; 32], key: &PublicKey, signed: &[u8]) -> Scalar {
     let mut h = Sha512::new();
@@ -610,6 +636,27 @@ mod tests {
         let mut off = [0u8; 32];
         off[0] = 2;
         assert!(PublicKey::from_bytes(off).is_err());
+    }
+
+    #[test]
+    fn cached_keys_parse_like_fresh_ones() {
+        // Every byte string gives the same answer from a fresh decompression, the
+        // first (caching) parse and the second (cached) parse; refused keys stay
+        // refused on the second try.
+        let good = Keypair::from_seed_for_tests(77).public();
+        let mut off = [0u8; 32];
+        off[0] = 2;
+        let torsion = curve25519_dalek::constants::EIGHT_TORSION[1]
+            .compress()
+            .to_bytes();
+        let mut flipped = *good.as_bytes();
+        flipped[3] ^= 0x10;
+        for bytes in [*good.as_bytes(), off, torsion, flipped, [0x55; 32]] {
+            let fresh = PublicKey::decompress(bytes).map(|k| k.point);
+            for _ in 0..2 {
+                assert_eq!(PublicKey::from_bytes(bytes).map(|k| k.point), fresh);
+            }
+        }
     }
 
     #[test]
