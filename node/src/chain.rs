@@ -233,6 +233,10 @@ impl Chain {
             .fragment(own_index as usize)
             .ok_or_else(|| invalid(format!("no fragment {own_index}")))?;
 
+        // The lock is held to read the tip and the touched accounts, released while
+        // the block is written and fsynced (the API and the payload check go on
+        // meanwhile and see the old tip), and taken again to move the tip. Only the
+        // event loop executes, so nothing else changes the ledger in between.
         let mut shared = lock(&self.shared);
         if height != shared.tip.height + 1 || block.header.parent != shared.tip.hash {
             return Err(invalid(format!(
@@ -264,6 +268,7 @@ impl Chain {
                 (t.to, shared.ledger.account(&t.to)),
             ]
         }));
+        drop(shared);
         let execution = scratch.apply(&verified);
         let mut applied = 0;
         let mut tx_records = Vec::with_capacity(execution.outcomes.len());
@@ -291,6 +296,7 @@ impl Chain {
             account_changes: changes.clone(),
             tx_records,
         })?;
+        let mut shared = lock(&self.shared);
         shared.ledger.update(&changes);
         let state_root = shared.ledger.state_root();
         shared.tip = Tip {

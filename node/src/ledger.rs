@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use mosaic_crypto::{
-    ChainId, Domain, Hash, Keypair, MerkleTree, PublicKey, Signature, SignedItem, codec,
+    ChainId, Domain, Hash, Keypair, MerkleTree, PublicKey, Signature, SignedItem, codec, merkle,
 };
 use serde::{Deserialize, Serialize};
 
@@ -263,10 +263,24 @@ pub struct Execution {
     pub state_root: Hash,
 }
 
-/// All accounts.
+/// All accounts, each with its Merkle leaf hash, kept up to date as the account
+/// changes so the state root needs only the interior hashes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ledger {
-    accounts: BTreeMap<PublicKey, Account>,
+    accounts: BTreeMap<PublicKey, Entry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    account: Account,
+    leaf: Hash,
+}
+
+impl Entry {
+    fn new(key: &PublicKey, account: Account) -> Self {
+        let leaf = merkle::leaf_hash(&codec::encode(&(key, &account)).unwrap_or_default());
+        Entry { account, leaf }
+    }
 }
 
 impl Ledger {
@@ -278,8 +292,7 @@ impl Ledger {
             let account = accounts.entry(*key).or_default();
             account.balance = account.balance.checked_add(*amount)?;
         }
-        accounts.retain(|_, a| *a != Account::default());
-        Some(Ledger { accounts })
+        Some(Ledger::from_accounts(accounts))
     }
 
     /// A ledger from stored accounts (after a restart).
@@ -288,18 +301,22 @@ impl Ledger {
             accounts: accounts
                 .into_iter()
                 .filter(|(_, a)| *a != Account::default())
+                .map(|(k, a)| (k, Entry::new(&k, a)))
                 .collect(),
         }
     }
 
     /// An account's state (zero if never used).
     pub fn account(&self, address: &PublicKey) -> Account {
-        self.accounts.get(address).copied().unwrap_or_default()
+        self.accounts
+            .get(address)
+            .map(|e| e.account)
+            .unwrap_or_default()
     }
 
     /// Every non-empty account, in address order.
     pub fn accounts(&self) -> impl Iterator<Item = (&PublicKey, &Account)> {
-        self.accounts.iter()
+        self.accounts.iter().map(|(k, e)| (k, &e.account))
     }
 
     /// Number of non-empty accounts.
@@ -314,12 +331,8 @@ impl Ledger {
 
     /// The state root (see the module docs).
     pub fn state_root(&self) -> Hash {
-        let leaves: Vec<Vec<u8>> = self
-            .accounts
-            .iter()
-            .map(|(k, a)| codec::encode(&(k, a)).unwrap_or_default())
-            .collect();
-        MerkleTree::from_leaves(&leaves).map_or(Hash::ZERO, |t| t.root())
+        let leaves: Vec<Hash> = self.accounts.values().map(|e| e.leaf).collect();
+        MerkleTree::from_leaf_hashes(leaves).map_or(Hash::ZERO, |t| t.root())
     }
 
     /// Executes one transfer against the state.
@@ -372,7 +385,7 @@ impl Ledger {
         if account == Account::default() {
             self.accounts.remove(&key);
         } else {
-            self.accounts.insert(key, account);
+            self.accounts.insert(key, Entry::new(&key, account));
         }
     }
 
@@ -382,7 +395,7 @@ impl Ledger {
         for (key, account) in changes {
             match account {
                 Some(a) if *a != Account::default() => {
-                    self.accounts.insert(*key, *a);
+                    self.accounts.insert(*key, Entry::new(key, *a));
                 }
                 _ => {
                     self.accounts.remove(key);
@@ -405,7 +418,7 @@ impl Ledger {
         }
         let changes = touched
             .into_iter()
-            .map(|k| (k, self.accounts.get(&k).copied()))
+            .map(|k| (k, self.accounts.get(&k).map(|e| e.account)))
             .collect();
         Execution {
             outcomes,
@@ -600,6 +613,10 @@ mod tests {
             let total: u64 = (0..4).map(|i| a.account(&key(i).public()).balance).sum();
             prop_assert_eq!(total, 300);
             prop_assert_eq!(ea.state_root, Ledger::from_accounts((0..4).map(|i| (key(i).public(), a.account(&key(i).public())))).state_root());
+            // The cached leaf hashes give the root the module docs define.
+            let leaves: Vec<Vec<u8>> = a.accounts().map(|(k, acc)| codec::encode(&(k, acc)).unwrap()).collect();
+            let spec_root = MerkleTree::from_leaves(&leaves).map_or(Hash::ZERO, |t| t.root());
+            prop_assert_eq!(a.state_root(), spec_root);
         }
     }
 }

@@ -548,6 +548,15 @@ struct Gathering {
     waiters: Vec<Waiter>,
 }
 
+/// Consensus writes not yet made durable (see [`EventLoop::apply_outputs`]).
+#[derive(Default)]
+struct Unsaved {
+    /// The safety record changed.
+    record: bool,
+    /// Payloads to save: (height, digest, bytes).
+    payloads: Vec<(u64, [u8; 32], Vec<u8>)>,
+}
+
 struct EventLoop {
     replica: Replica,
     chain: Chain,
@@ -667,20 +676,35 @@ impl EventLoop {
         Ok(())
     }
 
+    /// Carries out consensus outputs in order. Writes (`Persist`, `PersistPayload`)
+    /// are gathered and made durable in one transaction before the next output that
+    /// lets anything leave the node or the state change (send, deliver, checkpoint),
+    /// and at the end: persist-before-send holds with one fsync per group.
     fn apply_outputs(&mut self, outputs: Vec<Output>) -> Result<(), NodeError> {
+        let mut unsaved = Unsaved::default();
         for output in outputs {
+            if !matches!(
+                output,
+                Output::Persist(_)
+                    | Output::PersistPayload { .. }
+                    | Output::SetTimer { .. }
+                    | Output::CancelTimer(_)
+            ) {
+                self.save(&mut unsaved)?;
+            }
             match output {
                 Output::Persist(record) => {
                     self.persisted.record = record;
-                    self.store.put_safety_record(&self.persisted)?;
+                    unsaved.record = true;
                 }
                 Output::PersistPayload {
                     seq,
                     digest,
                     payload,
                 } => {
-                    self.store
-                        .put_payload(seq.0, digest.0.as_bytes(), &payload)?;
+                    unsaved
+                        .payloads
+                        .push((seq.0, *digest.0.as_bytes(), payload));
                     self.proposal_seen.entry(seq.0).or_insert_with(Instant::now);
                 }
                 Output::Send { to, message } => self.send_consensus(to, &message),
@@ -717,7 +741,8 @@ impl EventLoop {
                 Output::CheckpointStable(proof) => {
                     let seq = proof.seq.0;
                     self.persisted.stable = Some(proof);
-                    self.store.put_safety_record(&self.persisted)?;
+                    unsaved.record = true;
+                    self.save(&mut unsaved)?;
                     self.store.prune_payloads(seq)?;
                 }
                 Output::EnteredView { view, primary } => {
@@ -735,7 +760,25 @@ impl EventLoop {
                 }
             }
         }
+        self.save(&mut unsaved)?;
         self.update_status();
+        Ok(())
+    }
+
+    /// Makes gathered consensus writes durable (one transaction, one fsync).
+    fn save(&mut self, unsaved: &mut Unsaved) -> Result<(), NodeError> {
+        if !unsaved.record && unsaved.payloads.is_empty() {
+            return Ok(());
+        }
+        let payloads: Vec<(u64, [u8; 32], &[u8])> = unsaved
+            .payloads
+            .iter()
+            .map(|(h, d, p)| (*h, *d, p.as_slice()))
+            .collect();
+        self.store
+            .put_consensus(unsaved.record.then_some(&self.persisted), &payloads)?;
+        unsaved.record = false;
+        unsaved.payloads.clear();
         Ok(())
     }
 

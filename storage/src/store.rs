@@ -616,13 +616,37 @@ impl<S: Schema> Store<S> {
         digest: &[u8; 32],
         payload: &[u8],
     ) -> Result<(), StoreError> {
-        let key = payload_key(height, digest);
-        let bytes = seal("payloads", &key, payload)?;
+        self.put_consensus(None, &[(height, *digest, payload)])
+    }
+
+    /// Saves the safety record (if given) and consensus payloads `(height, digest,
+    /// bytes)` in one durable transaction: one fsync where separate calls to
+    /// [`Store::put_safety_record`] and [`Store::put_payload`] would cost one each.
+    pub fn put_consensus(
+        &self,
+        record: Option<&S::SafetyRecord>,
+        payloads: &[(u64, [u8; 32], &[u8])],
+    ) -> Result<(), StoreError> {
+        if record.is_none() && payloads.is_empty() {
+            return Ok(());
+        }
         let txn = self.db.begin_write().map_err(StoreError::db)?;
         {
-            let mut t = txn.open_table(PAYLOADS).map_err(StoreError::db)?;
-            t.insert(key.as_slice(), bytes.as_slice())
-                .map_err(StoreError::db)?;
+            if let Some(record) = record {
+                let bytes = seal("meta", META_SAFETY.as_bytes(), record)?;
+                let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+                meta.insert(META_SAFETY, bytes.as_slice())
+                    .map_err(StoreError::db)?;
+            }
+            if !payloads.is_empty() {
+                let mut t = txn.open_table(PAYLOADS).map_err(StoreError::db)?;
+                for (height, digest, payload) in payloads {
+                    let key = payload_key(*height, digest);
+                    let bytes = seal("payloads", &key, payload)?;
+                    t.insert(key.as_slice(), bytes.as_slice())
+                        .map_err(StoreError::db)?;
+                }
+            }
         }
         txn.commit().map_err(StoreError::db)
     }
@@ -670,14 +694,7 @@ impl<S: Schema> Store<S> {
 
     /// Saves the consensus safety record durably (fsynced before returning).
     pub fn put_safety_record(&self, record: &S::SafetyRecord) -> Result<(), StoreError> {
-        let bytes = seal("meta", META_SAFETY.as_bytes(), record)?;
-        let txn = self.db.begin_write().map_err(StoreError::db)?;
-        {
-            let mut meta = txn.open_table(META).map_err(StoreError::db)?;
-            meta.insert(META_SAFETY, bytes.as_slice())
-                .map_err(StoreError::db)?;
-        }
-        txn.commit().map_err(StoreError::db)
+        self.put_consensus(Some(record), &[])
     }
 
     /// The body at `height`: the stored copy if inside the window, otherwise rebuilt

@@ -85,6 +85,8 @@ fn keeps_consensus_payloads_across_reopen_until_pruned() -> TestResult {
             store.put_payload(h, &[h as u8; 32], &body_for(h))?;
         }
         store.put_payload(2, &[9; 32], b"another digest at 2")?;
+        // Record and payloads in one transaction.
+        store.put_consensus(Some(&(4, 4)), &[(4, [4; 32], b"four".as_slice())])?;
     }
     let store = Store::<TestSchema>::open(&path, config(0, 100))?;
     let heights: Vec<(u64, u8)> = store
@@ -92,11 +94,13 @@ fn keeps_consensus_payloads_across_reopen_until_pruned() -> TestResult {
         .iter()
         .map(|(h, d, _)| (*h, d[0]))
         .collect();
-    assert_eq!(heights, vec![(1, 1), (2, 2), (2, 9), (3, 3)]);
+    assert_eq!(heights, vec![(1, 1), (2, 2), (2, 9), (3, 3), (4, 4)]);
     assert_eq!(store.payloads()?[3].2, body_for(3));
+    assert_eq!(store.payloads()?[4].2, b"four");
+    assert_eq!(store.safety_record()?, Some((4, 4)));
     store.prune_payloads(2)?;
     let left: Vec<u64> = store.payloads()?.iter().map(|(h, _, _)| *h).collect();
-    assert_eq!(left, vec![3]);
+    assert_eq!(left, vec![3, 4]);
     Ok(())
 }
 
