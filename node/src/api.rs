@@ -14,6 +14,7 @@
 //! | GET | `/v1/headers?from=H&count=N` | certified headers (for audits) |
 //! | GET | `/metrics` | Prometheus |
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -32,8 +33,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::block::{BODY_BYTES_MAX, BlockHeader};
 use crate::chain::{Shared, lock};
-use crate::ledger::{self, SignedTransfer, TxOutcome};
-use crate::mempool::MempoolError;
+use crate::ledger::{SignedTransfer, TxOutcome};
+use crate::mempool::{MempoolError, verify_unknown};
 use crate::metrics::Metrics;
 use crate::schema::NodeStore;
 use crate::service::{Command, NodeInfo, StatusInfo};
@@ -60,6 +61,8 @@ pub struct ApiState {
     pub metrics: Metrics,
     /// Requests to the event loop.
     pub commands: mpsc::Sender<Command>,
+    /// Gossiped transactions waiting for signature checks (kept by the event loop).
+    pub verify_backlog: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -242,7 +245,9 @@ fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Val
         Err(e) => {
             let status = match e {
                 MempoolError::Invalid(_) => StatusCode::BAD_REQUEST,
-                MempoolError::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                MempoolError::Full { .. } | MempoolError::Busy { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 _ => StatusCode::CONFLICT,
             };
             (
@@ -255,24 +260,25 @@ fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Val
 
 async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, Value)> {
     let hashes: Vec<Hash> = txs.iter().map(SignedTransfer::hash).collect();
-    let full = {
-        let shared = lock(&state.shared);
-        shared.mempool.is_full().then(|| MempoolError::Full {
-            count: shared.mempool.len(),
-            bytes: shared.mempool.bytes(),
-        })
-    };
-    let results = match full {
-        // A full pool answers at once, without spending signature checks.
-        Some(full) => vec![Err(full); txs.len()],
+    let refused = lock(&state.shared)
+        .mempool
+        .refusal(state.verify_backlog.load(Ordering::Relaxed));
+    let results = match refused {
+        // A full pool or a busy node answers at once, without spending signature
+        // checks: under overload the node keeps its CPU for the transactions it has.
+        Some(refused) => vec![Err(refused); txs.len()],
         None => {
-            // Signatures are checked on a blocking thread, outside the shared lock.
+            // Signatures are checked on a blocking thread, outside the shared lock;
+            // transactions this node already verified are not checked again.
             let chain = state.info.chain.clone();
             let to_check = txs.clone();
-            let verified =
-                tokio::task::spawn_blocking(move || ledger::verify_batch(to_check, &chain))
-                    .await
-                    .unwrap_or_default();
+            let shared = state.shared.clone();
+            let verified = tokio::task::spawn_blocking(move || {
+                let sorted = lock(&shared).mempool.known(to_check);
+                verify_unknown(sorted, &chain)
+            })
+            .await
+            .unwrap_or_default();
             let mut shared = lock(&state.shared);
             let Shared {
                 mempool, ledger, ..

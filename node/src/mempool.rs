@@ -55,6 +55,15 @@ pub enum MempoolError {
         /// Bytes held.
         bytes: usize,
     },
+    /// The node has more gossiped transactions waiting for signature checks than it
+    /// lets new submissions queue behind; try again later.
+    #[error(
+        "node busy: {waiting} gossiped transactions wait for signature checks; try again later"
+    )]
+    Busy {
+        /// Transactions waiting.
+        waiting: usize,
+    },
     /// Already waiting.
     #[error("transaction {0} is already pending")]
     AlreadyPending(TxHash),
@@ -263,6 +272,22 @@ impl Mempool {
             .collect()
     }
 
+    /// Why a new submission would be refused before its signatures are checked, if
+    /// it would: the pool is full, or more than [`VERIFY_BACKLOG_MAX`] gossiped
+    /// transactions (`verify_backlog`) wait for signature checks. Either way the node
+    /// answers at once and keeps its CPU for the transactions it already has.
+    pub fn refusal(&self, verify_backlog: usize) -> Option<MempoolError> {
+        if verify_backlog > VERIFY_BACKLOG_MAX {
+            return Some(MempoolError::Busy {
+                waiting: verify_backlog,
+            });
+        }
+        self.is_full().then(|| MempoolError::Full {
+            count: self.len(),
+            bytes: self.bytes(),
+        })
+    }
+
     /// Whether the pool is at its count limit (callers skip verification then).
     pub fn is_full(&self) -> bool {
         self.entries.len() >= self.config.count_max
@@ -345,42 +370,37 @@ impl Mempool {
         out
     }
 
+    /// Sorts transactions into those this node already verified (same id, chain and
+    /// signature: wrapped as verified, without checking again) and the rest
+    /// (to be checked with [`verify_unknown`]). Input order is kept.
+    pub fn known(&self, txs: Vec<SignedTransfer>) -> Vec<Known> {
+        txs.into_iter()
+            .map(|tx| {
+                let hash = tx.hash();
+                if tx.transfer.chain == self.chain
+                    && self.verified.contains(&(hash, *tx.signature.as_bytes()))
+                {
+                    Known::Verified(VerifiedTransfer::trusted(tx, hash))
+                } else {
+                    Known::Unchecked(tx)
+                }
+            })
+            .collect()
+    }
+
     /// Verifies a block's transactions, skipping the signature check for those this
-    /// node already verified (same id and signature). Results in input order.
+    /// node already verified (same id and signature), and remembers the new ones.
+    /// Results in input order.
     pub fn verify_for_block(
         &mut self,
         txs: Vec<SignedTransfer>,
     ) -> Vec<Result<VerifiedTransfer, TxError>> {
-        let mut results: Vec<Option<Result<VerifiedTransfer, TxError>>> =
-            Vec::with_capacity(txs.len());
-        let mut unknown = Vec::new();
-        let mut slots = Vec::new();
-        for tx in txs {
-            let hash = tx.hash();
-            if tx.transfer.chain == self.chain
-                && self.verified.contains(&(hash, *tx.signature.as_bytes()))
-            {
-                results.push(Some(Ok(VerifiedTransfer::trusted(tx, hash))));
-            } else {
-                slots.push(results.len());
-                results.push(None);
-                unknown.push(tx);
-            }
-        }
-        for (slot, outcome) in slots
-            .into_iter()
-            .zip(ledger::verify_batch(unknown, &self.chain))
-        {
-            if let Ok(tx) = &outcome {
-                self.verified
-                    .insert((tx.hash(), *tx.signed().signature.as_bytes()));
-            }
-            results[slot] = Some(outcome);
+        let results = verify_unknown(self.known(txs), &self.chain);
+        for tx in results.iter().flatten() {
+            self.verified
+                .insert((tx.hash(), *tx.signed().signature.as_bytes()));
         }
         results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(TxError::ZeroAmount)))
-            .collect()
     }
 
     /// Forgets what a committed block contained, and whatever its execution made stale.
@@ -430,6 +450,48 @@ impl Mempool {
         assert!(self.entries.len() <= self.config.count_max);
         assert!(self.bytes <= self.config.bytes_max);
     }
+}
+
+/// Above this many gossiped transactions waiting for signature checks, submissions
+/// are refused (503): about two seconds of checks on a small machine. A node that
+/// keeps accepting more than it can check only adds latency and starves consensus.
+pub const VERIFY_BACKLOG_MAX: usize = 10_000;
+
+/// A transaction sorted by [`Mempool::known`].
+#[derive(Debug)]
+pub enum Known {
+    /// Verified by this node before.
+    Verified(VerifiedTransfer),
+    /// Not verified yet.
+    Unchecked(SignedTransfer),
+}
+
+/// Completes [`Mempool::known`]: checks the unknown transactions in one signature
+/// batch and returns every result in input order.
+pub fn verify_unknown(
+    sorted: Vec<Known>,
+    chain: &ChainId,
+) -> Vec<Result<VerifiedTransfer, TxError>> {
+    let mut slots: Vec<Option<VerifiedTransfer>> = Vec::with_capacity(sorted.len());
+    let mut unknown = Vec::new();
+    for r in sorted {
+        match r {
+            Known::Verified(tx) => slots.push(Some(tx)),
+            Known::Unchecked(tx) => {
+                slots.push(None);
+                unknown.push(tx);
+            }
+        }
+    }
+    // verify_batch answers once per input, so the fallback is never used.
+    let mut checked = ledger::verify_batch(unknown, chain).into_iter();
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Some(tx) => Ok(tx),
+            None => checked.next().unwrap_or(Err(TxError::ZeroAmount)),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -508,6 +570,23 @@ mod tests {
     }
 
     #[test]
+    fn a_full_pool_or_a_verification_backlog_refuses_before_checking() {
+        let l = ledger();
+        let mut p = pool(1);
+        assert!(p.refusal(0).is_none());
+        assert!(p.refusal(VERIFY_BACKLOG_MAX).is_none());
+        assert!(matches!(
+            p.refusal(VERIFY_BACKLOG_MAX + 1),
+            Some(MempoolError::Busy { waiting }) if waiting == VERIFY_BACKLOG_MAX + 1
+        ));
+        p.add(tx(1, 0), &l).unwrap();
+        assert!(matches!(
+            p.refusal(0),
+            Some(MempoolError::Full { count: 1, .. })
+        ));
+    }
+
+    #[test]
     fn full_is_an_answer() {
         let l = ledger();
         let mut p = pool(2);
@@ -577,5 +656,24 @@ mod tests {
         assert!(results[0].is_ok());
         assert!(matches!(results[1], Err(TxError::BadSignature { .. })));
         assert!(results[2].is_ok());
+    }
+
+    #[test]
+    fn known_skips_only_exactly_verified_transactions() {
+        let l = ledger();
+        let mut p = pool(100);
+        p.add(tx(1, 0), &l).unwrap();
+        let mut swapped = tx(1, 0);
+        swapped.signature = tx(2, 0).signature;
+        let sorted = p.known(vec![tx(2, 0), tx(1, 0), swapped]);
+        let shape: Vec<bool> = sorted
+            .iter()
+            .map(|k| matches!(k, Known::Verified(_)))
+            .collect();
+        assert_eq!(shape, vec![false, true, false]);
+        let results = verify_unknown(sorted, &chain());
+        assert_eq!(results[0].as_ref().map(|t| t.hash()), Ok(tx(2, 0).hash()));
+        assert_eq!(results[1].as_ref().map(|t| t.hash()), Ok(tx(1, 0).hash()));
+        assert!(matches!(results[2], Err(TxError::BadSignature { .. })));
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -431,6 +432,7 @@ pub async fn start(
         source,
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let verify_backlog = Arc::new(AtomicUsize::new(0));
     let api_state = api::ApiState {
         shared: shared.clone(),
         store: store.clone(),
@@ -438,6 +440,7 @@ pub async fn start(
         status: status.clone(),
         metrics: metrics.clone(),
         commands: commands_tx,
+        verify_backlog: verify_backlog.clone(),
     };
     let api_task = tokio::spawn(api::serve(listener, api_state, shutdown_rx.clone()));
 
@@ -483,7 +486,7 @@ pub async fn start(
         fatal: None,
         gossip_in_flight: 0,
         gossip_waiting: VecDeque::new(),
-        gossip_waiting_txs: 0,
+        gossip_waiting_txs: verify_backlog,
         gossip_results,
     };
     for address in &config.bootstrap {
@@ -602,7 +605,8 @@ struct EventLoop {
     fatal: Option<NodeError>,
     gossip_in_flight: usize,
     gossip_waiting: VecDeque<(PeerId, gossipsub::MessageId, Vec<SignedTransfer>)>,
-    gossip_waiting_txs: usize,
+    /// Transactions in `gossip_waiting` (the API refuses submissions when high).
+    gossip_waiting_txs: Arc<AtomicUsize>,
     gossip_results: mpsc::UnboundedSender<GossipResult>,
 }
 
@@ -1187,13 +1191,15 @@ impl EventLoop {
             }
         };
         let full = lock(&self.shared).mempool.is_full();
-        if full || self.gossip_waiting_txs + txs.len() > GOSSIP_WAITING_TXS_MAX {
+        let waiting = self.gossip_waiting_txs.load(Ordering::Relaxed);
+        if full || waiting + txs.len() > GOSSIP_WAITING_TXS_MAX {
             // No room: neither accepted nor blamed.
             self.metrics.rejected("gossip-dropped-full", 1);
             self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Ignore);
             return;
         }
-        self.gossip_waiting_txs += txs.len();
+        self.gossip_waiting_txs
+            .fetch_add(txs.len(), Ordering::Relaxed);
         self.gossip_waiting.push_back((source, id, txs));
         self.start_gossip_verification();
     }
@@ -1203,7 +1209,8 @@ impl EventLoop {
             let Some((source, id, txs)) = self.gossip_waiting.pop_front() else {
                 return;
             };
-            self.gossip_waiting_txs -= txs.len();
+            self.gossip_waiting_txs
+                .fetch_sub(txs.len(), Ordering::Relaxed);
             self.spawn_gossip_verification(source, id, txs);
         }
     }
@@ -1217,8 +1224,12 @@ impl EventLoop {
         self.gossip_in_flight += 1;
         let chain = self.layout.chain.clone();
         let results = self.gossip_results.clone();
+        let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let verified = crate::ledger::verify_batch(txs, &chain);
+            // Transactions already verified here (e.g. in a proposal that overtook the
+            // gossip) are not checked again.
+            let sorted = lock(&shared).mempool.known(txs);
+            let verified = crate::mempool::verify_unknown(sorted, &chain);
             let _ = results.send((source, id, verified));
         });
     }
