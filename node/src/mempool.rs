@@ -331,43 +331,47 @@ impl Mempool {
     }
 
     /// Picks transactions for a block: per sender contiguously from `next_nonce`,
-    /// round-robin over senders, within the count and byte limits.
+    /// round-robin over senders, within the count and byte limits. Costs one lookup
+    /// per sender plus one per transaction picked, however many are pending.
     pub fn select(
         &self,
         next_nonce: impl Fn(&PublicKey) -> u64,
         count_max: usize,
         bytes_max: usize,
     ) -> Vec<VerifiedTransfer> {
-        let mut queues: Vec<Vec<&Entry>> = self
+        // (sender's pending by nonce, the next nonce to take)
+        let mut queues: Vec<(&BTreeMap<u64, TxHash>, u64)> = self
             .by_sender
             .iter()
-            .map(|(sender, by_nonce)| {
-                let first = next_nonce(sender);
-                let mut run: Vec<&Entry> = (first..)
-                    .zip(by_nonce.range(first..))
-                    .take_while(|(expected, (nonce, _))| *expected == **nonce)
-                    .filter_map(|(_, (_, hash))| self.entries.get(hash))
-                    .collect();
-                run.reverse();
-                run
-            })
-            .filter(|q| !q.is_empty())
+            .map(|(sender, by_nonce)| (by_nonce, next_nonce(sender)))
             .collect();
         let mut out = Vec::new();
         let mut bytes = 0;
         'rounds: while !queues.is_empty() {
             for queue in queues.iter_mut() {
-                let Some(entry) = queue.last() else { continue };
+                let Some(entry) = queue.0.get(&queue.1).and_then(|h| self.entries.get(h)) else {
+                    // Mark the run as ended; removed after the round.
+                    queue.1 = u64::MAX;
+                    continue;
+                };
                 if out.len() >= count_max || bytes + entry.bytes > bytes_max {
                     break 'rounds;
                 }
                 bytes += entry.bytes;
                 out.push(entry.tx.clone());
-                queue.pop();
+                queue.1 += 1;
             }
-            queues.retain(|q| !q.is_empty());
+            queues.retain(|q| q.1 != u64::MAX);
         }
         out
+    }
+
+    /// Whether some sender has a transaction at its next nonce, i.e. whether a block
+    /// proposed now would hold anything. Stops at the first such sender.
+    pub fn has_ready(&self, next_nonce: impl Fn(&PublicKey) -> u64) -> bool {
+        self.by_sender
+            .iter()
+            .any(|(sender, by_nonce)| by_nonce.contains_key(&next_nonce(sender)))
     }
 
     /// Sorts transactions into those this node already verified (same id, chain and
@@ -624,6 +628,21 @@ mod tests {
         // Round robin: the first two picks are from two different senders.
         assert_ne!(order[0].0, order[1].0);
         assert_eq!(p.select(|k| l.account(k).nonce, 3, usize::MAX).len(), 3);
+    }
+
+    #[test]
+    fn ready_means_a_block_would_hold_something() {
+        let l = ledger();
+        let mut p = pool(100);
+        let ready = |p: &Mempool| p.has_ready(|k| l.account(k).nonce);
+        assert!(!ready(&p));
+        // Only a gapped run (nonce 0 missing): nothing can go in a block yet.
+        p.add(tx(3, 1), &l).unwrap();
+        assert!(!ready(&p));
+        assert!(p.select(|k| l.account(k).nonce, 1, usize::MAX).is_empty());
+        p.add(tx(3, 0), &l).unwrap();
+        assert!(ready(&p));
+        assert_eq!(p.select(|k| l.account(k).nonce, 10, usize::MAX).len(), 2);
     }
 
     #[test]

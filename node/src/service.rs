@@ -1839,10 +1839,7 @@ impl EventLoop {
                 .mempool_transactions
                 .set(shared.mempool.len() as i64);
             let ledger = &shared.ledger;
-            !shared
-                .mempool
-                .select(|k| ledger.account(k).nonce, 1, usize::MAX)
-                .is_empty()
+            shared.mempool.has_ready(|k| ledger.account(k).nonce)
         };
         if self.pending_sent != Some(pending) {
             self.pending_sent = Some(pending);
