@@ -49,6 +49,42 @@ pub struct BenchOptions {
     /// Folder for the benchmark's testnet (replaced on each run).
     #[arg(long, default_value = "testnet/bench")]
     pub dir: PathBuf,
+    /// Sweep: one fresh run per offered rate (comma-separated), reported together.
+    #[arg(long, value_delimiter = ',', conflicts_with = "rate")]
+    pub sweep: Vec<u64>,
+    /// With --sweep: draw latency against committed throughput into this SVG file.
+    #[arg(long, requires = "sweep")]
+    pub plot: Option<PathBuf>,
+}
+
+/// Runs one fresh benchmark per rate of `options.sweep` and returns
+/// `{"sweep": [report, ...]}`; draws the plot if `options.plot` is set.
+pub fn sweep(options: &BenchOptions, quiet: bool) -> Result<Value> {
+    let mut reports = Vec::new();
+    for &rate in &options.sweep {
+        if !quiet {
+            eprintln!("sweep: offered {rate} transfers/s");
+        }
+        let one = BenchOptions {
+            rate: Some(rate),
+            ..options.clone()
+        };
+        reports.push(run(&one, quiet).with_context(|| format!("sweep run at {rate}/s"))?);
+    }
+    let value = json!({ "sweep": reports });
+    if let Some(path) = &options.plot {
+        let title = format!(
+            "mosaic bench: {} validators, {} cores, {} s per rate",
+            options.validators,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            options.duration
+        );
+        crate::plot::latency_throughput_svg(&crate::plot::points(&value), &title, path)?;
+        if !quiet {
+            eprintln!("plot written to {}", path.display());
+        }
+    }
+    Ok(value)
 }
 
 struct Submitted {

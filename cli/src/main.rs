@@ -5,6 +5,7 @@
 mod audit;
 mod bench;
 mod client;
+mod plot;
 mod testnet;
 
 use std::path::{Path, PathBuf};
@@ -74,7 +75,7 @@ enum Top {
     Audit(AuditCmd),
     /// Load benchmark: a fresh local testnet under pre-signed load.
     #[command(
-        after_help = "Examples:\n  mosaic bench --rate 2000 --duration 30\n  mosaic bench -n 7 --json"
+        after_help = "Examples:\n  mosaic bench --rate 2000 --duration 30\n  mosaic bench -n 7 --json\n  mosaic bench --sweep 1000,2000,4000 --duration 20 --plot docs/bench-sweep.svg"
     )]
     Bench(bench::BenchOptions),
 }
@@ -458,6 +459,10 @@ fn run(cli: Cli) -> Result<()> {
                 serde_json::to_string_pretty(&value).unwrap_or_default()
             });
         }
+        Top::Bench(options) if !options.sweep.is_empty() => {
+            let report = bench::sweep(&options, json)?;
+            print(json, &report, || sweep_table(&report));
+        }
         Top::Bench(options) => {
             let report = bench::run(&options, json)?;
             print(json, &report, || bench_table(&report));
@@ -504,6 +509,51 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn sweep_table(sweep: &Value) -> String {
+    let number = |v: &Value, digits: usize| {
+        v.as_f64()
+            .map_or("-".to_string(), |x| format!("{x:.digits$}"))
+    };
+    let mut out = format!(
+        "{:>9} {:>10} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>11} {:>9}\n",
+        "offered",
+        "committed",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "blocks/s",
+        "avg block",
+        "VCs",
+        "CPU ms/tx",
+        "peak MiB"
+    );
+    for r in sweep["sweep"].as_array().into_iter().flatten() {
+        let peak = r["peak_memory_bytes_per_node"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .fold(0.0, f64::max)
+            / 1048576.0;
+        out += &format!(
+            "{:>9} {:>10} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6} {:>11} {:>9.0}\n",
+            r["offered_rate"],
+            number(&r["committed_per_second"], 0),
+            number(&r["latency_ms"]["p50"], 0),
+            number(&r["latency_ms"]["p90"], 0),
+            number(&r["latency_ms"]["p99"], 0),
+            number(&r["blocks_per_second"], 1),
+            number(&r["average_block_transactions"], 0),
+            number(&r["view_changes"], 0),
+            r["cpu_seconds_per_transaction"]
+                .as_f64()
+                .map_or("-".into(), |x| format!("{:.3}", x * 1000.0)),
+            peak
+        );
+    }
+    out
 }
 
 fn bench_table(r: &Value) -> String {
