@@ -606,12 +606,20 @@ fn bench_table(r: &Value) -> String {
             list(&r["stored_bytes_per_node"], 1048576.0),
         ),
         (
+            "stored after stop (MiB)",
+            list(&r["stored_bytes_per_node_after_stop"], 1048576.0),
+        ),
+        (
+            "stored after stop / committed body bytes",
+            list(&r["stored_per_committed_byte_after_stop"], 1.0),
+        ),
+        (
             "stored / committed body bytes",
             list(&r["stored_per_committed_byte"], 1.0),
         ),
     ];
     rows.iter()
-        .map(|(k, v)| format!("{k:<38} {v}"))
+        .map(|(k, v)| format!("{k:<42} {v}"))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -23,6 +23,7 @@
 //!
 //! [storage]
 //! body_window_blocks = 1024
+//! cache_mib = 64
 //!
 //! [mempool]
 //! txs_max = 200000
@@ -107,6 +108,9 @@ pub struct ConsensusTuning {
 pub struct StorageTuning {
     /// Recent blocks whose full bodies are kept (older ones: own fragment only).
     pub body_window_blocks: u64,
+    /// The store's page cache in MiB (memory grows to about this plus the node's
+    /// state).
+    pub cache_mib: u64,
 }
 
 /// Mempool limits.
@@ -144,6 +148,7 @@ impl Default for StorageTuning {
     fn default() -> Self {
         StorageTuning {
             body_window_blocks: 1_024,
+            cache_mib: 64,
         }
     }
 }
@@ -271,6 +276,9 @@ impl NodeConfig {
                 crate::block::BODY_BYTES_MAX
             ));
         }
+        if !(1..=65_536).contains(&self.storage.cache_mib) {
+            return Err("storage.cache_mib must be between 1 and 65536".into());
+        }
         if self.listen.is_empty() {
             return Err("listen needs at least one address".into());
         }
@@ -330,6 +338,10 @@ mod tests {
             (
                 "key_file = \"k\"\ngenesis_file = \"g\"\n[consensus]\nwindow = 4\n",
                 "at least twice",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[storage]\ncache_mib = 0\n",
+                "cache_mib",
             ),
             (
                 "key_file = \"k\"\ngenesis_file = \"g\"\napi_address = \"nonsense\"\n",

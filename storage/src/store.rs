@@ -52,6 +52,9 @@ pub struct StoreConfig {
     pub validator_index: u32,
     /// How many of the most recent bodies to keep in full.
     pub body_window_blocks: u64,
+    /// redb's page cache, in bytes. Memory use grows to about this much plus the
+    /// node's own state; redb's own default is 1 GiB.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -59,6 +62,7 @@ impl Default for StoreConfig {
         StoreConfig {
             validator_index: 0,
             body_window_blocks: 1024,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -326,7 +330,10 @@ impl<S: Schema> Store<S> {
     /// Opens the store at `path`, creating it if needed. After a crash redb recovers
     /// to the last committed transaction.
     pub fn open(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(StoreError::db)?;
+        let db = redb::Builder::new()
+            .set_cache_size(config.cache_bytes)
+            .create(path)
+            .map_err(StoreError::db)?;
         let store = Store {
             db,
             config,

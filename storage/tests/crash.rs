@@ -19,6 +19,7 @@ fn config() -> StoreConfig {
     StoreConfig {
         validator_index: 1,
         body_window_blocks: 8,
+        ..StoreConfig::default()
     }
 }
 

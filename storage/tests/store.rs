@@ -12,6 +12,7 @@ fn config(validator_index: u32, body_window_blocks: u64) -> StoreConfig {
     StoreConfig {
         validator_index,
         body_window_blocks,
+        ..StoreConfig::default()
     }
 }
 
