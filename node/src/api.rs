@@ -38,6 +38,7 @@ use crate::mempool::{MempoolError, verify_unknown};
 use crate::metrics::Metrics;
 use crate::schema::NodeStore;
 use crate::service::{Command, NodeInfo, StatusInfo};
+use crate::verify_pool::{VERIFY_JOBS_WAITING_MAX, VerifyPool};
 
 /// Largest request body.
 pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -63,6 +64,8 @@ pub struct ApiState {
     pub commands: mpsc::Sender<Command>,
     /// Gossiped transactions waiting for signature checks (kept by the event loop).
     pub verify_backlog: Arc<AtomicUsize>,
+    /// Where signature checks run.
+    pub verify_pool: VerifyPool,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -273,12 +276,21 @@ async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, V
             let chain = state.info.chain.clone();
             let to_check = txs.clone();
             let shared = state.shared.clone();
-            let verified = tokio::task::spawn_blocking(move || {
-                let sorted = lock(&shared).mempool.known(to_check);
-                verify_unknown(sorted, &chain)
-            })
-            .await
-            .unwrap_or_default();
+            let checked = state
+                .verify_pool
+                .run(move || {
+                    let sorted = lock(&shared).mempool.known(to_check);
+                    verify_unknown(sorted, &chain)
+                })
+                .await;
+            let Some(verified) = checked else {
+                // Every checking thread is taken and the queue is full.
+                let waiting = VERIFY_JOBS_WAITING_MAX;
+                return hashes
+                    .into_iter()
+                    .map(|hash| admission(hash, Err(MempoolError::Busy { waiting })))
+                    .collect();
+            };
             let mut shared = lock(&state.shared);
             let Shared {
                 mempool, ledger, ..

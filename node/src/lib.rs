@@ -32,3 +32,4 @@ pub mod metrics;
 pub mod net;
 pub mod schema;
 pub mod service;
+pub mod verify_pool;

@@ -55,11 +55,9 @@ pub enum MempoolError {
         /// Bytes held.
         bytes: usize,
     },
-    /// The node has more gossiped transactions waiting for signature checks than it
-    /// lets new submissions queue behind; try again later.
-    #[error(
-        "node busy: {waiting} gossiped transactions wait for signature checks; try again later"
-    )]
+    /// The node has more work waiting for signature checks than it lets new
+    /// submissions queue behind; try again later.
+    #[error("node busy with signature checks ({waiting} waiting); try again later")]
     Busy {
         /// Transactions waiting.
         waiting: usize,

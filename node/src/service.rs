@@ -38,6 +38,7 @@ use crate::net::{
     SYNC_BLOCKS_MAX, SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX, SyncBlock, SyncRequest, SyncResponse,
 };
 use crate::schema::{NodeStore, PersistedConsensus};
+use crate::verify_pool::VerifyPool;
 
 /// Misbehaviour points after which a peer is disconnected and banned for a while.
 const MISBEHAVIOUR_BAN_POINTS: u32 = 20;
@@ -98,6 +99,9 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// The signature-check threads could not be started.
+    #[error("cannot start the signature-check threads: {0} (check the process and thread limits)")]
+    Threads(#[source] std::io::Error),
     /// The HTTP API could not bind.
     #[error("cannot serve the HTTP API on {address}: {source}")]
     Api {
@@ -434,6 +438,10 @@ pub async fn start(
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let verify_backlog = Arc::new(AtomicUsize::new(0));
+    let verify_pool = VerifyPool::start(
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+    )
+    .map_err(NodeError::Threads)?;
     let api_state = api::ApiState {
         shared: shared.clone(),
         store: store.clone(),
@@ -442,6 +450,7 @@ pub async fn start(
         metrics: metrics.clone(),
         commands: commands_tx,
         verify_backlog: verify_backlog.clone(),
+        verify_pool: verify_pool.clone(),
     };
     let api_task = tokio::spawn(api::serve(listener, api_state, shutdown_rx.clone()));
 
@@ -488,6 +497,7 @@ pub async fn start(
         gossip_in_flight: 0,
         gossip_waiting: VecDeque::new(),
         gossip_waiting_txs: verify_backlog,
+        verify_pool,
         gossip_results,
     };
     for address in &config.bootstrap {
@@ -608,6 +618,8 @@ struct EventLoop {
     gossip_waiting: VecDeque<(PeerId, gossipsub::MessageId, Vec<SignedTransfer>)>,
     /// Transactions in `gossip_waiting` (the API refuses submissions when high).
     gossip_waiting_txs: Arc<AtomicUsize>,
+    /// Low-priority threads for signature checks.
+    verify_pool: VerifyPool,
     gossip_results: mpsc::UnboundedSender<GossipResult>,
 }
 
@@ -1226,13 +1238,24 @@ impl EventLoop {
         let chain = self.layout.chain.clone();
         let results = self.gossip_results.clone();
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
+        let id_for_report = id.clone();
+        let queued = self.verify_pool.spawn(move || {
             // Transactions already verified here (e.g. in a proposal that overtook the
             // gossip) are not checked again.
             let sorted = lock(&shared).mempool.known(txs);
             let verified = crate::mempool::verify_unknown(sorted, &chain);
             let _ = results.send((source, id, verified));
         });
+        if !queued {
+            // The check queue is full of API work: neither accepted nor blamed.
+            self.gossip_in_flight = self.gossip_in_flight.saturating_sub(1);
+            self.metrics.rejected("gossip-dropped-busy", 1);
+            self.report_gossip(
+                &id_for_report,
+                &source,
+                gossipsub::MessageAcceptance::Ignore,
+            );
+        }
     }
 
     fn on_gossip_verified(
