@@ -8,9 +8,9 @@
 //! - Bounded in count and bytes ("mempool full" is an answer, not a crash); refuses
 //!   duplicates, stale nonces, nonces too far ahead, and transactions it saw committed.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use mosaic_crypto::{ChainId, PublicKey};
+use mosaic_crypto::{ChainId, Hash, PublicKey};
 
 use crate::ledger::{self, Ledger, SignedTransfer, TxError, TxHash, VerifiedTransfer};
 
@@ -23,9 +23,11 @@ pub struct MempoolConfig {
     pub bytes_max: usize,
     /// How far past a sender's next nonce a transaction may be.
     pub nonce_ahead_max: u64,
-    /// Verified signatures remembered for block validation.
+    /// Verified signatures remembered for block validation (at least half this many
+    /// of the latest are remembered).
     pub verified_cache_max: usize,
-    /// Committed transaction ids remembered to refuse re-gossip.
+    /// Committed transaction ids remembered to refuse re-gossip (at least half this
+    /// many of the latest).
     pub committed_memory_max: usize,
 }
 
@@ -35,8 +37,8 @@ impl Default for MempoolConfig {
             count_max: 200_000,
             bytes_max: 64 * 1024 * 1024,
             nonce_ahead_max: 1_000,
-            verified_cache_max: 400_000,
-            committed_memory_max: 400_000,
+            verified_cache_max: 200_000,
+            committed_memory_max: 200_000,
         }
     }
 }
@@ -98,36 +100,42 @@ pub enum MempoolError {
     },
 }
 
-/// A FIFO-bounded set.
+/// A set that remembers at least its last `max / 2` and at most its last `max`
+/// insertions: two generations, the older dropped whole when the newer is full.
+/// Each value is stored once (no separate order queue).
 #[derive(Debug, Clone)]
-struct BoundedSet<T: Ord + Clone> {
-    set: BTreeSet<T>,
-    order: VecDeque<T>,
+struct BoundedSet<T: Eq + std::hash::Hash> {
+    current: HashSet<T>,
+    previous: HashSet<T>,
     max: usize,
 }
 
-impl<T: Ord + Clone> BoundedSet<T> {
+impl<T: Eq + std::hash::Hash> BoundedSet<T> {
     fn new(max: usize) -> Self {
         BoundedSet {
-            set: BTreeSet::new(),
-            order: VecDeque::new(),
+            current: HashSet::new(),
+            previous: HashSet::new(),
             max,
         }
     }
     fn insert(&mut self, value: T) {
-        if self.max == 0 || !self.set.insert(value.clone()) {
+        if self.max == 0 || self.contains(&value) {
             return;
         }
-        self.order.push_back(value);
-        while self.order.len() > self.max {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        if self.current.len() >= self.max.div_ceil(2) {
+            self.previous = std::mem::take(&mut self.current);
         }
+        self.current.insert(value);
     }
     fn contains(&self, value: &T) -> bool {
-        self.set.contains(value)
+        self.current.contains(value) || self.previous.contains(value)
     }
+}
+
+/// The key under which a checked (id, signature) pair is remembered: 32 bytes
+/// instead of 96, with blake3's collision resistance.
+fn verified_key(hash: &TxHash, signature: &mosaic_crypto::Signature) -> Hash {
+    Hash::of_parts(&[hash.as_bytes(), signature.as_bytes()])
 }
 
 #[derive(Debug, Clone)]
@@ -144,7 +152,7 @@ pub struct Mempool {
     entries: BTreeMap<TxHash, Entry>,
     by_sender: BTreeMap<PublicKey, BTreeMap<u64, TxHash>>,
     bytes: usize,
-    verified: BoundedSet<(TxHash, [u8; 64])>,
+    verified: BoundedSet<Hash>,
     committed: BoundedSet<TxHash>,
 }
 
@@ -234,7 +242,7 @@ impl Mempool {
             results[slot] = Some(match outcome {
                 Ok(tx) => {
                     self.verified
-                        .insert((tx.hash(), *tx.signed().signature.as_bytes()));
+                        .insert(verified_key(&tx.hash(), &tx.signed().signature));
                     self.admit(tx, ledger)
                 }
                 Err(e) => Err(MempoolError::Invalid(e)),
@@ -264,7 +272,7 @@ impl Mempool {
                     return Err(MempoolError::AlreadyPending(hash));
                 }
                 self.verified
-                    .insert((hash, *tx.signed().signature.as_bytes()));
+                    .insert(verified_key(&hash, &tx.signed().signature));
                 self.admit(tx, ledger)
             })
             .collect()
@@ -380,7 +388,7 @@ impl Mempool {
             .map(|tx| {
                 let hash = tx.hash();
                 if tx.transfer.chain == self.chain
-                    && self.verified.contains(&(hash, *tx.signature.as_bytes()))
+                    && self.verified.contains(&verified_key(&hash, &tx.signature))
                 {
                     Known::Verified(VerifiedTransfer::trusted(tx, hash))
                 } else {
@@ -400,7 +408,7 @@ impl Mempool {
         let results = verify_unknown(self.known(txs), &self.chain);
         for tx in results.iter().flatten() {
             self.verified
-                .insert((tx.hash(), *tx.signed().signature.as_bytes()));
+                .insert(verified_key(&tx.hash(), &tx.signed().signature));
         }
         results
     }
@@ -626,6 +634,21 @@ mod tests {
         // Round robin: the first two picks are from two different senders.
         assert_ne!(order[0].0, order[1].0);
         assert_eq!(p.select(|k| l.account(k).nonce, 3, usize::MAX).len(), 3);
+    }
+
+    #[test]
+    fn bounded_set_remembers_at_least_the_latest_half() {
+        let mut set = BoundedSet::new(10);
+        for i in 0..1_000u32 {
+            set.insert(i);
+            // The latest max/2 are always there; never more than max in all.
+            assert!((i.saturating_sub(4)..=i).all(|j| set.contains(&j)), "{i}");
+            assert!(set.current.len() + set.previous.len() <= 10);
+        }
+        assert!(!set.contains(&0));
+        let mut off = BoundedSet::new(0);
+        off.insert(1u32);
+        assert!(!off.contains(&1));
     }
 
     #[test]
