@@ -238,6 +238,22 @@ pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
     report["stored_per_committed_byte_after_stop"] =
         json!(stored.iter().map(|b| *b as f64 / body).collect::<Vec<_>>());
     report["stored_bytes_per_node_after_stop"] = json!(stored);
+    // Where node 0's bytes are, by table (the store is closed now, so it can be opened).
+    let store = mosaic_node::schema::NodeStore::open(
+        &dir.join("node0/data/store.redb"),
+        mosaic_storage::StoreConfig::default(),
+    )
+    .and_then(|store| store.table_bytes());
+    match store {
+        Ok(tables) => {
+            report["stored_bytes_by_table_node0"] = tables
+                .into_iter()
+                .map(|(name, bytes)| (name.to_string(), json!(bytes)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        Err(e) => eprintln!("cannot read node 0's table sizes: {e}"),
+    }
     Ok(report)
 }
 

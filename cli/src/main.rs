@@ -617,6 +617,19 @@ fn bench_table(r: &Value) -> String {
             "stored / committed body bytes",
             list(&r["stored_per_committed_byte"], 1.0),
         ),
+        (
+            "node 0 by table (MiB)",
+            r["stored_bytes_by_table_node0"]
+                .as_object()
+                .map(|tables| {
+                    tables
+                        .iter()
+                        .filter_map(|(k, v)| Some(format!("{k} {:.1}", v.as_f64()? / 1048576.0)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+        ),
     ];
     rows.iter()
         .map(|(k, v)| format!("{k:<42} {v}"))

@@ -52,6 +52,24 @@ fn commits_in_order_and_reads_back_after_reopen() -> TestResult {
     assert_eq!(store.safety_record()?, Some((7, 9)));
     assert_eq!(store.tx_record(&tx_id(3))?, Some((3, 0)));
     assert_eq!(store.tx_record(&tx_id(6))?, None);
+    let sizes: std::collections::BTreeMap<&str, u64> = store.table_bytes()?.into_iter().collect();
+    for table in [
+        "headers",
+        "certificates",
+        "fragments",
+        "bodies",
+        "accounts",
+        "tx_records",
+        "meta",
+    ] {
+        assert!(
+            sizes.get(table).is_some_and(|b| *b > 0),
+            "{table}: {sizes:?}"
+        );
+    }
+    // Five bodies of body_for(h) are in there.
+    let bodies: u64 = (1..=5).map(|h| body_for(h).len() as u64).sum();
+    assert!(sizes["bodies"] >= bodies, "{sizes:?}");
     Ok(())
 }
 
