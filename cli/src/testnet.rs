@@ -225,7 +225,6 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
     Ok(file)
 }
 
-/// Whether process `pid` exists.
 /// Whether process `pid` exists and has not exited. An exited child that its parent
 /// has not reaped yet (a zombie, state `Z` in /proc) counts as gone: `kill -0` still
 /// succeeds on it.

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::block::{BODY_BYTES_MAX, BlockHeader};
 use crate::chain::{Shared, lock};
 use crate::ledger::{SignedTransfer, TxOutcome};
-use crate::mempool::{MempoolError, verify_unknown};
+use crate::mempool::{MempoolError, prepare, verify_unknown};
 use crate::metrics::Metrics;
 use crate::schema::NodeStore;
 use crate::service::{Command, NodeInfo, StatusInfo};
@@ -279,7 +279,8 @@ async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, V
             let checked = state
                 .verify_pool
                 .run(move || {
-                    let sorted = lock(&shared).mempool.known(to_check);
+                    let prepared = prepare(to_check);
+                    let sorted = lock(&shared).mempool.known(prepared);
                     verify_unknown(sorted, &chain)
                 })
                 .await;
@@ -380,6 +381,12 @@ async fn transaction(
         .store
         .tx_record(id.as_bytes())
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    // A block is written before the ledger moves to it: until then its transactions
+    // read as pending, so status and account answers never disagree.
+    let tip = lock(&state.shared).tip.height;
+    if record.as_ref().is_some_and(|r| r.height > tip) {
+        return Ok(ok(json!({ "hash": id.to_string(), "status": "pending" })));
+    }
     Ok(ok(match record {
         Some(r) => match r.outcome {
             TxOutcome::Applied => json!({

@@ -234,9 +234,10 @@ impl Chain {
             .ok_or_else(|| invalid(format!("no fragment {own_index}")))?;
 
         // The lock is held to read the tip and the touched accounts, released while
-        // the block is written and fsynced (the API and the payload check go on
-        // meanwhile and see the old tip), and taken again to move the tip. Only the
-        // event loop executes, so nothing else changes the ledger in between.
+        // the block is written and fsynced (the API goes on meanwhile and sees the old
+        // tip; it reports the block's transactions as pending until the tip moves),
+        // and taken again to move the tip. Only the event loop executes blocks or
+        // checks proposals, so nothing else changes the ledger in between.
         let mut shared = lock(&self.shared);
         if height != shared.tip.height + 1 || block.header.parent != shared.tip.hash {
             return Err(invalid(format!(

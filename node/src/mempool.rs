@@ -24,7 +24,8 @@ pub struct MempoolConfig {
     /// How far past a sender's next nonce a transaction may be.
     pub nonce_ahead_max: u64,
     /// Verified signatures remembered for block validation (at least half this many
-    /// of the latest are remembered).
+    /// of the latest; keep it at least twice `count_max` so pending transactions are
+    /// not forgotten).
     pub verified_cache_max: usize,
     /// Committed transaction ids remembered to refuse re-gossip (at least half this
     /// many of the latest).
@@ -37,7 +38,7 @@ impl Default for MempoolConfig {
             count_max: 200_000,
             bytes_max: 64 * 1024 * 1024,
             nonce_ahead_max: 1_000,
-            verified_cache_max: 200_000,
+            verified_cache_max: 400_000,
             committed_memory_max: 200_000,
         }
     }
@@ -100,8 +101,9 @@ pub enum MempoolError {
     },
 }
 
-/// A set that remembers at least its last `max / 2` and at most its last `max`
-/// insertions: two generations, the older dropped whole when the newer is full.
+/// A set that remembers at least its last `⌈max/2⌉` and at most its last
+/// `2⌈max/2⌉` insertions: two generations, the older dropped whole when the newer is
+/// full. Inserting a value the older generation holds moves it to the newer one.
 /// Each value is stored once (no separate order queue).
 #[derive(Debug, Clone)]
 struct BoundedSet<T: Eq + std::hash::Hash> {
@@ -119,9 +121,10 @@ impl<T: Eq + std::hash::Hash> BoundedSet<T> {
         }
     }
     fn insert(&mut self, value: T) {
-        if self.max == 0 || self.contains(&value) {
+        if self.max == 0 || self.current.contains(&value) {
             return;
         }
+        self.previous.remove(&value);
         if self.current.len() >= self.max.div_ceil(2) {
             self.previous = std::mem::take(&mut self.current);
         }
@@ -380,19 +383,17 @@ impl Mempool {
             .any(|(sender, by_nonce)| by_nonce.contains_key(&next_nonce(sender)))
     }
 
-    /// Sorts transactions into those this node already verified (same id, chain and
-    /// signature: wrapped as verified, without checking again) and the rest
-    /// (to be checked with [`verify_unknown`]). Input order is kept.
-    pub fn known(&self, txs: Vec<SignedTransfer>) -> Vec<Known> {
+    /// Sorts [`prepare`]d transactions into those this node already verified (same
+    /// id, chain and signature: wrapped as verified, without checking again) and the
+    /// rest (to be checked with [`verify_unknown`]). Input order is kept. Only set
+    /// lookups: the hashing was done by [`prepare`], outside any lock.
+    pub fn known(&self, txs: Vec<Prepared>) -> Vec<Known> {
         txs.into_iter()
-            .map(|tx| {
-                let hash = tx.hash();
-                if tx.transfer.chain == self.chain
-                    && self.verified.contains(&verified_key(&hash, &tx.signature))
-                {
-                    Known::Verified(VerifiedTransfer::trusted(tx, hash))
+            .map(|p| {
+                if p.tx.transfer.chain == self.chain && self.verified.contains(&p.key) {
+                    Known::Verified(VerifiedTransfer::trusted(p.tx, p.hash))
                 } else {
-                    Known::Unchecked(tx)
+                    Known::Unchecked(p.tx)
                 }
             })
             .collect()
@@ -405,7 +406,7 @@ impl Mempool {
         &mut self,
         txs: Vec<SignedTransfer>,
     ) -> Vec<Result<VerifiedTransfer, TxError>> {
-        let results = verify_unknown(self.known(txs), &self.chain);
+        let results = verify_unknown(self.known(prepare(txs)), &self.chain);
         for tx in results.iter().flatten() {
             self.verified
                 .insert(verified_key(&tx.hash(), &tx.signed().signature));
@@ -466,6 +467,25 @@ impl Mempool {
 /// are refused (503): about two seconds of checks on a small machine. A node that
 /// keeps accepting more than it can check only adds latency and starves consensus.
 pub const VERIFY_BACKLOG_MAX: usize = 10_000;
+
+/// A transaction with its id and verified-cache key computed (see [`prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    tx: SignedTransfer,
+    hash: TxHash,
+    key: Hash,
+}
+
+/// Hashes transactions for [`Mempool::known`]; call it before taking the shared lock.
+pub fn prepare(txs: Vec<SignedTransfer>) -> Vec<Prepared> {
+    txs.into_iter()
+        .map(|tx| {
+            let hash = tx.hash();
+            let key = verified_key(&hash, &tx.signature);
+            Prepared { tx, hash, key }
+        })
+        .collect()
+}
 
 /// A transaction sorted by [`Mempool::known`].
 #[derive(Debug)]
@@ -646,6 +666,13 @@ mod tests {
             assert!(set.current.len() + set.previous.len() <= 10);
         }
         assert!(!set.contains(&0));
+        // Inserting again keeps a value alive across rotations.
+        let mut kept = BoundedSet::new(4);
+        for i in 0..100u32 {
+            kept.insert(0);
+            kept.insert(1_000 + i);
+            assert!(kept.contains(&0), "{i}");
+        }
         let mut off = BoundedSet::new(0);
         off.insert(1u32);
         assert!(!off.contains(&1));
@@ -705,7 +732,7 @@ mod tests {
         p.add(tx(1, 0), &l).unwrap();
         let mut swapped = tx(1, 0);
         swapped.signature = tx(2, 0).signature;
-        let sorted = p.known(vec![tx(2, 0), tx(1, 0), swapped]);
+        let sorted = p.known(prepare(vec![tx(2, 0), tx(1, 0), swapped]));
         let shape: Vec<bool> = sorted
             .iter()
             .map(|k| matches!(k, Known::Verified(_)))

@@ -59,7 +59,8 @@ const GOSSIP_WAITING_TXS_MAX: usize = 100_000;
 type GossipResult = (
     PeerId,
     gossipsub::MessageId,
-    Vec<Result<crate::ledger::VerifiedTransfer, crate::ledger::TxError>>,
+    // None: the check did not run to the end (a panic), so no verdict.
+    Option<Vec<Result<crate::ledger::VerifiedTransfer, crate::ledger::TxError>>>,
 );
 /// How long to wait for fragments from peers.
 const FRAGMENT_GATHER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -299,6 +300,11 @@ pub async fn start(
         MempoolConfig {
             count_max: config.mempool.txs_max,
             bytes_max: config.mempool.bytes_max,
+            verified_cache_max: config
+                .mempool
+                .txs_max
+                .saturating_mul(2)
+                .max(MempoolConfig::default().verified_cache_max),
             ..MempoolConfig::default()
         },
     );
@@ -1242,8 +1248,12 @@ impl EventLoop {
         let queued = self.verify_pool.spawn(move || {
             // Transactions already verified here (e.g. in a proposal that overtook the
             // gossip) are not checked again.
-            let sorted = lock(&shared).mempool.known(txs);
-            let verified = crate::mempool::verify_unknown(sorted, &chain);
+            let verified = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let prepared = crate::mempool::prepare(txs);
+                let sorted = lock(&shared).mempool.known(prepared);
+                crate::mempool::verify_unknown(sorted, &chain)
+            }))
+            .ok();
             let _ = results.send((source, id, verified));
         });
         if !queued {
@@ -1262,9 +1272,15 @@ impl EventLoop {
         &mut self,
         source: PeerId,
         id: gossipsub::MessageId,
-        verified: Vec<Result<crate::ledger::VerifiedTransfer, crate::ledger::TxError>>,
+        verified: Option<Vec<Result<crate::ledger::VerifiedTransfer, crate::ledger::TxError>>>,
     ) {
         self.gossip_in_flight = self.gossip_in_flight.saturating_sub(1);
+        let Some(verified) = verified else {
+            tracing::error!("a gossip signature check failed unexpectedly; message ignored");
+            self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Ignore);
+            self.start_gossip_verification();
+            return;
+        };
         let invalid = verified.iter().any(Result::is_err);
         {
             let mut shared = lock(&self.shared);

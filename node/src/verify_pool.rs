@@ -7,7 +7,8 @@
 //! machine waiting for a CPU at every consensus phase. With the checks niced, the
 //! scheduler runs an event loop as soon as it has work, and the checks use the rest.
 
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -15,13 +16,15 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Niceness of the checking threads (0 is normal, 19 the lowest priority).
 pub const VERIFY_NICE: i32 = 10;
 
-/// Jobs waiting for a thread at most; [`VerifyPool::run`] answers `None` beyond.
+/// Jobs waiting for a thread at most. [`VerifyPool::run`] (API submissions) may use
+/// only half of it, so gossip ([`VerifyPool::spawn`]) always finds room.
 pub const VERIFY_JOBS_WAITING_MAX: usize = 1_024;
 
 /// A fixed set of low-priority threads for CPU-heavy checks.
 #[derive(Clone)]
 pub struct VerifyPool {
     jobs: SyncSender<Job>,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for VerifyPool {
@@ -36,22 +39,47 @@ impl VerifyPool {
     pub fn start(threads: usize) -> std::io::Result<Self> {
         let (jobs, queue) = sync_channel::<Job>(VERIFY_JOBS_WAITING_MAX);
         let queue = Arc::new(Mutex::new(queue));
+        let waiting = Arc::new(AtomicUsize::new(0));
         for i in 0..threads.max(1) {
             let queue = queue.clone();
+            let waiting = waiting.clone();
             std::thread::Builder::new()
                 .name(format!("mosaic-verify-{i}"))
                 .spawn(move || {
                     lower_priority();
                     while let Some(job) = next_job(&queue) {
-                        job();
+                        waiting.fetch_sub(1, Ordering::Relaxed);
+                        // A panicking job loses only its own answer (its caller sees
+                        // the channel closed), not the thread.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            tracing::error!("a signature-check job panicked");
+                        }
                     }
                 })?;
         }
-        Ok(VerifyPool { jobs })
+        Ok(VerifyPool { jobs, waiting })
     }
 
-    /// Runs `work` on a pool thread and returns its result; `None` if the queue is
-    /// full or the pool has stopped (the caller answers "busy").
+    /// Jobs queued and not yet started.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    fn enqueue(&self, job: Job, limit: usize) -> bool {
+        if self.waiting() >= limit {
+            return false;
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.try_send(job).is_ok() {
+            true
+        } else {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Runs `work` on a pool thread and returns its result; `None` if half the queue
+    /// is taken, the pool has stopped or `work` panicked (the caller answers "busy").
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -60,16 +88,16 @@ impl VerifyPool {
         let job: Job = Box::new(move || {
             let _ = tx.send(work());
         });
-        match self.jobs.try_send(job) {
-            Ok(()) => rx.await.ok(),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => None,
+        if !self.enqueue(job, VERIFY_JOBS_WAITING_MAX / 2) {
+            return None;
         }
+        rx.await.ok()
     }
 
     /// Queues `work` without waiting for it; `false` if the queue is full or the pool
     /// has stopped (`work` is dropped then).
     pub fn spawn(&self, work: impl FnOnce() + Send + 'static) -> bool {
-        self.jobs.try_send(Box::new(work)).is_ok()
+        self.enqueue(Box::new(work), VERIFY_JOBS_WAITING_MAX)
     }
 }
 
@@ -123,5 +151,14 @@ mod tests {
             let _ = tx.send(1);
         }));
         assert_eq!(rx.await.ok(), Some(1));
+        // A panicking job answers None and leaves the threads working.
+        let panicked: Option<u32> = pool
+            .run(|| std::panic::panic_any("job failed on purpose"))
+            .await;
+        assert_eq!(panicked, None);
+        for _ in 0..4 {
+            assert_eq!(pool.run(|| 1).await, Some(1));
+        }
+        assert_eq!(pool.waiting(), 0);
     }
 }
