@@ -9,7 +9,7 @@
 //! | POST | `/v1/transactions/batch` | submit up to 10,000 |
 //! | GET | `/v1/transactions/{hash}` | pending / committed / failed / unknown |
 //! | GET | `/v1/accounts/{address}` | balance and next nonce |
-//! | GET | `/v1/blocks/{height}` | header, certificate, transactions (rebuilt from fragments when pruned) |
+//! | GET | `/v1/blocks/{height}` | header, certificate, transactions (rebuilt from fragments when pruned); `?view=hashes`: transaction ids only |
 //! | GET | `/v1/blocks/{height}/fragments/{index}` | a fragment with its proof |
 //! | GET | `/v1/headers?from=H&count=N` | certified headers (for audits) |
 //! | GET | `/metrics` | Prometheus |
@@ -436,12 +436,24 @@ fn stored_header(state: &ApiState, height: u64) -> Result<BlockHeader, ApiError>
         })
 }
 
+/// `GET /v1/blocks/{h}[?view=hashes]`: the block with its transactions, or with only
+/// their ids (`view=hashes`: much smaller, for followers that match ids).
 async fn block(
     State(state): State<ApiState>,
     height: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult {
     let height = path_arg(height)?;
     let height = parse_height(&height)?;
+    let hashes_only = match query.as_deref().unwrap_or_default() {
+        "" | "view=full" => false,
+        "view=hashes" => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown query {other:?}: use view=full or view=hashes"
+            )));
+        }
+    };
     let header = stored_header(&state, height)?;
     let certificate = state
         .store
@@ -481,15 +493,21 @@ async fn block(
     };
     let txs: Vec<SignedTransfer> = codec::decode(&body, BODY_BYTES_MAX)
         .map_err(|e| ApiError::internal(format!("stored body does not decode: {e}")))?;
-    Ok(ok(json!({
+    let mut answer = json!({
         "height": height,
         "hash": header.hash().to_string(),
         "header": header,
         "certificate": certificate,
-        "transactions": txs,
         "body_rebuilt_from_fragments": rebuilt,
         "rejected_fragments": rejected,
-    })))
+    });
+    if hashes_only {
+        let ids: Vec<String> = txs.iter().map(|t| t.hash().to_string()).collect();
+        answer["transaction_hashes"] = json!(ids);
+    } else {
+        answer["transactions"] = json!(txs);
+    }
+    Ok(ok(answer))
 }
 
 async fn fragment(

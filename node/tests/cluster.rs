@@ -53,6 +53,16 @@ async fn transfers_submitted_to_any_node_commit_on_all_and_balances_agree() {
     let height = height(&cluster.url(0)).await;
     assert!(height >= 1);
     let (_, first) = get(format!("{}/v1/blocks/1", cluster.url(0))).await;
+    // The hashes view lists the ids of the full view's transactions, in order.
+    let (status, ids) = get(format!("{}/v1/blocks/1?view=hashes", cluster.url(0))).await;
+    assert_eq!(status, 200, "{ids}");
+    let txs: Vec<mosaic_node::ledger::SignedTransfer> =
+        serde_json::from_value(first["transactions"].clone()).unwrap();
+    let expected: Vec<String> = txs.iter().map(|t| t.hash().to_string()).collect();
+    assert!(!expected.is_empty());
+    assert_eq!(ids["transaction_hashes"], serde_json::json!(expected));
+    assert!(ids.get("transactions").is_none());
+    assert_eq!(ids["hash"], first["hash"]);
     for i in 1..4 {
         let (status, block) = get(format!("{}/v1/blocks/1", cluster.url(i))).await;
         assert_eq!(status, 200, "{block}");
@@ -161,6 +171,7 @@ async fn garbage_on_every_endpoint_gets_a_json_4xx() {
         ("/v1/accounts/abcd", 400),
         ("/v1/blocks/-1", 400),
         ("/v1/blocks/999", 404),
+        ("/v1/blocks/1?view=bogus", 400),
         ("/v1/blocks/1/fragments/x", 400),
         ("/v1/headers?from=x", 400),
         ("/v1/headers?bogus=1", 400),
