@@ -24,6 +24,7 @@
 
 pub mod coding;
 pub mod placement;
+mod segments;
 pub mod store;
 
 pub use coding::{

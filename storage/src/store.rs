@@ -1,22 +1,26 @@
-//! The durable store: headers, commit certificates, fragment commitments, this
-//! validator's own fragments, recent bodies, ledger accounts and the consensus
-//! safety record, in one redb file.
+//! The durable store: headers, commit certificates, fragment commitments, ledger
+//! accounts and the consensus safety record in one redb file; this validator's own
+//! fragments and the recent bodies in append-only segment files next to it
+//! (`<file>.segments/`, ADR 007), located from redb.
 //!
 //! - A committed block's writes (header, certificate, commitment, own fragment, body,
-//!   account changes, new tip) are one transaction, fsynced before
-//!   [`Store::commit_block`] returns.
+//!   account changes, new tip) are durable before [`Store::commit_block`] returns:
+//!   fragment and body are appended to their segment files and fsynced, then
+//!   everything else, with where those records are, is one redb transaction. A
+//!   crash between the two leaves unreferenced bytes that the next open cuts off.
 //! - Every value is stored behind a 16-byte blake3 checksum of (table, key, value), so a
 //!   flipped byte on disk is reported as [`StoreError::Corrupt`], never served.
-//! - Bodies older than the configured window are deleted in the same transaction
-//!   that commits the block that pushes them out; they are rebuilt from fragments on
-//!   demand ([`Store::body_or_rebuild`]).
+//! - Bodies older than the configured window are dropped in the same transaction
+//!   that commits the block that pushes them out, and their segment files deleted
+//!   once every body in them is; they are rebuilt from fragments on demand
+//!   ([`Store::body_or_rebuild`]).
 //!
 //! The store is generic over the node's types through [`Schema`], so this crate
 //! knows nothing of transactions or PBFT, yet its API stays typed.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use mosaic_crypto::codec::{self, CodecError};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -27,6 +31,7 @@ use crate::coding::{
     self, CodingError, Fragment, FragmentCommitment, FragmentError, Reconstruction,
 };
 use crate::placement;
+use crate::segments::{Loc, Log, LogEnd, Roll};
 
 /// The types the node stores. One production implementation (the node's) and test
 /// ones; the store only needs to encode and decode them.
@@ -144,6 +149,16 @@ pub enum StoreError {
         #[source]
         source: CodingError,
     },
+    /// A segment file could not be created, read, written or synced. A failed write
+    /// is fatal to the node: stop, check the disk (space, permissions), restart.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Nothing is stored for that height.
     #[error("no block at height {height}")]
     UnknownHeight {
@@ -194,7 +209,7 @@ impl StoreError {
 }
 
 /// Version of the on-disk layout.
-pub const STORE_FORMAT: u64 = 1;
+pub const STORE_FORMAT: u64 = 2;
 const CHECKSUM_LEN: usize = 16;
 /// Largest value the store decodes (bodies are at most coding::BODY_BYTES_MAX).
 const VALUE_BYTES_MAX: usize = coding::BODY_BYTES_MAX + 1024 * 1024;
@@ -230,6 +245,17 @@ const META_FORMAT: &str = "format";
 const META_TIP: &str = "tip";
 const META_SAFETY: &str = "safety";
 const META_GENESIS: &str = "genesis";
+const META_FRAGMENT_LOG: &str = "log.fragments";
+const META_BODY_LOG: &str = "log.bodies";
+/// A segment file is closed at this size and the next append starts another.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Where the segment files of the store at `path` live.
+pub fn segments_dir(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".segments");
+    path.with_file_name(name)
+}
 
 fn checksum(table: &str, key: &[u8], payload: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut hasher = blake3::Hasher::new();
@@ -314,6 +340,10 @@ pub struct Rebuilt {
 /// lets readers run alongside.
 pub struct Store<S: Schema> {
     db: Database,
+    /// This validator's fragments (`fragments` table: height -> location).
+    fragments: Log,
+    /// Recent bodies (`bodies` table: height -> location).
+    bodies: Log,
     config: StoreConfig,
     _schema: PhantomData<fn() -> S>,
 }
@@ -334,12 +364,7 @@ impl<S: Schema> Store<S> {
             .set_cache_size(config.cache_bytes)
             .create(path)
             .map_err(StoreError::db)?;
-        let store = Store {
-            db,
-            config,
-            _schema: PhantomData,
-        };
-        let txn = store.db.begin_write().map_err(StoreError::db)?;
+        let txn = db.begin_write().map_err(StoreError::db)?;
         {
             let mut meta = txn.open_table(META).map_err(StoreError::db)?;
             let existing = match meta.get(META_FORMAT).map_err(StoreError::db)? {
@@ -363,7 +388,76 @@ impl<S: Schema> Store<S> {
             }
         }
         txn.commit().map_err(StoreError::db)?;
+        let (fragment_end, body_end) = {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            let meta = txn.open_table(META).map_err(StoreError::db)?;
+            let end = |key: &'static str| -> Result<Option<LogEnd>, StoreError> {
+                match meta.get(key).map_err(StoreError::db)? {
+                    Some(v) => unseal("meta", key.as_bytes(), v.value()).map(Some),
+                    None => Ok(None),
+                }
+            };
+            (end(META_FRAGMENT_LOG)?, end(META_BODY_LOG)?)
+        };
+        let dir = segments_dir(path);
+        let fragments = Log::open(
+            dir.join("fragments"),
+            FRAGMENTS.name,
+            Roll {
+                bytes: SEGMENT_BYTES,
+                records: u64::MAX,
+            },
+            fragment_end,
+        )?;
+        // Bodies roll every quarter window, so a pruned body's file goes at most a
+        // quarter window after it.
+        let bodies = Log::open(
+            dir.join("bodies"),
+            BODIES.name,
+            Roll {
+                bytes: SEGMENT_BYTES,
+                records: (config.body_window_blocks / 4).max(1),
+            },
+            body_end,
+        )?;
+        let store = Store {
+            db,
+            fragments,
+            bodies,
+            config,
+            _schema: PhantomData,
+        };
+        store.remove_pruned_body_segments()?;
         Ok(store)
+    }
+
+    /// Deletes the body segment files before the one holding the oldest stored body.
+    fn remove_pruned_body_segments(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db)?;
+        let table = txn.open_table(BODIES.definition).map_err(StoreError::db)?;
+        let first = match table.first().map_err(StoreError::db)? {
+            Some((k, v)) => {
+                let height = k.value();
+                Some(unseal::<Loc>(BODIES.name, &height_key(height), v.value())?)
+            }
+            None => None,
+        };
+        drop(table);
+        drop(txn);
+        self.bodies
+            .remove_before(first.map_or(u64::MAX, |loc| loc.segment))
+    }
+
+    fn read_loc(
+        &self,
+        table: HeightTable,
+        log: &Log,
+        height: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.get_at::<Loc>(table, height)? {
+            Some(loc) => log.read(loc, height),
+            None => Ok(None),
+        }
     }
 
     /// Binds the store to a chain: the first call writes the genesis accounts and
@@ -438,6 +532,9 @@ impl<S: Schema> Store<S> {
 
     /// Writes one committed block atomically and durably.
     pub fn commit_block(&self, block: CommittedBlock<S>) -> Result<(), StoreError> {
+        // The log writers are held to the end: one commit at a time, in log order.
+        let mut fragment_log = self.fragments.appender();
+        let mut body_log = self.bodies.appender();
         let height = block.height;
         let tip = self.tip()?;
         if height != tip.map_or(1, |t| t + 1) {
@@ -477,6 +574,20 @@ impl<S: Schema> Store<S> {
             .into_fragment();
 
         let key = height_key(height);
+        let window = self.config.body_window_blocks;
+        let fragment_bytes = codec::encode(&own_fragment).map_err(|source| StoreError::Encode {
+            table: FRAGMENTS.name,
+            source,
+        })?;
+        // Appends first, durable before the transaction that references them.
+        let fragment_loc = fragment_log.append(height, &fragment_bytes)?;
+        let body_loc = if window > 0 {
+            Some(body_log.append(height, &block.body)?)
+        } else {
+            None
+        };
+        fragment_log.sync()?;
+        body_log.sync()?;
         let txn = self.db.begin_write().map_err(StoreError::db)?;
         {
             let put = |table: HeightTable, bytes: Vec<u8>| -> Result<(), StoreError> {
@@ -493,11 +604,11 @@ impl<S: Schema> Store<S> {
                 COMMITMENTS,
                 seal(COMMITMENTS.name, &key, &block.commitment)?,
             )?;
-            put(FRAGMENTS, seal(FRAGMENTS.name, &key, &own_fragment)?)?;
-            put(BODIES, seal(BODIES.name, &key, &block.body)?)?;
-
-            let window = self.config.body_window_blocks;
-            if height > window {
+            put(FRAGMENTS, seal(FRAGMENTS.name, &key, &fragment_loc)?)?;
+            if let Some(loc) = body_loc {
+                put(BODIES, seal(BODIES.name, &key, &loc)?)?;
+            }
+            if window > 0 && height > window {
                 let mut bodies = txn.open_table(BODIES.definition).map_err(StoreError::db)?;
                 bodies.remove(height - window).map_err(StoreError::db)?;
             }
@@ -531,8 +642,19 @@ impl<S: Schema> Store<S> {
             let tip = seal("meta", META_TIP.as_bytes(), &height)?;
             meta.insert(META_TIP, tip.as_slice())
                 .map_err(StoreError::db)?;
+            let end = seal("meta", META_FRAGMENT_LOG.as_bytes(), &fragment_log.end())?;
+            meta.insert(META_FRAGMENT_LOG, end.as_slice())
+                .map_err(StoreError::db)?;
+            if body_loc.is_some() {
+                let end = seal("meta", META_BODY_LOG.as_bytes(), &body_log.end())?;
+                meta.insert(META_BODY_LOG, end.as_slice())
+                    .map_err(StoreError::db)?;
+            }
         }
-        txn.commit().map_err(StoreError::db)
+        txn.commit().map_err(StoreError::db)?;
+        drop(body_log);
+        drop(fragment_log);
+        self.remove_pruned_body_segments()
     }
 
     /// The header at `height`.
@@ -555,9 +677,15 @@ impl<S: Schema> Store<S> {
         let Some(commitment) = self.commitment(height)? else {
             return Ok(None);
         };
-        let Some(fragment) = self.get_at::<Fragment>(FRAGMENTS, height)? else {
+        let Some(bytes) = self.read_loc(FRAGMENTS, &self.fragments, height)? else {
             return Ok(None);
         };
+        let fragment: Fragment =
+            codec::decode(&bytes, VALUE_BYTES_MAX).map_err(|e| StoreError::Corrupt {
+                table: FRAGMENTS.name,
+                key: height.to_string(),
+                reason: e.to_string(),
+            })?;
         fragment
             .check(&commitment)
             .map(|c| Some(c.into_fragment()))
@@ -570,7 +698,7 @@ impl<S: Schema> Store<S> {
 
     /// The stored body at `height`, if still inside the window.
     pub fn body(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.get_at(BODIES, height)
+        self.read_loc(BODIES, &self.bodies, height)
     }
 
     /// An account's state.
@@ -695,7 +823,8 @@ impl<S: Schema> Store<S> {
     }
 
     /// Bytes each table takes in the file (stored, B-tree metadata and
-    /// fragmentation), by table name, for sizing and benchmarks. Tables not created
+    /// fragmentation), by table name, for sizing and benchmarks, then the bytes of
+    /// the segment files (`fragment_segments`, `body_segments`). Tables not created
     /// yet are left out.
     pub fn table_bytes(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
         fn size(stats: redb::TableStats) -> u64 {
@@ -726,6 +855,8 @@ impl<S: Schema> Store<S> {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(StoreError::db(e)),
         }
+        out.push(("fragment_segments", self.fragments.bytes()));
+        out.push(("body_segments", self.bodies.bytes()));
         Ok(out)
     }
 
@@ -870,13 +1001,25 @@ impl<S: Schema> Store<S> {
                 ),
             },
         )?;
-        let bytes = seal(FRAGMENTS.name, &height_key(height), &fragment)?;
+        let bytes = codec::encode(&fragment).map_err(|source| StoreError::Encode {
+            table: FRAGMENTS.name,
+            source,
+        })?;
+        // The old record, if any, stays in its segment unreferenced.
+        let mut log = self.fragments.appender();
+        let loc = log.append(height, &bytes)?;
+        log.sync()?;
         let txn = self.db.begin_write().map_err(StoreError::db)?;
         {
             let mut t = txn
                 .open_table(FRAGMENTS.definition)
                 .map_err(StoreError::db)?;
-            t.insert(height, bytes.as_slice()).map_err(StoreError::db)?;
+            let value = seal(FRAGMENTS.name, &height_key(height), &loc)?;
+            t.insert(height, value.as_slice()).map_err(StoreError::db)?;
+            let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+            let end = seal("meta", META_FRAGMENT_LOG.as_bytes(), &log.end())?;
+            meta.insert(META_FRAGMENT_LOG, end.as_slice())
+                .map_err(StoreError::db)?;
         }
         txn.commit().map_err(StoreError::db)?;
         Ok(reconstruction.rejected)

@@ -61,15 +61,17 @@ fn commits_in_order_and_reads_back_after_reopen() -> TestResult {
         "accounts",
         "tx_records",
         "meta",
+        "fragment_segments",
+        "body_segments",
     ] {
         assert!(
             sizes.get(table).is_some_and(|b| *b > 0),
             "{table}: {sizes:?}"
         );
     }
-    // Five bodies of body_for(h) are in there.
-    let bodies: u64 = (1..=5).map(|h| body_for(h).len() as u64).sum();
-    assert!(sizes["bodies"] >= bodies, "{sizes:?}");
+    // Five bodies of body_for(h) are in the segment files, each with a 28-byte header.
+    let bodies: u64 = (1..=5).map(|h| body_for(h).len() as u64 + 28).sum();
+    assert_eq!(sizes["body_segments"], bodies, "{sizes:?}");
     Ok(())
 }
 
@@ -237,16 +239,25 @@ fn a_flipped_byte_on_disk_is_reported_not_served() -> TestResult {
     }
     let body = body_for(marker_height);
     let needle = &body[100..164];
-    let mut file = std::fs::read(&path)?;
     let mut flipped = 0;
-    let mut at = 0;
-    while let Some(pos) = file[at..].windows(needle.len()).position(|w| w == needle) {
-        file[at + pos + 10] ^= 0x01;
-        flipped += 1;
-        at += pos + needle.len();
+    let segments = mosaic_storage::store::segments_dir(&path);
+    let mut files = vec![path.clone()];
+    for log in ["bodies", "fragments"] {
+        for entry in std::fs::read_dir(segments.join(log))? {
+            files.push(entry?.path());
+        }
     }
-    assert!(flipped >= 1, "body bytes not found in the file");
-    std::fs::write(&path, &file)?;
+    for name in files {
+        let mut file = std::fs::read(&name)?;
+        let mut at = 0;
+        while let Some(pos) = file[at..].windows(needle.len()).position(|w| w == needle) {
+            file[at + pos + 10] ^= 0x01;
+            flipped += 1;
+            at += pos + needle.len();
+        }
+        std::fs::write(&name, &file)?;
+    }
+    assert!(flipped >= 1, "body bytes not found in the files");
 
     match Store::<TestSchema>::open(&path, config(0, 100)) {
         // Either the database itself notices ...
@@ -259,8 +270,117 @@ fn a_flipped_byte_on_disk_is_reported_not_served() -> TestResult {
             }
             // Other heights are still fine.
             assert_eq!(store.body(1)?, Some(body_for(1)));
+            assert!(store.own_fragment(1)?.is_some());
         }
         Err(other) => panic!("unexpected error {other}"),
+    }
+    Ok(())
+}
+
+fn segment_files(path: &std::path::Path, log: &str) -> Vec<std::path::PathBuf> {
+    let dir = mosaic_storage::store::segments_dir(path).join(log);
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn pruned_bodies_give_their_segment_files_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.redb");
+    // Window 8: body segments roll every 2 bodies.
+    let store = Store::<TestSchema>::open(&path, config(1, 8))?;
+    for h in 1..=40 {
+        store.commit_block(block(h, 1))?;
+        let files = segment_files(&path, "bodies").len();
+        assert!(files <= 8 / 2 + 2, "height {h}: {files} body segment files");
+    }
+    let sizes: std::collections::BTreeMap<&str, u64> = store.table_bytes()?.into_iter().collect();
+    let window: u64 = (33..=40).map(|h| body_for(h).len() as u64 + 28).sum();
+    assert!(sizes["body_segments"] >= window, "{sizes:?}");
+    assert!(sizes["body_segments"] <= window * 3 / 2, "{sizes:?}");
+    for h in 33..=40 {
+        assert_eq!(store.body(h)?, Some(body_for(h)), "body {h}");
+    }
+    for h in 1..=32 {
+        assert_eq!(store.body(h)?, None, "body {h}");
+        assert_eq!(store.own_fragment(h)?, Some(block(h, 1).own_fragment));
+    }
+    // Every fragment is in one segment file, at its exact size plus a header.
+    assert_eq!(segment_files(&path, "fragments").len(), 1);
+    drop(store);
+    // Reopening keeps all of it.
+    let store = Store::<TestSchema>::open(&path, config(1, 8))?;
+    assert_eq!(store.body(40)?, Some(body_for(40)));
+    assert_eq!(store.own_fragment(7)?, Some(block(7, 1).own_fragment));
+    Ok(())
+}
+
+#[test]
+fn bytes_appended_but_never_committed_are_cut_off_on_open() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.redb");
+    {
+        let store = Store::<TestSchema>::open(&path, config(0, 100))?;
+        for h in 1..=3 {
+            store.commit_block(block(h, 0))?;
+        }
+    }
+    // What a crash between the append and the redb commit leaves: a torn record at
+    // the end of the active segment and a segment file after it.
+    let fragments = segment_files(&path, "fragments");
+    let last = fragments.last().ok_or("no fragment segment")?.clone();
+    let committed_len = std::fs::metadata(&last)?.len();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&last)?;
+        f.write_all(&[0xAB; 300])?;
+    }
+    let stray = last.with_file_name("00000000000000ff.seg");
+    std::fs::write(&stray, b"half a segment")?;
+    std::fs::write(last.with_file_name("notes.txt"), b"not ours")?;
+
+    let store = Store::<TestSchema>::open(&path, config(0, 100))?;
+    assert_eq!(std::fs::metadata(&last)?.len(), committed_len);
+    assert!(!stray.exists(), "an uncommitted segment is removed");
+    assert!(last.with_file_name("notes.txt").exists(), "other files are left alone");
+    for h in 1..=3 {
+        assert_eq!(store.own_fragment(h)?, Some(block(h, 0).own_fragment));
+    }
+    // Appends go on from the committed end.
+    store.commit_block(block(4, 0))?;
+    drop(store);
+    let store = Store::<TestSchema>::open(&path, config(0, 100))?;
+    assert_eq!(store.own_fragment(4)?, Some(block(4, 0).own_fragment));
+    assert_eq!(store.body(4)?, Some(body_for(4)));
+    Ok(())
+}
+
+#[test]
+fn a_segment_file_shorter_than_committed_is_reported() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.redb");
+    {
+        let store = Store::<TestSchema>::open(&path, config(0, 100))?;
+        for h in 1..=3 {
+            store.commit_block(block(h, 0))?;
+        }
+    }
+    let bodies = segment_files(&path, "bodies");
+    let last = bodies.last().ok_or("no body segment")?;
+    let len = std::fs::metadata(last)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)?
+        .set_len(len - 10)?;
+    match Store::<TestSchema>::open(&path, config(0, 100)) {
+        Err(StoreError::Corrupt { table, reason, .. }) => {
+            assert_eq!(table, "bodies");
+            assert!(reason.contains("committed"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
     }
     Ok(())
 }
