@@ -377,28 +377,90 @@ async fn transaction(
     if lock(&state.shared).mempool.contains(&id) {
         return Ok(ok(json!({ "hash": id.to_string(), "status": "pending" })));
     }
-    let record = state
+    let tip = lock(&state.shared).tip.height;
+    let pending = json!({ "hash": id.to_string(), "status": "pending" });
+    // Failed transfers have a full record; everything committed is in the compact
+    // index, whose candidate heights are checked against the blocks themselves.
+    let failed = state
         .store
         .tx_record(id.as_bytes())
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    let candidates = state
+        .store
+        .tx_heights(id.as_bytes())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut found = None;
+    for height in candidates {
+        let body = block_body(&state, height).await?.0;
+        let txs: Vec<SignedTransfer> = codec::decode(&body, BODY_BYTES_MAX)
+            .map_err(|e| ApiError::internal(format!("stored body does not decode: {e}")))?;
+        if let Some(index) = txs.iter().position(|t| t.hash() == id) {
+            found = Some((height, index as u32));
+            break;
+        }
+    }
+    let found = found.or(failed.map(|r| (r.height, r.index)));
     // A block is written before the ledger moves to it: until then its transactions
     // read as pending, so status and account answers never disagree.
-    let tip = lock(&state.shared).tip.height;
-    if record.as_ref().is_some_and(|r| r.height > tip) {
-        return Ok(ok(json!({ "hash": id.to_string(), "status": "pending" })));
-    }
-    Ok(ok(match record {
-        Some(r) => match r.outcome {
-            TxOutcome::Applied => json!({
-                "hash": id.to_string(), "status": "committed", "height": r.height, "index": r.index,
-            }),
-            TxOutcome::Failed(reason) => json!({
-                "hash": id.to_string(), "status": "failed", "height": r.height, "index": r.index,
-                "reason": reason.to_string(),
+    Ok(ok(match found {
+        Some((height, _)) if height > tip => pending,
+        Some((height, index)) => match failed {
+            Some(r) if r.height == height => match r.outcome {
+                TxOutcome::Failed(reason) => json!({
+                    "hash": id.to_string(), "status": "failed", "height": height, "index": index,
+                    "reason": reason.to_string(),
+                }),
+                TxOutcome::Applied => json!({
+                    "hash": id.to_string(), "status": "committed", "height": height, "index": index,
+                }),
+            },
+            _ => json!({
+                "hash": id.to_string(), "status": "committed", "height": height, "index": index,
             }),
         },
         None => json!({ "hash": id.to_string(), "status": "unknown" }),
     }))
+}
+
+/// The body of the block at `height`: stored, or rebuilt from fragments that the
+/// node asks its peers for. Also says whether it was rebuilt and which fragments
+/// were refused.
+async fn block_body(
+    state: &ApiState,
+    height: u64,
+) -> Result<(Vec<u8>, bool, Vec<String>), ApiError> {
+    let stored = state
+        .store
+        .body(height)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(body) = stored {
+        return Ok((body, false, Vec::new()));
+    }
+    let (reply, answer) = oneshot::channel();
+    state
+        .commands
+        .send(Command::Fragments { height, reply })
+        .await
+        .map_err(|_| ApiError::internal("node is stopping"))?;
+    let fragments = tokio::time::timeout(Duration::from_secs(15), answer)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let rebuilt = state
+        .store
+        .body_or_rebuild(height, |i| fragments.iter().find(|f| f.index == i).cloned())
+        .map_err(|e| match e {
+            mosaic_storage::StoreError::Rebuild { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "body of block {height} is pruned here and {e}; retry when more validators are up"
+                ),
+            ),
+            other => ApiError::internal(other.to_string()),
+        })?;
+    let rejected: Vec<String> = rebuilt.rejected.iter().map(ToString::to_string).collect();
+    Ok((rebuilt.body, !rebuilt.from_store, rejected))
 }
 
 async fn account(
@@ -459,38 +521,7 @@ async fn block(
         .store
         .certificate(height)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let stored = state
-        .store
-        .body(height)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let (body, rebuilt, rejected) = match stored {
-        Some(body) => (body, false, Vec::new()),
-        None => {
-            let (reply, answer) = oneshot::channel();
-            state
-                .commands
-                .send(Command::Fragments { height, reply })
-                .await
-                .map_err(|_| ApiError::internal("node is stopping"))?;
-            let fragments = tokio::time::timeout(Duration::from_secs(15), answer)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            let rebuilt = state
-                .store
-                .body_or_rebuild(height, |i| fragments.iter().find(|f| f.index == i).cloned())
-                .map_err(|e| match e {
-                    mosaic_storage::StoreError::Rebuild { .. } => ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("body of block {height} is pruned here and {e}; retry when more validators are up"),
-                    ),
-                    other => ApiError::internal(other.to_string()),
-                })?;
-            let rejected: Vec<String> = rebuilt.rejected.iter().map(ToString::to_string).collect();
-            (rebuilt.body, true, rejected)
-        }
-    };
+    let (body, rebuilt, rejected) = block_body(&state, height).await?;
     let txs: Vec<SignedTransfer> = codec::decode(&body, BODY_BYTES_MAX)
         .map_err(|e| ApiError::internal(format!("stored body does not decode: {e}")))?;
     let mut answer = json!({

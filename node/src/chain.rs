@@ -272,19 +272,24 @@ impl Chain {
         drop(shared);
         let execution = scratch.apply(&verified);
         let mut applied = 0;
-        let mut tx_records = Vec::with_capacity(execution.outcomes.len());
+        // Every id goes to the compact index; only failures need a full record
+        // (their reason cannot be read back from the block).
+        let mut tx_ids = Vec::with_capacity(execution.outcomes.len());
+        let mut tx_records = Vec::new();
         for (index, (id, outcome)) in execution.outcomes.iter().enumerate() {
+            tx_ids.push(*id.as_bytes());
             if *outcome == TxOutcome::Applied {
                 applied += 1;
+            } else {
+                tx_records.push((
+                    *id.as_bytes(),
+                    TxRecord {
+                        height,
+                        index: index as u32,
+                        outcome: *outcome,
+                    },
+                ));
             }
-            tx_records.push((
-                *id.as_bytes(),
-                TxRecord {
-                    height,
-                    index: index as u32,
-                    outcome: *outcome,
-                },
-            ));
         }
         let changes: Vec<_> = execution.changes.into_iter().collect();
         self.store.commit_block(CommittedBlock {
@@ -295,6 +300,7 @@ impl Chain {
             body,
             own_fragment,
             account_changes: changes.clone(),
+            tx_ids,
             tx_records,
         })?;
         let mut shared = lock(&self.shared);

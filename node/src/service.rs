@@ -270,6 +270,7 @@ pub async fn start(
             validator_index: index,
             body_window_blocks: config.storage.body_window_blocks,
             cache_bytes: (config.storage.cache_mib as usize).saturating_mul(1 << 20),
+            ..StoreConfig::default()
         },
     )?);
 

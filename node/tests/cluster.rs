@@ -41,6 +41,19 @@ async fn transfers_submitted_to_any_node_commit_on_all_and_balances_agree() {
         all_committed(&cluster, &hashes)
     })
     .await;
+    // Each status names the block and position that hold the transfer.
+    for hash in &hashes {
+        let status = tx_status(&cluster.url(2), hash).await;
+        let (height, index) = (&status["height"], status["index"].as_u64().unwrap());
+        let (_, block) = get(format!("{}/v1/blocks/{height}?view=hashes", cluster.url(2))).await;
+        assert_eq!(
+            block["transaction_hashes"][index as usize], *hash,
+            "{status}"
+        );
+    }
+    // An id that was never submitted is unknown.
+    let unknown = tx_status(&cluster.url(0), &"ab".repeat(32)).await;
+    assert_eq!(unknown["status"], "unknown", "{unknown}");
     for i in 0..4 {
         let url = cluster.url(i);
         assert_eq!(balance(&url, &recipient).await, 4 * (10 + 11 + 12));

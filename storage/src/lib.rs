@@ -26,6 +26,7 @@ pub mod coding;
 pub mod placement;
 mod segments;
 pub mod store;
+mod txindex;
 
 pub use coding::{
     CheckedFragment, CodecId, CodingError, CodingParams, Fragment, FragmentCommitment,

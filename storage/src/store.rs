@@ -32,6 +32,7 @@ use crate::coding::{
 };
 use crate::placement;
 use crate::segments::{Loc, Log, LogEnd, Roll};
+use crate::txindex::{self, RunRecord, Runs, TX_RECENT};
 
 /// The types the node stores. One production implementation (the node's) and test
 /// ones; the store only needs to encode and decode them.
@@ -60,6 +61,10 @@ pub struct StoreConfig {
     /// redb's page cache, in bytes. Memory use grows to about this much plus the
     /// node's own state; redb's own default is 1 GiB.
     pub cache_bytes: usize,
+    /// Transaction index entries gathered in redb before they are written out as
+    /// one immutable run file (8 bytes per entry there, ~17 in redb; a lookup reads
+    /// one 1 KiB block per run).
+    pub index_run_entries: u64,
 }
 
 impl Default for StoreConfig {
@@ -68,6 +73,7 @@ impl Default for StoreConfig {
             validator_index: 0,
             body_window_blocks: 1024,
             cache_bytes: 64 << 20,
+            index_run_entries: 1 << 16,
         }
     }
 }
@@ -89,7 +95,10 @@ pub struct CommittedBlock<S: Schema> {
     pub own_fragment: Fragment,
     /// Account changes from executing the block: `None` deletes.
     pub account_changes: Vec<(S::AccountKey, Option<S::Account>)>,
-    /// One record per transaction id of the block, for status lookups.
+    /// Every transaction id of the block, for [`Store::tx_heights`] (8 bytes each).
+    pub tx_ids: Vec<[u8; 32]>,
+    /// Records kept in full by id, for what cannot be read back from the block (the
+    /// node keeps failed transfers with their reasons).
     pub tx_records: Vec<([u8; 32], S::TxRecord)>,
 }
 
@@ -195,7 +204,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn db(e: impl Into<redb::Error>) -> Self {
+    pub(crate) fn db(e: impl Into<redb::Error>) -> Self {
         let e: redb::Error = e.into();
         match e {
             redb::Error::Corrupted(reason) => StoreError::Corrupt {
@@ -235,6 +244,8 @@ const CERTIFICATES: HeightTable = HeightTable::new("certificates");
 const COMMITMENTS: HeightTable = HeightTable::new("commitments");
 const FRAGMENTS: HeightTable = HeightTable::new("fragments");
 const BODIES: HeightTable = HeightTable::new("bodies");
+/// Runs of the transaction index, by sequence number.
+const TX_RUNS: HeightTable = HeightTable::new("tx_runs");
 const ACCOUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("accounts");
 const TX_RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_records");
 /// Consensus payloads persisted before a vote, keyed by height (big endian) || digest.
@@ -344,6 +355,10 @@ pub struct Store<S: Schema> {
     fragments: Log,
     /// Recent bodies (`bodies` table: height -> location).
     bodies: Log,
+    /// The transaction index's run files.
+    runs: Runs,
+    /// Entries in `tx_recent` (written out as a run at `index_run_entries`).
+    recent_entries: std::sync::atomic::AtomicU64,
     config: StoreConfig,
     _schema: PhantomData<fn() -> S>,
 }
@@ -380,12 +395,20 @@ impl<S: Schema> Store<S> {
                         .map_err(StoreError::db)?;
                 }
             }
-            for table in [HEADERS, CERTIFICATES, COMMITMENTS, FRAGMENTS, BODIES] {
+            for table in [
+                HEADERS,
+                CERTIFICATES,
+                COMMITMENTS,
+                FRAGMENTS,
+                BODIES,
+                TX_RUNS,
+            ] {
                 txn.open_table(table.definition).map_err(StoreError::db)?;
             }
             for table in [ACCOUNTS, TX_RECORDS, PAYLOADS] {
                 txn.open_table(table).map_err(StoreError::db)?;
             }
+            txn.open_table(TX_RECENT).map_err(StoreError::db)?;
         }
         txn.commit().map_err(StoreError::db)?;
         let (fragment_end, body_end) = {
@@ -398,6 +421,21 @@ impl<S: Schema> Store<S> {
                 }
             };
             (end(META_FRAGMENT_LOG)?, end(META_BODY_LOG)?)
+        };
+        let (recorded_runs, recent_entries) = {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            let table = txn.open_table(TX_RUNS.definition).map_err(StoreError::db)?;
+            let mut runs = Vec::new();
+            for entry in table.iter().map_err(StoreError::db)? {
+                let (k, v) = entry.map_err(StoreError::db)?;
+                let seq = k.value();
+                runs.push((
+                    seq,
+                    unseal::<RunRecord>(TX_RUNS.name, &height_key(seq), v.value())?,
+                ));
+            }
+            let recent = txn.open_table(TX_RECENT).map_err(StoreError::db)?;
+            (runs, recent.len().map_err(StoreError::db)?)
         };
         let dir = segments_dir(path);
         let fragments = Log::open(
@@ -420,10 +458,13 @@ impl<S: Schema> Store<S> {
             },
             body_end,
         )?;
+        let runs = Runs::open(dir.join("txindex"), recorded_runs)?;
         let store = Store {
             db,
             fragments,
             bodies,
+            runs,
+            recent_entries: recent_entries.into(),
             config,
             _schema: PhantomData,
         };
@@ -631,6 +672,7 @@ impl<S: Schema> Store<S> {
                     }
                 }
             }
+            txindex::insert_recent(&txn, height, &block.tx_ids)?;
             let mut records = txn.open_table(TX_RECORDS).map_err(StoreError::db)?;
             for (id, record) in &block.tx_records {
                 let v = seal("tx_records", id, record)?;
@@ -653,8 +695,76 @@ impl<S: Schema> Store<S> {
         }
         txn.commit().map_err(StoreError::db)?;
         drop(body_log);
+        let recent = self.recent_entries.fetch_add(
+            block.tx_ids.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        ) + block.tx_ids.len() as u64;
+        if recent >= self.config.index_run_entries.max(1) {
+            // Still holding the fragment log: no other commit adds to tx_recent.
+            self.write_index_run()?;
+        }
         drop(fragment_log);
         self.remove_pruned_body_segments()
+    }
+
+    /// Moves every entry of `tx_recent` into a new run file.
+    fn write_index_run(&self) -> Result<(), StoreError> {
+        let entries: Vec<(u32, u64)> = {
+            let txn = self.db.begin_read().map_err(StoreError::db)?;
+            let table = txn.open_table(TX_RECENT).map_err(StoreError::db)?;
+            let mut entries = Vec::new();
+            for entry in table.iter().map_err(StoreError::db)? {
+                let (k, _) = entry.map_err(StoreError::db)?;
+                entries.push(k.value());
+            }
+            entries
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let seq = self.runs.next_seq();
+        let record = self.runs.write_run(seq, &entries)?;
+        let sealed = seal(TX_RUNS.name, &height_key(seq), &record)?;
+        self.runs.publish(seq, record);
+        let recorded = (|| -> Result<(), StoreError> {
+            let txn = self.db.begin_write().map_err(StoreError::db)?;
+            txn.delete_table(TX_RECENT).map_err(StoreError::db)?;
+            txn.open_table(TX_RECENT).map_err(StoreError::db)?;
+            {
+                let mut runs = txn.open_table(TX_RUNS.definition).map_err(StoreError::db)?;
+                runs.insert(seq, sealed.as_slice())
+                    .map_err(StoreError::db)?;
+            }
+            txn.commit().map_err(StoreError::db)
+        })();
+        match recorded {
+            Ok(()) => {
+                self.recent_entries
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.runs.unpublish(seq);
+                Err(e)
+            }
+        }
+    }
+
+    /// Heights of committed blocks that may hold transaction `id`, ascending. The
+    /// index keeps 4 bytes of each id, so a height can be a false candidate: check
+    /// the block's transactions before answering.
+    pub fn tx_heights(&self, id: &[u8; 32]) -> Result<Vec<u64>, StoreError> {
+        let prefix = txindex::prefix(id);
+        let mut heights = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(StoreError::db)?;
+            let table = txn.open_table(TX_RECENT).map_err(StoreError::db)?;
+            txindex::lookup_recent(&table, prefix, &mut heights)?;
+        }
+        self.runs.lookup(prefix, &mut heights)?;
+        heights.sort_unstable();
+        heights.dedup();
+        Ok(heights)
     }
 
     /// The header at `height`.
@@ -733,7 +843,8 @@ impl<S: Schema> Store<S> {
         Ok(out)
     }
 
-    /// The record of transaction `id`, if a committed block carried it.
+    /// The full record of transaction `id`, if a committed block carried one for it
+    /// ([`CommittedBlock::tx_records`]).
     pub fn tx_record(&self, id: &[u8; 32]) -> Result<Option<S::TxRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::db)?;
         let table = txn.open_table(TX_RECORDS).map_err(StoreError::db)?;
@@ -832,7 +943,14 @@ impl<S: Schema> Store<S> {
         }
         let txn = self.db.begin_read().map_err(StoreError::db)?;
         let mut out = Vec::new();
-        for table in [HEADERS, CERTIFICATES, COMMITMENTS, FRAGMENTS, BODIES] {
+        for table in [
+            HEADERS,
+            CERTIFICATES,
+            COMMITMENTS,
+            FRAGMENTS,
+            BODIES,
+            TX_RUNS,
+        ] {
             match txn.open_table(table.definition) {
                 Ok(t) => out.push((table.name, size(t.stats().map_err(StoreError::db)?))),
                 Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -855,6 +973,14 @@ impl<S: Schema> Store<S> {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(StoreError::db(e)),
         }
+        for (name, definition) in [("tx_recent", TX_RECENT)] {
+            match txn.open_table(definition) {
+                Ok(t) => out.push((name, size(t.stats().map_err(StoreError::db)?))),
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(StoreError::db(e)),
+            }
+        }
+        out.push(("tx_index_runs", self.runs.bytes()));
         out.push(("fragment_segments", self.fragments.bytes()));
         out.push(("body_segments", self.bodies.bytes()));
         Ok(out)

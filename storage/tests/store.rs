@@ -345,7 +345,10 @@ fn bytes_appended_but_never_committed_are_cut_off_on_open() -> TestResult {
     let store = Store::<TestSchema>::open(&path, config(0, 100))?;
     assert_eq!(std::fs::metadata(&last)?.len(), committed_len);
     assert!(!stray.exists(), "an uncommitted segment is removed");
-    assert!(last.with_file_name("notes.txt").exists(), "other files are left alone");
+    assert!(
+        last.with_file_name("notes.txt").exists(),
+        "other files are left alone"
+    );
     for h in 1..=3 {
         assert_eq!(store.own_fragment(h)?, Some(block(h, 0).own_fragment));
     }
@@ -382,5 +385,72 @@ fn a_segment_file_shorter_than_committed_is_reported() -> TestResult {
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    Ok(())
+}
+
+fn ids_of(height: u64, count: u64) -> Vec<[u8; 32]> {
+    (0..count)
+        .map(|j| {
+            *mosaic_crypto::Hash::of(&[height.to_le_bytes(), j.to_le_bytes()].concat()).as_bytes()
+        })
+        .collect()
+}
+
+#[test]
+fn the_transaction_index_finds_every_height_across_runs_and_reopen() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.redb");
+    let config = StoreConfig {
+        index_run_entries: 64,
+        ..config(0, 100)
+    };
+    // An id that shares its first 4 bytes with one at height 7 but is not there.
+    let lookalike = {
+        let mut id = ids_of(7, 20)[3];
+        id[31] ^= 0xFF;
+        id
+    };
+    let check = |store: &Store<TestSchema>| -> TestResult {
+        for h in 1..=30 {
+            for id in ids_of(h, 20) {
+                let heights = store.tx_heights(&id)?;
+                assert!(heights.contains(&h), "height {h} missing: {heights:?}");
+                assert!(heights.windows(2).all(|w| w[0] < w[1]), "{heights:?}");
+            }
+        }
+        // The prefix collision is a candidate the caller must check; an id that
+        // was never committed almost surely finds nothing.
+        assert!(store.tx_heights(&lookalike)?.contains(&7));
+        assert!(store.tx_heights(&[0x5a; 32])?.is_empty());
+        Ok(())
+    };
+    {
+        let store = Store::<TestSchema>::open(&path, config)?;
+        for h in 1..=30 {
+            let mut block = block(h, 0);
+            block.tx_ids = ids_of(h, 20);
+            store.commit_block(block)?;
+        }
+        check(&store)?;
+        let sizes: std::collections::BTreeMap<&str, u64> =
+            store.table_bytes()?.into_iter().collect();
+        // 20 entries per block, a run once 64 are gathered: 7 runs of 80 8-byte
+        // entries, each one checksummed block; the last 40 entries wait in redb.
+        assert_eq!(sizes["tx_index_runs"], 7 * (80 * 8 + 16), "{sizes:?}");
+        assert!(
+            sizes["tx_index_runs"] <= 600 * 8 + 600 / 64 * 2 * 16,
+            "{sizes:?}"
+        );
+    }
+    let store = Store::<TestSchema>::open(&path, config)?;
+    check(&store)?;
+    // Commits go on after a reopen, into new runs.
+    let mut block31 = block(31, 0);
+    block31.tx_ids = ids_of(31, 100);
+    store.commit_block(block31)?;
+    for id in ids_of(31, 100) {
+        assert_eq!(store.tx_heights(&id)?, vec![31]);
+    }
+    check(&store)?;
     Ok(())
 }

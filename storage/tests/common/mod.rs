@@ -42,6 +42,7 @@ pub fn block(height: u64, validator: u32) -> CommittedBlock<TestSchema> {
             (height % 5, Some(height)),
             (1000 + height, Some(height * 2)),
         ],
+        tx_ids: vec![tx_id(height)],
         tx_records: vec![(tx_id(height), (height, 0))],
     }
 }
