@@ -32,7 +32,7 @@ use crate::coding::{
 };
 use crate::placement;
 use crate::segments::{Loc, Log, LogEnd, Roll};
-use crate::txindex::{self, RunRecord, Runs, TX_RECENT};
+use crate::txindex::{self, RunRecord, Runs};
 
 /// The types the node stores. One production implementation (the node's) and test
 /// ones; the store only needs to encode and decode them.
@@ -62,8 +62,8 @@ pub struct StoreConfig {
     /// node's own state; redb's own default is 1 GiB.
     pub cache_bytes: usize,
     /// Transaction index entries gathered in redb before they are written out as
-    /// one immutable run file (8 bytes per entry there, ~17 in redb; a lookup reads
-    /// one 1 KiB block per run).
+    /// one immutable run file (6 bytes per entry there, ~16 in redb; a lookup reads
+    /// one 784-byte block per run).
     pub index_run_entries: u64,
 }
 
@@ -246,6 +246,8 @@ const FRAGMENTS: HeightTable = HeightTable::new("fragments");
 const BODIES: HeightTable = HeightTable::new("bodies");
 /// Runs of the transaction index, by sequence number.
 const TX_RUNS: HeightTable = HeightTable::new("tx_runs");
+/// Transaction index entries not yet in a run: height -> the block's id prefixes.
+const TX_RECENT: HeightTable = HeightTable::new("tx_recent");
 const ACCOUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("accounts");
 const TX_RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_records");
 /// Consensus payloads persisted before a vote, keyed by height (big endian) || digest.
@@ -330,6 +332,23 @@ fn height_key(height: u64) -> [u8; 8] {
     height.to_be_bytes()
 }
 
+/// Calls `f(height, packed 4-byte id prefixes)` for each block in `tx_recent`.
+fn for_each_recent(
+    txn: &redb::ReadTransaction,
+    mut f: impl FnMut(u64, &[u8]),
+) -> Result<(), StoreError> {
+    let table = txn
+        .open_table(TX_RECENT.definition)
+        .map_err(StoreError::db)?;
+    for entry in table.iter().map_err(StoreError::db)? {
+        let (k, v) = entry.map_err(StoreError::db)?;
+        let height = k.value();
+        let prefixes: Vec<u8> = unseal(TX_RECENT.name, &height_key(height), v.value())?;
+        f(height, &prefixes);
+    }
+    Ok(())
+}
+
 /// A saved consensus payload: height, digest, bytes.
 pub type SavedPayload = (u64, [u8; 32], Vec<u8>);
 
@@ -402,13 +421,13 @@ impl<S: Schema> Store<S> {
                 FRAGMENTS,
                 BODIES,
                 TX_RUNS,
+                TX_RECENT,
             ] {
                 txn.open_table(table.definition).map_err(StoreError::db)?;
             }
             for table in [ACCOUNTS, TX_RECORDS, PAYLOADS] {
                 txn.open_table(table).map_err(StoreError::db)?;
             }
-            txn.open_table(TX_RECENT).map_err(StoreError::db)?;
         }
         txn.commit().map_err(StoreError::db)?;
         let (fragment_end, body_end) = {
@@ -434,8 +453,11 @@ impl<S: Schema> Store<S> {
                     unseal::<RunRecord>(TX_RUNS.name, &height_key(seq), v.value())?,
                 ));
             }
-            let recent = txn.open_table(TX_RECENT).map_err(StoreError::db)?;
-            (runs, recent.len().map_err(StoreError::db)?)
+            let mut recent = 0;
+            for_each_recent(&txn, |_, prefixes| {
+                recent += (prefixes.len() / 4) as u64;
+            })?;
+            (runs, recent)
         };
         let dir = segments_dir(path);
         let fragments = Log::open(
@@ -672,7 +694,14 @@ impl<S: Schema> Store<S> {
                     }
                 }
             }
-            txindex::insert_recent(&txn, height, &block.tx_ids)?;
+            if !block.tx_ids.is_empty() {
+                let prefixes: Vec<u8> = block
+                    .tx_ids
+                    .iter()
+                    .flat_map(|id| txindex::prefix(id).to_be_bytes())
+                    .collect();
+                put(TX_RECENT, seal(TX_RECENT.name, &key, &prefixes)?)?;
+            }
             let mut records = txn.open_table(TX_RECORDS).map_err(StoreError::db)?;
             for (id, record) in &block.tx_records {
                 let v = seal("tx_records", id, record)?;
@@ -711,40 +740,53 @@ impl<S: Schema> Store<S> {
     fn write_index_run(&self) -> Result<(), StoreError> {
         let entries: Vec<(u32, u64)> = {
             let txn = self.db.begin_read().map_err(StoreError::db)?;
-            let table = txn.open_table(TX_RECENT).map_err(StoreError::db)?;
             let mut entries = Vec::new();
-            for entry in table.iter().map_err(StoreError::db)? {
-                let (k, _) = entry.map_err(StoreError::db)?;
-                entries.push(k.value());
-            }
+            for_each_recent(&txn, |height, prefixes| {
+                for p in prefixes.chunks_exact(4) {
+                    entries.push((u32::from_be_bytes([p[0], p[1], p[2], p[3]]), height));
+                }
+            })?;
+            entries.sort_unstable();
             entries
         };
         if entries.is_empty() {
             return Ok(());
         }
-        let seq = self.runs.next_seq();
-        let record = self.runs.write_run(seq, &entries)?;
-        let sealed = seal(TX_RUNS.name, &height_key(seq), &record)?;
-        self.runs.publish(seq, record);
-        let recorded = (|| -> Result<(), StoreError> {
+        // Entries far apart in height (a quiet chain) go to separate runs, each
+        // spanning at most txindex::RUN_SPAN heights; order by prefix is kept.
+        let mut written = Vec::new();
+        let result = (|| -> Result<(), StoreError> {
+            for group in txindex::split_by_span(entries) {
+                let seq = self.runs.next_seq();
+                let record = self.runs.write_run(seq, &group)?;
+                let sealed = seal(TX_RUNS.name, &height_key(seq), &record)?;
+                self.runs.publish(seq, record);
+                written.push((seq, sealed));
+            }
             let txn = self.db.begin_write().map_err(StoreError::db)?;
-            txn.delete_table(TX_RECENT).map_err(StoreError::db)?;
-            txn.open_table(TX_RECENT).map_err(StoreError::db)?;
+            txn.delete_table(TX_RECENT.definition)
+                .map_err(StoreError::db)?;
+            txn.open_table(TX_RECENT.definition)
+                .map_err(StoreError::db)?;
             {
                 let mut runs = txn.open_table(TX_RUNS.definition).map_err(StoreError::db)?;
-                runs.insert(seq, sealed.as_slice())
-                    .map_err(StoreError::db)?;
+                for (seq, sealed) in &written {
+                    runs.insert(*seq, sealed.as_slice())
+                        .map_err(StoreError::db)?;
+                }
             }
             txn.commit().map_err(StoreError::db)
         })();
-        match recorded {
+        match result {
             Ok(()) => {
                 self.recent_entries
                     .store(0, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
-                self.runs.unpublish(seq);
+                for (seq, _) in written {
+                    self.runs.unpublish(seq);
+                }
                 Err(e)
             }
         }
@@ -758,8 +800,12 @@ impl<S: Schema> Store<S> {
         let mut heights = Vec::new();
         {
             let txn = self.db.begin_read().map_err(StoreError::db)?;
-            let table = txn.open_table(TX_RECENT).map_err(StoreError::db)?;
-            txindex::lookup_recent(&table, prefix, &mut heights)?;
+            let wanted = prefix.to_be_bytes();
+            for_each_recent(&txn, |height, prefixes| {
+                if prefixes.chunks_exact(4).any(|p| p == wanted) {
+                    heights.push(height);
+                }
+            })?;
         }
         self.runs.lookup(prefix, &mut heights)?;
         heights.sort_unstable();
@@ -950,6 +996,7 @@ impl<S: Schema> Store<S> {
             FRAGMENTS,
             BODIES,
             TX_RUNS,
+            TX_RECENT,
         ] {
             match txn.open_table(table.definition) {
                 Ok(t) => out.push((table.name, size(t.stats().map_err(StoreError::db)?))),
@@ -972,13 +1019,6 @@ impl<S: Schema> Store<S> {
             Ok(t) => out.push(("meta", size(t.stats().map_err(StoreError::db)?))),
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(StoreError::db(e)),
-        }
-        for (name, definition) in [("tx_recent", TX_RECENT)] {
-            match txn.open_table(definition) {
-                Ok(t) => out.push((name, size(t.stats().map_err(StoreError::db)?))),
-                Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(e) => return Err(StoreError::db(e)),
-            }
         }
         out.push(("tx_index_runs", self.runs.bytes()));
         out.push(("fragment_segments", self.fragments.bytes()));

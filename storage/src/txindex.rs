@@ -2,20 +2,24 @@
 //!
 //! A full id -> record entry in redb cost ~100 bytes per transfer (0.67x of a
 //! ~164-byte transfer), more than the whole erasure-coding saving. This index keeps
-//! 8 bytes per transaction: the id's first 4 bytes and the block height. It answers
+//! 6 bytes per transaction: the id's first 4 bytes and the block height (16 bits
+//! past the base height of its run). It answers
 //! with candidate heights; the caller confirms the full id against the block (whose
 //! body it can read or rebuild), so a prefix collision costs one extra block read and
 //! never a wrong answer.
 //!
-//! - New entries go to the redb table `tx_recent`, keyed (prefix, height), in the
-//!   block's transaction.
+//! - New entries go to the redb table `tx_recent` in the block's transaction: one
+//!   value per block, its ids' prefixes packed (4 bytes each; appended in height
+//!   order, so a commit touches one leaf). A lookup scans them (at most
+//!   `index_run_entries` prefixes, 256 KiB by default).
 //! - Once `tx_recent` holds `StoreConfig::index_run_entries` entries (65,536 by default) they are written, sorted, to an
 //!   immutable run file `<store>.segments/txindex/<seq>.run`, fsynced, and the run
 //!   is recorded in the table `tx_runs` in the same redb transaction that empties
 //!   `tx_recent`. A run file with no record (a crash before that commit) is deleted
 //!   on open.
-//! - A run is blocks of [`BLOCK_ENTRIES`] entries (prefix u32 BE, height - base u32
-//!   LE), each followed by a 16-byte checksum; the first prefix of each block (its
+//! - A run is blocks of [`BLOCK_ENTRIES`] entries (prefix u32 BE, height - base u16
+//!   LE), each followed by a 16-byte checksum; a run spans at most [`RUN_SPAN`]
+//!   heights (entries further apart go to separate runs); the first prefix of each block (its
 //!   fence) is kept in the run's record and in memory, so a lookup reads one block
 //!   (1 KiB) per run.
 
@@ -25,21 +29,19 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
 
 /// Entries per checksummed block of a run file.
 const BLOCK_ENTRIES: usize = 128;
-const ENTRY_BYTES: usize = 8;
+const ENTRY_BYTES: usize = 6;
+/// Heights a run may span (its entries hold height - base in 16 bits).
+pub(crate) const RUN_SPAN: u64 = 1 << 16;
 const CHECKSUM_LEN: usize = 16;
 const BLOCK_BYTES: usize = BLOCK_ENTRIES * ENTRY_BYTES + CHECKSUM_LEN;
 const SUFFIX: &str = "run";
 const NAME: &str = "tx_index";
-
-/// Recent entries: (first 4 bytes of the id, height).
-pub(crate) const TX_RECENT: TableDefinition<(u32, u64), ()> = TableDefinition::new("tx_recent");
 
 /// What the store records of a run (sealed in the `tx_runs` table, keyed by seq).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,7 +200,7 @@ impl Runs {
                 for entry in entries.chunks_exact(ENTRY_BYTES) {
                     let p = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]);
                     if p == prefix {
-                        let delta = u32::from_le_bytes([entry[4], entry[5], entry[6], entry[7]]);
+                        let delta = u16::from_le_bytes([entry[4], entry[5]]);
                         out.push(run.record.base + u64::from(delta));
                     }
                 }
@@ -207,8 +209,8 @@ impl Runs {
         Ok(())
     }
 
-    /// Writes `entries` (sorted by prefix, then height) as run `seq`, durably, and
-    /// returns its record. The caller records it in the transaction that removes
+    /// Writes `entries` (sorted by prefix, then height, spanning at most
+    /// [`RUN_SPAN`] heights) as run `seq`, durably, and returns its record. The caller records it in the transaction that removes
     /// the entries from `tx_recent`, then calls [`Self::publish`].
     pub(crate) fn write_run(
         &self,
@@ -223,10 +225,10 @@ impl Runs {
             fences.push(chunk[0].0);
             let start = out.len();
             for (prefix, height) in chunk {
-                let delta = u32::try_from(height - base).map_err(|_| StoreError::Corrupt {
+                let delta = u16::try_from(height - base).map_err(|_| StoreError::Corrupt {
                     table: NAME,
                     key: format!("run {seq:016x}"),
-                    reason: format!("heights {base}..={height} span more than 2^32 blocks"),
+                    reason: format!("heights {base}..={height} span more than {RUN_SPAN} blocks"),
                 })?;
                 out.extend_from_slice(&prefix.to_be_bytes());
                 out.extend_from_slice(&delta.to_le_bytes());
@@ -289,35 +291,18 @@ fn run_bytes(entries: u64) -> u64 {
     entries * ENTRY_BYTES as u64 + blocks(entries) * CHECKSUM_LEN as u64
 }
 
-/// Adds a block's ids to `tx_recent` in the block's transaction.
-pub(crate) fn insert_recent(
-    txn: &WriteTransaction,
-    height: u64,
-    ids: &[[u8; 32]],
-) -> Result<(), StoreError> {
-    let mut table = txn.open_table(TX_RECENT).map_err(StoreError::db)?;
-    for id in ids {
-        table
-            .insert((prefix(id), height), ())
-            .map_err(StoreError::db)?;
+/// Splits entries sorted by (prefix, height) into groups that each span at most
+/// [`RUN_SPAN`] heights, each still sorted.
+pub(crate) fn split_by_span(entries: Vec<(u32, u64)>) -> Vec<Vec<(u32, u64)>> {
+    let base = entries.iter().map(|(_, h)| *h).min().unwrap_or(0);
+    let mut groups: std::collections::BTreeMap<u64, Vec<(u32, u64)>> = Default::default();
+    for entry in entries {
+        groups
+            .entry((entry.1 - base) / RUN_SPAN)
+            .or_default()
+            .push(entry);
     }
-    Ok(())
-}
-
-/// Heights in `tx_recent` for `prefix`.
-pub(crate) fn lookup_recent(
-    table: &impl ReadableTable<(u32, u64), ()>,
-    prefix: u32,
-    out: &mut Vec<u64>,
-) -> Result<(), StoreError> {
-    for entry in table
-        .range((prefix, 0)..=(prefix, u64::MAX))
-        .map_err(StoreError::db)?
-    {
-        let (key, _) = entry.map_err(StoreError::db)?;
-        out.push(key.value().1);
-    }
-    Ok(())
+    groups.into_values().collect()
 }
 
 #[cfg(test)]
@@ -379,5 +364,42 @@ mod tests {
         let runs = Runs::open(dir.path().join("tx"), Vec::new()).unwrap();
         assert!(!path.exists(), "an unrecorded run file is deleted");
         assert_eq!(runs.bytes(), 0);
+    }
+
+    #[test]
+    fn entries_far_apart_in_height_go_to_separate_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = Runs::open(dir.path().join("tx"), Vec::new()).unwrap();
+        let entries = vec![(5, 1), (5, 140_001), (9, 65_536), (9, 70_000), (12, 3)];
+        let groups = split_by_span(entries.clone());
+        assert_eq!(
+            groups,
+            vec![
+                vec![(5, 1), (9, 65_536), (12, 3)],
+                vec![(9, 70_000)],
+                vec![(5, 140_001)]
+            ]
+        );
+        for group in groups {
+            let seq = runs.next_seq();
+            let record = runs.write_run(seq, &group).unwrap();
+            runs.publish(seq, record);
+        }
+        for prefix in [5, 9, 12] {
+            let mut found = Vec::new();
+            runs.lookup(prefix, &mut found).unwrap();
+            found.sort_unstable();
+            let expected: Vec<u64> = entries
+                .iter()
+                .filter(|(p, _)| *p == prefix)
+                .map(|(_, h)| *h)
+                .collect();
+            assert_eq!(found, expected, "prefix {prefix}");
+        }
+        // A group wider than a run is refused, not truncated.
+        assert!(
+            runs.write_run(runs.next_seq(), &[(1, 0), (1, RUN_SPAN)])
+                .is_err()
+        );
     }
 }

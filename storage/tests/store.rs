@@ -434,13 +434,9 @@ fn the_transaction_index_finds_every_height_across_runs_and_reopen() -> TestResu
         check(&store)?;
         let sizes: std::collections::BTreeMap<&str, u64> =
             store.table_bytes()?.into_iter().collect();
-        // 20 entries per block, a run once 64 are gathered: 7 runs of 80 8-byte
+        // 20 entries per block, a run once 64 are gathered: 7 runs of 80 6-byte
         // entries, each one checksummed block; the last 40 entries wait in redb.
-        assert_eq!(sizes["tx_index_runs"], 7 * (80 * 8 + 16), "{sizes:?}");
-        assert!(
-            sizes["tx_index_runs"] <= 600 * 8 + 600 / 64 * 2 * 16,
-            "{sizes:?}"
-        );
+        assert_eq!(sizes["tx_index_runs"], 7 * (80 * 6 + 16), "{sizes:?}");
     }
     let store = Store::<TestSchema>::open(&path, config)?;
     check(&store)?;
