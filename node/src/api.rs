@@ -7,7 +7,7 @@
 //! | GET | `/v1/genesis` | the genesis file |
 //! | POST | `/v1/transactions` | submit one signed transfer |
 //! | POST | `/v1/transactions/batch` | submit up to 10,000 |
-//! | GET | `/v1/transactions/{hash}` | pending / committed / failed / unknown |
+//! | GET | `/v1/transactions/{hash}` | pending / committed / failed / unknown (checked against the block, rebuilt from fragments when pruned: 503 if too few validators are up) |
 //! | GET | `/v1/accounts/{address}` | balance and next nonce |
 //! | GET | `/v1/blocks/{height}` | header, certificate, transactions (rebuilt from fragments when pruned); `?view=hashes`: transaction ids only |
 //! | GET | `/v1/blocks/{height}/fragments/{index}` | a fragment with its proof |

@@ -5,9 +5,12 @@
 //!   is checked before decoding, and every decode is re-encoded and compared, so a
 //!   bad encoding is reported with evidence and never returned as bytes.
 //! - [`placement`]: validator j keeps fragment (j + height) mod n.
-//! - [`store`]: one redb file; a committed block is one durable transaction; bodies
-//!   outside a window are pruned and rebuilt from fragments on demand; own fragments
-//!   can be repaired; every value is checksummed.
+//! - [`store`]: a redb file plus append-only segment files for own fragments and
+//!   recent bodies; a committed block is durable before `commit_block` returns;
+//!   bodies outside a window are pruned (their files deleted) and rebuilt from
+//!   fragments on demand; own fragments can be repaired; every value is
+//!   checksummed; a compact transaction index (6 bytes per transaction) names the
+//!   blocks that may hold an id.
 //!
 //! ```
 //! use mosaic_storage::coding;

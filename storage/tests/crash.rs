@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestSchema, block, body_for};
+use common::{TestSchema, block, body_for, tx_id};
 use mosaic_storage::{Store, StoreConfig};
 
 const CHILD_ENV: &str = "MOSAIC_CRASH_CHILD_STORE";
@@ -19,6 +19,8 @@ fn config() -> StoreConfig {
     StoreConfig {
         validator_index: 1,
         body_window_blocks: 8,
+        // A transaction index run every few blocks, so kills land in those too.
+        index_run_entries: 3,
         ..StoreConfig::default()
     }
 }
@@ -97,6 +99,10 @@ fn killed_mid_write_loses_nothing_acknowledged() {
                 "header {h}"
             );
             assert!(store.certificate(h).unwrap().is_some(), "certificate {h}");
+            assert!(
+                store.tx_heights(&tx_id(h)).unwrap().contains(&h),
+                "index entry {h}"
+            );
             assert_eq!(
                 store.own_fragment(h).unwrap(),
                 Some(block(h, 1).own_fragment),
