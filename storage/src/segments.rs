@@ -400,3 +400,115 @@ impl Appender<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn roll() -> Roll {
+        Roll {
+            bytes: 1 << 20,
+            records: u64::MAX,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever happens to a segment file's bytes, a read returns the record
+        /// that was written or an error, never other bytes and never a panic.
+        #[test]
+        fn damaged_segment_files_never_serve_wrong_bytes(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..6),
+            flips in proptest::collection::vec((any::<u16>(), 1u8..=255), 0..4),
+            cut in proptest::option::of(any::<u16>()),
+            bogus_len in any::<u32>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let log = Log::open(dir.path().join("log"), "bodies", roll(), None).unwrap();
+            let mut locs = Vec::new();
+            {
+                let mut appender = log.appender();
+                for (h, p) in payloads.iter().enumerate() {
+                    locs.push(appender.append(h as u64, p).unwrap());
+                }
+                appender.sync().unwrap();
+            }
+            let path = log.path(0);
+            let mut bytes = fs::read(&path).unwrap();
+            for (at, mask) in &flips {
+                let i = *at as usize % bytes.len();
+                bytes[i] ^= mask;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut as usize % (bytes.len() + 1));
+            }
+            fs::write(&path, &bytes).unwrap();
+            for (h, (loc, payload)) in locs.iter().zip(&payloads).enumerate() {
+                match log.read(*loc, h as u64) {
+                    Ok(Some(read)) => prop_assert_eq!(&read, payload),
+                    Ok(None) => prop_assert!(false, "file is there"),
+                    Err(StoreError::Corrupt { .. }) => {}
+                    Err(e) => prop_assert!(false, "unexpected error {}", e),
+                }
+                // A wrong height or length is refused too.
+                prop_assert!(log.read(*loc, h as u64 + 1).is_err());
+                let wrong = Loc { len: bogus_len % 4096, ..*loc };
+                if wrong.len != loc.len {
+                    prop_assert!(log.read(wrong, h as u64).is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn segments_roll_by_size_and_count_and_reopen_at_the_committed_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let roll = Roll {
+            bytes: 100,
+            records: 3,
+        };
+        let log = Log::open(dir.path().join("log"), "fragments", roll, None).unwrap();
+        let mut locs = Vec::new();
+        let end = {
+            let mut appender = log.appender();
+            for h in 0..10u64 {
+                // Records of 28 + 40 bytes: two fit under 100 bytes.
+                locs.push(appender.append(h, &[h as u8; 40]).unwrap());
+            }
+            appender.sync().unwrap();
+            appender.end()
+        };
+        assert_eq!(
+            end,
+            LogEnd {
+                segment: 4,
+                end: 2 * (RECORD_HEADER + 40) as u64
+            }
+        );
+        let segments: Vec<u64> = locs.iter().map(|l| l.segment).collect();
+        assert_eq!(segments, vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4]);
+        drop(log);
+        // Reopened at the end of record 7: records 8 and 9 were never committed.
+        let committed = LogEnd {
+            segment: locs[7].segment,
+            end: locs[7].offset + (RECORD_HEADER + 40) as u64,
+        };
+        let log = Log::open(dir.path().join("log"), "fragments", roll, Some(committed)).unwrap();
+        for (h, loc) in locs.iter().enumerate().take(8) {
+            assert_eq!(log.read(*loc, h as u64).unwrap(), Some(vec![h as u8; 40]));
+        }
+        assert_eq!(log.read(locs[8], 8).unwrap(), None, "segment 4 removed");
+        let mut appender = log.appender();
+        let next = appender.append(8, &[9; 40]).unwrap();
+        assert_eq!(next.segment, 4, "the full segment 3 is not appended to");
+        drop(appender);
+        log.remove_before(2).unwrap();
+        assert_eq!(log.read(locs[1], 1).unwrap(), None);
+        assert!(log.read(locs[4], 4).unwrap().is_some());
+    }
+}
