@@ -379,47 +379,84 @@ async fn transaction(
     }
     let tip = lock(&state.shared).tip.height;
     let pending = json!({ "hash": id.to_string(), "status": "pending" });
-    // Failed transfers have a full record; everything committed is in the compact
-    // index, whose candidate heights are checked against the blocks themselves.
-    let failed = state
+    // Failed transfers have a full record per block that carried them; everything
+    // committed is in the compact index, whose candidate heights are checked
+    // against the blocks themselves (stored bodies first: they cost no network).
+    // A failed transfer keeps its nonce and can be included again, so a later
+    // inclusion that applied wins.
+    let failures = state
         .store
-        .tx_record(id.as_bytes())
+        .tx_records(id.as_bytes())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let candidates = state
         .store
         .tx_heights(id.as_bytes())
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut found = None;
-    for height in candidates {
-        let body = block_body(&state, height).await?.0;
-        let txs: Vec<SignedTransfer> = codec::decode(&body, BODY_BYTES_MAX)
-            .map_err(|e| ApiError::internal(format!("stored body does not decode: {e}")))?;
-        if let Some(index) = txs.iter().position(|t| t.hash() == id) {
-            found = Some((height, index as u32));
-            break;
+    let applied_at = |height: u64| !failures.iter().any(|(h, _)| *h == height);
+    let mut applied = None;
+    let mut pruned = Vec::new();
+    for &height in &candidates {
+        let stored = state
+            .store
+            .body(height)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        match stored {
+            Some(body) => {
+                if let Some(index) = position_of(&body, &id)?
+                    && applied_at(height)
+                {
+                    applied = Some((height, index));
+                    break;
+                }
+            }
+            None => pruned.push(height),
         }
     }
-    let found = found.or(failed.map(|r| (r.height, r.index)));
-    // A block is written before the ledger moves to it: until then its transactions
-    // read as pending, so status and account answers never disagree.
-    Ok(ok(match found {
-        Some((height, _)) if height > tip => pending,
-        Some((height, index)) => match failed {
-            Some(r) if r.height == height => match r.outcome {
-                TxOutcome::Failed(reason) => json!({
-                    "hash": id.to_string(), "status": "failed", "height": height, "index": index,
-                    "reason": reason.to_string(),
-                }),
-                TxOutcome::Applied => json!({
-                    "hash": id.to_string(), "status": "committed", "height": height, "index": index,
-                }),
-            },
-            _ => json!({
-                "hash": id.to_string(), "status": "committed", "height": height, "index": index,
+    let mut unchecked = None;
+    if applied.is_none() {
+        for height in pruned {
+            match block_body(&state, height).await {
+                Ok((body, _, _)) => {
+                    if let Some(index) = position_of(&body, &id)?
+                        && applied_at(height)
+                    {
+                        applied = Some((height, index));
+                        break;
+                    }
+                }
+                Err(e) => unchecked = Some(e),
+            }
+        }
+    }
+    let hash = id.to_string();
+    Ok(ok(match (applied, unchecked, failures.last()) {
+        // A block is written before the ledger moves to it: until then its
+        // transactions read as pending, so status and account answers agree.
+        (Some((height, _)), _, _) if height > tip => pending,
+        (Some((height, index)), _, _) => json!({
+            "hash": hash, "status": "committed", "height": height, "index": index,
+        }),
+        // A block that may hold it could not be read: do not guess.
+        (None, Some(e), _) => return Err(e),
+        (None, None, Some((height, _))) if *height > tip => pending,
+        (None, None, Some((height, record))) => match record.outcome {
+            TxOutcome::Failed(reason) => json!({
+                "hash": hash, "status": "failed", "height": height, "index": record.index,
+                "reason": reason.to_string(),
+            }),
+            TxOutcome::Applied => json!({
+                "hash": hash, "status": "committed", "height": height, "index": record.index,
             }),
         },
-        None => json!({ "hash": id.to_string(), "status": "unknown" }),
+        (None, None, None) => json!({ "hash": hash, "status": "unknown" }),
     }))
+}
+
+/// Where in a block body transaction `id` is, if it is there.
+fn position_of(body: &[u8], id: &Hash) -> Result<Option<u32>, ApiError> {
+    let txs: Vec<SignedTransfer> = codec::decode(body, BODY_BYTES_MAX)
+        .map_err(|e| ApiError::internal(format!("stored body does not decode: {e}")))?;
+    Ok(txs.iter().position(|t| t.hash() == *id).map(|i| i as u32))
 }
 
 /// The body of the block at `height`: stored, or rebuilt from fragments that the

@@ -105,6 +105,27 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates `dir` and its missing parents, and syncs each new entry's parent so
+/// the directories survive a power loss.
+pub(crate) fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durably(parent)?;
+        fs::create_dir(dir).or_else(|e| {
+            if e.kind() == ErrorKind::AlreadyExists {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
+        sync_dir(parent)
+    } else {
+        fs::create_dir_all(dir)
+    }
+}
+
 impl Log {
     /// Opens the log in `dir`, cutting it back to `committed` (`None`: nothing was
     /// ever committed, so every segment file is removed).
@@ -114,7 +135,7 @@ impl Log {
         roll: Roll,
         committed: Option<LogEnd>,
     ) -> Result<Self, StoreError> {
-        fs::create_dir_all(&dir)
+        create_dir_durably(&dir)
             .map_err(|e| io_error(name, format!("cannot create {}", dir.display()), e))?;
         let mut on_disk = BTreeSet::new();
         let entries = fs::read_dir(&dir)

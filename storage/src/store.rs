@@ -328,6 +328,14 @@ fn payload_key(height: u64, digest: &[u8; 32]) -> [u8; 40] {
     key
 }
 
+/// Key of a full transaction record: id, then height (big endian).
+fn record_key(id: &[u8; 32], height: u64) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..32].copy_from_slice(id);
+    key[32..].copy_from_slice(&height.to_be_bytes());
+    key
+}
+
 fn height_key(height: u64) -> [u8; 8] {
     height.to_be_bytes()
 }
@@ -347,6 +355,23 @@ fn for_each_recent(
         f(height, &prefixes);
     }
     Ok(())
+}
+
+/// The transaction index entries not yet in a run, by prefix.
+#[derive(Debug, Default)]
+struct Recent {
+    heights: std::collections::HashMap<u32, Vec<u64>>,
+    entries: u64,
+}
+
+impl Recent {
+    fn add(&mut self, height: u64, prefix: u32) {
+        let heights = self.heights.entry(prefix).or_default();
+        if heights.last() != Some(&height) {
+            heights.push(height);
+        }
+        self.entries += 1;
+    }
 }
 
 /// A saved consensus payload: height, digest, bytes.
@@ -376,8 +401,9 @@ pub struct Store<S: Schema> {
     bodies: Log,
     /// The transaction index's run files.
     runs: Runs,
-    /// Entries in `tx_recent` (written out as a run at `index_run_entries`).
-    recent_entries: std::sync::atomic::AtomicU64,
+    /// The entries of `tx_recent` in memory, by prefix (written out as a run at
+    /// `index_run_entries`).
+    recent: std::sync::Mutex<Recent>,
     config: StoreConfig,
     _schema: PhantomData<fn() -> S>,
 }
@@ -441,7 +467,7 @@ impl<S: Schema> Store<S> {
             };
             (end(META_FRAGMENT_LOG)?, end(META_BODY_LOG)?)
         };
-        let (recorded_runs, recent_entries) = {
+        let (recorded_runs, recent) = {
             let txn = db.begin_read().map_err(StoreError::db)?;
             let table = txn.open_table(TX_RUNS.definition).map_err(StoreError::db)?;
             let mut runs = Vec::new();
@@ -453,9 +479,11 @@ impl<S: Schema> Store<S> {
                     unseal::<RunRecord>(TX_RUNS.name, &height_key(seq), v.value())?,
                 ));
             }
-            let mut recent = 0;
-            for_each_recent(&txn, |_, prefixes| {
-                recent += (prefixes.len() / 4) as u64;
+            let mut recent = Recent::default();
+            for_each_recent(&txn, |height, prefixes| {
+                for p in prefixes.chunks_exact(4) {
+                    recent.add(height, u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+                }
             })?;
             (runs, recent)
         };
@@ -486,7 +514,7 @@ impl<S: Schema> Store<S> {
             fragments,
             bodies,
             runs,
-            recent_entries: recent_entries.into(),
+            recent: std::sync::Mutex::new(recent),
             config,
             _schema: PhantomData,
         };
@@ -704,9 +732,10 @@ impl<S: Schema> Store<S> {
             }
             let mut records = txn.open_table(TX_RECORDS).map_err(StoreError::db)?;
             for (id, record) in &block.tx_records {
-                let v = seal("tx_records", id, record)?;
+                let k = record_key(id, height);
+                let v = seal("tx_records", &k, record)?;
                 records
-                    .insert(id.as_slice(), v.as_slice())
+                    .insert(k.as_slice(), v.as_slice())
                     .map_err(StoreError::db)?;
             }
             let mut meta = txn.open_table(META).map_err(StoreError::db)?;
@@ -724,11 +753,14 @@ impl<S: Schema> Store<S> {
         }
         txn.commit().map_err(StoreError::db)?;
         drop(body_log);
-        let recent = self.recent_entries.fetch_add(
-            block.tx_ids.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        ) + block.tx_ids.len() as u64;
-        if recent >= self.config.index_run_entries.max(1) {
+        let due = {
+            let mut recent = self.recent();
+            for id in &block.tx_ids {
+                recent.add(height, txindex::prefix(id));
+            }
+            recent.entries >= self.config.index_run_entries.max(1)
+        };
+        if due {
             // Still holding the fragment log: no other commit adds to tx_recent.
             self.write_index_run()?;
         }
@@ -779,8 +811,7 @@ impl<S: Schema> Store<S> {
         })();
         match result {
             Ok(()) => {
-                self.recent_entries
-                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                *self.recent() = Recent::default();
                 Ok(())
             }
             Err(e) => {
@@ -792,21 +823,25 @@ impl<S: Schema> Store<S> {
         }
     }
 
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // Entries are added after their transaction commits and cleared after a
+        // run is recorded; a panic in between leaves a usable map.
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Heights of committed blocks that may hold transaction `id`, ascending. The
     /// index keeps 4 bytes of each id, so a height can be a false candidate: check
     /// the block's transactions before answering.
     pub fn tx_heights(&self, id: &[u8; 32]) -> Result<Vec<u64>, StoreError> {
         let prefix = txindex::prefix(id);
-        let mut heights = Vec::new();
-        {
-            let txn = self.db.begin_read().map_err(StoreError::db)?;
-            let wanted = prefix.to_be_bytes();
-            for_each_recent(&txn, |height, prefixes| {
-                if prefixes.chunks_exact(4).any(|p| p == wanted) {
-                    heights.push(height);
-                }
-            })?;
-        }
+        let mut heights = self
+            .recent()
+            .heights
+            .get(&prefix)
+            .cloned()
+            .unwrap_or_default();
         self.runs.lookup(prefix, &mut heights)?;
         heights.sort_unstable();
         heights.dedup();
@@ -889,15 +924,28 @@ impl<S: Schema> Store<S> {
         Ok(out)
     }
 
-    /// The full record of transaction `id`, if a committed block carried one for it
-    /// ([`CommittedBlock::tx_records`]).
-    pub fn tx_record(&self, id: &[u8; 32]) -> Result<Option<S::TxRecord>, StoreError> {
+    /// The full records of transaction `id` that committed blocks carried
+    /// ([`CommittedBlock::tx_records`]), with their heights, ascending (a transfer
+    /// that failed can be included again later).
+    pub fn tx_records(&self, id: &[u8; 32]) -> Result<Vec<(u64, S::TxRecord)>, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::db)?;
         let table = txn.open_table(TX_RECORDS).map_err(StoreError::db)?;
-        match table.get(id.as_slice()).map_err(StoreError::db)? {
-            Some(v) => unseal("tx_records", id, v.value()).map(Some),
-            None => Ok(None),
+        let (from, to) = (record_key(id, 0), record_key(id, u64::MAX));
+        let mut out = Vec::new();
+        for entry in table
+            .range(from.as_slice()..=to.as_slice())
+            .map_err(StoreError::db)?
+        {
+            let (k, v) = entry.map_err(StoreError::db)?;
+            let key = k.value();
+            let mut height = [0u8; 8];
+            height.copy_from_slice(key.get(32..40).unwrap_or(&[0; 8]));
+            out.push((
+                u64::from_be_bytes(height),
+                unseal("tx_records", key, v.value())?,
+            ));
         }
+        Ok(out)
     }
 
     /// Saves a consensus payload durably (fsynced before returning): consensus

@@ -24,7 +24,7 @@
 //!   (1 KiB) per run.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -92,7 +92,7 @@ fn block_checksum(seq: u64, block: u64, entries: &[u8]) -> [u8; CHECKSUM_LEN] {
 impl Runs {
     /// Loads the recorded runs and deletes run files with no record.
     pub(crate) fn open(dir: PathBuf, recorded: Vec<(u64, RunRecord)>) -> Result<Self, StoreError> {
-        fs::create_dir_all(&dir)
+        crate::segments::create_dir_durably(&dir)
             .map_err(|e| io_error(format!("cannot create {}", dir.display()), e))?;
         let entries = fs::read_dir(&dir)
             .map_err(|e| io_error(format!("cannot list {}", dir.display()), e))?;
@@ -260,15 +260,11 @@ impl Runs {
         self.write().push(Arc::new(Run { seq, record }));
     }
 
-    /// Forgets a run whose recording failed, and its file (best effort: a file left
-    /// behind is deleted on the next open).
+    /// Forgets a run whose recording failed. Its file stays: the commit may have
+    /// become durable despite the error, and an unrecorded file is deleted on the
+    /// next open.
     pub(crate) fn unpublish(&self, seq: u64) {
         self.write().retain(|r| r.seq != seq);
-        match fs::remove_file(self.path(seq)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(_) => {}
-        }
     }
 
     /// The directory of run files.

@@ -50,8 +50,8 @@ fn commits_in_order_and_reads_back_after_reopen() -> TestResult {
     assert_eq!(store.account(&1003)?, Some(6));
     assert_eq!(store.accounts()?.len(), 5 + 5);
     assert_eq!(store.safety_record()?, Some((7, 9)));
-    assert_eq!(store.tx_record(&tx_id(3))?, Some((3, 0)));
-    assert_eq!(store.tx_record(&tx_id(6))?, None);
+    assert_eq!(store.tx_records(&tx_id(3))?, vec![(3, (3, 0))]);
+    assert_eq!(store.tx_records(&tx_id(6))?, vec![]);
     let sizes: std::collections::BTreeMap<&str, u64> = store.table_bytes()?.into_iter().collect();
     for table in [
         "headers",
@@ -448,5 +448,27 @@ fn the_transaction_index_finds_every_height_across_runs_and_reopen() -> TestResu
         assert_eq!(store.tx_heights(&id)?, vec![31]);
     }
     check(&store)?;
+    Ok(())
+}
+
+#[test]
+fn full_records_of_one_id_are_kept_per_height() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::<TestSchema>::open(&dir.path().join("s.redb"), config(0, 100))?;
+    let again = [7u8; 32];
+    for h in 1..=4 {
+        let mut block = block(h, 0);
+        if h == 2 || h == 4 {
+            block.tx_ids.push(again);
+            block.tx_records.push((again, (h, 1)));
+        }
+        store.commit_block(block)?;
+    }
+    assert_eq!(store.tx_records(&again)?, vec![(2, (2, 1)), (4, (4, 1))]);
+    assert_eq!(store.tx_heights(&again)?, vec![2, 4]);
+    // Neighbouring ids are not mixed in.
+    let mut next = again;
+    next[31] += 1;
+    assert!(store.tx_records(&next)?.is_empty());
     Ok(())
 }
