@@ -30,7 +30,7 @@ fn signatures(c: &mut Criterion) {
     });
 
     let mut group = c.benchmark_group("sign::verify_batch");
-    for size in [64usize, 1024] {
+    for size in [4usize, 16, 64, 1024] {
         let keys: Vec<Keypair> = (0..size as u64).map(Keypair::from_seed_for_tests).collect();
         let publics: Vec<PublicKey> = keys.iter().map(|k| k.public()).collect();
         let messages: Vec<[u8; 128]> = (0..size).map(|i| [i as u8; 128]).collect();

@@ -38,5 +38,6 @@ pub use hexfmt::HexError;
 pub use keyfile::{KeyFileError, read_key_file, write_key_file};
 pub use merkle::{MerkleError, MerkleProof, MerkleTree};
 pub use sign::{
-    ChainId, Domain, Keypair, PublicKey, SignError, Signature, SignedItem, verify, verify_batch,
+    ChainId, Domain, Keypair, PublicKey, SignError, Signature, SignedItem, batch_holds, verify,
+    verify_batch,
 };

@@ -497,6 +497,19 @@ pub fn verify(item: &SignedItem<'_>) -> Result<(), SignError> {
         .verify(item.domain, item.chain, item.message, item.signature)
 }
 
+/// Whether every signature in `items` is valid, in one batch check, without finding
+/// which one is not when the answer is no (see [`verify_batch`] for that). Callers
+/// that combine work from several sources use it to check the whole first and, on a
+/// failure, only the parts, so one bad source does not make the others pay for
+/// checks one by one. Accepts exactly what [`verify`] accepts for each entry.
+pub fn batch_holds(items: &[SignedItem<'_>]) -> bool {
+    match items {
+        [] => true,
+        [item] => verify(item).is_ok(),
+        _ => batch_equation_holds(items),
+    }
+}
+
 /// Verifies many signatures at once. On failure it says exactly which entries are
 /// invalid (found by checking each one alone), so callers can keep the good ones.
 ///
@@ -764,6 +777,8 @@ mod tests {
         );
         verify_batch(&items)?;
         assert!(batch_equation_holds(&items));
+        assert!(batch_holds(&items));
+        assert!(batch_holds(&items[2..3]));
         Ok(())
     }
 
@@ -820,6 +835,7 @@ mod tests {
             let expected_bad: Vec<usize> = (0..count).filter(|&i| verify(&items[i]).is_err()).collect();
             let corrupted: Vec<usize> = (0..count).filter(|&i| corrupt[i]).collect();
             prop_assert_eq!(&expected_bad, &corrupted);
+            prop_assert_eq!(batch_holds(&items), expected_bad.is_empty());
             match verify_batch(&items) {
                 Ok(()) => prop_assert!(expected_bad.is_empty()),
                 Err(SignError::BadSignatures { bad, total }) => {

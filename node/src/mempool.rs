@@ -160,7 +160,7 @@ pub struct Mempool {
 }
 
 fn encoded_len(tx: &SignedTransfer) -> usize {
-    mosaic_crypto::codec::encode(tx).map_or(ledger::TX_BYTES_MAX, |b| b.len())
+    tx.transfer.signed_len()
 }
 
 impl Mempool {
@@ -502,24 +502,47 @@ pub fn verify_unknown(
     sorted: Vec<Known>,
     chain: &ChainId,
 ) -> Vec<Result<VerifiedTransfer, TxError>> {
-    let mut slots: Vec<Option<VerifiedTransfer>> = Vec::with_capacity(sorted.len());
-    let mut unknown = Vec::new();
-    for r in sorted {
-        match r {
-            Known::Verified(tx) => slots.push(Some(tx)),
-            Known::Unchecked(tx) => {
-                slots.push(None);
-                unknown.push(tx);
+    verify_unknown_groups(vec![sorted], chain)
+        .pop()
+        .unwrap_or_default()
+}
+
+/// [`verify_unknown`] for several groups at once (see [`ledger::verify_groups`]):
+/// results per group, each in input order.
+pub fn verify_unknown_groups(
+    groups: Vec<Vec<Known>>,
+    chain: &ChainId,
+) -> Vec<Vec<Result<VerifiedTransfer, TxError>>> {
+    let mut all_slots: Vec<Vec<Option<VerifiedTransfer>>> = Vec::with_capacity(groups.len());
+    let mut unknown: Vec<Vec<SignedTransfer>> = Vec::with_capacity(groups.len());
+    for group in groups {
+        let mut slots = Vec::with_capacity(group.len());
+        let mut checking = Vec::new();
+        for r in group {
+            match r {
+                Known::Verified(tx) => slots.push(Some(tx)),
+                Known::Unchecked(tx) => {
+                    slots.push(None);
+                    checking.push(tx);
+                }
             }
         }
+        all_slots.push(slots);
+        unknown.push(checking);
     }
-    // verify_batch answers once per input, so the fallback is never used.
-    let mut checked = ledger::verify_batch(unknown, chain).into_iter();
-    slots
+    // verify_groups answers once per input, so the fallback is never used.
+    ledger::verify_groups(unknown, chain)
         .into_iter()
-        .map(|slot| match slot {
-            Some(tx) => Ok(tx),
-            None => checked.next().unwrap_or(Err(TxError::ZeroAmount)),
+        .zip(all_slots)
+        .map(|(checked, slots)| {
+            let mut checked = checked.into_iter();
+            slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Some(tx) => Ok(tx),
+                    None => checked.next().unwrap_or(Err(TxError::ZeroAmount)),
+                })
+                .collect()
         })
         .collect()
 }

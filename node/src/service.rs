@@ -50,13 +50,20 @@ const HELD_PER_SENDER_MAX: usize = 64;
 const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Transactions waiting to be gossiped, at most.
 const GOSSIP_QUEUE_MAX: usize = 200_000;
-/// Gossiped batches being verified at once, at most.
-const GOSSIP_VERIFY_IN_FLIGHT_MAX: usize = 4;
+/// Gossip checking jobs running at once, at most (one per checking thread on this
+/// machine's 2 cores). While they run, later messages wait and are then checked
+/// together: the busier the node, the larger and cheaper per signature the batches.
+const GOSSIP_VERIFY_IN_FLIGHT_MAX: usize = 2;
+/// Transactions one gossip checking job takes from waiting messages, at most (it
+/// always takes at least one message). Batches past ~100 signatures switch to the
+/// cheaper multi-scalar method; past ~1,000 the gain is small and the wait grows.
+const GOSSIP_VERIFY_JOB_TXS_MAX: usize = 1_024;
 /// Gossiped transactions waiting for verification, at most (a batch may hold tens
 /// of thousands, so the budget counts transactions, not batches).
 const GOSSIP_WAITING_TXS_MAX: usize = 100_000;
-/// Verified gossip batches from the blocking pool to the event loop.
-type GossipResult = (
+/// One checking job's verdicts, per gossip message, from the pool to the event loop.
+type GossipResult = Vec<GossipVerdict>;
+type GossipVerdict = (
     PeerId,
     gossipsub::MessageId,
     // None: the check did not run to the end (a panic), so no verdict.
@@ -659,8 +666,8 @@ impl EventLoop {
                     self.on_command(command);
                     Ok(())
                 }
-                Some((source, id, verified)) = gossip_verified.recv() => {
-                    self.on_gossip_verified(source, id, verified);
+                Some(verdicts) = gossip_verified.recv() => {
+                    self.on_gossip_job_done(verdicts);
                     Ok(())
                 }
                 _ = tokio::time::sleep_until(next_timer.into()) => self.fire_timers(),
@@ -1226,47 +1233,87 @@ impl EventLoop {
 
     fn start_gossip_verification(&mut self) {
         while self.gossip_in_flight < GOSSIP_VERIFY_IN_FLIGHT_MAX {
-            let Some((source, id, txs)) = self.gossip_waiting.pop_front() else {
+            let mut job = Vec::new();
+            let mut txs_in_job = 0;
+            while let Some((_, _, txs)) = self.gossip_waiting.front() {
+                if !job.is_empty() && txs_in_job + txs.len() > GOSSIP_VERIFY_JOB_TXS_MAX {
+                    break;
+                }
+                let Some(message) = self.gossip_waiting.pop_front() else {
+                    break;
+                };
+                txs_in_job += message.2.len();
+                job.push(message);
+            }
+            if job.is_empty() {
                 return;
-            };
+            }
             self.gossip_waiting_txs
-                .fetch_sub(txs.len(), Ordering::Relaxed);
-            self.spawn_gossip_verification(source, id, txs);
+                .fetch_sub(txs_in_job, Ordering::Relaxed);
+            self.spawn_gossip_verification(job);
         }
     }
 
+    /// Checks the signatures of several gossip messages in one batch on the
+    /// checking pool (see [`crate::ledger::verify_groups`]).
     fn spawn_gossip_verification(
         &mut self,
-        source: PeerId,
-        id: gossipsub::MessageId,
-        txs: Vec<SignedTransfer>,
+        job: Vec<(PeerId, gossipsub::MessageId, Vec<SignedTransfer>)>,
     ) {
         self.gossip_in_flight += 1;
         let chain = self.layout.chain.clone();
         let results = self.gossip_results.clone();
         let shared = self.shared.clone();
-        let id_for_report = id.clone();
+        let sources: Vec<(PeerId, gossipsub::MessageId)> = job
+            .iter()
+            .map(|(source, id, _)| (*source, id.clone()))
+            .collect();
+        let for_report = sources.clone();
         let queued = self.verify_pool.spawn(move || {
+            let groups: Vec<Vec<SignedTransfer>> = job.into_iter().map(|(_, _, txs)| txs).collect();
             // Transactions already verified here (e.g. in a proposal that overtook the
             // gossip) are not checked again.
             let verified = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let prepared = crate::mempool::prepare(txs);
-                let sorted = lock(&shared).mempool.known(prepared);
-                crate::mempool::verify_unknown(sorted, &chain)
+                let prepared: Vec<_> = groups.into_iter().map(crate::mempool::prepare).collect();
+                let sorted: Vec<_> = {
+                    let shared = lock(&shared);
+                    prepared
+                        .into_iter()
+                        .map(|group| shared.mempool.known(group))
+                        .collect()
+                };
+                crate::mempool::verify_unknown_groups(sorted, &chain)
             }))
             .ok();
-            let _ = results.send((source, id, verified));
+            let verdicts: GossipResult = match verified {
+                Some(per_message) => sources
+                    .into_iter()
+                    .zip(per_message)
+                    .map(|((source, id), results)| (source, id, Some(results)))
+                    .collect(),
+                None => sources
+                    .into_iter()
+                    .map(|(source, id)| (source, id, None))
+                    .collect(),
+            };
+            let _ = results.send(verdicts);
         });
         if !queued {
             // The check queue is full of API work: neither accepted nor blamed.
             self.gossip_in_flight = self.gossip_in_flight.saturating_sub(1);
-            self.metrics.rejected("gossip-dropped-busy", 1);
-            self.report_gossip(
-                &id_for_report,
-                &source,
-                gossipsub::MessageAcceptance::Ignore,
-            );
+            for (source, id) in for_report {
+                self.metrics.rejected("gossip-dropped-busy", 1);
+                self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Ignore);
+            }
         }
+    }
+
+    fn on_gossip_job_done(&mut self, verdicts: GossipResult) {
+        self.gossip_in_flight = self.gossip_in_flight.saturating_sub(1);
+        for (source, id, verified) in verdicts {
+            self.on_gossip_verified(source, id, verified);
+        }
+        self.start_gossip_verification();
     }
 
     fn on_gossip_verified(
@@ -1275,11 +1322,9 @@ impl EventLoop {
         id: gossipsub::MessageId,
         verified: Option<Vec<Result<crate::ledger::VerifiedTransfer, crate::ledger::TxError>>>,
     ) {
-        self.gossip_in_flight = self.gossip_in_flight.saturating_sub(1);
         let Some(verified) = verified else {
             tracing::error!("a gossip signature check failed unexpectedly; message ignored");
             self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Ignore);
-            self.start_gossip_verification();
             return;
         };
         let invalid = verified.iter().any(Result::is_err);
@@ -1297,7 +1342,6 @@ impl EventLoop {
             gossipsub::MessageAcceptance::Accept
         };
         self.report_gossip(&id, &source, acceptance);
-        self.start_gossip_verification();
     }
 
     fn report_gossip(
