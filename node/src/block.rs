@@ -158,12 +158,15 @@ impl Block {
     }
 
     /// Checks what the block alone can prove at `position` with `k` of `n` coding.
+    ///
+    /// Returns the body bytes and their fragments, which it computes anyway, so that
+    /// executing the block need not compute them again.
     pub fn check_structure(
         &self,
         position: &Position,
         data_shards: usize,
         total_shards: usize,
-    ) -> Result<(), BlockError> {
+    ) -> Result<Structure, BlockError> {
         let h = &self.header;
         let wrong = |field: &'static str, expected: String, got: String| {
             Err(BlockError::WrongField {
@@ -204,9 +207,18 @@ impl Block {
         if body.len() > BODY_BYTES_MAX {
             return Err(BlockError::TooLarge { len: body.len() });
         }
-        coding::check_encoding(&body, &h.fragments)?;
-        Ok(())
+        let encoded = coding::check_encoding(&body, &h.fragments)?;
+        Ok(Structure { body, encoded })
     }
+}
+
+/// The body bytes and fragments of a block whose structure was checked.
+#[derive(Debug)]
+pub struct Structure {
+    /// [`body_bytes`] of the block's transactions.
+    pub body: Vec<u8>,
+    /// The body's fragments; their commitment is the header's.
+    pub encoded: coding::Encoded,
 }
 
 #[cfg(test)]

@@ -68,10 +68,61 @@ pub struct Layout {
     pub total_shards: usize,
 }
 
+/// Blocks checked by [`BlockCheck`], at most this many kept for execution (one is
+/// in flight normally; a few more around view changes).
+const CHECKED_KEPT_MAX: usize = 8;
+
+/// A block [`BlockCheck`] accepted, with what execution would otherwise compute again:
+/// decoded, its body bytes and fragments, its signatures verified.
+#[derive(Debug)]
+struct CheckedBlock {
+    header: BlockHeader,
+    body: Vec<u8>,
+    encoded: coding::Encoded,
+    verified: Vec<VerifiedTransfer>,
+}
+
+/// Accepted proposals by digest, handed from [`BlockCheck`] to [`Chain::execute`].
+/// The digest is the header hash, and the header commits to the body (transaction
+/// root and fragment commitment, both checked), so a payload delivered under the same
+/// digest is the same block. Execution still checks everything that depends on the
+/// state (parent, state root) itself.
+#[derive(Debug, Clone, Default)]
+pub struct CheckedBlocks(Arc<Mutex<std::collections::VecDeque<(Digest, CheckedBlock)>>>);
+
+impl CheckedBlocks {
+    fn put(&self, digest: Digest, block: CheckedBlock) {
+        let mut kept = self.guard();
+        kept.retain(|(d, _)| *d != digest);
+        if kept.len() >= CHECKED_KEPT_MAX {
+            kept.pop_front();
+        }
+        kept.push_back((digest, block));
+    }
+
+    fn take(&self, digest: &Digest) -> Option<CheckedBlock> {
+        let mut kept = self.guard();
+        let at = kept.iter().position(|(d, _)| d == digest)?;
+        kept.remove(at).map(|(_, block)| block)
+    }
+
+    fn forget_through(&self, height: u64) {
+        self.guard().retain(|(_, b)| b.header.height > height);
+    }
+
+    fn guard(&self) -> MutexGuard<'_, std::collections::VecDeque<(Digest, CheckedBlock)>> {
+        // Only a cache: a panic elsewhere cannot leave it inconsistent.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// [`PayloadCheck`] for blocks.
 pub struct BlockCheck {
     shared: Arc<Mutex<Shared>>,
     layout: Layout,
+    checked: CheckedBlocks,
 }
 
 impl std::fmt::Debug for BlockCheck {
@@ -81,9 +132,14 @@ impl std::fmt::Debug for BlockCheck {
 }
 
 impl BlockCheck {
-    /// A check over the shared state.
-    pub fn new(shared: Arc<Mutex<Shared>>, layout: Layout) -> Self {
-        BlockCheck { shared, layout }
+    /// A check over the shared state, handing what it checked to execution through
+    /// `checked` (share it with [`Chain::new`]).
+    pub fn new(shared: Arc<Mutex<Shared>>, layout: Layout, checked: CheckedBlocks) -> Self {
+        BlockCheck {
+            shared,
+            layout,
+            checked,
+        }
     }
 }
 
@@ -95,7 +151,7 @@ impl PayloadCheck for BlockCheck {
             height: seq.0,
             parent: parent.0,
         };
-        block
+        let structure = block
             .check_structure(&position, self.layout.data_shards, self.layout.total_shards)
             .map_err(|e| e.to_string())?;
         if block.header.proposer as usize >= self.layout.total_shards {
@@ -122,16 +178,27 @@ impl PayloadCheck for BlockCheck {
                 ));
             }
         }
-        if let Some((i, e)) = shared
+        let mut verified = Vec::with_capacity(block.txs.len());
+        for (i, result) in shared
             .mempool
             .verify_for_block(block.txs)
             .into_iter()
             .enumerate()
-            .find_map(|(i, r)| r.err().map(|e| (i, e)))
         {
-            return Err(format!("transaction {i}: {e}"));
+            verified.push(result.map_err(|e| format!("transaction {i}: {e}"))?);
         }
-        Ok(Digest(block.header.hash()))
+        drop(shared);
+        let digest = Digest(block.header.hash());
+        self.checked.put(
+            digest,
+            CheckedBlock {
+                header: block.header,
+                body: structure.body,
+                encoded: structure.encoded,
+                verified,
+            },
+        );
+        Ok(digest)
     }
 }
 
@@ -172,6 +239,7 @@ pub struct Chain {
     store: Arc<NodeStore>,
     layout: Layout,
     validator_index: u32,
+    checked: CheckedBlocks,
 }
 
 impl std::fmt::Debug for Chain {
@@ -187,12 +255,14 @@ impl Chain {
         store: Arc<NodeStore>,
         layout: Layout,
         validator_index: u32,
+        checked: CheckedBlocks,
     ) -> Self {
         Chain {
             shared,
             store,
             layout,
             validator_index,
+            checked,
         }
     }
 
@@ -212,16 +282,31 @@ impl Chain {
     ) -> Result<Executed, ExecuteError> {
         let height = seq.0;
         let invalid = |reason: String| ExecuteError::InvalidCommitted { height, reason };
-        let block = Block::from_bytes(payload).map_err(|e| invalid(e.to_string()))?;
-        if block.header.hash() != digest.0 {
+        // A block this node checked as a proposal comes decoded, coded and verified;
+        // one it did not (caught up, or delivered from a certificate) is done here.
+        let (header, body, encoded, txs) = match self.checked.take(&digest) {
+            Some(checked) => (
+                checked.header,
+                checked.body,
+                checked.encoded,
+                Ok(checked.verified),
+            ),
+            None => {
+                let block = Block::from_bytes(payload).map_err(|e| invalid(e.to_string()))?;
+                let body = body_bytes(&block.txs);
+                let encoded =
+                    coding::encode(&body, self.layout.data_shards, self.layout.total_shards)
+                        .map_err(|e| invalid(e.to_string()))?;
+                (block.header, body, encoded, Err(block.txs))
+            }
+        };
+        self.checked.forget_through(height);
+        if header.hash() != digest.0 {
             return Err(invalid(
                 "header hash differs from the certified digest".into(),
             ));
         }
-        let body = body_bytes(&block.txs);
-        let encoded = coding::encode(&body, self.layout.data_shards, self.layout.total_shards)
-            .map_err(|e| invalid(e.to_string()))?;
-        if encoded.commitment() != block.header.fragments {
+        if encoded.commitment() != header.fragments {
             return Err(invalid("fragment commitment differs from the body".into()));
         }
         let own_index = placement::fragment_of(
@@ -239,27 +324,28 @@ impl Chain {
         // and taken again to move the tip. Only the event loop executes blocks or
         // checks proposals, so nothing else changes the ledger in between.
         let mut shared = lock(&self.shared);
-        if height != shared.tip.height + 1 || block.header.parent != shared.tip.hash {
+        if height != shared.tip.height + 1 || header.parent != shared.tip.hash {
             return Err(invalid(format!(
                 "does not follow the executed tip {}",
                 shared.tip.height
             )));
         }
-        if block.header.state_root != shared.tip.state_root {
+        if header.state_root != shared.tip.state_root {
             return Err(invalid(format!(
                 "state root {} differs from the state after block {} ({})",
-                block.header.state_root, shared.tip.height, shared.tip.state_root
+                header.state_root, shared.tip.height, shared.tip.state_root
             )));
         }
-        let mut verified: Vec<VerifiedTransfer> = Vec::with_capacity(block.txs.len());
-        for (i, result) in shared
-            .mempool
-            .verify_for_block(block.txs)
-            .into_iter()
-            .enumerate()
-        {
-            verified.push(result.map_err(|e| invalid(format!("transaction {i}: {e}")))?);
-        }
+        let verified = match txs {
+            Ok(verified) => verified,
+            Err(txs) => {
+                let mut verified: Vec<VerifiedTransfer> = Vec::with_capacity(txs.len());
+                for (i, result) in shared.mempool.verify_for_block(txs).into_iter().enumerate() {
+                    verified.push(result.map_err(|e| invalid(format!("transaction {i}: {e}")))?);
+                }
+                verified
+            }
+        };
         // Execute on a copy of the touched accounts first: the ledger changes only
         // once the block is durable.
         let mut scratch = Ledger::from_accounts(verified.iter().flat_map(|tx| {
@@ -294,9 +380,9 @@ impl Chain {
         let changes: Vec<_> = execution.changes.into_iter().collect();
         self.store.commit_block(CommittedBlock {
             height,
-            header: block.header.clone(),
+            header: header.clone(),
             certificate,
-            commitment: block.header.fragments,
+            commitment: header.fragments,
             body,
             own_fragment,
             account_changes: changes.clone(),
@@ -317,9 +403,181 @@ impl Chain {
         mempool.remove_committed(verified.iter(), ledger);
         let failed = verified.len() - applied;
         Ok(Executed {
-            header: block.header,
+            header,
             applied,
             failed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{SignedTransfer, Transfer};
+    use crate::mempool::MempoolConfig;
+    use mosaic_consensus::View;
+    use mosaic_crypto::Keypair;
+    use mosaic_storage::StoreConfig;
+
+    const K: usize = 2;
+    const N: usize = 4;
+
+    fn chain_id() -> ChainId {
+        ChainId::new("chain-test").unwrap()
+    }
+
+    fn layout() -> Layout {
+        Layout {
+            chain: chain_id(),
+            data_shards: K,
+            total_shards: N,
+        }
+    }
+
+    fn key(i: u64) -> Keypair {
+        Keypair::from_seed_for_tests(i)
+    }
+
+    /// A node's execution side over a fresh store with accounts 1..=3 funded.
+    fn node(dir: &std::path::Path) -> (BlockCheck, Chain, Arc<NodeStore>) {
+        let store =
+            Arc::new(NodeStore::open(&dir.join("store.redb"), StoreConfig::default()).unwrap());
+        let ledger = Ledger::from_balances(&[
+            (key(1).public(), 1_000),
+            (key(2).public(), 1_000),
+            (key(3).public(), 1_000),
+        ])
+        .unwrap();
+        let accounts: Vec<_> = ledger.accounts().map(|(k, a)| (*k, *a)).collect();
+        store.initialize([7u8; 32], &accounts).unwrap();
+        let tip = Tip {
+            height: 0,
+            hash: Hash::from_bytes([7u8; 32]),
+            state_root: ledger.state_root(),
+        };
+        let shared = Arc::new(Mutex::new(Shared {
+            ledger,
+            mempool: Mempool::new(chain_id(), MempoolConfig::default()),
+            tip,
+        }));
+        let checked = CheckedBlocks::default();
+        let check = BlockCheck::new(shared.clone(), layout(), checked.clone());
+        let chain = Chain::new(shared, store.clone(), layout(), 0, checked);
+        (check, chain, store)
+    }
+
+    fn transfers(nonce: u64) -> Vec<SignedTransfer> {
+        (1..=3)
+            .map(|from| {
+                Transfer {
+                    chain: chain_id(),
+                    from: key(from).public(),
+                    to: key(from % 3 + 1).public(),
+                    amount: 10 + from,
+                    nonce,
+                }
+                .sign(&key(from))
+            })
+            .collect()
+    }
+
+    fn block_after(tip: Tip, txs: Vec<SignedTransfer>) -> Block {
+        let position = Position {
+            chain: chain_id(),
+            height: tip.height + 1,
+            parent: tip.hash,
+        };
+        Block::build(&position, 0, 0, tip.state_root, txs, K, N).unwrap()
+    }
+
+    fn certificate(height: u64, digest: Digest) -> CommitCertificate {
+        CommitCertificate {
+            view: View(0),
+            seq: SeqNum(height),
+            digest,
+            signatures: Vec::new(),
+        }
+    }
+
+    /// Executing a block checked as a proposal (from the hand-over) and one that was
+    /// not (decoded and verified again) gives the same state and stored block.
+    #[test]
+    fn checked_and_unchecked_blocks_execute_the_same() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (check_a, chain_a, store_a) = node(dir_a.path());
+        let (_, chain_b, store_b) = node(dir_b.path());
+        for round in 0..3 {
+            let block = block_after(chain_a.tip(), transfers(round));
+            let payload = block.to_bytes();
+            let height = SeqNum(round + 1);
+            let digest = check_a
+                .check(height, Digest(chain_a.tip().hash), &payload)
+                .unwrap();
+            assert_eq!(digest, Digest(block.header.hash()));
+            assert!(check_a.checked.guard().iter().any(|(d, _)| *d == digest));
+            chain_a
+                .execute(height, digest, &payload, certificate(height.0, digest))
+                .unwrap();
+            // Handed over and gone.
+            assert!(check_a.checked.guard().is_empty());
+            chain_b
+                .execute(height, digest, &payload, certificate(height.0, digest))
+                .unwrap();
+            assert_eq!(chain_a.tip(), chain_b.tip());
+            assert_eq!(store_a.accounts().unwrap(), store_b.accounts().unwrap());
+            assert_eq!(
+                store_a.header(height.0).unwrap(),
+                store_b.header(height.0).unwrap()
+            );
+        }
+    }
+
+    /// A checked block whose digest is not the one delivered is not used, and the
+    /// checked blocks kept stay bounded.
+    #[test]
+    fn checked_blocks_are_matched_by_digest_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (check, chain, _) = node(dir.path());
+        let tip = chain.tip();
+        let mut digests = Vec::new();
+        for amount in 0..(CHECKED_KEPT_MAX as u64 + 3) {
+            let tx = Transfer {
+                chain: chain_id(),
+                from: key(1).public(),
+                to: key(2).public(),
+                amount: amount + 1,
+                nonce: 0,
+            }
+            .sign(&key(1));
+            let payload = block_after(tip, vec![tx]).to_bytes();
+            digests.push(check.check(SeqNum(1), Digest(tip.hash), &payload).unwrap());
+        }
+        assert_eq!(check.checked.guard().len(), CHECKED_KEPT_MAX);
+        // The delivered block was evicted: execution decodes the payload itself.
+        let evicted = block_after(
+            tip,
+            vec![
+                Transfer {
+                    chain: chain_id(),
+                    from: key(1).public(),
+                    to: key(2).public(),
+                    amount: 1,
+                    nonce: 0,
+                }
+                .sign(&key(1)),
+            ],
+        );
+        assert_eq!(Digest(evicted.header.hash()), digests[0]);
+        chain
+            .execute(
+                SeqNum(1),
+                digests[0],
+                &evicted.to_bytes(),
+                certificate(1, digests[0]),
+            )
+            .unwrap();
+        assert_eq!(chain.tip().hash, evicted.header.hash());
+        // Everything kept for height 1 is forgotten once it is executed.
+        assert!(check.checked.guard().is_empty());
     }
 }

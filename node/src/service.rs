@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::api;
 use crate::block::{BODY_BYTES_MAX, Block, Position};
-use crate::chain::{BlockCheck, Chain, ExecuteError, Layout, Shared, Tip, lock};
+use crate::chain::{BlockCheck, Chain, CheckedBlocks, ExecuteError, Layout, Shared, Tip, lock};
 use crate::config::NodeConfig;
 use crate::genesis::{Genesis, GenesisError};
 use crate::ledger::{Ledger, SignedTransfer};
@@ -357,10 +357,15 @@ pub async fn start(
         })
     };
     let identity = net::identity_of(&key)?;
+    let checked = CheckedBlocks::default();
     let replica = Replica::new(
         consensus_config,
         key,
-        Box::new(BlockCheck::new(shared.clone(), layout.clone())),
+        Box::new(BlockCheck::new(
+            shared.clone(),
+            layout.clone(),
+            checked.clone(),
+        )),
         restored,
     );
 
@@ -470,7 +475,13 @@ pub async fn start(
 
     // Bounded by GOSSIP_VERIFY_IN_FLIGHT_MAX jobs, each sending one result.
     let (gossip_results, gossip_verified) = mpsc::unbounded_channel();
-    let chain_exec = Chain::new(shared.clone(), store.clone(), layout.clone(), index);
+    let chain_exec = Chain::new(
+        shared.clone(),
+        store.clone(),
+        layout.clone(),
+        index,
+        checked,
+    );
     let mut node = EventLoop {
         replica,
         chain: chain_exec,
