@@ -160,12 +160,6 @@ impl PayloadCheck for BlockCheck {
                 block.header.proposer
             ));
         }
-        let mut ids = BTreeSet::new();
-        for tx in &block.txs {
-            if !ids.insert(tx.hash()) {
-                return Err(format!("transaction {} appears twice", tx.hash()));
-            }
-        }
         let mut shared = lock(&self.shared);
         if seq.0 == shared.tip.height + 1 {
             if parent.0 != shared.tip.hash {
@@ -188,6 +182,13 @@ impl PayloadCheck for BlockCheck {
             verified.push(result.map_err(|e| format!("transaction {i}: {e}"))?);
         }
         drop(shared);
+        // Ids come with the verified transfers (hashed once).
+        let mut ids = BTreeSet::new();
+        for tx in &verified {
+            if !ids.insert(tx.hash()) {
+                return Err(format!("transaction {} appears twice", tx.hash()));
+            }
+        }
         let digest = Digest(block.header.hash());
         self.checked.put(
             digest,
@@ -530,6 +531,22 @@ mod tests {
                 store_b.header(height.0).unwrap()
             );
         }
+    }
+
+    /// A proposal holding one transfer twice is refused, and nothing is handed over.
+    #[test]
+    fn a_transfer_twice_in_a_proposal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (check, chain, _) = node(dir.path());
+        let tip = chain.tip();
+        let mut txs = transfers(0);
+        txs.push(txs[1].clone());
+        let payload = block_after(tip, txs).to_bytes();
+        let refused = check
+            .check(SeqNum(1), Digest(tip.hash), &payload)
+            .unwrap_err();
+        assert!(refused.contains("appears twice"), "{refused}");
+        assert!(check.checked.guard().is_empty());
     }
 
     /// A checked block whose digest is not the one delivered is not used, and the
