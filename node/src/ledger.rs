@@ -183,9 +183,7 @@ pub fn verify_batch(
     txs: Vec<SignedTransfer>,
     chain: &ChainId,
 ) -> Vec<Result<VerifiedTransfer, TxError>> {
-    let prechecked = precheck_all(txs, chain);
-    let bad = bad_entries(&signed_items(&prechecked, chain));
-    finish(prechecked, &bad)
+    verify_groups(vec![txs], chain).pop().unwrap_or_default()
 }
 
 /// [`verify_batch`] for several groups (e.g. gossip messages from different peers)
