@@ -27,6 +27,7 @@ pub mod chain;
 pub mod config;
 pub mod genesis;
 pub mod ledger;
+pub mod links;
 pub mod mempool;
 pub mod metrics;
 pub mod net;

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub peers_connected: Gauge,
     /// Transactions submitted through this node's API.
     pub transactions_submitted: Counter,
+    /// Consensus messages not sent: the validator was unreachable or its queue full.
+    pub consensus_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -68,6 +70,7 @@ impl Metrics {
         let fragments_served = Counter::default();
         let peers_connected = Gauge::default();
         let transactions_submitted = Counter::default();
+        let consensus_dropped = Counter::default();
         registry.register("height", "Executed block height", height.clone());
         registry.register("view", "Current consensus view", view.clone());
         registry.register(
@@ -120,6 +123,11 @@ impl Metrics {
             "Transactions accepted through this node's HTTP API",
             transactions_submitted.clone(),
         );
+        registry.register(
+            "consensus_messages_dropped",
+            "Consensus messages not sent: the validator was unreachable or its link's queue full",
+            consensus_dropped.clone(),
+        );
         Metrics {
             registry: std::sync::Arc::new(registry),
             height,
@@ -134,6 +142,7 @@ impl Metrics {
             fragments_served,
             peers_connected,
             transactions_submitted,
+            consensus_dropped,
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! - Transport: TCP + Noise + Yamux; the validator's ed25519 key is its libp2p
 //!   identity, so an authenticated connection's peer id *is* a validator.
-//! - `/mosaic/<chain>/consensus/1`: request-response carrying one consensus message
-//!   (the response is an empty acknowledgement); only genesis validators may speak.
+//! - `/mosaic/<chain>/consensus/2`: one long-lived stream from each validator to each
+//!   other, carrying length-prefixed consensus messages in order ([`crate::links`]);
+//!   only genesis validators may open one.
 //! - `/mosaic/<chain>/sync/1`: request-response for status, certified blocks and
 //!   fragments ([`SyncRequest`], [`SyncResponse`]).
 //! - gossipsub topic `mosaic/<chain>/tx/1`: batches of signed transfers, verified
@@ -213,8 +214,8 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     /// Transaction gossip.
     pub gossipsub: gossipsub::Behaviour,
-    /// Consensus messages between validators.
-    pub consensus: request_response::Behaviour<FrameCodec>,
+    /// Consensus links between validators (streams driven by [`crate::links`]).
+    pub consensus: libp2p_stream::Behaviour,
     /// Block and fragment sync.
     pub sync: request_response::Behaviour<FrameCodec>,
     /// Liveness.
@@ -232,6 +233,11 @@ impl std::fmt::Debug for Behaviour {
 /// The gossipsub topic of a chain's transactions.
 pub fn tx_topic(chain: &ChainId) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("mosaic/{}/tx/1", chain.as_str()))
+}
+
+/// The protocol of the consensus links.
+pub fn consensus_protocol(chain: &ChainId) -> Result<StreamProtocol, NetError> {
+    protocol(chain, "consensus/2")
 }
 
 fn protocol(chain: &ChainId, name: &str) -> Result<StreamProtocol, NetError> {
@@ -271,16 +277,7 @@ impl Behaviour {
         )
         .map_err(|e| build(e.to_string()))?;
 
-        let consensus = request_response::Behaviour::with_codec(
-            FrameCodec::new(CONSENSUS_FRAME_MAX, 16),
-            [(
-                protocol(chain, "consensus/1")?,
-                request_response::ProtocolSupport::Full,
-            )],
-            request_response::Config::default()
-                .with_request_timeout(Duration::from_secs(10))
-                .with_max_concurrent_streams(1024),
-        );
+        let consensus = libp2p_stream::Behaviour::new();
         let sync = request_response::Behaviour::with_codec(
             FrameCodec::new(SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX),
             [(

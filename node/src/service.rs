@@ -31,6 +31,7 @@ use crate::chain::{BlockCheck, Chain, CheckedBlocks, ExecuteError, Layout, Share
 use crate::config::NodeConfig;
 use crate::genesis::{Genesis, GenesisError};
 use crate::ledger::{Ledger, SignedTransfer};
+use crate::links::{self, Inbound, Links};
 use crate::mempool::{Mempool, MempoolConfig};
 use crate::metrics::Metrics;
 use crate::net::{
@@ -46,6 +47,9 @@ const MISBEHAVIOUR_BAN_POINTS: u32 = 20;
 const BAN_DURATION: Duration = Duration::from_secs(60);
 /// Held PRE-PREPAREs (waiting for their parent to execute) per sender.
 const HELD_PER_SENDER_MAX: usize = 64;
+/// Consensus messages read from the links and waiting for the event loop, at most
+/// (the links also cap their bytes per validator).
+const CONSENSUS_INBOUND_QUEUE: usize = 1_024;
 /// Payload bytes of held PRE-PREPAREs.
 const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Transactions waiting to be gossiped, at most.
@@ -388,8 +392,26 @@ pub async fn start(
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_behaviour(|_| behaviour)
         .map_err(|e| NetError::Build(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(3600))
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
+    // Consensus links: inbound streams are read by their own tasks and handed to the
+    // event loop through a bounded channel; outbound ones are written by one task per
+    // validator.
+    let consensus_protocol = net::consensus_protocol(&chain)?;
+    let mut control = swarm.behaviour().consensus.new_control();
+    let incoming = control
+        .accept(consensus_protocol.clone())
+        .map_err(|e| NetError::Build(e.to_string()))?;
+    let (consensus_in_tx, consensus_in) = mpsc::channel(CONSENSUS_INBOUND_QUEUE);
+    tokio::spawn(links::accept_loop(
+        incoming,
+        validator_peers.clone(),
+        consensus_in_tx,
+    ));
+    let links = Links::start(&control, &consensus_protocol, &validator_peers, peer_id);
     for address in &config.listen {
         let multiaddr: Multiaddr = address.parse().map_err(|e| NodeError::Listen {
             address: address.clone(),
@@ -525,6 +547,8 @@ pub async fn start(
         gossip_waiting_txs: verify_backlog,
         verify_pool,
         gossip_results,
+        links,
+        links_dropped_seen: 0,
     };
     for address in &config.bootstrap {
         node.add_bootstrap(address);
@@ -532,7 +556,7 @@ pub async fn start(
     let first = node.replica.start();
     node.apply_outputs(first)?;
     node.redial();
-    let task = tokio::spawn(node.run(shutdown_rx, gossip_verified));
+    let task = tokio::spawn(node.run(shutdown_rx, gossip_verified, consensus_in));
     tracing::info!(
         chain = %chain, validator = index, %peer_id, height = tip_height,
         api = %api_address, listen = ?listen_addresses, "node started"
@@ -647,6 +671,10 @@ struct EventLoop {
     /// Low-priority threads for signature checks.
     verify_pool: VerifyPool,
     gossip_results: mpsc::UnboundedSender<GossipResult>,
+    /// Outbound consensus links, by validator index.
+    links: Links,
+    /// `links.dropped()` at the last metrics update.
+    links_dropped_seen: u64,
 }
 
 impl EventLoop {
@@ -654,6 +682,7 @@ impl EventLoop {
         mut self,
         mut shutdown: watch::Receiver<bool>,
         mut gossip_verified: mpsc::UnboundedReceiver<GossipResult>,
+        mut consensus_in: mpsc::Receiver<Inbound>,
     ) -> Result<(), NodeError> {
         let mut tick = tokio::time::interval(Duration::from_millis(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -673,6 +702,7 @@ impl EventLoop {
                     }
                     Ok(())
                 }
+                Some(inbound) = consensus_in.recv() => self.on_link_inbound(inbound),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(command) = self.commands.recv() => {
                     self.on_command(command);
@@ -753,9 +783,10 @@ impl EventLoop {
                 Output::Send { to, message } => self.send_consensus(to, &message),
                 Output::Broadcast(message) => {
                     if let Ok(bytes) = codec::encode(&message) {
-                        for to in 0..self.info.validator_peers.len() as u32 {
-                            if to != self.info.index {
-                                self.send_bytes(ReplicaId(to), bytes.clone());
+                        let frame = Arc::new(bytes);
+                        for to in 0..self.info.validator_peers.len() {
+                            if to != self.info.index as usize {
+                                self.links.send(to, frame.clone());
                             }
                         }
                     }
@@ -967,21 +998,32 @@ impl EventLoop {
 
     fn send_consensus(&mut self, to: ReplicaId, message: &Message) {
         if let Ok(bytes) = codec::encode(message) {
-            self.send_bytes(to, bytes);
+            self.links.send(to.0 as usize, Arc::new(bytes));
         }
     }
 
-    fn send_bytes(&mut self, to: ReplicaId, bytes: Vec<u8>) {
-        let Some(peer) = self.info.validator_peers.get(to.0 as usize).copied() else {
-            return;
-        };
-        if peer == self.info.peer_id {
-            return;
+    /// A frame or a complaint from the consensus links.
+    fn on_link_inbound(&mut self, inbound: Inbound) -> Result<(), NodeError> {
+        match inbound {
+            Inbound::Message {
+                peer,
+                bytes,
+                permit,
+            } => {
+                let result = self.on_consensus_message(peer, &bytes);
+                drop(permit);
+                result
+            }
+            Inbound::Misbehaved {
+                peer,
+                reason,
+                points,
+            } => {
+                tracing::debug!(%peer, reason, "consensus link refused");
+                self.misbehaved(peer, reason, points);
+                Ok(())
+            }
         }
-        self.swarm
-            .behaviour_mut()
-            .consensus
-            .send_request(&peer, bytes);
     }
 
     fn on_consensus_message(&mut self, peer: PeerId, bytes: &[u8]) -> Result<(), NodeError> {
@@ -1168,49 +1210,12 @@ impl EventLoop {
                     self.learn_address(peer, address);
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Consensus(event)) => {
-                self.on_consensus_event(event)?;
-            }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event)?,
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
                 message,
             })) => self.on_gossip(propagation_source, message_id, &message.data),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn on_consensus_event(
-        &mut self,
-        event: request_response::Event<Vec<u8>, Vec<u8>>,
-    ) -> Result<(), NodeError> {
-        match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .consensus
-                    .send_response(channel, Vec::new());
-                self.on_consensus_message(peer, &request)?;
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound consensus stream failed");
-                if matches!(error, request_response::InboundFailure::Io(_)) {
-                    self.misbehaved(peer, "consensus-bad-frame", 2);
-                }
-            }
-            request_response::Event::OutboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "consensus message not delivered");
-            }
             _ => {}
         }
         Ok(())
@@ -1973,6 +1978,13 @@ impl EventLoop {
         if self.options.byzantine_garbage {
             self.send_garbage();
         }
+        let dropped = self.links.dropped();
+        if dropped > self.links_dropped_seen {
+            self.metrics
+                .consensus_dropped
+                .inc_by(dropped - self.links_dropped_seen);
+            self.links_dropped_seen = dropped;
+        }
         self.update_status();
         Ok(())
     }
@@ -1997,12 +2009,12 @@ impl EventLoop {
         }
         self.last_garbage = Instant::now();
         let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+        let junk = Arc::new(vec![0xA5u8; 333]);
+        for to in 0..self.info.validator_peers.len() {
+            self.links.send(to, junk.clone());
+        }
         for peer in peers {
             let junk = vec![0xA5u8; 333];
-            self.swarm
-                .behaviour_mut()
-                .consensus
-                .send_request(&peer, junk.clone());
             self.swarm
                 .behaviour_mut()
                 .sync
