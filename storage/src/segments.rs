@@ -83,6 +83,26 @@ pub(crate) struct Appender<'a> {
     dirty: bool,
 }
 
+/// An fdatasync of one log's appended records (see [`Appender::take_sync`]).
+pub(crate) struct PendingSync {
+    name: &'static str,
+    segment: u64,
+    file: File,
+}
+
+impl PendingSync {
+    /// Makes the records durable.
+    pub(crate) fn run(self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(|e| {
+            io_error(
+                self.name,
+                format!("cannot sync segment {:016x}", self.segment),
+                e,
+            )
+        })
+    }
+}
+
 fn io_error(name: &'static str, what: String, e: std::io::Error) -> StoreError {
     StoreError::Io {
         what: format!("{name} segment files: {what}"),
@@ -397,20 +417,37 @@ impl Appender<'_> {
 
     /// Makes the appended records durable (one fdatasync).
     pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
+        match self.take_sync()? {
+            Some(pending) => pending.run(),
+            None => Ok(()),
+        }
+    }
+
+    /// The fdatasync that makes the appended records durable, to run on any thread
+    /// (`None` when nothing was appended). From here on the records count as synced:
+    /// the caller must not reference them unless [`PendingSync::run`] succeeded.
+    pub(crate) fn take_sync(&mut self) -> Result<Option<PendingSync>, StoreError> {
         if !self.dirty {
-            return Ok(());
+            return Ok(None);
         }
-        if let Some(file) = self.writer.file.as_ref() {
-            file.sync_data().map_err(|e| {
-                io_error(
-                    self.log.name,
-                    format!("cannot sync segment {:016x}", self.writer.segment),
-                    e,
-                )
-            })?;
-        }
+        let segment = self.writer.segment;
+        let Some(file) = self.writer.file.as_ref() else {
+            self.dirty = false;
+            return Ok(None);
+        };
+        let file = file.try_clone().map_err(|e| {
+            io_error(
+                self.log.name,
+                format!("cannot open segment {segment:016x} for syncing"),
+                e,
+            )
+        })?;
         self.dirty = false;
-        Ok(())
+        Ok(Some(PendingSync {
+            name: self.log.name,
+            segment,
+            file,
+        }))
     }
 
     /// The end to record in the same transaction as the locations.

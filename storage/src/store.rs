@@ -677,81 +677,97 @@ impl<S: Schema> Store<S> {
         } else {
             None
         };
-        fragment_log.sync()?;
-        body_log.sync()?;
-        let txn = self.db.begin_write().map_err(StoreError::db)?;
-        {
-            let put = |table: HeightTable, bytes: Vec<u8>| -> Result<(), StoreError> {
-                let mut t = txn.open_table(table.definition).map_err(StoreError::db)?;
-                t.insert(height, bytes.as_slice()).map_err(StoreError::db)?;
-                Ok(())
-            };
-            put(HEADERS, seal(HEADERS.name, &key, &block.header)?)?;
-            put(
-                CERTIFICATES,
-                seal(CERTIFICATES.name, &key, &block.certificate)?,
-            )?;
-            put(
-                COMMITMENTS,
-                seal(COMMITMENTS.name, &key, &block.commitment)?,
-            )?;
-            put(FRAGMENTS, seal(FRAGMENTS.name, &key, &fragment_loc)?)?;
-            if let Some(loc) = body_loc {
-                put(BODIES, seal(BODIES.name, &key, &loc)?)?;
-            }
-            if window > 0 && height > window {
-                let mut bodies = txn.open_table(BODIES.definition).map_err(StoreError::db)?;
-                bodies.remove(height - window).map_err(StoreError::db)?;
-            }
+        // Both logs' appends become durable at once (two fdatasyncs on other threads,
+        // which the file system can serve with one journal commit) while the
+        // transaction that references them is prepared here; it commits only after both.
+        let fragment_sync = fragment_log.take_sync()?;
+        let body_sync = body_log.take_sync()?;
+        std::thread::scope(|scope| -> Result<(), StoreError> {
+            let syncs: Vec<_> = [fragment_sync, body_sync]
+                .into_iter()
+                .flatten()
+                .map(|pending| scope.spawn(move || pending.run()))
+                .collect();
+            let txn = self.db.begin_write().map_err(StoreError::db)?;
+            {
+                let put = |table: HeightTable, bytes: Vec<u8>| -> Result<(), StoreError> {
+                    let mut t = txn.open_table(table.definition).map_err(StoreError::db)?;
+                    t.insert(height, bytes.as_slice()).map_err(StoreError::db)?;
+                    Ok(())
+                };
+                put(HEADERS, seal(HEADERS.name, &key, &block.header)?)?;
+                put(
+                    CERTIFICATES,
+                    seal(CERTIFICATES.name, &key, &block.certificate)?,
+                )?;
+                put(
+                    COMMITMENTS,
+                    seal(COMMITMENTS.name, &key, &block.commitment)?,
+                )?;
+                put(FRAGMENTS, seal(FRAGMENTS.name, &key, &fragment_loc)?)?;
+                if let Some(loc) = body_loc {
+                    put(BODIES, seal(BODIES.name, &key, &loc)?)?;
+                }
+                if window > 0 && height > window {
+                    let mut bodies = txn.open_table(BODIES.definition).map_err(StoreError::db)?;
+                    bodies.remove(height - window).map_err(StoreError::db)?;
+                }
 
-            let mut accounts = txn.open_table(ACCOUNTS).map_err(StoreError::db)?;
-            for (account, value) in &block.account_changes {
-                let k = codec::encode(account).map_err(|source| StoreError::Encode {
-                    table: "accounts",
-                    source,
-                })?;
-                match value {
-                    Some(v) => {
-                        let v = seal("accounts", &k, v)?;
-                        accounts
-                            .insert(k.as_slice(), v.as_slice())
-                            .map_err(StoreError::db)?;
-                    }
-                    None => {
-                        accounts.remove(k.as_slice()).map_err(StoreError::db)?;
+                let mut accounts = txn.open_table(ACCOUNTS).map_err(StoreError::db)?;
+                for (account, value) in &block.account_changes {
+                    let k = codec::encode(account).map_err(|source| StoreError::Encode {
+                        table: "accounts",
+                        source,
+                    })?;
+                    match value {
+                        Some(v) => {
+                            let v = seal("accounts", &k, v)?;
+                            accounts
+                                .insert(k.as_slice(), v.as_slice())
+                                .map_err(StoreError::db)?;
+                        }
+                        None => {
+                            accounts.remove(k.as_slice()).map_err(StoreError::db)?;
+                        }
                     }
                 }
-            }
-            if !block.tx_ids.is_empty() {
-                let prefixes: Vec<u8> = block
-                    .tx_ids
-                    .iter()
-                    .flat_map(|id| txindex::prefix(id).to_be_bytes())
-                    .collect();
-                put(TX_RECENT, seal(TX_RECENT.name, &key, &prefixes)?)?;
-            }
-            let mut records = txn.open_table(TX_RECORDS).map_err(StoreError::db)?;
-            for (id, record) in &block.tx_records {
-                let k = record_key(id, height);
-                let v = seal("tx_records", &k, record)?;
-                records
-                    .insert(k.as_slice(), v.as_slice())
+                if !block.tx_ids.is_empty() {
+                    let prefixes: Vec<u8> = block
+                        .tx_ids
+                        .iter()
+                        .flat_map(|id| txindex::prefix(id).to_be_bytes())
+                        .collect();
+                    put(TX_RECENT, seal(TX_RECENT.name, &key, &prefixes)?)?;
+                }
+                let mut records = txn.open_table(TX_RECORDS).map_err(StoreError::db)?;
+                for (id, record) in &block.tx_records {
+                    let k = record_key(id, height);
+                    let v = seal("tx_records", &k, record)?;
+                    records
+                        .insert(k.as_slice(), v.as_slice())
+                        .map_err(StoreError::db)?;
+                }
+                let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+                let tip = seal("meta", META_TIP.as_bytes(), &height)?;
+                meta.insert(META_TIP, tip.as_slice())
                     .map_err(StoreError::db)?;
-            }
-            let mut meta = txn.open_table(META).map_err(StoreError::db)?;
-            let tip = seal("meta", META_TIP.as_bytes(), &height)?;
-            meta.insert(META_TIP, tip.as_slice())
-                .map_err(StoreError::db)?;
-            let end = seal("meta", META_FRAGMENT_LOG.as_bytes(), &fragment_log.end())?;
-            meta.insert(META_FRAGMENT_LOG, end.as_slice())
-                .map_err(StoreError::db)?;
-            if body_loc.is_some() {
-                let end = seal("meta", META_BODY_LOG.as_bytes(), &body_log.end())?;
-                meta.insert(META_BODY_LOG, end.as_slice())
+                let end = seal("meta", META_FRAGMENT_LOG.as_bytes(), &fragment_log.end())?;
+                meta.insert(META_FRAGMENT_LOG, end.as_slice())
                     .map_err(StoreError::db)?;
+                if body_loc.is_some() {
+                    let end = seal("meta", META_BODY_LOG.as_bytes(), &body_log.end())?;
+                    meta.insert(META_BODY_LOG, end.as_slice())
+                        .map_err(StoreError::db)?;
+                }
             }
-        }
-        txn.commit().map_err(StoreError::db)?;
+            for sync in syncs {
+                sync.join().map_err(|_| StoreError::Io {
+                    what: "a segment sync thread panicked".into(),
+                    source: std::io::Error::other("panic"),
+                })??;
+            }
+            txn.commit().map_err(StoreError::db)
+        })?;
         drop(body_log);
         let due = {
             let mut recent = self.recent();
