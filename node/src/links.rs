@@ -16,7 +16,7 @@
 //! validator, which stops reading (the stream's flow control then holds the sender).
 //! Streams from peers outside the genesis validator set are refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -44,6 +44,16 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// Frames written before one flush, at most.
 const FRAMES_PER_FLUSH: usize = 64;
+/// The byte a reader writes once it took a stream: until the writer has read it, the
+/// stream may still be dropped unread by the receiving side (its queue of new
+/// streams holds one), and frames written to it would be lost without an error.
+const READY: u8 = 0x01;
+/// Streams one writer opens for one batch at most: streams dropped before they were
+/// taken (retried after 10, 20, 40, 80, 160 ms: the other side's accept loop takes
+/// one at a time), one broken by a restart, then the one that works.
+const OPENS_PER_BATCH: u32 = 7;
+/// Readers kept per validator: a replaced stream is read to its end, not cut.
+const READERS_PER_VALIDATOR: usize = 2;
 
 /// What the inbound side hands to the event loop.
 #[derive(Debug)]
@@ -171,25 +181,31 @@ async fn write_loop(
             }
         }
         let bytes: usize = batch.iter().map(|f| f.len()).sum();
-        // A stream that broke (the validator restarted, say) is replaced once at
-        // once, so the batch that found it broken is not lost with it.
+        // A stream that broke (the validator restarted, say) or was never taken is
+        // replaced at once, so the batch that found it so is not lost with it.
         let mut written = false;
-        for _ in 0..2 {
+        let mut not_taken = 0u32;
+        for _ in 0..OPENS_PER_BATCH {
             if stream.is_none() {
                 if retry_at.is_some_and(|at| tokio::time::Instant::now() < at) {
                     break;
                 }
-                match tokio::time::timeout(
-                    OPEN_TIMEOUT,
-                    control.open_stream(peer, protocol.clone()),
-                )
-                .await
+                match tokio::time::timeout(OPEN_TIMEOUT, open_link(&mut control, peer, &protocol))
+                    .await
                 {
-                    Ok(Ok(opened)) => {
+                    Ok(Opened::Ready(opened)) => {
                         stream = Some(opened);
                         retry_at = None;
                     }
-                    Ok(Err(e)) => {
+                    Ok(Opened::NotTaken(e)) => {
+                        // Dropped by the other side before a reader took it (its
+                        // queue of new streams was full) or reset: try again.
+                        tracing::debug!(%peer, error = %e, "consensus link not taken");
+                        tokio::time::sleep(Duration::from_millis(10 << not_taken.min(4))).await;
+                        not_taken += 1;
+                        continue;
+                    }
+                    Ok(Opened::Failed(e)) => {
                         tracing::debug!(%peer, error = %e, "cannot open the consensus link");
                         retry_at = Some(tokio::time::Instant::now() + RETRY_AFTER);
                         break;
@@ -224,6 +240,33 @@ async fn write_loop(
         }
         queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         batch.clear();
+    }
+}
+
+enum Opened {
+    /// Open, and a reader on the other side took it.
+    Ready(Stream),
+    /// Opened but dropped or reset before the reader's ready byte came.
+    NotTaken(std::io::Error),
+    /// Could not be opened (no connection, no address, protocol refused).
+    Failed(libp2p_stream::OpenStreamError),
+}
+
+/// Opens a stream to `peer` and waits for the reader's [`READY`] byte.
+async fn open_link(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    protocol: &StreamProtocol,
+) -> Opened {
+    let mut stream = match control.open_stream(peer, protocol.clone()).await {
+        Ok(s) => s,
+        Err(e) => return Opened::Failed(e),
+    };
+    let mut ready = [0u8; 1];
+    match stream.read_exact(&mut ready).await {
+        Ok(()) if ready[0] == READY => Opened::Ready(stream),
+        Ok(()) => Opened::NotTaken(std::io::Error::other("not a ready byte")),
+        Err(e) => Opened::NotTaken(e),
     }
 }
 
@@ -263,7 +306,7 @@ pub async fn accept_loop(
     validators: Vec<PeerId>,
     inbound: mpsc::Sender<Inbound>,
 ) {
-    let mut readers: HashMap<PeerId, JoinHandle<()>> = HashMap::new();
+    let mut readers: HashMap<PeerId, VecDeque<JoinHandle<()>>> = HashMap::new();
     let budgets: HashMap<PeerId, Arc<Semaphore>> = validators
         .iter()
         .map(|p| (*p, Arc::new(Semaphore::new(INBOUND_BYTES_MAX))))
@@ -284,11 +327,16 @@ pub async fn accept_loop(
             continue;
         };
         let reader = tokio::spawn(read_loop(peer, stream, budget.clone(), inbound.clone()));
-        if let Some(older) = readers.insert(peer, reader) {
-            older.abort();
+        let theirs = readers.entry(peer).or_default();
+        theirs.retain(|r| !r.is_finished());
+        theirs.push_back(reader);
+        while theirs.len() > READERS_PER_VALIDATOR {
+            if let Some(oldest) = theirs.pop_front() {
+                oldest.abort();
+            }
         }
     }
-    for reader in readers.into_values() {
+    for reader in readers.into_values().flatten() {
         reader.abort();
     }
 }
@@ -300,6 +348,9 @@ async fn read_loop(
     budget: Arc<Semaphore>,
     inbound: mpsc::Sender<Inbound>,
 ) {
+    if stream.write_all(&[READY]).await.is_err() || stream.flush().await.is_err() {
+        return;
+    }
     loop {
         let mut prefix = [0u8; 4];
         let read = tokio::select! {
@@ -376,6 +427,15 @@ mod tests {
     /// A listening receiver whose accepted frames come out of the returned channel,
     /// with `validators` allowed to speak.
     async fn receiver(validators: Vec<PeerId>) -> (PeerId, Multiaddr, mpsc::Receiver<Inbound>) {
+        receiver_after(validators, Duration::ZERO).await
+    }
+
+    /// [`receiver`] whose accept loop starts only after `delay` (new streams that
+    /// arrive meanwhile queue in libp2p-stream's one slot or are dropped).
+    async fn receiver_after(
+        validators: Vec<PeerId>,
+        delay: Duration,
+    ) -> (PeerId, Multiaddr, mpsc::Receiver<Inbound>) {
         let mut swarm = swarm();
         let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0"
             .parse()
@@ -393,7 +453,10 @@ mod tests {
             .accept(protocol())
             .unwrap_or_else(|e| panic!("{e}"));
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(accept_loop(incoming, validators, tx));
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            accept_loop(incoming, validators, tx).await;
+        });
         tokio::spawn(async move {
             loop {
                 swarm.select_next_some().await;
@@ -465,6 +528,44 @@ mod tests {
             }
         }
         assert_eq!(links.dropped(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn links_opened_at_once_by_several_validators_all_deliver() {
+        // The receiving side queues one new stream at a time and drops the others;
+        // the ready byte makes their writers notice and open again.
+        let swarms: Vec<_> = (0..3).map(|_| swarm()).collect();
+        let ids: Vec<PeerId> = swarms.iter().map(|s| *s.local_peer_id()).collect();
+        let (peer, address, mut rx) = receiver_after(ids.clone(), Duration::from_millis(100)).await;
+        let mut controls = Vec::new();
+        for s in swarms {
+            controls.push(sender(s, address.clone()).await);
+        }
+        let all: Vec<Links> = controls
+            .iter()
+            .zip(&ids)
+            .map(|(control, me)| Links::start(control, &protocol(), &[*me, peer], *me))
+            .collect();
+        for round in 0..20u8 {
+            for (i, links) in all.iter().enumerate() {
+                assert!(links.send(1, Arc::new(vec![i as u8, round])));
+            }
+        }
+        let mut next_round = [0u8; 3];
+        for _ in 0..60 {
+            match next(&mut rx).await {
+                Inbound::Message {
+                    peer: from, bytes, ..
+                } => {
+                    let i = ids.iter().position(|id| *id == from).unwrap();
+                    assert_eq!(bytes, vec![i as u8, next_round[i]], "in order per sender");
+                    next_round[i] += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(next_round, [20; 3]);
+        assert!(all.iter().all(|l| l.dropped() == 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,11 +646,11 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The queue is empty again: a message as large as the limit fits.
-        let huge = Arc::new(vec![0u8; LINK_QUEUE_BYTES_MAX]);
+        // The queue is empty again: a half-limit message fits beside a queued one only
+        // if the count of queued bytes went back down.
         let deadline = tokio::time::Instant::now() + LIMIT;
         loop {
-            if links.send(1, huge.clone()) {
+            if links.send(1, big.clone()) {
                 break;
             }
             assert!(
