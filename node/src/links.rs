@@ -5,12 +5,15 @@
 //! stream per message, a protocol negotiation, an empty acknowledgement and a timer
 //! each. A link opens its stream once (again after an error) and then only writes
 //! frames, so a message costs one frame on an open stream, and two messages to one
-//! validator arrive in the order they were sent.
+//! validator arrive in the order they were sent. A writer starts writing only after
+//! the reader's ready byte: libp2p-stream holds one new inbound stream until it is
+//! taken and drops the others without telling the opener.
 //!
 //! Bounds: each outbound link queues at most [`LINK_QUEUE_BYTES_MAX`] (one message
 //! always fits); a message that does not fit is dropped, as one to an unreachable
 //! validator is (consensus tolerates lost messages: it retransmits and changes view).
-//! Inbound, each validator may have one stream; its frames are refused above
+//! Inbound, each validator may have two streams being read (a replaced one is read to
+//! its end, an older one is cut); frames are refused above
 //! [`CONSENSUS_FRAME_MAX`] before their bodies are read, and the bytes read from it
 //! but not yet handled by the event loop are capped by [`INBOUND_BYTES_MAX`] per
 //! validator, which stops reading (the stream's flow control then holds the sender).
@@ -298,9 +301,9 @@ async fn write_frames(stream: &mut Stream, frames: &[Arc<Vec<u8>>]) -> std::io::
     stream.flush().await
 }
 
-/// Accepts inbound consensus streams (one per genesis validator; a newer one
-/// replaces the older) and forwards their frames to `inbound`. Ends when
-/// `inbound`'s receiver is dropped.
+/// Accepts inbound consensus streams from genesis validators (at most two read at
+/// once per validator; beyond that the oldest is cut) and forwards their frames to `inbound`. Ends when `inbound`'s receiver is
+/// dropped.
 pub async fn accept_loop(
     mut incoming: libp2p_stream::IncomingStreams,
     validators: Vec<PeerId>,
