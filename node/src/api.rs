@@ -34,11 +34,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::block::{BODY_BYTES_MAX, BlockHeader};
 use crate::chain::{Shared, lock};
 use crate::ledger::{SignedTransfer, TxOutcome};
-use crate::mempool::{MempoolError, prepare, verify_unknown};
+use crate::mempool::MempoolError;
 use crate::metrics::Metrics;
 use crate::schema::NodeStore;
 use crate::service::{Command, NodeInfo, StatusInfo};
-use crate::verify_pool::{VERIFY_JOBS_WAITING_MAX, VerifyPool};
+use crate::sigbatch::SigBatcher;
 
 /// Largest request body.
 pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -64,8 +64,8 @@ pub struct ApiState {
     pub commands: mpsc::Sender<Command>,
     /// Gossiped transactions waiting for signature checks (kept by the event loop).
     pub verify_backlog: Arc<AtomicUsize>,
-    /// Where signature checks run.
-    pub verify_pool: VerifyPool,
+    /// Where signature checks are queued (shared with gossip).
+    pub signatures: SigBatcher,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -271,22 +271,13 @@ async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, V
         // checks: under overload the node keeps its CPU for the transactions it has.
         Some(refused) => vec![Err(refused); txs.len()],
         None => {
-            // Signatures are checked on a blocking thread, outside the shared lock;
-            // transactions this node already verified are not checked again.
-            let chain = state.info.chain.clone();
-            let to_check = txs.clone();
-            let shared = state.shared.clone();
-            let checked = state
-                .verify_pool
-                .run(move || {
-                    let prepared = prepare(to_check);
-                    let sorted = lock(&shared).mempool.known(prepared);
-                    verify_unknown(sorted, &chain)
-                })
-                .await;
+            // Signatures are checked on a checking thread, outside the shared lock,
+            // in one batch with whatever else waits; transactions this node already
+            // verified are not checked again.
+            let checked = state.signatures.check(txs.clone()).await;
             let Some(verified) = checked else {
-                // Every checking thread is taken and the queue is full.
-                let waiting = VERIFY_JOBS_WAITING_MAX;
+                // The checking queue is full.
+                let waiting = state.signatures.waiting();
                 return hashes
                     .into_iter()
                     .map(|hash| admission(hash, Err(MempoolError::Busy { waiting })))

@@ -33,4 +33,5 @@ pub mod metrics;
 pub mod net;
 pub mod schema;
 pub mod service;
+pub mod sigbatch;
 pub mod verify_pool;

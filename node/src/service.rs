@@ -39,6 +39,7 @@ use crate::net::{
     SYNC_BLOCKS_MAX, SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX, SyncBlock, SyncRequest, SyncResponse,
 };
 use crate::schema::{NodeStore, PersistedConsensus};
+use crate::sigbatch::SigBatcher;
 use crate::verify_pool::VerifyPool;
 
 /// Misbehaviour points after which a peer is disconnected and banned for a while.
@@ -484,6 +485,7 @@ pub async fn start(
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
     )
     .map_err(NodeError::Threads)?;
+    let signatures = SigBatcher::new(layout.chain.clone(), shared.clone(), verify_pool);
     let api_state = api::ApiState {
         shared: shared.clone(),
         store: store.clone(),
@@ -492,7 +494,7 @@ pub async fn start(
         metrics: metrics.clone(),
         commands: commands_tx,
         verify_backlog: verify_backlog.clone(),
-        verify_pool: verify_pool.clone(),
+        signatures: signatures.clone(),
     };
     let api_task = tokio::spawn(api::serve(listener, api_state, shutdown_rx.clone()));
 
@@ -545,7 +547,7 @@ pub async fn start(
         gossip_in_flight: 0,
         gossip_waiting: VecDeque::new(),
         gossip_waiting_txs: verify_backlog,
-        verify_pool,
+        signatures,
         gossip_results,
         links,
         links_dropped_seen: 0,
@@ -669,7 +671,7 @@ struct EventLoop {
     /// Transactions in `gossip_waiting` (the API refuses submissions when high).
     gossip_waiting_txs: Arc<AtomicUsize>,
     /// Low-priority threads for signature checks.
-    verify_pool: VerifyPool,
+    signatures: SigBatcher,
     gossip_results: mpsc::UnboundedSender<GossipResult>,
     /// Outbound consensus links, by validator index.
     links: Links,
@@ -1271,37 +1273,24 @@ impl EventLoop {
         }
     }
 
-    /// Checks the signatures of several gossip messages in one batch on the
-    /// checking pool (see [`crate::ledger::verify_groups`]).
+    /// Queues several gossip messages for one signature check (each message a group,
+    /// checked with whatever else waits: see [`crate::sigbatch`]). Transactions
+    /// already verified here (e.g. in a proposal that overtook the gossip) are not
+    /// checked again.
     fn spawn_gossip_verification(
         &mut self,
         job: Vec<(PeerId, gossipsub::MessageId, Vec<SignedTransfer>)>,
     ) {
         self.gossip_in_flight += 1;
-        let chain = self.layout.chain.clone();
         let results = self.gossip_results.clone();
-        let shared = self.shared.clone();
-        let sources: Vec<(PeerId, gossipsub::MessageId)> = job
-            .iter()
-            .map(|(source, id, _)| (*source, id.clone()))
-            .collect();
+        let mut sources: Vec<(PeerId, gossipsub::MessageId)> = Vec::with_capacity(job.len());
+        let mut groups: Vec<Vec<SignedTransfer>> = Vec::with_capacity(job.len());
+        for (source, id, txs) in job {
+            sources.push((source, id));
+            groups.push(txs);
+        }
         let for_report = sources.clone();
-        let queued = self.verify_pool.spawn(move || {
-            let groups: Vec<Vec<SignedTransfer>> = job.into_iter().map(|(_, _, txs)| txs).collect();
-            // Transactions already verified here (e.g. in a proposal that overtook the
-            // gossip) are not checked again.
-            let verified = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let prepared: Vec<_> = groups.into_iter().map(crate::mempool::prepare).collect();
-                let sorted: Vec<_> = {
-                    let shared = lock(&shared);
-                    prepared
-                        .into_iter()
-                        .map(|group| shared.mempool.known(group))
-                        .collect()
-                };
-                crate::mempool::verify_unknown_groups(sorted, &chain)
-            }))
-            .ok();
+        let queued = self.signatures.submit(groups, move |verified| {
             let verdicts: GossipResult = match verified {
                 Some(per_message) => sources
                     .into_iter()

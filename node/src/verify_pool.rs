@@ -16,8 +16,7 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Niceness of the checking threads (0 is normal, 19 the lowest priority).
 pub const VERIFY_NICE: i32 = 10;
 
-/// Jobs waiting for a thread at most. [`VerifyPool::run`] (API submissions) may use
-/// only half of it, so gossip ([`VerifyPool::spawn`]) always finds room.
+/// Jobs waiting for a thread at most ([`crate::sigbatch`] queues at most two).
 pub const VERIFY_JOBS_WAITING_MAX: usize = 1_024;
 
 /// A fixed set of low-priority threads for CPU-heavy checks.
@@ -65,8 +64,8 @@ impl VerifyPool {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    fn enqueue(&self, job: Job, limit: usize) -> bool {
-        if self.waiting() >= limit {
+    fn enqueue(&self, job: Job) -> bool {
+        if self.waiting() >= VERIFY_JOBS_WAITING_MAX {
             return false;
         }
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -78,26 +77,10 @@ impl VerifyPool {
         }
     }
 
-    /// Runs `work` on a pool thread and returns its result; `None` if half the queue
-    /// is taken, the pool has stopped or `work` panicked (the caller answers "busy").
-    pub async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Option<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = tx.send(work());
-        });
-        if !self.enqueue(job, VERIFY_JOBS_WAITING_MAX / 2) {
-            return None;
-        }
-        rx.await.ok()
-    }
-
     /// Queues `work` without waiting for it; `false` if the queue is full or the pool
     /// has stopped (`work` is dropped then).
     pub fn spawn(&self, work: impl FnOnce() + Send + 'static) -> bool {
-        self.enqueue(Box::new(work), VERIFY_JOBS_WAITING_MAX)
+        self.enqueue(Box::new(work))
     }
 }
 
@@ -126,38 +109,45 @@ fn lower_priority() {}
 mod tests {
     use super::*;
 
+    /// Runs `work` on the pool and waits for its result (`None`: refused or panicked).
+    async fn run<T: Send + 'static>(
+        pool: &VerifyPool,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !pool.spawn(move || {
+            let _ = tx.send(work());
+        }) {
+            return None;
+        }
+        rx.await.ok()
+    }
+
     #[tokio::test]
     async fn runs_jobs_off_the_caller_at_lower_priority() {
         let pool = VerifyPool::start(2).unwrap();
-        let answer = pool.run(|| 6 * 7).await;
-        assert_eq!(answer, Some(42));
-        let name = pool
-            .run(|| std::thread::current().name().map(str::to_owned))
+        assert_eq!(run(&pool, || 6 * 7).await, Some(42));
+        let name = run(&pool, || std::thread::current().name().map(str::to_owned))
             .await
             .flatten()
             .unwrap_or_default();
         assert!(name.starts_with("mosaic-verify-"), "{name}");
         #[cfg(target_os = "linux")]
         {
-            let nice = pool
-                .run(|| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
-                .await
-                .unwrap()
-                .unwrap();
+            let nice = run(&pool, || {
+                rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+            })
+            .await
+            .unwrap()
+            .unwrap();
             assert_eq!(nice, VERIFY_NICE);
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        assert!(pool.spawn(move || {
-            let _ = tx.send(1);
-        }));
-        assert_eq!(rx.await.ok(), Some(1));
-        // A panicking job answers None and leaves the threads working.
-        let panicked: Option<u32> = pool
-            .run(|| std::panic::panic_any("job failed on purpose"))
-            .await;
+        // A panicking job loses only its own answer and leaves the threads working.
+        let panicked: Option<u32> =
+            run(&pool, || std::panic::panic_any("job failed on purpose")).await;
         assert_eq!(panicked, None);
         for _ in 0..4 {
-            assert_eq!(pool.run(|| 1).await, Some(1));
+            assert_eq!(run(&pool, || 1).await, Some(1));
         }
         assert_eq!(pool.waiting(), 0);
     }
