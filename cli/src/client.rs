@@ -96,13 +96,18 @@ impl Client {
 
     /// POST JSON: status and body, whatever the status.
     pub fn post(&self, path: &str, body: &impl Serialize) -> Result<(u16, Value)> {
-        let url = format!("{}{path}", self.base);
         let bytes = serde_json::to_vec(body)?;
+        self.post_json_bytes(path, &bytes)
+    }
+
+    /// POST a body that already is JSON: status and body, whatever the status.
+    pub fn post_json_bytes(&self, path: &str, bytes: &[u8]) -> Result<(u16, Value)> {
+        let url = format!("{}{path}", self.base);
         let response = self
             .agent
             .post(&url)
             .header("content-type", "application/json")
-            .send(&bytes[..])
+            .send(bytes)
             .map_err(|e| self.unreachable(e))?;
         self.answer(path, response)
     }
