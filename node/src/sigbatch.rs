@@ -199,18 +199,23 @@ impl SigBatcher {
             };
             verify_unknown_groups(sorted, chain)
         }));
-        match checked {
+        let answers: Vec<Checked> = match checked {
             Ok(results) => {
                 let mut results = results.into_iter();
-                for (size, reply) in sizes.into_iter().zip(replies) {
-                    reply(Some(results.by_ref().take(size).collect()));
-                }
+                sizes
+                    .into_iter()
+                    .map(|size| Some(results.by_ref().take(size).collect()))
+                    .collect()
             }
             Err(_) => {
                 tracing::error!("a signature batch check panicked; its requests are refused");
-                for reply in replies {
-                    reply(None);
-                }
+                sizes.iter().map(|_| None).collect()
+            }
+        };
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            // Each reply on its own: one that panics must not drop the others.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reply(answer))).is_err() {
+                tracing::error!("answering a signature check panicked");
             }
         }
     }
@@ -300,6 +305,24 @@ mod tests {
         let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
         assert_eq!(sizes, [1, 0, 2]);
         assert!(groups.iter().flatten().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_reply_does_not_stop_the_checks() {
+        let b = batcher();
+        // More panics than drainers: a drainer lost to each would leave none.
+        for round in 0..(DRAINERS_MAX as u64 + 2) {
+            assert!(b.submit(vec![vec![tx(round + 1, 0)]], |_| {
+                std::panic::panic_any("reply failed on purpose")
+            }));
+            let answer = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                b.check(vec![tx(round + 50, 0)]),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no answer"));
+            assert!(answer.is_some_and(|r| r.len() == 1 && r[0].is_ok()));
+        }
     }
 
     #[test]
