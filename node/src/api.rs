@@ -265,7 +265,7 @@ async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, V
     let hashes: Vec<Hash> = txs.iter().map(SignedTransfer::hash).collect();
     let refused = lock(&state.shared)
         .mempool
-        .refusal(state.verify_backlog.load(Ordering::Relaxed));
+        .refusal(state.verify_backlog.load(Ordering::Relaxed) + state.signatures.waiting());
     let results = match refused {
         // A full pool or a busy node answers at once, without spending signature
         // checks: under overload the node keeps its CPU for the transactions it has.

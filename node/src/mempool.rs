@@ -154,8 +154,9 @@ pub struct Mempool {
     chain: ChainId,
     // Hash maps, entries boxed: a transfer with its two parsed keys is ~0.5 KB, and
     // B-tree maps shifted whole values and keys on every insert and remove (memmove
-    // was ~9% of a validator's CPU at 5,000 transfers/s, most of it here). Nothing
-    // depends on the order of senders: a proposal takes them round-robin.
+    // was ~9% of a validator's CPU at 5,000 transfers/s, most of it here). A proposal
+    // takes senders round-robin in the map's order; when a block fills up, the
+    // senders late in that order wait for the next one (as with key order before).
     entries: HashMap<TxHash, Box<Entry>>,
     by_sender: HashMap<PublicKey, BTreeMap<u64, TxHash>>,
     bytes: usize,
@@ -286,8 +287,9 @@ impl Mempool {
     }
 
     /// Why a new submission would be refused before its signatures are checked, if
-    /// it would: the pool is full, or more than [`VERIFY_BACKLOG_MAX`] gossiped
-    /// transactions (`verify_backlog`) wait for signature checks. Either way the node
+    /// it would: the pool is full, or more than [`VERIFY_BACKLOG_MAX`] transactions
+    /// (`verify_backlog`: gossiped ones and those in the signature queue) wait for
+    /// signature checks. Either way the node
     /// answers at once and keeps its CPU for the transactions it already has.
     pub fn refusal(&self, verify_backlog: usize) -> Option<MempoolError> {
         if verify_backlog > VERIFY_BACKLOG_MAX {

@@ -55,10 +55,10 @@ const CONSENSUS_INBOUND_QUEUE: usize = 1_024;
 const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Transactions waiting to be gossiped, at most.
 const GOSSIP_QUEUE_MAX: usize = 200_000;
-/// Gossip checking jobs running at once, at most. While they run, later messages
-/// wait and are then checked together: the busier the node, the larger and cheaper
-/// per signature the batches. Two full jobs (~15 ms each on one core) check over
-/// 100,000 signatures a second, so more cores are not needed for gossip.
+/// Gossip checking requests in the signature queue at once, at most (this bounds
+/// what gossip puts in [`crate::sigbatch`]). While they wait or run, later messages
+/// wait here and are then handed over together: the busier the node, the larger and
+/// cheaper per signature the batches.
 const GOSSIP_VERIFY_IN_FLIGHT_MAX: usize = 2;
 /// Transactions one gossip checking job takes from waiting messages, at most (it
 /// always takes at least one message). Batches past ~100 signatures switch to the
@@ -670,7 +670,7 @@ struct EventLoop {
     gossip_waiting: VecDeque<(PeerId, gossipsub::MessageId, Vec<SignedTransfer>)>,
     /// Transactions in `gossip_waiting` (the API refuses submissions when high).
     gossip_waiting_txs: Arc<AtomicUsize>,
-    /// Low-priority threads for signature checks.
+    /// The signature-check queue, shared with the API.
     signatures: SigBatcher,
     gossip_results: mpsc::UnboundedSender<GossipResult>,
     /// Outbound consensus links, by validator index.
@@ -1223,8 +1223,8 @@ impl EventLoop {
         Ok(())
     }
 
-    /// A gossiped batch: decoded here, its signatures checked on a blocking thread
-    /// (at most a few batches at once) so consensus messages are not kept waiting;
+    /// A gossiped batch: decoded here, its signatures checked on a checking thread
+    /// (at most a few requests at once) so consensus messages are not kept waiting;
     /// the result comes back through [`Self::on_gossip_verified`].
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, data: &[u8]) {
         self.metrics.message_in("gossip-transactions");
@@ -1289,8 +1289,7 @@ impl EventLoop {
             sources.push((source, id));
             groups.push(txs);
         }
-        let for_report = sources.clone();
-        let queued = self.signatures.submit(groups, move |verified| {
+        self.signatures.submit(groups, move |verified| {
             let verdicts: GossipResult = match verified {
                 Some(per_message) => sources
                     .into_iter()
@@ -1304,14 +1303,6 @@ impl EventLoop {
             };
             let _ = results.send(verdicts);
         });
-        if !queued {
-            // The check queue is full of API work: neither accepted nor blamed.
-            self.gossip_in_flight = self.gossip_in_flight.saturating_sub(1);
-            for (source, id) in for_report {
-                self.metrics.rejected("gossip-dropped-busy", 1);
-                self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Ignore);
-            }
-        }
     }
 
     fn on_gossip_job_done(&mut self, verdicts: GossipResult) {

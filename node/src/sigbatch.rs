@@ -24,10 +24,13 @@ use crate::verify_pool::VerifyPool;
 
 /// Transfers taken into one batch at most (a single larger request is taken whole).
 pub const BATCH_TXS_MAX: usize = 1_024;
-/// Checking threads draining the queue at once.
-pub const DRAINERS_MAX: usize = 2;
-/// Transfers waiting at most; a request beyond it is refused (the API answers busy).
-pub const WAITING_TXS_MAX: usize = 40_000;
+/// Checking threads draining the queue at once, at least (the pool's thread count
+/// when larger).
+pub const DRAINERS_MIN: usize = 2;
+/// Transfers waiting at most before a bounded request ([`SigBatcher::check`], the
+/// API's) is refused; gossip is bounded by the event loop's jobs in flight instead,
+/// so API load cannot crowd it out.
+pub const WAITING_TXS_MAX: usize = 20_000;
 
 /// Results per group, in input order; `None` if the check failed unexpectedly.
 pub type Checked = Option<Vec<Vec<Result<VerifiedTransfer, TxError>>>>;
@@ -49,6 +52,7 @@ struct Queue {
 /// The shared queue of signature checks (cheap to clone).
 #[derive(Clone)]
 pub struct SigBatcher {
+    drainers_max: usize,
     chain: ChainId,
     shared: Arc<Mutex<Shared>>,
     pool: VerifyPool,
@@ -67,6 +71,7 @@ impl SigBatcher {
     /// checked again.
     pub fn new(chain: ChainId, shared: Arc<Mutex<Shared>>, pool: VerifyPool) -> Self {
         SigBatcher {
+            drainers_max: pool.threads().max(DRAINERS_MIN),
             chain,
             shared,
             pool,
@@ -80,27 +85,34 @@ impl SigBatcher {
     }
 
     /// Queues `groups` for checking; `reply` gets the results (per group, in input
-    /// order) on a checking thread, or `None` if the pool has stopped or the check
-    /// panicked. `false` (and `reply` dropped uncalled) when [`WAITING_TXS_MAX`]
-    /// transfers already wait.
+    /// order) on a checking thread, or `None` if no checking thread could be started
+    /// or the check panicked. The caller bounds what it queues (gossip: the event
+    /// loop's jobs in flight); [`Self::check`] is the bounded form.
     pub fn submit(
         &self,
         groups: Vec<Vec<SignedTransfer>>,
         reply: impl FnOnce(Checked) + Send + 'static,
+    ) {
+        self.enqueue(groups, None, Box::new(reply));
+    }
+
+    /// Queues unless `limit` transfers (when given) already wait; `false` (and
+    /// `reply` dropped uncalled) when refused.
+    fn enqueue(
+        &self,
+        groups: Vec<Vec<SignedTransfer>>,
+        limit: Option<usize>,
+        reply: Reply,
     ) -> bool {
         let txs: usize = groups.iter().map(Vec::len).sum();
         let start_drainer = {
             let mut q = self.lock();
-            if q.txs > 0 && q.txs + txs > WAITING_TXS_MAX {
+            if limit.is_some_and(|limit| q.txs > 0 && q.txs + txs > limit) {
                 return false;
             }
             q.txs += txs;
-            q.requests.push_back(Request {
-                groups,
-                txs,
-                reply: Box::new(reply),
-            });
-            let start = q.drainers < DRAINERS_MAX;
+            q.requests.push_back(Request { groups, txs, reply });
+            let start = q.drainers < self.drainers_max;
             if start {
                 q.drainers += 1;
             }
@@ -128,16 +140,18 @@ impl SigBatcher {
         true
     }
 
-    /// Queues `txs` and waits for their results (input order); `None` if the queue
-    /// is full, the pool has stopped or the check failed unexpectedly.
+    /// Queues `txs` and waits for their results (input order); `None` if
+    /// [`WAITING_TXS_MAX`] transfers already wait, no checking thread could be
+    /// started or the check failed unexpectedly.
     pub async fn check(
         &self,
         txs: Vec<SignedTransfer>,
     ) -> Option<Vec<Result<VerifiedTransfer, TxError>>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = self.submit(vec![txs], move |checked| {
+        let reply: Reply = Box::new(move |checked: Checked| {
             let _ = tx.send(checked.and_then(|mut groups| groups.pop()));
         });
+        let queued = self.enqueue(vec![txs], Some(WAITING_TXS_MAX), reply);
         if !queued {
             return None;
         }
@@ -295,12 +309,12 @@ mod tests {
     async fn groups_of_one_request_stay_apart() {
         let b = batcher();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        assert!(b.submit(
+        b.submit(
             vec![vec![tx(1, 0)], vec![], vec![tx(2, 0), tx(3, 0)]],
             move |c| {
                 let _ = reply.send(c);
-            }
-        ));
+            },
+        );
         let groups = answer.await.unwrap().unwrap();
         let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
         assert_eq!(sizes, [1, 0, 2]);
@@ -311,10 +325,10 @@ mod tests {
     async fn a_panicking_reply_does_not_stop_the_checks() {
         let b = batcher();
         // More panics than drainers: a drainer lost to each would leave none.
-        for round in 0..(DRAINERS_MAX as u64 + 2) {
-            assert!(b.submit(vec![vec![tx(round + 1, 0)]], |_| {
+        for round in 0..(DRAINERS_MIN as u64 + 2) {
+            b.submit(vec![vec![tx(round + 1, 0)]], |_| {
                 std::panic::panic_any("reply failed on purpose")
-            }));
+            });
             let answer = tokio::time::timeout(
                 std::time::Duration::from_secs(10),
                 b.check(vec![tx(round + 50, 0)]),
@@ -328,9 +342,20 @@ mod tests {
     #[test]
     fn refuses_beyond_the_waiting_limit() {
         let b = batcher();
-        // As if WAITING_TXS_MAX transfers were waiting.
+        // As if WAITING_TXS_MAX transfers were waiting: the API's form is refused,
+        // gossip's is not.
         b.lock().txs = WAITING_TXS_MAX;
-        assert!(!b.submit(vec![vec![tx(1, 0)]], |_| {}));
-        b.lock().txs = 0;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(runtime.block_on(b.check(vec![tx(1, 0)])).is_none());
+        let (reply, answer) = std::sync::mpsc::channel();
+        b.submit(vec![vec![tx(2, 0)]], move |c| {
+            let _ = reply.send(c.is_some());
+        });
+        assert_eq!(
+            answer.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok(true)
+        );
     }
 }

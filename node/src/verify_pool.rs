@@ -16,12 +16,13 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Niceness of the checking threads (0 is normal, 19 the lowest priority).
 pub const VERIFY_NICE: i32 = 10;
 
-/// Jobs waiting for a thread at most ([`crate::sigbatch`] queues at most two).
+/// Jobs waiting for a thread at most ([`crate::sigbatch`] queues one per thread).
 pub const VERIFY_JOBS_WAITING_MAX: usize = 1_024;
 
 /// A fixed set of low-priority threads for CPU-heavy checks.
 #[derive(Clone)]
 pub struct VerifyPool {
+    threads: usize,
     jobs: SyncSender<Job>,
     waiting: Arc<AtomicUsize>,
 }
@@ -56,7 +57,16 @@ impl VerifyPool {
                     }
                 })?;
         }
-        Ok(VerifyPool { jobs, waiting })
+        Ok(VerifyPool {
+            threads: threads.max(1),
+            jobs,
+            waiting,
+        })
+    }
+
+    /// Threads of the pool.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Jobs queued and not yet started.
