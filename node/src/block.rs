@@ -125,12 +125,35 @@ impl Block {
         data_shards: usize,
         total_shards: usize,
     ) -> Result<Block, BlockError> {
+        Self::build_with_structure(
+            position,
+            view,
+            proposer,
+            state_root,
+            txs,
+            data_shards,
+            total_shards,
+        )
+        .map(|(block, _)| block)
+    }
+
+    /// [`Self::build`], also returning the body bytes and fragments it computed (what
+    /// [`Self::check_structure`] would return for the block).
+    pub fn build_with_structure(
+        position: &Position,
+        view: u64,
+        proposer: u32,
+        state_root: Hash,
+        txs: Vec<SignedTransfer>,
+        data_shards: usize,
+        total_shards: usize,
+    ) -> Result<(Block, Structure), BlockError> {
         let body = body_bytes(&txs);
         if body.len() > BODY_BYTES_MAX {
             return Err(BlockError::TooLarge { len: body.len() });
         }
         let encoded = coding::encode(&body, data_shards, total_shards)?;
-        Ok(Block {
+        let block = Block {
             header: BlockHeader {
                 chain: position.chain.clone(),
                 height: position.height,
@@ -143,7 +166,8 @@ impl Block {
                 fragments: encoded.commitment(),
             },
             txs,
-        })
+        };
+        Ok((block, Structure { body, encoded }))
     }
 
     /// The canonical bytes sent as a consensus payload.
@@ -258,9 +282,21 @@ mod tests {
     #[test]
     fn built_blocks_pass_and_round_trip() {
         for count in [0, 1, 50] {
-            let block =
-                Block::build(&position(), 3, 1, Hash::of(b"state"), txs(count), 2, 4).unwrap();
-            block.check_structure(&position(), 2, 4).unwrap();
+            let (block, built) = Block::build_with_structure(
+                &position(),
+                3,
+                1,
+                Hash::of(b"state"),
+                txs(count),
+                2,
+                4,
+            )
+            .unwrap();
+            let checked = block.check_structure(&position(), 2, 4).unwrap();
+            // What building computed is what checking computes.
+            assert_eq!(built.body, checked.body);
+            assert_eq!(built.encoded.commitment(), checked.encoded.commitment());
+            assert_eq!(built.encoded.commitment(), block.header.fragments);
             let back = Block::from_bytes(&block.to_bytes()).unwrap();
             assert_eq!(back, block);
             assert_eq!(back.header.hash(), block.header.hash());

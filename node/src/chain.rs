@@ -17,7 +17,7 @@ use mosaic_consensus::{CommitCertificate, Digest, PayloadCheck, SeqNum};
 use mosaic_crypto::{ChainId, Hash};
 use mosaic_storage::{CommittedBlock, coding, placement};
 
-use crate::block::{Block, BlockHeader, Position, body_bytes};
+use crate::block::{Block, BlockError, BlockHeader, Position, body_bytes};
 use crate::ledger::{Ledger, TxOutcome, VerifiedTransfer};
 use crate::mempool::Mempool;
 use crate::schema::{NodeStore, TxRecord};
@@ -87,10 +87,76 @@ struct CheckedBlock {
 /// root and fragment commitment, both checked), so a payload delivered under the same
 /// digest is the same block. Execution still checks everything that depends on the
 /// state (parent, state root) itself.
+///
+/// It also holds the block this node last built as primary ([`Self::build_own`]):
+/// checking its own proposal then compares bytes instead of decoding, coding and
+/// looking up every signature again.
 #[derive(Debug, Clone, Default)]
-pub struct CheckedBlocks(Arc<Mutex<std::collections::VecDeque<(Digest, CheckedBlock)>>>);
+pub struct CheckedBlocks {
+    kept: Arc<Mutex<std::collections::VecDeque<(Digest, CheckedBlock)>>>,
+    own: Arc<Mutex<Option<OwnBlock>>>,
+}
+
+/// A block this node built, with the exact payload it proposes.
+#[derive(Debug)]
+struct OwnBlock {
+    seq: SeqNum,
+    parent: Digest,
+    payload: Vec<u8>,
+    block: CheckedBlock,
+}
 
 impl CheckedBlocks {
+    /// Builds the block this node proposes as primary at `(seq, parent)` from
+    /// transactions it verified, and returns its payload. Until another block is
+    /// built, the check of exactly this payload at (`seq`, `parent`) reuses the
+    /// decoded block, its fragments and its verified transactions.
+    pub fn build_own(
+        &self,
+        layout: &Layout,
+        (seq, parent): (SeqNum, Digest),
+        view: u64,
+        proposer: u32,
+        state_root: Hash,
+        txs: Vec<VerifiedTransfer>,
+    ) -> Result<Vec<u8>, BlockError> {
+        let position = Position {
+            chain: layout.chain.clone(),
+            height: seq.0,
+            parent: parent.0,
+        };
+        let signed = txs.iter().map(|t| t.signed().clone()).collect();
+        let (block, structure) = Block::build_with_structure(
+            &position,
+            view,
+            proposer,
+            state_root,
+            signed,
+            layout.data_shards,
+            layout.total_shards,
+        )?;
+        let payload = block.to_bytes();
+        *lock_cache(&self.own) = Some(OwnBlock {
+            seq,
+            parent,
+            payload: payload.clone(),
+            block: CheckedBlock {
+                header: block.header,
+                body: structure.body,
+                encoded: structure.encoded,
+                verified: txs,
+            },
+        });
+        Ok(payload)
+    }
+
+    /// The block built by [`Self::build_own`] if `payload` is exactly its payload at
+    /// (`seq`, `parent`). Taken either way: it is checked once.
+    fn take_own(&self, seq: SeqNum, parent: Digest, payload: &[u8]) -> Option<CheckedBlock> {
+        let own = lock_cache(&self.own).take()?;
+        (own.seq == seq && own.parent == parent && own.payload == payload).then_some(own.block)
+    }
+
     fn put(&self, digest: Digest, block: CheckedBlock) {
         let mut kept = self.guard();
         kept.retain(|(d, _)| *d != digest);
@@ -111,11 +177,15 @@ impl CheckedBlocks {
     }
 
     fn guard(&self) -> MutexGuard<'_, std::collections::VecDeque<(Digest, CheckedBlock)>> {
-        // Only a cache: a panic elsewhere cannot leave it inconsistent.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock_cache(&self.kept)
     }
+}
+
+fn lock_cache<T>(cache: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Only a cache: a panic elsewhere cannot leave it inconsistent.
+    cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// [`PayloadCheck`] for blocks.
@@ -143,8 +213,38 @@ impl BlockCheck {
     }
 }
 
+/// The checks that depend on the executed tip: a proposal right above it must extend
+/// it and name the state after it.
+fn check_against_tip(
+    tip: &Tip,
+    seq: SeqNum,
+    parent: Digest,
+    state_root: Hash,
+) -> Result<(), String> {
+    if seq.0 == tip.height + 1 {
+        if parent.0 != tip.hash {
+            return Err("does not extend this node's executed chain".into());
+        }
+        if state_root != tip.state_root {
+            return Err(format!(
+                "state root {} differs from the state after block {} ({})",
+                state_root, tip.height, tip.state_root
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl PayloadCheck for BlockCheck {
     fn check(&self, seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String> {
+        if let Some(own) = self.checked.take_own(seq, parent, payload) {
+            // Built here from verified transactions by the same code that checks
+            // structure (tests keep the two agreeing); only the tip may have moved.
+            check_against_tip(&lock(&self.shared).tip, seq, parent, own.header.state_root)?;
+            let digest = Digest(own.header.hash());
+            self.checked.put(digest, own);
+            return Ok(digest);
+        }
         let block = Block::from_bytes(payload).map_err(|e| e.to_string())?;
         let position = Position {
             chain: self.layout.chain.clone(),
@@ -161,17 +261,7 @@ impl PayloadCheck for BlockCheck {
             ));
         }
         let mut shared = lock(&self.shared);
-        if seq.0 == shared.tip.height + 1 {
-            if parent.0 != shared.tip.hash {
-                return Err("does not extend this node's executed chain".into());
-            }
-            if block.header.state_root != shared.tip.state_root {
-                return Err(format!(
-                    "state root {} differs from the state after block {} ({})",
-                    block.header.state_root, shared.tip.height, shared.tip.state_root
-                ));
-            }
-        }
+        check_against_tip(&shared.tip, seq, parent, block.header.state_root)?;
         let mut verified = Vec::with_capacity(block.txs.len());
         for (i, result) in shared
             .mempool
@@ -531,6 +621,66 @@ mod tests {
                 store_b.header(height.0).unwrap()
             );
         }
+    }
+
+    /// The primary's own block passes its check without decoding: same digest as a
+    /// full check of the same payload, and it executes like any checked block. Any
+    /// other payload, position or stale tip takes the full path.
+    #[test]
+    fn own_blocks_pass_by_their_payload_and_nothing_else_does() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (check, chain, store) = node(dir_a.path());
+        let (check_b, chain_b, store_b) = node(dir_b.path());
+        let tip = chain.tip();
+        let parent = Digest(tip.hash);
+        let verified: Vec<VerifiedTransfer> =
+            crate::ledger::verify_batch(transfers(0), &chain_id())
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        let build = |txs: Vec<VerifiedTransfer>, root: Hash| {
+            check
+                .checked
+                .build_own(&layout(), (SeqNum(1), parent), 0, 0, root, txs)
+                .unwrap()
+        };
+        // Another payload than the one built: checked in full (here: refused).
+        build(verified.clone(), tip.state_root);
+        let mut tampered = block_after(tip, transfers(0));
+        tampered.header.tx_count += 1;
+        assert!(
+            check
+                .check(SeqNum(1), parent, &tampered.to_bytes())
+                .is_err()
+        );
+        // Taken by that check: the built payload itself now takes the full path too.
+        assert!(lock_cache(&check.checked.own).is_none());
+        // Built with a stale state root: refused like any proposal.
+        let stale = build(verified.clone(), Hash::of(b"old state"));
+        let refused = check.check(SeqNum(1), parent, &stale).unwrap_err();
+        assert!(refused.contains("state root"), "{refused}");
+        // At another height: not matched.
+        let payload = build(verified.clone(), tip.state_root);
+        assert!(check.check(SeqNum(2), parent, &payload).is_err());
+        // The real thing.
+        let payload = build(verified, tip.state_root);
+        let digest = check.check(SeqNum(1), parent, &payload).unwrap();
+        assert!(lock_cache(&check.checked.own).is_none());
+        assert_eq!(
+            digest,
+            check_b.check(SeqNum(1), parent, &payload).unwrap(),
+            "a full check gives the same digest"
+        );
+        chain
+            .execute(SeqNum(1), digest, &payload, certificate(1, digest))
+            .unwrap();
+        chain_b
+            .execute(SeqNum(1), digest, &payload, certificate(1, digest))
+            .unwrap();
+        assert_eq!(chain.tip(), chain_b.tip());
+        assert_eq!(store.header(1).unwrap(), store_b.header(1).unwrap());
+        assert_eq!(store.body(1).unwrap(), store_b.body(1).unwrap());
+        assert_eq!(store.accounts().unwrap(), store_b.accounts().unwrap());
     }
 
     /// A proposal holding one transfer twice is refused, and nothing is handed over.

@@ -163,6 +163,9 @@ pub struct Mempool {
     bytes: usize,
     verified: BoundedSet<Hash>,
     committed: BoundedSet<TxHash>,
+    /// Transactions of blocks whose signatures this node had not checked before the
+    /// block carried them (see [`Mempool::unchecked_in_blocks`]).
+    unchecked_in_blocks: u64,
 }
 
 fn encoded_len(tx: &SignedTransfer) -> usize {
@@ -180,6 +183,7 @@ impl Mempool {
             entries: HashMap::new(),
             by_sender: HashMap::new(),
             bytes: 0,
+            unchecked_in_blocks: 0,
         }
     }
 
@@ -413,12 +417,24 @@ impl Mempool {
         &mut self,
         txs: Vec<SignedTransfer>,
     ) -> Vec<Result<VerifiedTransfer, TxError>> {
-        let results = verify_unknown(self.known(prepare(txs)), &self.chain);
+        let sorted = self.known(prepare(txs));
+        let unchecked = sorted
+            .iter()
+            .filter(|k| matches!(k, Known::Unchecked(_)))
+            .count();
+        self.unchecked_in_blocks += unchecked as u64;
+        let results = verify_unknown(sorted, &self.chain);
         for tx in results.iter().flatten() {
             self.verified
                 .insert(verified_key(&tx.hash(), &tx.signed().signature));
         }
         results
+    }
+
+    /// How many transactions, since start, a block carried before this node had
+    /// checked their signatures (checked then one by one on the critical path).
+    pub fn unchecked_in_blocks(&self) -> u64 {
+        self.unchecked_in_blocks
     }
 
     /// Forgets what a committed block contained, and whatever its execution made stale.
@@ -684,6 +700,20 @@ mod tests {
         // Round robin: the first two picks are from two different senders.
         assert_ne!(order[0].0, order[1].0);
         assert_eq!(p.select(|k| l.account(k).nonce, 3, usize::MAX).len(), 3);
+    }
+
+    #[test]
+    fn blocks_count_the_transactions_not_checked_before() {
+        let l = ledger();
+        let mut p = pool(100);
+        p.add(tx(1, 0), &l).unwrap();
+        assert_eq!(p.unchecked_in_blocks(), 0);
+        let results = p.verify_for_block(vec![tx(1, 0), tx(2, 0), tx(3, 0)]);
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(p.unchecked_in_blocks(), 2);
+        // Checked by the block, they are known now.
+        p.verify_for_block(vec![tx(2, 0), tx(3, 0)]);
+        assert_eq!(p.unchecked_in_blocks(), 2);
     }
 
     #[test]

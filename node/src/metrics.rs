@@ -40,6 +40,8 @@ pub struct Metrics {
     pub transactions_submitted: Counter,
     /// Consensus messages not sent: the validator was unreachable or its queue full.
     pub consensus_dropped: Counter,
+    /// Transactions of blocks whose signatures this node checked only then.
+    pub block_transactions_unchecked: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -71,6 +73,7 @@ impl Metrics {
         let peers_connected = Gauge::default();
         let transactions_submitted = Counter::default();
         let consensus_dropped = Counter::default();
+        let block_transactions_unchecked = Counter::default();
         registry.register("height", "Executed block height", height.clone());
         registry.register("view", "Current consensus view", view.clone());
         registry.register(
@@ -128,6 +131,11 @@ impl Metrics {
             "Consensus messages not sent: the validator was unreachable or its link's queue full",
             consensus_dropped.clone(),
         );
+        registry.register(
+            "block_transactions_unchecked",
+            "Transactions a block carried before this node had checked their signatures (checked then, on the critical path)",
+            block_transactions_unchecked.clone(),
+        );
         Metrics {
             registry: std::sync::Arc::new(registry),
             height,
@@ -143,6 +151,7 @@ impl Metrics {
             peers_connected,
             transactions_submitted,
             consensus_dropped,
+            block_transactions_unchecked,
         }
     }
 

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::api;
-use crate::block::{BODY_BYTES_MAX, Block, Position};
+use crate::block::{BODY_BYTES_MAX, Block};
 use crate::chain::{BlockCheck, Chain, CheckedBlocks, ExecuteError, Layout, Shared, Tip, lock};
 use crate::config::NodeConfig;
 use crate::genesis::{Genesis, GenesisError};
@@ -505,10 +505,11 @@ pub async fn start(
         store.clone(),
         layout.clone(),
         index,
-        checked,
+        checked.clone(),
     );
     let mut node = EventLoop {
         replica,
+        checked,
         chain: chain_exec,
         shared,
         store,
@@ -525,6 +526,7 @@ pub async fn start(
         timers: BTreeMap::new(),
         held: BTreeMap::new(),
         held_bytes: 0,
+        unchecked_reported: 0,
         wanted: None,
         batch_ready_since: None,
         pending_sent: None,
@@ -626,6 +628,8 @@ struct Unsaved {
 struct EventLoop {
     replica: Replica,
     chain: Chain,
+    /// Hands the block this node builds as primary to its own proposal check.
+    checked: CheckedBlocks,
     shared: Arc<Mutex<Shared>>,
     store: Arc<NodeStore>,
     swarm: Swarm<Behaviour>,
@@ -643,6 +647,8 @@ struct EventLoop {
     /// PRE-PREPAREs whose parent is not executed here yet, by (seq, sender).
     held: BTreeMap<(SeqNum, ReplicaId), Message>,
     held_bytes: usize,
+    /// The mempool's count of unchecked block transactions already in the metrics.
+    unchecked_reported: u64,
     /// The proposal consensus asked for.
     wanted: Option<(SeqNum, Digest)>,
     batch_ready_since: Option<Instant>,
@@ -970,28 +976,21 @@ impl EventLoop {
         if txs.is_empty() {
             return;
         }
-        let position = Position {
-            chain: self.layout.chain.clone(),
-            height: seq.0,
-            parent: parent.0,
-        };
-        let signed: Vec<SignedTransfer> = txs.into_iter().map(|t| t.signed().clone()).collect();
-        match Block::build(
-            &position,
+        match self.checked.build_own(
+            &self.layout,
+            (seq, parent),
             self.replica.view().0,
             self.info.index,
             tip.state_root,
-            signed,
-            self.layout.data_shards,
-            self.layout.total_shards,
+            txs,
         ) {
-            Ok(block) => {
+            Ok(payload) => {
                 self.wanted = None;
                 self.batch_ready_since = None;
                 self.inbox.push_back(Input::Propose {
                     seq,
                     parent,
-                    payload: block.to_bytes(),
+                    payload,
                 });
             }
             Err(e) => tracing::error!(height = seq.0, error = %e, "cannot build a block"),
@@ -1920,6 +1919,11 @@ impl EventLoop {
             self.metrics
                 .mempool_transactions
                 .set(shared.mempool.len() as i64);
+            let unchecked = shared.mempool.unchecked_in_blocks();
+            self.metrics
+                .block_transactions_unchecked
+                .inc_by(unchecked.saturating_sub(self.unchecked_reported));
+            self.unchecked_reported = unchecked;
             let ledger = &shared.ledger;
             shared.mempool.has_ready(|k| ledger.account(k).nonce)
         };
