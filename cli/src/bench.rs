@@ -43,6 +43,11 @@ pub struct BenchOptions {
     /// ~20 per second per node).
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
+    /// Concurrent HTTP connections submitting to each node (each waits for its
+    /// answer before the next batch, so one connection per node cannot offer more
+    /// than batches/s x its round trip allows).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: u16,
     /// First port (API ports from here, then p2p ports).
     #[arg(long, default_value_t = 28000)]
     pub port: u16,
@@ -321,17 +326,19 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let end = start + Duration::from_secs(total_seconds);
-    // Submitters: one thread per node, batches dealt round-robin, paced.
-    let per_node: Vec<Vec<&Batch>> = (0..n)
-        .map(|i| batches.iter().skip(i).step_by(n).collect())
+    // Submitters: `connections` threads per node, batches dealt round-robin over
+    // all of them (submitter t sends to node t mod n), each paced at its share.
+    let submitters = n * usize::from(options.connections);
+    let per_submitter: Vec<Vec<&Batch>> = (0..submitters)
+        .map(|t| batches.iter().skip(t).step_by(submitters).collect())
         .collect();
     let interval = options
         .rate
-        .map(|r| Duration::from_secs_f64(batch_size as f64 * n as f64 / r as f64));
+        .map(|r| Duration::from_secs_f64(batch_size as f64 * submitters as f64 / r as f64));
     let (submitted, observed): (Vec<Submitted>, Vec<SeenBlock>) = std::thread::scope(|scope| {
-        let handles: Vec<_> = per_node
+        let handles: Vec<_> = per_submitter
             .into_iter()
-            .zip(&file.nodes)
+            .zip(file.nodes.iter().cycle())
             .map(|(batches, node)| {
                 let stop = stop.clone();
                 scope.spawn(move || {
@@ -440,6 +447,7 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         "validators": n,
         "accounts": options.accounts,
         "offered_rate": options.rate,
+        "connections_per_node": options.connections,
         "submitted": offered,
         "committed_total": committed_total,
         "committed_per_second": tps,

@@ -379,3 +379,74 @@ fn a_garbage_sending_validator_leaves_the_honest_ones_safe_and_live() {
     let verified = net.json(&["audit", "verify", "--node", &net.url(1)]);
     assert_eq!(verified["verified"], true);
 }
+
+/// `mosaic bench` runs a short load on a fresh 4-validator testnet of its own and
+/// reports what the issue asks for, with figures consistent with each other.
+#[test]
+fn the_load_benchmark_reports_throughput_latency_cpu_memory_and_storage() {
+    let base = free_ports(8);
+    let dir = tempfile::tempdir().unwrap();
+    let bench_dir = dir.path().join("bench");
+    let out = Command::new(binary())
+        .args([
+            "bench",
+            "--rate",
+            "400",
+            "--duration",
+            "4",
+            "--warmup",
+            "1",
+            "--accounts",
+            "40",
+            "--port",
+            &base.to_string(),
+            "--dir",
+        ])
+        .arg(&bench_dir)
+        .arg("--json")
+        .env_remove("MOSAIC_NODE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(r["validators"], 4, "{r}");
+    assert_eq!(r["connections_per_node"], 2, "{r}");
+    let submitted = r["submitted"].as_u64().unwrap();
+    let committed = r["committed_total"].as_u64().unwrap();
+    assert!(submitted >= 1_000, "{r}");
+    assert!(committed > 0 && committed <= submitted, "{r}");
+    let tps = r["committed_per_second"].as_f64().unwrap();
+    assert!(tps > 100.0 && tps < 800.0, "offered 400/s: {r}");
+    let latency = |p: &str| r["latency_ms"][p].as_f64().unwrap();
+    assert!(latency("p50") > 0.0, "{r}");
+    assert!(
+        latency("p50") <= latency("p90") && latency("p90") <= latency("p99"),
+        "{r}"
+    );
+    assert!(r["blocks_per_second"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(
+        r["cpu_seconds_per_transaction"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    let per_node = |key: &str| r[key].as_array().map_or(0, Vec::len);
+    assert_eq!(per_node("peak_memory_bytes_per_node"), 4, "{r}");
+    assert_eq!(per_node("stored_bytes_per_node"), 4, "{r}");
+    // Each node keeps one of k = 2 fragments plus recent bodies and indexes: more than
+    // a tenth of the committed bytes, and (on this small run) not wildly more.
+    for ratio in r["stored_per_committed_byte_after_stop"]
+        .as_array()
+        .unwrap()
+    {
+        let ratio = ratio.as_f64().unwrap();
+        assert!(ratio > 0.1 && ratio < 10.0, "{r}");
+    }
+    // The benchmark stopped its validators: their API ports are free again.
+    for i in 0..4u16 {
+        assert!(
+            TcpListener::bind(("127.0.0.1", base + i)).is_ok(),
+            "port {} still taken",
+            base + i
+        );
+    }
+}
