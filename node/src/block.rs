@@ -115,31 +115,9 @@ impl BlockHeader {
 
 impl Block {
     /// Builds a block at `position` with `txs`, coding the body into `n` fragments of
-    /// which `k` rebuild it.
+    /// which `k` rebuild it. Also returns the body bytes and fragments it computed
+    /// (what [`Self::check_structure`] would return for the block).
     pub fn build(
-        position: &Position,
-        view: u64,
-        proposer: u32,
-        state_root: Hash,
-        txs: Vec<SignedTransfer>,
-        data_shards: usize,
-        total_shards: usize,
-    ) -> Result<Block, BlockError> {
-        Self::build_with_structure(
-            position,
-            view,
-            proposer,
-            state_root,
-            txs,
-            data_shards,
-            total_shards,
-        )
-        .map(|(block, _)| block)
-    }
-
-    /// [`Self::build`], also returning the body bytes and fragments it computed (what
-    /// [`Self::check_structure`] would return for the block).
-    pub fn build_with_structure(
         position: &Position,
         view: u64,
         proposer: u32,
@@ -282,16 +260,8 @@ mod tests {
     #[test]
     fn built_blocks_pass_and_round_trip() {
         for count in [0, 1, 50] {
-            let (block, built) = Block::build_with_structure(
-                &position(),
-                3,
-                1,
-                Hash::of(b"state"),
-                txs(count),
-                2,
-                4,
-            )
-            .unwrap();
+            let (block, built) =
+                Block::build(&position(), 3, 1, Hash::of(b"state"), txs(count), 2, 4).unwrap();
             let checked = block.check_structure(&position(), 2, 4).unwrap();
             // What building computed is what checking computes.
             assert_eq!(built.body, checked.body);
@@ -305,7 +275,7 @@ mod tests {
 
     #[test]
     fn every_tampered_field_is_caught() {
-        let block = Block::build(&position(), 3, 1, Hash::of(b"state"), txs(5), 2, 4).unwrap();
+        let (block, _) = Block::build(&position(), 3, 1, Hash::of(b"state"), txs(5), 2, 4).unwrap();
         let mut cases: Vec<(&str, Block)> = Vec::new();
         let mut b = block.clone();
         b.header.height = 8;

@@ -126,7 +126,7 @@ impl CheckedBlocks {
             parent: parent.0,
         };
         let signed = txs.iter().map(|t| t.signed().clone()).collect();
-        let (block, structure) = Block::build_with_structure(
+        let (block, structure) = Block::build(
             &position,
             view,
             proposer,
@@ -578,7 +578,9 @@ mod tests {
             height: tip.height + 1,
             parent: tip.hash,
         };
-        Block::build(&position, 0, 0, tip.state_root, txs, K, N).unwrap()
+        Block::build(&position, 0, 0, tip.state_root, txs, K, N)
+            .unwrap()
+            .0
     }
 
     fn certificate(height: u64, digest: Digest) -> CommitCertificate {
