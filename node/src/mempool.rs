@@ -164,7 +164,7 @@ pub struct Mempool {
     verified: BoundedSet<Hash>,
     committed: BoundedSet<TxHash>,
     /// Transactions of blocks whose signatures this node had not checked before the
-    /// block carried them (see [`Mempool::unchecked_in_blocks`]).
+    /// block carried them, since the last [`Mempool::take_unchecked_in_blocks`].
     unchecked_in_blocks: u64,
 }
 
@@ -431,10 +431,10 @@ impl Mempool {
         results
     }
 
-    /// How many transactions, since start, a block carried before this node had
-    /// checked their signatures (checked then one by one on the critical path).
-    pub fn unchecked_in_blocks(&self) -> u64 {
-        self.unchecked_in_blocks
+    /// How many transactions blocks carried before this node had checked their
+    /// signatures (checked then, on the critical path), since the last call.
+    pub fn take_unchecked_in_blocks(&mut self) -> u64 {
+        std::mem::take(&mut self.unchecked_in_blocks)
     }
 
     /// Forgets what a committed block contained, and whatever its execution made stale.
@@ -707,13 +707,14 @@ mod tests {
         let l = ledger();
         let mut p = pool(100);
         p.add(tx(1, 0), &l).unwrap();
-        assert_eq!(p.unchecked_in_blocks(), 0);
+        assert_eq!(p.take_unchecked_in_blocks(), 0);
         let results = p.verify_for_block(vec![tx(1, 0), tx(2, 0), tx(3, 0)]);
         assert!(results.iter().all(Result::is_ok));
-        assert_eq!(p.unchecked_in_blocks(), 2);
+        assert_eq!(p.take_unchecked_in_blocks(), 2);
+        assert_eq!(p.take_unchecked_in_blocks(), 0);
         // Checked by the block, they are known now.
         p.verify_for_block(vec![tx(2, 0), tx(3, 0)]);
-        assert_eq!(p.unchecked_in_blocks(), 2);
+        assert_eq!(p.take_unchecked_in_blocks(), 0);
     }
 
     #[test]

@@ -526,7 +526,6 @@ pub async fn start(
         timers: BTreeMap::new(),
         held: BTreeMap::new(),
         held_bytes: 0,
-        unchecked_reported: 0,
         wanted: None,
         batch_ready_since: None,
         pending_sent: None,
@@ -647,8 +646,6 @@ struct EventLoop {
     /// PRE-PREPAREs whose parent is not executed here yet, by (seq, sender).
     held: BTreeMap<(SeqNum, ReplicaId), Message>,
     held_bytes: usize,
-    /// The mempool's count of unchecked block transactions already in the metrics.
-    unchecked_reported: u64,
     /// The proposal consensus asked for.
     wanted: Option<(SeqNum, Digest)>,
     batch_ready_since: Option<Instant>,
@@ -1915,15 +1912,13 @@ impl EventLoop {
     /// while the primary does not propose them).
     fn signal_pending(&mut self) -> Result<(), NodeError> {
         let pending = {
-            let shared = lock(&self.shared);
+            let mut shared = lock(&self.shared);
             self.metrics
                 .mempool_transactions
                 .set(shared.mempool.len() as i64);
-            let unchecked = shared.mempool.unchecked_in_blocks();
             self.metrics
                 .block_transactions_unchecked
-                .inc_by(unchecked.saturating_sub(self.unchecked_reported));
-            self.unchecked_reported = unchecked;
+                .inc_by(shared.mempool.take_unchecked_in_blocks());
             let ledger = &shared.ledger;
             shared.mempool.has_ready(|k| ledger.account(k).nonce)
         };
