@@ -196,6 +196,11 @@ fn presign(keys: &[Keypair], chain: &ChainId, per_account: u64) -> Vec<SignedTra
     out
 }
 
+/// The window of full bodies each benchmark node keeps, in blocks.
+const BENCH_BODY_WINDOW_BLOCKS: u64 = 64;
+/// ... and in MiB.
+const BENCH_BODY_WINDOW_MIB: u64 = 2;
+
 /// One benchmark run; returns the report as JSON.
 pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
     let n = options.validators;
@@ -218,11 +223,13 @@ pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
             data_shards: None,
         },
     )?;
-    // Bodies are pruned after 64 blocks so stored bytes show the erasure coding.
+    // Bodies are pruned after 64 blocks or 2 MiB so stored bytes show the erasure
+    // coding rather than the window of full bodies (the defaults keep up to 256 MiB).
     for i in 0..n {
         let path = dir.join(format!("node{i}/node.toml"));
         let mut config: NodeConfig = toml::from_str(&fs::read_to_string(&path)?)?;
-        config.storage.body_window_blocks = 64;
+        config.storage.body_window_blocks = BENCH_BODY_WINDOW_BLOCKS;
+        config.storage.body_window_mib = BENCH_BODY_WINDOW_MIB;
         fs::write(&path, config.to_toml()?)?;
     }
     let mut children = Vec::new();
@@ -462,6 +469,7 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         "cpu_seconds_per_transaction": if committed_total > 0 { (cpu_after - cpu_before) / committed_total as f64 } else { f64::NAN },
         "peak_memory_bytes_per_node": peak_memory,
         "stored_bytes_per_node": stored,
+        "body_window": { "blocks": BENCH_BODY_WINDOW_BLOCKS, "mib": BENCH_BODY_WINDOW_MIB },
         "committed_body_bytes": committed_body_bytes,
         "stored_per_committed_byte": stored.iter().map(|b| *b as f64 / full_replication).collect::<Vec<_>>(),
     }))

@@ -606,6 +606,13 @@ fn bench_table(r: &Value) -> String {
             list(&r["stored_bytes_per_node"], 1048576.0),
         ),
         (
+            "full bodies kept per node",
+            format!(
+                "last {} blocks, at most {} MiB",
+                r["body_window"]["blocks"], r["body_window"]["mib"]
+            ),
+        ),
+        (
             "stored after stop (MiB)",
             list(&r["stored_bytes_per_node_after_stop"], 1048576.0),
         ),

@@ -23,6 +23,7 @@
 //!
 //! [storage]
 //! body_window_blocks = 1024
+//! body_window_mib = 256
 //! cache_mib = 64
 //!
 //! [mempool]
@@ -108,6 +109,9 @@ pub struct ConsensusTuning {
 pub struct StorageTuning {
     /// Recent blocks whose full bodies are kept (older ones: own fragment only).
     pub body_window_blocks: u64,
+    /// At most this many MiB of those bodies are kept (0: no bound in bytes); the
+    /// newest is always kept.
+    pub body_window_mib: u64,
     /// The store's page cache in MiB (memory grows to about this plus the node's
     /// state).
     pub cache_mib: u64,
@@ -148,6 +152,7 @@ impl Default for StorageTuning {
     fn default() -> Self {
         StorageTuning {
             body_window_blocks: 1_024,
+            body_window_mib: 256,
             cache_mib: 64,
         }
     }
@@ -279,6 +284,11 @@ impl NodeConfig {
         if !(1..=65_536).contains(&self.storage.cache_mib) {
             return Err("storage.cache_mib must be between 1 and 65536".into());
         }
+        if self.storage.body_window_mib > 1 << 20 {
+            return Err(
+                "storage.body_window_mib must be at most 1048576 (1 TiB; 0 for no bound)".into(),
+            );
+        }
         if self.listen.is_empty() {
             return Err("listen needs at least one address".into());
         }
@@ -342,6 +352,10 @@ mod tests {
             (
                 "key_file = \"k\"\ngenesis_file = \"g\"\n[storage]\ncache_mib = 0\n",
                 "cache_mib",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[storage]\nbody_window_mib = 2000000\n",
+                "body_window_mib",
             ),
             (
                 "key_file = \"k\"\ngenesis_file = \"g\"\napi_address = \"nonsense\"\n",

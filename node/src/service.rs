@@ -282,6 +282,7 @@ pub async fn start(
         StoreConfig {
             validator_index: index,
             body_window_blocks: config.storage.body_window_blocks,
+            body_window_bytes: config.storage.body_window_mib.saturating_mul(1 << 20),
             cache_bytes: (config.storage.cache_mib as usize).saturating_mul(1 << 20),
             ..StoreConfig::default()
         },

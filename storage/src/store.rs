@@ -10,10 +10,10 @@
 //!   crash between the two leaves unreferenced bytes that the next open cuts off.
 //! - Every value is stored behind a 16-byte blake3 checksum of (table, key, value), so a
 //!   flipped byte on disk is reported as [`StoreError::Corrupt`], never served.
-//! - Bodies older than the configured window are dropped in the same transaction
-//!   that commits the block that pushes them out, and their segment files deleted
-//!   once every body in them is; they are rebuilt from fragments on demand
-//!   ([`Store::body_or_rebuild`]).
+//! - Bodies outside the configured window (a count of blocks and a budget of bytes)
+//!   are dropped in the same transaction that commits the block that pushes them
+//!   out, and their segment files deleted once every body in them is; they are
+//!   rebuilt from fragments on demand ([`Store::body_or_rebuild`]).
 //!
 //! The store is generic over the node's types through [`Schema`], so this crate
 //! knows nothing of transactions or PBFT, yet its API stays typed.
@@ -56,8 +56,12 @@ pub trait Schema {
 pub struct StoreConfig {
     /// This validator's index in the validator set (decides its own fragments).
     pub validator_index: u32,
-    /// How many of the most recent bodies to keep in full.
+    /// How many of the most recent bodies to keep in full (0: none).
     pub body_window_blocks: u64,
+    /// At most this many bytes of recent bodies are kept in full (0: no byte bound),
+    /// whatever the block count; the newest body is always kept. Bounds the window's
+    /// disk when blocks are large.
+    pub body_window_bytes: u64,
     /// redb's page cache, in bytes. Memory use grows to about this much plus the
     /// node's own state; redb's own default is 1 GiB.
     pub cache_bytes: usize,
@@ -72,6 +76,7 @@ impl Default for StoreConfig {
         StoreConfig {
             validator_index: 0,
             body_window_blocks: 1024,
+            body_window_bytes: 256 << 20,
             cache_bytes: 64 << 20,
             index_run_entries: 1 << 16,
         }
@@ -404,6 +409,9 @@ pub struct Store<S: Schema> {
     /// The entries of `tx_recent` in memory, by prefix (written out as a run at
     /// `index_run_entries`).
     recent: std::sync::Mutex<Recent>,
+    /// Payload bytes of the bodies in the `bodies` table (changed only by a commit,
+    /// which holds the body log's appender).
+    body_bytes: std::sync::atomic::AtomicU64,
     config: StoreConfig,
     _schema: PhantomData<fn() -> S>,
 }
@@ -487,6 +495,17 @@ impl<S: Schema> Store<S> {
             })?;
             (runs, recent)
         };
+        let body_bytes = {
+            let txn = db.begin_read().map_err(StoreError::db)?;
+            let table = txn.open_table(BODIES.definition).map_err(StoreError::db)?;
+            let mut bytes = 0u64;
+            for entry in table.iter().map_err(StoreError::db)? {
+                let (k, v) = entry.map_err(StoreError::db)?;
+                let loc: Loc = unseal(BODIES.name, &height_key(k.value()), v.value())?;
+                bytes += u64::from(loc.len);
+            }
+            bytes
+        };
         let dir = segments_dir(path);
         let fragments = Log::open(
             dir.join("fragments"),
@@ -497,13 +516,16 @@ impl<S: Schema> Store<S> {
             },
             fragment_end,
         )?;
-        // Bodies roll every quarter window, so a pruned body's file goes at most a
-        // quarter window after it.
+        // Bodies roll every quarter window (in blocks and in bytes), so a pruned
+        // body's file goes at most a quarter window after it.
         let bodies = Log::open(
             dir.join("bodies"),
             BODIES.name,
             Roll {
-                bytes: SEGMENT_BYTES,
+                bytes: match config.body_window_bytes {
+                    0 => SEGMENT_BYTES,
+                    budget => (budget / 4).clamp(1, SEGMENT_BYTES),
+                },
                 records: (config.body_window_blocks / 4).max(1),
             },
             body_end,
@@ -515,6 +537,7 @@ impl<S: Schema> Store<S> {
             bodies,
             runs,
             recent: std::sync::Mutex::new(recent),
+            body_bytes: std::sync::atomic::AtomicU64::new(body_bytes),
             config,
             _schema: PhantomData,
         };
@@ -666,6 +689,7 @@ impl<S: Schema> Store<S> {
 
         let key = height_key(height);
         let window = self.config.body_window_blocks;
+        let mut body_bytes = self.body_bytes.load(std::sync::atomic::Ordering::Acquire);
         let fragment_bytes = codec::encode(&own_fragment).map_err(|source| StoreError::Encode {
             table: FRAGMENTS.name,
             source,
@@ -707,11 +731,9 @@ impl<S: Schema> Store<S> {
                 put(FRAGMENTS, seal(FRAGMENTS.name, &key, &fragment_loc)?)?;
                 if let Some(loc) = body_loc {
                     put(BODIES, seal(BODIES.name, &key, &loc)?)?;
+                    body_bytes += u64::from(loc.len);
                 }
-                if window > 0 && height > window {
-                    let mut bodies = txn.open_table(BODIES.definition).map_err(StoreError::db)?;
-                    bodies.remove(height - window).map_err(StoreError::db)?;
-                }
+                body_bytes = self.prune_bodies(&txn, height, body_bytes)?;
 
                 let mut accounts = txn.open_table(ACCOUNTS).map_err(StoreError::db)?;
                 for (account, value) in &block.account_changes {
@@ -768,6 +790,8 @@ impl<S: Schema> Store<S> {
             }
             txn.commit().map_err(StoreError::db)
         })?;
+        self.body_bytes
+            .store(body_bytes, std::sync::atomic::Ordering::Release);
         drop(body_log);
         let due = {
             let mut recent = self.recent();
@@ -782,6 +806,38 @@ impl<S: Schema> Store<S> {
         }
         drop(fragment_log);
         self.remove_pruned_body_segments()
+    }
+
+    /// Drops the oldest bodies in `txn` while they are outside the window of blocks
+    /// ending at `height`, or while the kept bodies (`bytes` of them) exceed the byte
+    /// budget; never `height`'s own. Returns the bytes still kept. Oldest first also
+    /// catches up after the window was made smaller between runs.
+    fn prune_bodies(
+        &self,
+        txn: &redb::WriteTransaction,
+        height: u64,
+        mut bytes: u64,
+    ) -> Result<u64, StoreError> {
+        let window = self.config.body_window_blocks;
+        let budget = self.config.body_window_bytes;
+        let mut bodies = txn.open_table(BODIES.definition).map_err(StoreError::db)?;
+        loop {
+            let (oldest, loc) = match bodies.first().map_err(StoreError::db)? {
+                Some((k, v)) => {
+                    let oldest = k.value();
+                    let loc: Loc = unseal(BODIES.name, &height_key(oldest), v.value())?;
+                    (oldest, loc)
+                }
+                None => return Ok(bytes),
+            };
+            let outside_blocks = oldest.saturating_add(window) <= height;
+            let over_budget = budget > 0 && bytes > budget && oldest < height;
+            if !(outside_blocks || over_budget) {
+                return Ok(bytes);
+            }
+            bodies.remove(oldest).map_err(StoreError::db)?;
+            bytes = bytes.saturating_sub(u64::from(loc.len));
+        }
     }
 
     /// Moves every entry of `tx_recent` into a new run file.

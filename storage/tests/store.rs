@@ -318,6 +318,87 @@ fn pruned_bodies_give_their_segment_files_back() -> TestResult {
     Ok(())
 }
 
+/// Heights whose bodies the store still keeps, checking each one it has.
+fn kept_bodies(store: &Store<TestSchema>, tip: u64) -> Result<Vec<u64>, StoreError> {
+    let mut kept = Vec::new();
+    for h in 1..=tip {
+        if let Some(body) = store.body(h)? {
+            assert_eq!(body, body_for(h), "body {h}");
+            kept.push(h);
+        }
+    }
+    Ok(kept)
+}
+
+/// The longest run of newest bodies up to `tip` within `budget` bytes (at least one).
+fn newest_within(tip: u64, budget: u64) -> Vec<u64> {
+    let mut kept = vec![tip];
+    let mut bytes = body_for(tip).len() as u64;
+    for h in (1..tip).rev() {
+        bytes += body_for(h).len() as u64;
+        if bytes > budget {
+            break;
+        }
+        kept.insert(0, h);
+    }
+    kept
+}
+
+#[test]
+fn the_body_window_is_bounded_in_bytes_as_well_as_blocks() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.redb");
+    let budget = 8_000;
+    let bounded = |blocks, bytes| StoreConfig {
+        body_window_bytes: bytes,
+        ..config(1, blocks)
+    };
+    {
+        let store = Store::<TestSchema>::open(&path, bounded(1_000, budget))?;
+        for h in 1..=30 {
+            store.commit_block(block(h, 1))?;
+            assert_eq!(kept_bodies(&store, h)?, newest_within(h, budget), "tip {h}");
+            // Segments roll every quarter budget: the pruned ones go soon after.
+            let sizes: std::collections::BTreeMap<&str, u64> =
+                store.table_bytes()?.into_iter().collect();
+            assert!(sizes["body_segments"] <= 2 * budget, "tip {h}: {sizes:?}");
+        }
+    }
+    {
+        // Reopened with the same bounds, the count of kept bytes carries on.
+        let store = Store::<TestSchema>::open(&path, bounded(1_000, budget))?;
+        for h in 31..=40 {
+            store.commit_block(block(h, 1))?;
+            assert_eq!(kept_bodies(&store, h)?, newest_within(h, budget), "tip {h}");
+        }
+    }
+    {
+        // A smaller window in blocks after a restart is caught up at the next commit.
+        let store = Store::<TestSchema>::open(&path, bounded(2, budget))?;
+        store.commit_block(block(41, 1))?;
+        assert_eq!(kept_bodies(&store, 41)?, vec![40, 41]);
+    }
+    {
+        // A body larger than the whole budget is still kept while it is the newest.
+        let store = Store::<TestSchema>::open(&path, bounded(1_000, 100))?;
+        for h in 42..=45 {
+            store.commit_block(block(h, 1))?;
+            assert_eq!(kept_bodies(&store, h)?, vec![h]);
+        }
+        // Pruned bodies are still rebuilt from fragments.
+        let rebuilt = store.body_or_rebuild(43, |i| peer_fragment(43, i))?;
+        assert_eq!(rebuilt.body, body_for(43));
+        assert!(!rebuilt.from_store);
+    }
+    {
+        // No body window at all: the kept bodies go too.
+        let store = Store::<TestSchema>::open(&path, bounded(0, 0))?;
+        store.commit_block(block(46, 1))?;
+        assert_eq!(kept_bodies(&store, 46)?, Vec::<u64>::new());
+    }
+    Ok(())
+}
+
 #[test]
 fn bytes_appended_but_never_committed_are_cut_off_on_open() -> TestResult {
     let dir = tempfile::tempdir()?;

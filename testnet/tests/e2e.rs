@@ -432,6 +432,7 @@ fn the_load_benchmark_reports_throughput_latency_cpu_memory_and_storage() {
     let per_node = |key: &str| r[key].as_array().map_or(0, Vec::len);
     assert_eq!(per_node("peak_memory_bytes_per_node"), 4, "{r}");
     assert_eq!(per_node("stored_bytes_per_node"), 4, "{r}");
+    assert_eq!(r["body_window"]["mib"].as_u64(), Some(2), "{r}");
     // Each node keeps one of k = 2 fragments plus recent bodies and indexes: more than
     // a tenth of the committed bytes, and (on this small run) not wildly more.
     for ratio in r["stored_per_committed_byte_after_stop"]
