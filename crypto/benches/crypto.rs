@@ -6,7 +6,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mosaic_crypto::{
-    ChainId, Domain, Hash, Keypair, MerkleTree, PublicKey, Signature, SignedItem, verify_batch,
+    ChainId, Domain, Hash, Keypair, MerkleTree, MerkleTrie, PublicKey, Signature, SignedItem,
+    TrieValue, merkle, verify_batch,
 };
 
 fn chain() -> ChainId {
@@ -77,5 +78,58 @@ fn hashing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, signatures, hashing);
+/// A balance-sized value for the state-root benchmarks.
+#[derive(Clone, Copy)]
+struct Balance(u64);
+
+impl TrieValue<[u8; 32]> for Balance {
+    fn leaf_hash(&self, key: &[u8; 32]) -> Hash {
+        merkle::leaf_hash_parts(&[key, &self.0.to_le_bytes()])
+    }
+}
+
+/// A block's state root: 2,000 accounts changed among `accounts`, then the root. The
+/// trie rehashes the changed paths; the tree over all leaves (the state root before
+/// the trie) rehashes everything.
+fn state_root(c: &mut Criterion) {
+    const CHANGED: usize = 2_000;
+    let mut group = c.benchmark_group("state_root");
+    group.sample_size(10);
+    for accounts in [10_000usize, 1_000_000] {
+        let keys: Vec<[u8; 32]> = (0..accounts as u64)
+            .map(|i| *Hash::of(&i.to_le_bytes()).as_bytes())
+            .collect();
+        let mut trie = MerkleTrie::new();
+        for key in &keys {
+            trie.insert(*key, Balance(1));
+        }
+        trie.root();
+        let mut round = 0u64;
+        group.bench_with_input(
+            BenchmarkId::new("trie/changed=2000", accounts),
+            &accounts,
+            |b, _| {
+                b.iter(|| {
+                    round += 1;
+                    for i in 0..CHANGED {
+                        let key = keys[(i * 7919 + round as usize * 13) % keys.len()];
+                        trie.insert(key, Balance(round));
+                    }
+                    trie.root()
+                })
+            },
+        );
+        let leaves: Vec<Hash> = keys.iter().map(|k| Balance(1).leaf_hash(k)).collect();
+        group.bench_with_input(
+            BenchmarkId::new("tree_over_all_leaves", accounts),
+            &accounts,
+            |b, _| {
+                b.iter(|| MerkleTree::from_leaf_hashes(black_box(leaves.clone())).map(|t| t.root()))
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, signatures, hashing, state_root);
 criterion_main!(benches);

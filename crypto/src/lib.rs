@@ -31,6 +31,7 @@ mod hexfmt;
 pub mod keyfile;
 pub mod merkle;
 pub mod sign;
+pub mod trie;
 
 pub use codec::CodecError;
 pub use hash::{HASH_LEN, Hash};
@@ -41,3 +42,4 @@ pub use sign::{
     ChainId, Domain, Keypair, PublicKey, SignError, Signature, SignedItem, batch_holds, verify,
     verify_batch,
 };
+pub use trie::{MerkleTrie, TrieKey, TrieValue};

@@ -72,11 +72,11 @@ pub fn leaf_hash_parts(parts: &[&[u8]]) -> Hash {
     Hash::from_bytes(*hasher.finalize().as_bytes())
 }
 
-fn node_hash(left: &Hash, right: &Hash) -> Hash {
+pub(crate) fn node_hash(left: &Hash, right: &Hash) -> Hash {
     Hash::of_parts(&[&[NODE_PREFIX], left.as_bytes(), right.as_bytes()])
 }
 
-fn root_hash(leaf_count: usize, top: &Hash) -> Hash {
+pub(crate) fn root_hash(leaf_count: usize, top: &Hash) -> Hash {
     Hash::of_parts(&[
         &[ROOT_PREFIX],
         &(leaf_count as u64).to_le_bytes(),

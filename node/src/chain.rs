@@ -533,7 +533,7 @@ mod tests {
     fn node(dir: &std::path::Path) -> (BlockCheck, Chain, Arc<NodeStore>) {
         let store =
             Arc::new(NodeStore::open(&dir.join("store.redb"), StoreConfig::default()).unwrap());
-        let ledger = Ledger::from_balances(&[
+        let mut ledger = Ledger::from_balances(&[
             (key(1).public(), 1_000),
             (key(2).public(), 1_000),
             (key(3).public(), 1_000),

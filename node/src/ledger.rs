@@ -10,15 +10,16 @@
 //!   the recipient's balance would overflow, `BalanceOverflow`. A failed transfer
 //!   leaves the state untouched (the nonce does not move). Otherwise the amount moves
 //!   and the sender's nonce goes up by one. A transfer to oneself only bumps the nonce.
-//! - The state root is the Merkle root over the accounts in key order, each leaf the
-//!   canonical bytes of `(address, account)`; an empty ledger has root `Hash::ZERO`.
-//!   Accounts with zero balance and zero nonce are not stored, so the root depends on
-//!   the state only.
+//! - The state root is the root of the Merkle crit-bit trie ([`mosaic_crypto::trie`])
+//!   over the accounts by address, each leaf the canonical bytes of
+//!   `(address, account)`; an empty ledger has root `Hash::ZERO`. Accounts with zero
+//!   balance and zero nonce are not stored, so the root depends on the state only,
+//!   and a block's root costs the paths of the accounts it changed, not all accounts.
 
 use std::collections::BTreeMap;
 
 use mosaic_crypto::{
-    ChainId, Domain, Hash, Keypair, MerkleTree, PublicKey, Signature, SignedItem, merkle,
+    ChainId, Domain, Hash, Keypair, MerkleTrie, PublicKey, Signature, SignedItem, TrieValue, merkle,
 };
 use serde::{Deserialize, Serialize};
 
@@ -339,31 +340,31 @@ pub struct Execution {
     pub changes: BTreeMap<PublicKey, Option<Account>>,
 }
 
-/// All accounts, each with its Merkle leaf hash, kept up to date as the account
-/// changes so the state root needs only the interior hashes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// All non-empty accounts, in the Merkle trie whose root is the state root.
+#[derive(Debug, Clone, Default)]
 pub struct Ledger {
-    accounts: BTreeMap<PublicKey, Entry>,
+    accounts: MerkleTrie<PublicKey, Account>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    account: Account,
-    leaf: Hash,
+impl PartialEq for Ledger {
+    fn eq(&self, other: &Self) -> bool {
+        self.accounts.len() == other.accounts.len() && self.accounts().eq(other.accounts())
+    }
 }
 
-impl Entry {
-    /// The leaf is the canonical bytes of `(key, account)`: the key's 32 bytes, then
-    /// balance and nonce as little-endian u64 (written out here, without the codec,
-    /// because every touched account is hashed on every block; the state-root
-    /// property test compares against the codec's bytes).
-    fn new(key: &PublicKey, account: Account) -> Self {
-        let leaf = merkle::leaf_hash_parts(&[
+impl Eq for Ledger {}
+
+/// An account's leaf is the canonical bytes of `(key, account)`: the key's 32 bytes,
+/// then balance and nonce as little-endian u64 (written out here, without the codec,
+/// because every touched account is hashed on every block; the state-root property
+/// test compares against the codec's bytes).
+impl TrieValue<PublicKey> for Account {
+    fn leaf_hash(&self, key: &PublicKey) -> Hash {
+        merkle::leaf_hash_parts(&[
             key.as_bytes(),
-            &account.balance.to_le_bytes(),
-            &account.nonce.to_le_bytes(),
-        ]);
-        Entry { account, leaf }
+            &self.balance.to_le_bytes(),
+            &self.nonce.to_le_bytes(),
+        ])
     }
 }
 
@@ -379,28 +380,23 @@ impl Ledger {
         Some(Ledger::from_accounts(accounts))
     }
 
-    /// A ledger from stored accounts (after a restart).
+    /// A ledger from stored accounts (after a restart). Empty accounts are left out.
     pub fn from_accounts(accounts: impl IntoIterator<Item = (PublicKey, Account)>) -> Self {
-        Ledger {
-            accounts: accounts
-                .into_iter()
-                .filter(|(_, a)| *a != Account::default())
-                .map(|(k, a)| (k, Entry::new(&k, a)))
-                .collect(),
+        let mut ledger = Ledger::default();
+        for (key, account) in accounts {
+            ledger.put(key, account);
         }
+        ledger
     }
 
     /// An account's state (zero if never used).
     pub fn account(&self, address: &PublicKey) -> Account {
-        self.accounts
-            .get(address)
-            .map(|e| e.account)
-            .unwrap_or_default()
+        self.accounts.get(address).copied().unwrap_or_default()
     }
 
     /// Every non-empty account, in address order.
     pub fn accounts(&self) -> impl Iterator<Item = (&PublicKey, &Account)> {
-        self.accounts.iter().map(|(k, e)| (k, &e.account))
+        self.accounts.iter()
     }
 
     /// Number of non-empty accounts.
@@ -413,10 +409,10 @@ impl Ledger {
         self.accounts.is_empty()
     }
 
-    /// The state root (see the module docs).
-    pub fn state_root(&self) -> Hash {
-        let leaves: Vec<Hash> = self.accounts.values().map(|e| e.leaf).collect();
-        MerkleTree::from_leaf_hashes(leaves).map_or(Hash::ZERO, |t| t.root())
+    /// The state root (see the module docs). Rehashes only the paths of the accounts
+    /// changed since the last call: O(changes x depth), not O(accounts).
+    pub fn state_root(&mut self) -> Hash {
+        self.accounts.root()
     }
 
     /// Executes one transfer against the state.
@@ -469,7 +465,7 @@ impl Ledger {
         if account == Account::default() {
             self.accounts.remove(&key);
         } else {
-            self.accounts.insert(key, Entry::new(&key, account));
+            self.accounts.insert(key, account);
         }
     }
 
@@ -477,14 +473,7 @@ impl Ledger {
     /// empty account removes the entry.
     pub fn update(&mut self, changes: &[(PublicKey, Option<Account>)]) {
         for (key, account) in changes {
-            match account {
-                Some(a) if *a != Account::default() => {
-                    self.accounts.insert(*key, Entry::new(key, *a));
-                }
-                _ => {
-                    self.accounts.remove(key);
-                }
-            }
+            self.put(*key, account.unwrap_or_default());
         }
     }
 
@@ -502,7 +491,7 @@ impl Ledger {
         }
         let changes = touched
             .into_iter()
-            .map(|k| (k, self.accounts.get(&k).map(|e| e.account)))
+            .map(|k| (k, self.accounts.get(&k).copied()))
             .collect();
         // No state root here: execution runs on a scratch ledger of the touched
         // accounts, whose root would mean nothing; the caller's ledger gives it.
@@ -766,10 +755,13 @@ mod tests {
             let total: u64 = (0..4).map(|i| a.account(&key(i).public()).balance).sum();
             prop_assert_eq!(total, 300);
             prop_assert_eq!(a.state_root(), Ledger::from_accounts((0..4).map(|i| (key(i).public(), a.account(&key(i).public())))).state_root());
-            // The cached leaf hashes give the root the module docs define.
-            let leaves: Vec<Vec<u8>> = a.accounts().map(|(k, acc)| codec::encode(&(k, acc)).unwrap()).collect();
-            let spec_root = MerkleTree::from_leaves(&leaves).map_or(Hash::ZERO, |t| t.root());
-            prop_assert_eq!(a.state_root(), spec_root);
+            // Leaves hash the codec's bytes of (address, account), and the trie kept up
+            // to date through execution gives the root the module docs define.
+            for (k, acc) in a.accounts() {
+                prop_assert_eq!(acc.leaf_hash(k), merkle::leaf_hash(&codec::encode(&(k, acc)).unwrap()));
+            }
+            let entries: Vec<(PublicKey, Account)> = a.accounts().map(|(k, acc)| (*k, *acc)).collect();
+            prop_assert_eq!(a.state_root(), mosaic_crypto::trie::root_of_sorted(&entries));
         }
     }
 }

@@ -304,7 +304,7 @@ pub async fn start(
             .ok_or(mosaic_storage::StoreError::UnknownHeight { height: h })?
             .hash(),
     };
-    let ledger = Ledger::from_accounts(store.accounts()?);
+    let mut ledger = Ledger::from_accounts(store.accounts()?);
     let tip = Tip {
         height: tip_height,
         hash: tip_hash,

@@ -260,7 +260,7 @@ mod tests {
     }
 
     fn batcher() -> SigBatcher {
-        let ledger = Ledger::from_balances(&[]).unwrap();
+        let mut ledger = Ledger::from_balances(&[]).unwrap();
         let shared = Arc::new(Mutex::new(Shared {
             tip: Tip {
                 height: 0,
