@@ -19,12 +19,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, HttpBody};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use mosaic_crypto::{Hash, PublicKey, codec};
 use mosaic_storage::{coding, placement};
 use serde::Serialize;
@@ -213,24 +214,67 @@ async fn genesis(State(state): State<ApiState>) -> ApiResult {
     Ok(json_body(&state.info.genesis))
 }
 
-async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
-    to_bytes(body, REQUEST_BYTES_MAX)
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "request body exceeds {REQUEST_BYTES_MAX} bytes: split the batch into smaller ones"
-                    ),
-                )
-            } else {
-                ApiError::bad_request(format!("cannot read the request body: {e}"))
+/// After a body runs over [`REQUEST_BYTES_MAX`], the rest of it is read and dropped,
+/// up to this many bytes in all, so that a client still sending gets the 413 rather
+/// than a broken pipe (the connection is closed after the answer either way).
+const DRAIN_BYTES_MAX: usize = 4 * REQUEST_BYTES_MAX;
+/// ...and for at most this long: a slow sender does not hold a connection open.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "request body exceeds {REQUEST_BYTES_MAX} bytes: split the batch into smaller ones"
+        ),
+    )
+}
+
+/// Reads a request body of at most [`REQUEST_BYTES_MAX`] bytes. A larger one is
+/// refused with 413 without being kept in memory; its rest is drained within
+/// [`DRAIN_BYTES_MAX`] and [`DRAIN_TIME`] so that the client sees the answer.
+async fn read_body(mut body: Body) -> Result<Vec<u8>, ApiError> {
+    let declared = body.size_hint().lower();
+    if declared > DRAIN_BYTES_MAX as u64 {
+        // Far too large to be worth draining: answer at once.
+        return Err(body_too_large());
+    }
+    let mut bytes = Vec::with_capacity(
+        usize::try_from(declared)
+            .unwrap_or(0)
+            .min(REQUEST_BYTES_MAX),
+    );
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if bytes.len() + data.len() > REQUEST_BYTES_MAX {
+            let seen = bytes.len() + data.len();
+            drop(bytes);
+            drain(body, seen).await;
+            return Err(body_too_large());
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok(bytes)
+}
+
+/// Reads and drops the rest of `body` until it ends, [`DRAIN_BYTES_MAX`] bytes have
+/// been seen in all, or [`DRAIN_TIME`] passes. Returns the bytes seen.
+async fn drain(mut body: Body, mut seen: usize) -> usize {
+    let reading = async {
+        while seen <= DRAIN_BYTES_MAX {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                Some(Err(_)) | None => break,
             }
-        })
+        }
+    };
+    // Running out of time is the expected end for a slow sender, not an error.
+    let _ = tokio::time::timeout(DRAIN_TIME, reading).await;
+    seen
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
@@ -673,4 +717,105 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    const CHUNK: usize = 64 * 1024;
+
+    /// A body of unknown length that yields `chunks` chunks (or forever), counting
+    /// the bytes taken from it; after the last chunk it ends, or hangs if `hang`.
+    fn counted(chunks: Option<usize>, hang: bool, taken: Arc<AtomicUsize>) -> Body {
+        let stream = futures::stream::unfold(0usize, move |i| {
+            let taken = taken.clone();
+            async move {
+                if chunks.is_some_and(|n| i >= n) {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    return None;
+                }
+                taken.fetch_add(CHUNK, Ordering::Relaxed);
+                Some((Ok::<_, std::io::Error>(vec![7u8; CHUNK]), i + 1))
+            }
+        });
+        Body::from_stream(stream)
+    }
+
+    #[tokio::test]
+    async fn bodies_up_to_the_limit_are_read_whole() {
+        let exact = vec![1u8; REQUEST_BYTES_MAX];
+        let read = read_body(Body::from(exact.clone())).await;
+        assert_eq!(read.ok(), Some(exact));
+        let taken = Arc::new(AtomicUsize::new(0));
+        let n = REQUEST_BYTES_MAX / CHUNK;
+        let read = read_body(counted(Some(n), false, taken.clone())).await;
+        assert_eq!(read.map(|b| b.len()).ok(), Some(n * CHUNK));
+        assert!(read_body(Body::empty()).await.is_ok_and(|b| b.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_and_drained_to_its_end() {
+        // One byte over, with a declared length.
+        let over = read_body(Body::from(vec![1u8; REQUEST_BYTES_MAX + 1])).await;
+        assert_eq!(
+            over.err().map(|e| e.status),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        // Of unknown length, a little over: all of it is read so the client can
+        // finish sending and see the answer.
+        let taken = Arc::new(AtomicUsize::new(0));
+        let chunks = REQUEST_BYTES_MAX / CHUNK + 16;
+        let over = read_body(counted(Some(chunks), false, taken.clone())).await;
+        let error = over.err();
+        assert_eq!(
+            error.as_ref().map(|e| e.status),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        assert!(error.is_some_and(|e| e.message.contains("split the batch")));
+        assert_eq!(taken.load(Ordering::Relaxed), chunks * CHUNK);
+    }
+
+    #[tokio::test]
+    async fn draining_stops_at_its_byte_bound() {
+        let taken = Arc::new(AtomicUsize::new(0));
+        let endless = read_body(counted(None, false, taken.clone())).await;
+        assert_eq!(
+            endless.err().map(|e| e.status),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        let taken = taken.load(Ordering::Relaxed);
+        assert!(
+            taken > DRAIN_BYTES_MAX && taken <= DRAIN_BYTES_MAX + CHUNK,
+            "{taken}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn draining_stops_at_its_time_bound() {
+        let taken = Arc::new(AtomicUsize::new(0));
+        let chunks = REQUEST_BYTES_MAX / CHUNK + 2;
+        let start = tokio::time::Instant::now();
+        let stalled = read_body(counted(Some(chunks), true, taken.clone())).await;
+        assert_eq!(
+            stalled.err().map(|e| e.status),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+        assert_eq!(start.elapsed(), DRAIN_TIME);
+        assert_eq!(taken.load(Ordering::Relaxed), chunks * CHUNK);
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_past_the_drain_bound_is_refused_unread() {
+        let huge = Body::from(vec![0u8; DRAIN_BYTES_MAX + 1]);
+        let refused = read_body(huge).await;
+        assert_eq!(
+            refused.err().map(|e| e.status),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+    }
 }
