@@ -405,6 +405,7 @@ fn run(cli: Cli) -> Result<()> {
                 consensus: Default::default(),
                 storage: Default::default(),
                 mempool: Default::default(),
+                connections: Default::default(),
             };
             config.check().map_err(|e| anyhow!(e))?;
             let config_path = dir.join("node.toml");

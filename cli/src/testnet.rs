@@ -210,6 +210,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
             consensus: Default::default(),
             storage: Default::default(),
             mempool: Default::default(),
+            connections: Default::default(),
         };
         fs::write(node_dir(dir, i).join("node.toml"), config.to_toml()?)?;
     }

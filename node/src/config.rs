@@ -29,6 +29,11 @@
 //! [mempool]
 //! txs_max = 200000
 //! bytes_max = 67108864
+//!
+//! [connections]
+//! incoming_max = 256
+//! pending_incoming_max = 64
+//! per_peer_max = 4
 //! ```
 
 use std::net::SocketAddr;
@@ -74,6 +79,9 @@ pub struct NodeConfig {
     /// Mempool limits.
     #[serde(default)]
     pub mempool: MempoolLimits,
+    /// libp2p connection limits.
+    #[serde(default)]
+    pub connections: ConnectionLimits,
 }
 
 /// Block building: a block is proposed when it is full (count or bytes) or the delay
@@ -125,6 +133,31 @@ pub struct MempoolLimits {
     pub txs_max: usize,
     /// Most pending bytes.
     pub bytes_max: usize,
+}
+
+/// libp2p connection limits. Genesis validators are exempt from `incoming_max`, so
+/// peers filling the incoming slots cannot keep validators apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Established incoming connections at most, from peers other than the genesis
+    /// validators.
+    pub incoming_max: u32,
+    /// Incoming connections still in their handshake at most.
+    pub pending_incoming_max: u32,
+    /// Established connections to or from one peer at most (two dialling each
+    /// other at once may briefly hold two).
+    pub per_peer_max: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            incoming_max: 256,
+            pending_incoming_max: 64,
+            per_peer_max: 4,
+        }
+    }
 }
 
 impl Default for Batching {
@@ -289,6 +322,19 @@ impl NodeConfig {
                 "storage.body_window_mib must be at most 1048576 (1 TiB; 0 for no bound)".into(),
             );
         }
+        let n = &self.connections;
+        if n.incoming_max == 0 {
+            return Err("connections.incoming_max must be at least 1".into());
+        }
+        if n.pending_incoming_max == 0 {
+            return Err("connections.pending_incoming_max must be at least 1".into());
+        }
+        if n.per_peer_max < 2 {
+            return Err(
+                "connections.per_peer_max must be at least 2 (two peers may dial each other at once)"
+                    .into(),
+            );
+        }
         if self.listen.is_empty() {
             return Err("listen needs at least one address".into());
         }
@@ -319,6 +365,23 @@ mod tests {
         assert_eq!(c.genesis_file, PathBuf::from("/abs/genesis.json"));
         assert_eq!(c.api_address.ip().to_string(), "127.0.0.1");
         assert_eq!(c.consensus, ConsensusTuning::default());
+        assert_eq!(c.connections, ConnectionLimits::default());
+    }
+
+    #[test]
+    fn connection_limits_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "key_file = \"k\"\ngenesis_file = \"g\"\n[connections]\nincoming_max = 9\nper_peer_max = 3\n",
+        )
+        .unwrap();
+        let c = NodeConfig::read(&path).unwrap().connections;
+        assert_eq!(
+            (c.incoming_max, c.pending_incoming_max, c.per_peer_max),
+            (9, 64, 3)
+        );
     }
 
     #[test]
@@ -360,6 +423,22 @@ mod tests {
             (
                 "key_file = \"k\"\ngenesis_file = \"g\"\napi_address = \"nonsense\"\n",
                 "malformed",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[connections]\nincoming_max = 0\n",
+                "connections.incoming_max",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[connections]\npending_incoming_max = 0\n",
+                "connections.pending_incoming_max",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[connections]\nper_peer_max = 1\n",
+                "connections.per_peer_max",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[connections]\nincoming = 5\n",
+                "unknown field",
             ),
         ];
         for (text, expect) in cases {

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub fragments_served: Counter,
     /// Connected peers.
     pub peers_connected: Gauge,
+    /// Peers banned for misbehaviour (their connections refused) now.
+    pub peers_banned: Gauge,
+    /// Connections refused, by reason (`banned`, `limit`).
+    pub connections_denied: Family<Labels, Counter>,
     /// Transactions submitted through this node's API.
     pub transactions_submitted: Counter,
     /// Consensus messages not sent: the validator was unreachable or its queue full.
@@ -71,6 +75,8 @@ impl Metrics {
         let commit_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let fragments_served = Counter::default();
         let peers_connected = Gauge::default();
+        let peers_banned = Gauge::default();
+        let connections_denied = Family::<Labels, Counter>::default();
         let transactions_submitted = Counter::default();
         let consensus_dropped = Counter::default();
         let block_transactions_unchecked = Counter::default();
@@ -122,6 +128,16 @@ impl Metrics {
             peers_connected.clone(),
         );
         registry.register(
+            "peers_banned",
+            "Peers banned for misbehaviour: their connections are refused both ways",
+            peers_banned.clone(),
+        );
+        registry.register(
+            "connections_denied",
+            "libp2p connections refused, both ways: to or from a banned peer, or over a connection limit",
+            connections_denied.clone(),
+        );
+        registry.register(
             "transactions_submitted",
             "Transactions accepted through this node's HTTP API",
             transactions_submitted.clone(),
@@ -149,6 +165,8 @@ impl Metrics {
             commit_latency,
             fragments_served,
             peers_connected,
+            peers_banned,
+            connections_denied,
             transactions_submitted,
             consensus_dropped,
             block_transactions_unchecked,
@@ -159,6 +177,13 @@ impl Metrics {
     pub fn message_in(&self, kind: &'static str) {
         self.messages_in
             .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
+    }
+
+    /// Counts one connection refused for `reason`.
+    pub fn connection_denied(&self, reason: &'static str) {
+        self.connections_denied
+            .get_or_create(&vec![("reason", reason.to_string())])
             .inc();
     }
 

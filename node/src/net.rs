@@ -22,7 +22,8 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    PeerId, StreamProtocol, gossipsub, identify, identity, kad, mdns, ping, request_response,
+    PeerId, StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity,
+    kad, mdns, ping, request_response,
 };
 use mosaic_consensus::CommitCertificate;
 use mosaic_crypto::{ChainId, Keypair, PublicKey};
@@ -209,6 +210,15 @@ impl request_response::Codec for FrameCodec {
 /// The node's libp2p behaviour.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Banned peers: their connections are refused both ways, before any protocol
+    /// runs (so the consensus links and redials do not dial them either).
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// Connections in their handshake, and connections per peer, at most (for every
+    /// peer; see [`crate::config::ConnectionLimits`]).
+    pub limits: connection_limits::Behaviour,
+    /// Established incoming connections at most, from peers outside the genesis
+    /// validator set: a validator is never refused for want of room.
+    pub room: connection_limits::Behaviour,
     /// Exchanges listen addresses and protocols.
     pub identify: identify::Behaviour,
     /// Peer discovery.
@@ -247,8 +257,15 @@ fn protocol(chain: &ChainId, name: &str) -> Result<StreamProtocol, NetError> {
 }
 
 impl Behaviour {
-    /// The behaviour for `chain`, with mDNS when `mdns` is set.
-    pub fn new(key: &identity::Keypair, chain: &ChainId, mdns: bool) -> Result<Self, NetError> {
+    /// The behaviour for `chain`, with mDNS when `mdns` is set; `validators` are
+    /// exempt from the limit on incoming connections.
+    pub fn new(
+        key: &identity::Keypair,
+        chain: &ChainId,
+        mdns: bool,
+        limits: &crate::config::ConnectionLimits,
+        validators: &[PeerId],
+    ) -> Result<Self, NetError> {
         let peer_id = key.public().to_peer_id();
         let build = |e: String| NetError::Build(e);
 
@@ -311,7 +328,22 @@ impl Behaviour {
         } else {
             None
         };
+        let mut room = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established_incoming(Some(limits.incoming_max)),
+        );
+        for validator in validators {
+            room.bypass_peer_id(validator);
+        }
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(limits.pending_incoming_max))
+                .with_max_established_per_peer(Some(limits.per_peer_max)),
+        );
         Ok(Behaviour {
+            blocked: allow_block_list::Behaviour::default(),
+            limits,
+            room,
             identify,
             kad,
             gossipsub,
@@ -320,5 +352,216 @@ impl Behaviour {
             ping: ping::Behaviour::new(ping::Config::new()),
             mdns: Toggle::from(mdns),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use libp2p::swarm::{DialError, ListenError, SwarmEvent};
+    use libp2p::{Multiaddr, Swarm, noise, tcp, yamux};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config::ConnectionLimits;
+
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    /// What a swarm under test reports.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Connected(PeerId),
+        /// A connection refused by this side, and why.
+        Denied(&'static str),
+        /// A dial that failed for another reason.
+        DialFailed,
+        /// A command ran.
+        Done,
+    }
+
+    fn why(cause: &libp2p::swarm::ConnectionDenied) -> &'static str {
+        if cause.downcast_ref::<allow_block_list::Blocked>().is_some() {
+            "banned"
+        } else if cause
+            .downcast_ref::<connection_limits::Exceeded>()
+            .is_some()
+        {
+            "limit"
+        } else {
+            "other"
+        }
+    }
+
+    fn node(limits: &ConnectionLimits) -> Swarm<Behaviour> {
+        node_with(identity::Keypair::generate_ed25519(), limits, &[])
+    }
+
+    fn node_with(
+        key: identity::Keypair,
+        limits: &ConnectionLimits,
+        validators: &[PeerId],
+    ) -> Swarm<Behaviour> {
+        let chain = ChainId::new("limits-test").unwrap_or_else(|e| panic!("{e}"));
+        let behaviour = Behaviour::new(&key, &chain, false, limits, validators)
+            .unwrap_or_else(|e| panic!("{e}"));
+        libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_behaviour(|_| behaviour)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build()
+    }
+
+    /// Runs on a swarm in its task; may report something itself.
+    type Command = Box<dyn FnOnce(&mut Swarm<Behaviour>) -> Option<Seen> + Send>;
+
+    /// Polls `swarm` in the background, running the commands sent to it there, and
+    /// reports what it sees.
+    fn run(
+        mut swarm: Swarm<Behaviour>,
+    ) -> (
+        mpsc::UnboundedSender<Command>,
+        mpsc::UnboundedReceiver<Seen>,
+    ) {
+        let (commands, mut todo) = mpsc::unbounded_channel::<Command>();
+        let (seen, reports) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    command = todo.recv() => match command {
+                        Some(command) => {
+                            if let Some(report) = command(&mut swarm)
+                                && seen.send(report).is_err()
+                            {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    event = swarm.select_next_some() => {
+                        let report = match event {
+                            SwarmEvent::ConnectionEstablished { peer_id, .. } => Seen::Connected(peer_id),
+                            SwarmEvent::IncomingConnectionError { error: ListenError::Denied { cause }, .. }
+                            | SwarmEvent::OutgoingConnectionError { error: DialError::Denied { cause }, .. } => {
+                                Seen::Denied(why(&cause))
+                            }
+                            SwarmEvent::OutgoingConnectionError { .. } => Seen::DialFailed,
+                            _ => continue,
+                        };
+                        if seen.send(report).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        (commands, reports)
+    }
+
+    fn dial(address: Multiaddr) -> Command {
+        Box::new(move |s| match s.dial(address) {
+            Ok(()) => None,
+            Err(DialError::Denied { cause }) => Some(Seen::Denied(why(&cause))),
+            Err(_) => Some(Seen::DialFailed),
+        })
+    }
+
+    async fn next(reports: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+        match tokio::time::timeout(LIMIT, reports.recv()).await {
+            Ok(Some(seen)) => seen,
+            other => panic!("nothing reported within {LIMIT:?}: {other:?}"),
+        }
+    }
+
+    async fn listening(limits: &ConnectionLimits) -> (PeerId, Multiaddr, Swarm<Behaviour>) {
+        listening_with(node(limits)).await
+    }
+
+    async fn listening_with(mut swarm: Swarm<Behaviour>) -> (PeerId, Multiaddr, Swarm<Behaviour>) {
+        let any: Multiaddr = "/ip4/127.0.0.1/tcp/0"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        swarm.listen_on(any).unwrap_or_else(|e| panic!("{e}"));
+        let address = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address;
+            }
+        };
+        (*swarm.local_peer_id(), address, swarm)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn incoming_connections_past_the_limit_are_denied_except_to_validators() {
+        let limits = ConnectionLimits {
+            incoming_max: 1,
+            ..ConnectionLimits::default()
+        };
+        let validator_key = identity::Keypair::generate_ed25519();
+        let validator_id = validator_key.public().to_peer_id();
+        let (server_id, address, server) = listening_with(node_with(
+            identity::Keypair::generate_ed25519(),
+            &limits,
+            &[validator_id],
+        ))
+        .await;
+        let (_server, mut server_seen) = run(server);
+        let first = node(&ConnectionLimits::default());
+        let first_id = *first.local_peer_id();
+        let (first, mut first_seen) = run(first);
+        let _ = first.send(dial(address.clone()));
+        assert_eq!(next(&mut first_seen).await, Seen::Connected(server_id));
+        assert_eq!(next(&mut server_seen).await, Seen::Connected(first_id));
+        // The one slot is taken: a second peer is refused by the server...
+        let (second, _second_seen) = run(node(&ConnectionLimits::default()));
+        let _ = second.send(dial(address.clone()));
+        assert_eq!(next(&mut server_seen).await, Seen::Denied("limit"));
+        // ...but a genesis validator is let in.
+        let (validator, _validator_seen) =
+            run(node_with(validator_key, &ConnectionLimits::default(), &[]));
+        let _ = validator.send(dial(address));
+        assert_eq!(next(&mut server_seen).await, Seen::Connected(validator_id));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocked_peer_is_refused_both_ways_until_unblocked() {
+        let limits = ConnectionLimits::default();
+        let (_, address, server) = listening(&limits).await;
+        let (server, mut server_seen) = run(server);
+        let (client_id, client_address, client) = listening(&limits).await;
+        let (client, _client_seen) = run(client);
+        let _ = server.send(Box::new(move |s| {
+            s.behaviour_mut().blocked.block_peer(client_id);
+            Some(Seen::Done)
+        }));
+        assert_eq!(next(&mut server_seen).await, Seen::Done);
+        // Its dial in is refused by the server...
+        let _ = client.send(dial(address.clone()));
+        assert_eq!(next(&mut server_seen).await, Seen::Denied("banned"));
+        // ...and the server does not dial it: refused before any connection.
+        let _ = server.send(Box::new(move |s| {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(client_id)
+                .addresses(vec![client_address])
+                .build();
+            match s.dial(opts) {
+                Err(DialError::Denied { cause }) => Some(Seen::Denied(why(&cause))),
+                Err(_) => Some(Seen::DialFailed),
+                Ok(()) => None,
+            }
+        }));
+        assert_eq!(next(&mut server_seen).await, Seen::Denied("banned"));
+        // Until the ban ends.
+        let _ = server.send(Box::new(move |s| {
+            s.behaviour_mut().blocked.unblock_peer(client_id);
+            Some(Seen::Done)
+        }));
+        assert_eq!(next(&mut server_seen).await, Seen::Done);
+        let _ = client.send(dial(address));
+        assert_eq!(next(&mut server_seen).await, Seen::Connected(client_id));
     }
 }

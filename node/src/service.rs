@@ -383,7 +383,13 @@ pub async fn start(
         .iter()
         .map(|v| net::peer_id_of(&v.public_key))
         .collect::<Result<Vec<_>, _>>()?;
-    let behaviour = Behaviour::new(&identity, &chain, config.mdns)?;
+    let behaviour = Behaviour::new(
+        &identity,
+        &chain,
+        config.mdns,
+        &config.connections,
+        &validator_peers,
+    )?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
         .with_tcp(
@@ -1087,7 +1093,9 @@ impl EventLoop {
             tracing::warn!(%peer, reason, "peer sent invalid data: disconnecting and banning");
             self.misbehaviour.remove(&peer);
             self.banned.insert(peer, Instant::now() + BAN_DURATION);
-            let _ = self.swarm.disconnect_peer_id(peer);
+            self.metrics.peers_banned.set(self.banned.len() as i64);
+            // Closes its connections and refuses new ones, both ways, until the ban ends.
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
         }
     }
 
@@ -1158,13 +1166,6 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
-                if let Some(until) = self.banned.get(&peer_id) {
-                    if *until > Instant::now() {
-                        let _ = self.swarm.disconnect_peer_id(peer_id);
-                        return Ok(());
-                    }
-                    self.banned.remove(&peer_id);
-                }
                 let count = self.connected.entry(peer_id).or_insert(0);
                 *count += 1;
                 if *count == 1 {
@@ -1194,6 +1195,30 @@ impl EventLoop {
                 self.metrics
                     .peers_connected
                     .set(self.connected.len() as i64);
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Denied { cause },
+                ..
+            }
+            | SwarmEvent::OutgoingConnectionError {
+                error: libp2p::swarm::DialError::Denied { cause },
+                ..
+            } => {
+                let reason = if cause
+                    .downcast_ref::<libp2p::allow_block_list::Blocked>()
+                    .is_some()
+                {
+                    "banned"
+                } else if cause
+                    .downcast_ref::<libp2p::connection_limits::Exceeded>()
+                    .is_some()
+                {
+                    "limit"
+                } else {
+                    "other"
+                };
+                tracing::debug!(reason, "connection denied");
+                self.metrics.connection_denied(reason);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
@@ -1932,7 +1957,19 @@ impl EventLoop {
 
     fn on_slow_tick(&mut self) -> Result<(), NodeError> {
         self.redial();
-        self.banned.retain(|_, until| *until > Instant::now());
+        let now = Instant::now();
+        let served: Vec<PeerId> = self
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in served {
+            self.banned.remove(&peer);
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+            tracing::info!(%peer, "ban ended");
+        }
+        self.metrics.peers_banned.set(self.banned.len() as i64);
         // Points fade: only sustained misbehaviour leads to a ban.
         self.misbehaviour.retain(|_, points| {
             *points = points.saturating_sub(1);

@@ -292,6 +292,30 @@ async fn a_garbage_sending_validator_does_not_stop_the_honest_ones() {
         }
     })
     .await;
+    // Node 0 bans node 3: its connections are refused (node 3 keeps dialling), and
+    // node 0 no longer counts it among its peers.
+    let (_, status) = get(format!("{}/v1/status", cluster.url(3))).await;
+    let garbage_peer = status["peer_id"].as_str().unwrap_or_default().to_string();
+    assert!(!garbage_peer.is_empty(), "{status}");
+    wait_until(
+        "node 0 bans node 3 and refuses its connections",
+        LIMIT,
+        || {
+            let url = url.clone();
+            async move {
+                let metrics = get_text(format!("{url}/metrics")).await;
+                metrics.contains("mosaic_peers_banned 1")
+                    && metrics.contains("mosaic_connections_denied_total{reason=\"banned\"}")
+            }
+        },
+    )
+    .await;
+    let (_, status) = get(format!("{url}/v1/status")).await;
+    let peers = status["peers"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !peers.iter().any(|p| p.as_str() == Some(&garbage_peer)),
+        "{status}"
+    );
     let recipient = client_key(7).public();
     let mut hashes = Vec::new();
     for nonce in 0..3 {
@@ -300,8 +324,21 @@ async fn a_garbage_sending_validator_does_not_stop_the_honest_ones() {
         assert_eq!(status, 202);
         hashes.push(tx.hash().to_string());
     }
+    // On the honest nodes: the banned one hears nothing from them until its ban ends.
     wait_until("transfers commit despite the garbage", LIMIT, || {
-        all_committed(&cluster, &hashes)
+        let cluster = &cluster;
+        let hashes = &hashes;
+        async move {
+            for i in 0..3 {
+                let url = cluster.url(i);
+                for hash in hashes {
+                    if tx_status(&url, hash).await["status"] != "committed" {
+                        return false;
+                    }
+                }
+            }
+            true
+        }
     })
     .await;
     cluster.shutdown().await;
