@@ -537,6 +537,7 @@ pub async fn start(
         batch_ready_since: None,
         pending_sent: None,
         gossip_out: Vec::new(),
+        compaction: None,
         connected: BTreeMap::new(),
         addresses: HashMap::new(),
         misbehaviour: HashMap::new(),
@@ -658,6 +659,8 @@ struct EventLoop {
     batch_ready_since: Option<Instant>,
     pending_sent: Option<bool>,
     gossip_out: Vec<SignedTransfer>,
+    /// Merges of the transaction index's runs, off the event loop (one at a time).
+    compaction: Option<tokio::task::JoinHandle<()>>,
     /// Connected peers and their connection counts.
     connected: BTreeMap<PeerId, u32>,
     addresses: HashMap<PeerId, BTreeSet<Multiaddr>>,
@@ -733,8 +736,36 @@ impl EventLoop {
                 break Err(e);
             }
         };
+        if let Some(compaction) = self.compaction.take() {
+            // It holds the store: let it finish its merge (crash-safe if killed).
+            let _ = compaction.await;
+        }
         tracing::info!("node stopped");
         result
+    }
+
+    /// Starts merging transaction index runs on a blocking thread if some are due
+    /// and no merge is running (a few merges per round, so a stop waits little).
+    fn compact_index(&mut self) {
+        if self.compaction.as_ref().is_some_and(|c| !c.is_finished()) {
+            return;
+        }
+        let store = self.store.clone();
+        self.compaction = Some(tokio::task::spawn_blocking(move || {
+            for _ in 0..4 {
+                match store.compact_index() {
+                    Ok(true) => {
+                        tracing::debug!(runs = store.index_runs(), "merged transaction index runs");
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        // Lookups go on with the unmerged runs; retried next round.
+                        tracing::warn!(error = %e, "cannot merge transaction index runs");
+                        break;
+                    }
+                }
+            }
+        }));
     }
 
     // ----- consensus -----
@@ -1957,6 +1988,7 @@ impl EventLoop {
 
     fn on_slow_tick(&mut self) -> Result<(), NodeError> {
         self.redial();
+        self.compact_index();
         let now = Instant::now();
         let served: Vec<PeerId> = self
             .banned

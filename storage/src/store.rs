@@ -406,6 +406,8 @@ pub struct Store<S: Schema> {
     bodies: Log,
     /// The transaction index's run files.
     runs: Runs,
+    /// Held by a merge of runs (one at a time).
+    compacting: std::sync::Mutex<()>,
     /// The entries of `tx_recent` in memory, by prefix (written out as a run at
     /// `index_run_entries`).
     recent: std::sync::Mutex<Recent>,
@@ -536,6 +538,7 @@ impl<S: Schema> Store<S> {
             fragments,
             bodies,
             runs,
+            compacting: std::sync::Mutex::new(()),
             recent: std::sync::Mutex::new(recent),
             body_bytes: std::sync::atomic::AtomicU64::new(body_bytes),
             config,
@@ -864,7 +867,7 @@ impl<S: Schema> Store<S> {
                 let seq = self.runs.next_seq();
                 let record = self.runs.write_run(seq, &group)?;
                 let sealed = seal(TX_RUNS.name, &height_key(seq), &record)?;
-                self.runs.publish(seq, record);
+                self.runs.publish(seq, record)?;
                 written.push((seq, sealed));
             }
             let txn = self.db.begin_write().map_err(StoreError::db)?;
@@ -893,6 +896,49 @@ impl<S: Schema> Store<S> {
                 Err(e)
             }
         }
+    }
+
+    /// Merges one group of transaction index runs if one is due (see
+    /// [`crate::txindex`]); true if it did, so the caller may call again. Safe
+    /// alongside commits and lookups; reads and writes the group's entries (6 bytes
+    /// each) once, so run it off the latency-critical path.
+    pub fn compact_index(&self) -> Result<bool, StoreError> {
+        let _one_at_a_time = self
+            .compacting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tip = self.tip()?.unwrap_or(0);
+        let unit = self.config.index_run_entries.max(1);
+        let Some(inputs) = self.runs.merge_candidates(unit, tip) else {
+            return Ok(false);
+        };
+        let seq = self.runs.next_seq();
+        let record = self.runs.merge(seq, &inputs)?;
+        let recorded = (|| -> Result<(), StoreError> {
+            let sealed = seal(TX_RUNS.name, &height_key(seq), &record)?;
+            let txn = self.db.begin_write().map_err(StoreError::db)?;
+            {
+                let mut runs = txn.open_table(TX_RUNS.definition).map_err(StoreError::db)?;
+                runs.insert(seq, sealed.as_slice())
+                    .map_err(StoreError::db)?;
+                for input in &inputs {
+                    runs.remove(input.seq()).map_err(StoreError::db)?;
+                }
+            }
+            txn.commit().map_err(StoreError::db)
+        })();
+        // On an error the merged file may still have been recorded (a commit error
+        // after the write became durable): then the next open keeps it and deletes
+        // the inputs' files. Until then lookups use the inputs, still on disk.
+        recorded?;
+        self.runs.replace(&inputs, seq, record)?;
+        Ok(true)
+    }
+
+    /// Number of transaction index run files (what a lookup reads one block of
+    /// each).
+    pub fn index_runs(&self) -> usize {
+        self.runs.count()
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {

@@ -22,11 +22,24 @@
 //!   heights (entries further apart go to separate runs); the first prefix of each block (its
 //!   fence) is kept in the run's record and in memory, so a lookup reads one block
 //!   (1 KiB) per run.
+//! - Runs are merged so that lookups do not read one block per 65,536 transactions
+//!   forever: [`MERGE_FANOUT`] neighbouring runs (by height) of one size level
+//!   (level 0 below `FANOUT` x `index_run_entries` entries, level 1 below
+//!   `FANOUT`^2 x, ...) whose heights fit one run's span are merged, streaming,
+//!   into one new run; it replaces them in one redb transaction, then their files
+//!   are deleted (a crash in between leaves unrecorded files, deleted on open).
+//!   Runs keep their files open, so a lookup that started before a merge still
+//!   reads the runs it chose. With N transactions and H heights, the runs number
+//!   about `(FANOUT - 1) x log_FANOUT(N / index_run_entries)` plus one per
+//!   [`RUN_SPAN`] heights.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +54,8 @@ pub(crate) const RUN_SPAN: u64 = 1 << 16;
 const CHECKSUM_LEN: usize = 16;
 const BLOCK_BYTES: usize = BLOCK_ENTRIES * ENTRY_BYTES + CHECKSUM_LEN;
 const SUFFIX: &str = "run";
+/// Runs merged into one at a time.
+pub(crate) const MERGE_FANOUT: usize = 8;
 const NAME: &str = "tx_index";
 
 /// What the store records of a run (sealed in the `tx_runs` table, keyed by seq).
@@ -54,16 +69,29 @@ pub(crate) struct RunRecord {
     pub fences: Vec<u32>,
 }
 
+/// A run, with its file open: a merge that replaces it may delete the file while a
+/// lookup still reads it.
 #[derive(Debug)]
-struct Run {
+pub(crate) struct Run {
     seq: u64,
     record: RunRecord,
+    file: File,
 }
 
-/// The runs on disk, shared by lookups and the writer.
+impl Run {
+    /// Its sequence number.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// The runs on disk, shared by lookups, the writer and merges.
 pub(crate) struct Runs {
     dir: PathBuf,
+    /// Sorted by base height (runs never overlap in height).
     runs: RwLock<Vec<Arc<Run>>>,
+    /// The next sequence number to hand out.
+    next: AtomicU64,
 }
 
 fn io_error(what: String, e: std::io::Error) -> StoreError {
@@ -116,33 +144,38 @@ impl Runs {
         let runs = Runs {
             dir,
             runs: RwLock::new(Vec::new()),
+            next: AtomicU64::new(recorded.iter().map(|(s, _)| s + 1).max().unwrap_or(0)),
         };
         for (seq, record) in recorded {
-            let path = runs.path(seq);
-            let len = fs::metadata(&path)
-                .map_err(|e| {
-                    io_error(
-                        format!("run {} is recorded but unreadable", path.display()),
-                        e,
-                    )
-                })?
-                .len();
-            if len != run_bytes(record.entries)
-                || record.fences.len() as u64 != blocks(record.entries)
-            {
-                return Err(StoreError::Corrupt {
-                    table: NAME,
-                    key: format!("run {seq:016x}"),
-                    reason: format!(
-                        "file is {len} bytes with {} fences for {} entries",
-                        record.fences.len(),
-                        record.entries
-                    ),
-                });
-            }
-            runs.write().push(Arc::new(Run { seq, record }));
+            runs.publish(seq, record)?;
         }
         Ok(runs)
+    }
+
+    /// Opens run `seq`'s file and checks its length against `record`.
+    fn load(&self, seq: u64, record: RunRecord) -> Result<Run, StoreError> {
+        let path = self.path(seq);
+        let unreadable = |e| {
+            io_error(
+                format!("run {} is recorded but unreadable", path.display()),
+                e,
+            )
+        };
+        let file = File::open(&path).map_err(unreadable)?;
+        let len = file.metadata().map_err(unreadable)?.len();
+        if len != run_bytes(record.entries) || record.fences.len() as u64 != blocks(record.entries)
+        {
+            return Err(StoreError::Corrupt {
+                table: NAME,
+                key: format!("run {seq:016x}"),
+                reason: format!(
+                    "file is {len} bytes with {} fences for {} entries",
+                    record.fences.len(),
+                    record.entries
+                ),
+            });
+        }
+        Ok(Run { seq, record, file })
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Run>>> {
@@ -153,10 +186,17 @@ impl Runs {
         self.dir.join(format!("{seq:016x}.{SUFFIX}"))
     }
 
-    /// The next run's sequence number.
+    /// A new run's sequence number (never handed out twice).
     pub(crate) fn next_seq(&self) -> u64 {
-        let runs = self.runs.read().unwrap_or_else(PoisonError::into_inner);
-        runs.last().map_or(0, |r| r.seq + 1)
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Number of runs.
+    pub(crate) fn count(&self) -> usize {
+        self.runs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Number of runs and bytes of their files.
@@ -181,22 +221,8 @@ impl Runs {
             if from >= to {
                 continue;
             }
-            let path = self.path(run.seq);
-            let file = File::open(&path)
-                .map_err(|e| io_error(format!("cannot open {}", path.display()), e))?;
             for block in from..to {
-                let in_block = block_entries(run.record.entries, block as u64);
-                let mut bytes = vec![0u8; in_block * ENTRY_BYTES + CHECKSUM_LEN];
-                file.read_exact_at(&mut bytes, (block * BLOCK_BYTES) as u64)
-                    .map_err(|e| io_error(format!("cannot read {}", path.display()), e))?;
-                let (entries, sum) = bytes.split_at(in_block * ENTRY_BYTES);
-                if sum != block_checksum(run.seq, block as u64, entries) {
-                    return Err(StoreError::Corrupt {
-                        table: NAME,
-                        key: format!("run {:016x} block {block}", run.seq),
-                        reason: "checksum mismatch".into(),
-                    });
-                }
+                let entries = self.read_block(&run, block as u64)?;
                 for entry in entries.chunks_exact(ENTRY_BYTES) {
                     let p = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]);
                     if p == prefix {
@@ -209,6 +235,24 @@ impl Runs {
         Ok(())
     }
 
+    /// Block `block` of `run`: its entries, checksum checked.
+    fn read_block(&self, run: &Run, block: u64) -> Result<Vec<u8>, StoreError> {
+        let in_block = block_entries(run.record.entries, block);
+        let mut bytes = vec![0u8; in_block * ENTRY_BYTES + CHECKSUM_LEN];
+        run.file
+            .read_exact_at(&mut bytes, block * BLOCK_BYTES as u64)
+            .map_err(|e| io_error(format!("cannot read {}", self.path(run.seq).display()), e))?;
+        let sum = bytes.split_off(in_block * ENTRY_BYTES);
+        if sum != block_checksum(run.seq, block, &bytes) {
+            return Err(StoreError::Corrupt {
+                table: NAME,
+                key: format!("run {:016x} block {block}", run.seq),
+                reason: "checksum mismatch".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Writes `entries` (sorted by prefix, then height, spanning at most
     /// [`RUN_SPAN`] heights) as run `seq`, durably, and returns its record. The caller records it in the transaction that removes
     /// the entries from `tx_recent`, then calls [`Self::publish`].
@@ -218,46 +262,146 @@ impl Runs {
         entries: &[(u32, u64)],
     ) -> Result<RunRecord, StoreError> {
         let base = entries.iter().map(|(_, h)| *h).min().unwrap_or(0);
-        let path = self.path(seq);
-        let mut out = Vec::with_capacity(run_bytes(entries.len() as u64) as usize);
-        let mut fences = Vec::with_capacity(entries.len().div_ceil(BLOCK_ENTRIES));
-        for (block, chunk) in entries.chunks(BLOCK_ENTRIES).enumerate() {
-            fences.push(chunk[0].0);
-            let start = out.len();
-            for (prefix, height) in chunk {
-                let delta = u16::try_from(height - base).map_err(|_| StoreError::Corrupt {
-                    table: NAME,
-                    key: format!("run {seq:016x}"),
-                    reason: format!("heights {base}..={height} span more than {RUN_SPAN} blocks"),
-                })?;
-                out.extend_from_slice(&prefix.to_be_bytes());
-                out.extend_from_slice(&delta.to_le_bytes());
+        let written = RunWriter::create(self, seq, base).and_then(|mut writer| {
+            for (prefix, height) in entries {
+                writer.push(*prefix, *height)?;
             }
-            let sum = block_checksum(seq, block as u64, &out[start..]);
-            out.extend_from_slice(&sum);
+            writer.finish()
+        });
+        if written.is_err() {
+            self.discard(seq);
         }
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&path)?;
-            file.write_all(&out)?;
-            file.sync_all()?;
-            File::open(&self.dir)?.sync_all()
+        written
+    }
+
+    /// Runs due for a merge: the oldest [`MERGE_FANOUT`] neighbours of one size
+    /// level whose heights fit one run. `unit` is `index_run_entries`; `tip` the
+    /// highest height any run may hold.
+    pub(crate) fn merge_candidates(&self, unit: u64, tip: u64) -> Option<Vec<Arc<Run>>> {
+        let runs = self.runs.read().unwrap_or_else(PoisonError::into_inner);
+        let level = |entries: u64| {
+            let mut level = 0u32;
+            let mut bound = unit.max(1).saturating_mul(MERGE_FANOUT as u64);
+            while entries >= bound && bound < u64::MAX {
+                level += 1;
+                bound = bound.saturating_mul(MERGE_FANOUT as u64);
+            }
+            level
         };
-        write().map_err(|e| io_error(format!("cannot write {}", path.display()), e))?;
-        Ok(RunRecord {
-            base,
-            entries: entries.len() as u64,
-            fences,
+        (0..runs.len().saturating_sub(MERGE_FANOUT - 1)).find_map(|i| {
+            let group = &runs[i..i + MERGE_FANOUT];
+            let first = level(group[0].record.entries);
+            if group.iter().any(|r| level(r.record.entries) != first) {
+                return None;
+            }
+            // Every height of the group is below the next run's base (or above the
+            // tip): the merged run's heights must fit its 16-bit offsets.
+            let end = runs
+                .get(i + MERGE_FANOUT)
+                .map_or(tip.saturating_add(1), |next| next.record.base);
+            (end.saturating_sub(group[0].record.base) <= RUN_SPAN).then(|| group.to_vec())
         })
+    }
+
+    /// Merges `inputs` (see [`Self::merge_candidates`]) into run `seq`, durably,
+    /// reading and writing one block at a time. The caller records it in place of
+    /// the inputs, then calls [`Self::replace`].
+    pub(crate) fn merge(&self, seq: u64, inputs: &[Arc<Run>]) -> Result<RunRecord, StoreError> {
+        let base = inputs.iter().map(|r| r.record.base).min().unwrap_or(0);
+        let merged = self.merge_into(RunWriter::create(self, seq, base)?, inputs);
+        if merged.is_err() {
+            self.discard(seq);
+        }
+        merged
+    }
+
+    fn merge_into(
+        &self,
+        mut writer: RunWriter<'_>,
+        inputs: &[Arc<Run>],
+    ) -> Result<RunRecord, StoreError> {
+        // One cursor per input: its current block, position in it, next block.
+        struct Cursor {
+            entries: Vec<u8>,
+            at: usize,
+            next_block: u64,
+        }
+        let mut cursors: Vec<Cursor> = inputs
+            .iter()
+            .map(|_| Cursor {
+                entries: Vec::new(),
+                at: 0,
+                next_block: 0,
+            })
+            .collect();
+        let mut heap = BinaryHeap::new();
+        let advance = |i: usize, cursor: &mut Cursor| -> Result<Option<(u32, u64)>, StoreError> {
+            let run = &inputs[i];
+            if cursor.at >= cursor.entries.len() {
+                if cursor.next_block >= blocks(run.record.entries) {
+                    return Ok(None);
+                }
+                cursor.entries = self.read_block(run, cursor.next_block)?;
+                cursor.next_block += 1;
+                cursor.at = 0;
+            }
+            let e = &cursor.entries[cursor.at..cursor.at + ENTRY_BYTES];
+            cursor.at += ENTRY_BYTES;
+            let prefix = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+            let height = run.record.base + u64::from(u16::from_le_bytes([e[4], e[5]]));
+            Ok(Some((prefix, height)))
+        };
+        for (i, cursor) in cursors.iter_mut().enumerate() {
+            if let Some((prefix, height)) = advance(i, cursor)? {
+                heap.push(Reverse((prefix, height, i)));
+            }
+        }
+        while let Some(Reverse((prefix, height, i))) = heap.pop() {
+            writer.push(prefix, height)?;
+            if let Some((prefix, height)) = advance(i, &mut cursors[i])? {
+                heap.push(Reverse((prefix, height, i)));
+            }
+        }
+        writer.finish()
+    }
+
+    /// Makes a merged run visible in place of `inputs`, in one step for lookups,
+    /// then deletes the inputs' files (lookups that hold them keep reading them).
+    pub(crate) fn replace(
+        &self,
+        inputs: &[Arc<Run>],
+        seq: u64,
+        record: RunRecord,
+    ) -> Result<(), StoreError> {
+        let merged = Arc::new(self.load(seq, record)?);
+        {
+            let mut runs = self.write();
+            runs.retain(|r| !inputs.iter().any(|i| i.seq == r.seq));
+            let at = runs.partition_point(|r| r.record.base < merged.record.base);
+            runs.insert(at, merged);
+        }
+        for input in inputs {
+            let path = self.path(input.seq);
+            fs::remove_file(&path)
+                .map_err(|e| io_error(format!("cannot remove {}", path.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the file of a run that was written but not recorded.
+    pub(crate) fn discard(&self, seq: u64) {
+        // An unrecorded file is deleted on the next open anyway.
+        let _ = fs::remove_file(self.path(seq));
     }
 
     /// Makes a written run visible to lookups (before its entries leave
     /// `tx_recent`, so a lookup in between sees them twice rather than not at all).
-    pub(crate) fn publish(&self, seq: u64, record: RunRecord) {
-        self.write().push(Arc::new(Run { seq, record }));
+    pub(crate) fn publish(&self, seq: u64, record: RunRecord) -> Result<(), StoreError> {
+        let run = Arc::new(self.load(seq, record)?);
+        let mut runs = self.write();
+        let at = runs.partition_point(|r| r.record.base < run.record.base);
+        runs.insert(at, run);
+        Ok(())
     }
 
     /// Forgets a run whose recording failed. Its file stays: the commit may have
@@ -271,6 +415,106 @@ impl Runs {
     #[cfg(test)]
     pub(crate) fn dir(&self) -> &std::path::Path {
         &self.dir
+    }
+}
+
+/// Writes a run file block by block.
+struct RunWriter<'a> {
+    runs: &'a Runs,
+    seq: u64,
+    base: u64,
+    out: BufWriter<File>,
+    block: Vec<u8>,
+    in_block: usize,
+    blocks: u64,
+    entries: u64,
+    fences: Vec<u32>,
+}
+
+impl<'a> RunWriter<'a> {
+    fn create(runs: &'a Runs, seq: u64, base: u64) -> Result<Self, StoreError> {
+        let path = runs.path(seq);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error(format!("cannot create {}", path.display()), e))?;
+        Ok(RunWriter {
+            runs,
+            seq,
+            base,
+            out: BufWriter::with_capacity(256 * 1024, file),
+            block: Vec::with_capacity(BLOCK_ENTRIES * ENTRY_BYTES),
+            in_block: 0,
+            blocks: 0,
+            entries: 0,
+            fences: Vec::new(),
+        })
+    }
+
+    fn error(&self, e: std::io::Error) -> StoreError {
+        io_error(
+            format!("cannot write {}", self.runs.path(self.seq).display()),
+            e,
+        )
+    }
+
+    /// Adds an entry (entries come sorted by prefix, then height).
+    fn push(&mut self, prefix: u32, height: u64) -> Result<(), StoreError> {
+        let delta = height
+            .checked_sub(self.base)
+            .and_then(|d| u16::try_from(d).ok())
+            .ok_or_else(|| StoreError::Corrupt {
+                table: NAME,
+                key: format!("run {:016x}", self.seq),
+                reason: format!(
+                    "heights {}..={height} span more than {RUN_SPAN} blocks",
+                    self.base
+                ),
+            })?;
+        if self.in_block == 0 {
+            self.fences.push(prefix);
+        }
+        self.block.extend_from_slice(&prefix.to_be_bytes());
+        self.block.extend_from_slice(&delta.to_le_bytes());
+        self.in_block += 1;
+        self.entries += 1;
+        if self.in_block == BLOCK_ENTRIES {
+            self.end_block()?;
+        }
+        Ok(())
+    }
+
+    fn end_block(&mut self) -> Result<(), StoreError> {
+        let sum = block_checksum(self.seq, self.blocks, &self.block);
+        let written = self
+            .out
+            .write_all(&self.block)
+            .and_then(|()| self.out.write_all(&sum));
+        written.map_err(|e| self.error(e))?;
+        self.block.clear();
+        self.in_block = 0;
+        self.blocks += 1;
+        Ok(())
+    }
+
+    /// Ends the last block and makes the file durable.
+    fn finish(mut self) -> Result<RunRecord, StoreError> {
+        if self.in_block > 0 {
+            self.end_block()?;
+        }
+        let synced = self
+            .out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_all())
+            .and_then(|()| File::open(&self.runs.dir)?.sync_all());
+        synced.map_err(|e| self.error(e))?;
+        Ok(RunRecord {
+            base: self.base,
+            entries: self.entries,
+            fences: self.fences,
+        })
     }
 }
 
@@ -319,7 +563,7 @@ mod tests {
         let record = runs.write_run(runs.next_seq(), &entries).unwrap();
         assert_eq!(record.base, 500);
         assert_eq!(record.fences.len(), 8);
-        runs.publish(0, record.clone());
+        runs.publish(0, record.clone()).unwrap();
         for p in 0..13u32 {
             let mut found = Vec::new();
             runs.lookup(p * 1000, &mut found).unwrap();
@@ -379,7 +623,7 @@ mod tests {
         for group in groups {
             let seq = runs.next_seq();
             let record = runs.write_run(seq, &group).unwrap();
-            runs.publish(seq, record);
+            runs.publish(seq, record).unwrap();
         }
         for prefix in [5, 9, 12] {
             let mut found = Vec::new();
@@ -397,5 +641,78 @@ mod tests {
             runs.write_run(runs.next_seq(), &[(1, 0), (1, RUN_SPAN)])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn merges_keep_every_entry_within_the_span_and_running_lookups_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = Runs::open(dir.path().join("tx"), Vec::new()).unwrap();
+        let mut recorded = Vec::new();
+        for r in 0..8u64 {
+            // Few prefixes, so equal prefixes meet across runs and blocks.
+            let mut entries: Vec<(u32, u64)> = (0..50u64)
+                .map(|i| (((i * 31 + r * 7) % 11) as u32, 100 + r * 10 + i % 10))
+                .collect();
+            entries.sort_unstable();
+            let seq = runs.next_seq();
+            let record = runs.write_run(seq, &entries).unwrap();
+            runs.publish(seq, record.clone()).unwrap();
+            recorded.push((seq, record));
+        }
+        let found = |runs: &Runs| -> Vec<Vec<u64>> {
+            (0..11)
+                .map(|p| {
+                    let mut out = Vec::new();
+                    runs.lookup(p, &mut out).unwrap();
+                    out.sort_unstable();
+                    out
+                })
+                .collect()
+        };
+        let before = found(&runs);
+        assert_eq!(before.iter().map(Vec::len).sum::<usize>(), 400);
+        // Heights 100..=179: with a tip that far, one run could not hold them.
+        assert!(runs.merge_candidates(50, 100 + RUN_SPAN).is_none());
+        let inputs = runs.merge_candidates(50, 179).unwrap();
+        assert_eq!(inputs.len(), MERGE_FANOUT);
+        let seq = runs.next_seq();
+        let record = runs.merge(seq, &inputs).unwrap();
+        assert_eq!((record.base, record.entries), (100, 400));
+        // A crash now: the merged run is unrecorded, so it goes on open.
+        let path = runs.path(seq);
+        assert!(path.exists());
+        drop(runs);
+        let runs = Runs::open(dir.path().join("tx"), recorded.clone()).unwrap();
+        assert!(!path.exists());
+        assert_eq!(found(&runs), before);
+        // Merged and recorded this time.
+        let inputs = runs.merge_candidates(50, 179).unwrap();
+        let seq = runs.next_seq();
+        let record = runs.merge(seq, &inputs).unwrap();
+        runs.replace(&inputs, seq, record.clone()).unwrap();
+        assert_eq!(runs.count(), 1);
+        assert_eq!(found(&runs), before);
+        assert_eq!(runs.bytes(), run_bytes(400));
+        // The inputs' files are gone, and a lookup that still holds them reads on.
+        assert!(!runs.path(inputs[0].seq).exists());
+        assert_eq!(
+            runs.read_block(&inputs[0], 0).unwrap().len(),
+            50 * ENTRY_BYTES
+        );
+        drop(inputs);
+        drop(runs);
+        let runs = Runs::open(dir.path().join("tx"), vec![(seq, record)]).unwrap();
+        assert_eq!(found(&runs), before);
+        assert_eq!(fs::read_dir(runs.dir()).unwrap().count(), 1);
+        // Runs merge with runs of their own size level only: the merged one (400
+        // entries, level 1 for a unit of 50) waits while 8 new small ones merge.
+        for r in 0..8u64 {
+            assert!(runs.merge_candidates(50, 300).is_none(), "{r} small runs");
+            let seq = runs.next_seq();
+            let record = runs.write_run(seq, &[(3, 200 + r)]).unwrap();
+            runs.publish(seq, record).unwrap();
+        }
+        let inputs = runs.merge_candidates(50, 300).unwrap();
+        assert!(inputs.iter().all(|r| r.record.entries == 1));
     }
 }

@@ -533,6 +533,74 @@ fn the_transaction_index_finds_every_height_across_runs_and_reopen() -> TestResu
 }
 
 #[test]
+fn index_runs_are_merged_and_every_transaction_is_still_found() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.redb");
+    let config = StoreConfig {
+        index_run_entries: 16,
+        ..config(0, 100)
+    };
+    let check = |store: &Store<TestSchema>, top: u64| -> TestResult {
+        for h in 1..=top {
+            for id in ids_of(h, 16) {
+                let heights = store.tx_heights(&id)?;
+                assert!(heights.contains(&h), "height {h} missing: {heights:?}");
+            }
+        }
+        assert!(store.tx_heights(&[0x5a; 32])?.is_empty());
+        Ok(())
+    };
+    let runs_dir = dir.path().join("s.redb.segments").join("txindex");
+    let files = || -> std::io::Result<usize> { Ok(std::fs::read_dir(&runs_dir)?.count()) };
+    {
+        let store = Store::<TestSchema>::open(&path, config)?;
+        // One 16-entry run per block: 8 of them are due for a merge, and the 8
+        // merged runs of 128 in turn.
+        for h in 1..=200 {
+            let mut block = block(h, 0);
+            block.tx_ids = ids_of(h, 16);
+            store.commit_block(block)?;
+            while store.compact_index()? {}
+            match h {
+                7 => assert_eq!(store.index_runs(), 7, "merges wait for 8 runs of a level"),
+                8 => assert_eq!(store.index_runs(), 1, "8 runs of 16 make one of 128"),
+                _ => {}
+            }
+            // At most 7 runs of each size level (16, 128 and 1,024 entries here).
+            assert!(
+                store.index_runs() <= 3 * 7,
+                "{} runs at {h}",
+                store.index_runs()
+            );
+            if h % 50 == 0 {
+                check(&store, h)?;
+            }
+        }
+        // 200 runs of 16 merged, as 200 in base 8 (3*64 + 1*8 + 0): 3 runs of
+        // 1,024 entries and 1 of 128.
+        assert_eq!(store.index_runs(), 3 + 1);
+        assert_eq!(
+            files()?,
+            store.index_runs(),
+            "merged inputs' files are deleted"
+        );
+        let sizes: std::collections::BTreeMap<&str, u64> =
+            store.table_bytes()?.into_iter().collect();
+        let blocks = |entries: u64| entries.div_ceil(128);
+        assert_eq!(
+            sizes["tx_index_runs"],
+            200 * 16 * 6 + (3 * blocks(1024) + blocks(128)) * 16,
+            "{sizes:?}"
+        );
+    }
+    let store = Store::<TestSchema>::open(&path, config)?;
+    assert_eq!(store.index_runs(), 4);
+    check(&store, 200)?;
+    assert!(!store.compact_index()?, "nothing due");
+    Ok(())
+}
+
+#[test]
 fn full_records_of_one_id_are_kept_per_height() -> TestResult {
     let dir = tempfile::tempdir()?;
     let store = Store::<TestSchema>::open(&dir.path().join("s.redb"), config(0, 100))?;
