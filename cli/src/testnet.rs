@@ -211,6 +211,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
             storage: Default::default(),
             mempool: Default::default(),
             connections: Default::default(),
+            api: Default::default(),
         };
         fs::write(node_dir(dir, i).join("node.toml"), config.to_toml()?)?;
     }

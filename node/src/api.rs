@@ -125,7 +125,7 @@ type ApiResult = Result<Response, ApiError>;
 
 /// Serves the API until `shutdown` turns true.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::api_listener::LimitedListener,
     state: ApiState,
     mut shutdown: watch::Receiver<bool>,
 ) {

@@ -34,6 +34,10 @@
 //! incoming_max = 256
 //! pending_incoming_max = 64
 //! per_peer_max = 4
+//!
+//! [api]
+//! connections_max = 512
+//! idle_timeout_secs = 60
 //! ```
 
 use std::net::SocketAddr;
@@ -82,6 +86,29 @@ pub struct NodeConfig {
     /// libp2p connection limits.
     #[serde(default)]
     pub connections: ConnectionLimits,
+    /// HTTP API limits.
+    #[serde(default)]
+    pub api: ApiLimits,
+}
+
+/// HTTP API limits: clients that hold connections open without sending can fill
+/// the API's slots, but not the process's file descriptors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiLimits {
+    /// Open client connections at most; more wait in the kernel's backlog.
+    pub connections_max: usize,
+    /// A connection whose client sends nothing for this long is closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            connections_max: 512,
+            idle_timeout_secs: 60,
+        }
+    }
 }
 
 /// Block building: a block is proposed when it is full (count or bytes) or the delay
@@ -335,6 +362,12 @@ impl NodeConfig {
                     .into(),
             );
         }
+        if !(1..=65_536).contains(&self.api.connections_max) {
+            return Err("api.connections_max must be between 1 and 65536".into());
+        }
+        if !(1..=86_400).contains(&self.api.idle_timeout_secs) {
+            return Err("api.idle_timeout_secs must be between 1 and 86400".into());
+        }
         if self.listen.is_empty() {
             return Err("listen needs at least one address".into());
         }
@@ -366,6 +399,7 @@ mod tests {
         assert_eq!(c.api_address.ip().to_string(), "127.0.0.1");
         assert_eq!(c.consensus, ConsensusTuning::default());
         assert_eq!(c.connections, ConnectionLimits::default());
+        assert_eq!(c.api, ApiLimits::default());
     }
 
     #[test]
@@ -439,6 +473,14 @@ mod tests {
             (
                 "key_file = \"k\"\ngenesis_file = \"g\"\n[connections]\nincoming = 5\n",
                 "unknown field",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[api]\nconnections_max = 0\n",
+                "api.connections_max",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[api]\nidle_timeout_secs = 0\n",
+                "api.idle_timeout_secs",
             ),
         ];
         for (text, expect) in cases {

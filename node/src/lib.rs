@@ -22,6 +22,7 @@
 //! ```
 
 pub mod api;
+pub mod api_listener;
 pub mod block;
 pub mod chain;
 pub mod config;

@@ -503,6 +503,11 @@ pub async fn start(
         verify_backlog: verify_backlog.clone(),
         signatures: signatures.clone(),
     };
+    let listener = crate::api_listener::LimitedListener::new(
+        listener,
+        config.api.connections_max,
+        Duration::from_secs(config.api.idle_timeout_secs),
+    );
     let api_task = tokio::spawn(api::serve(listener, api_state, shutdown_rx.clone()));
 
     // Bounded by GOSSIP_VERIFY_IN_FLIGHT_MAX jobs, each sending one result.
