@@ -40,6 +40,8 @@ pub struct Metrics {
     pub peers_banned: Gauge,
     /// Connections refused, by reason (`banned`, `limit`).
     pub connections_denied: Family<Labels, Counter>,
+    /// Run files of the transaction index (a lookup reads one block of each).
+    pub tx_index_runs: Gauge,
     /// Transactions submitted through this node's API.
     pub transactions_submitted: Counter,
     /// Consensus messages not sent: the validator was unreachable or its queue full.
@@ -77,6 +79,7 @@ impl Metrics {
         let peers_connected = Gauge::default();
         let peers_banned = Gauge::default();
         let connections_denied = Family::<Labels, Counter>::default();
+        let tx_index_runs = Gauge::default();
         let transactions_submitted = Counter::default();
         let consensus_dropped = Counter::default();
         let block_transactions_unchecked = Counter::default();
@@ -138,6 +141,11 @@ impl Metrics {
             connections_denied.clone(),
         );
         registry.register(
+            "tx_index_runs",
+            "Run files of the transaction index: a lookup reads one block of each (merged 8 at a time)",
+            tx_index_runs.clone(),
+        );
+        registry.register(
             "transactions_submitted",
             "Transactions accepted through this node's HTTP API",
             transactions_submitted.clone(),
@@ -167,6 +175,7 @@ impl Metrics {
             peers_connected,
             peers_banned,
             connections_denied,
+            tx_index_runs,
             transactions_submitted,
             consensus_dropped,
             block_transactions_unchecked,

@@ -752,6 +752,9 @@ impl EventLoop {
     /// Starts merging transaction index runs on a blocking thread if some are due
     /// and no merge is running (a few merges per round, so a stop waits little).
     fn compact_index(&mut self) {
+        self.metrics
+            .tx_index_runs
+            .set(i64::try_from(self.store.index_runs()).unwrap_or(i64::MAX));
         if self.compaction.as_ref().is_some_and(|c| !c.is_finished()) {
             return;
         }
