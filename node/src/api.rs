@@ -239,6 +239,11 @@ async fn read_body(mut body: Body) -> Result<Vec<u8>, ApiError> {
         // Far too large to be worth draining: answer at once.
         return Err(body_too_large());
     }
+    if declared > REQUEST_BYTES_MAX as u64 {
+        // Declared too large: nothing of it is kept.
+        drain(body, 0).await;
+        return Err(body_too_large());
+    }
     let mut bytes = Vec::with_capacity(
         usize::try_from(declared)
             .unwrap_or(0)

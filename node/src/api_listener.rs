@@ -1,5 +1,5 @@
 //! The HTTP API's listener: at most a set number of open client connections, each
-//! closed after a while without a byte from the client.
+//! closed after a while without a byte from or to the client.
 //!
 //! Without these, clients that open connections and send nothing (or dribble a
 //! header) would hold a task and a file descriptor each for as long as they liked,
@@ -29,8 +29,9 @@ pub struct LimitedListener {
 
 impl LimitedListener {
     /// At most `max` (at least 1) connections open at once, each closed after
-    /// `idle` without a byte from the client (waiting for the node's answer does not
-    /// count as idle).
+    /// `idle` without a byte read from or written to the client. The server reads
+    /// (to notice a client leaving) while a handler works, so `idle` must exceed
+    /// the longest handler (rebuilding a block from fragments waits up to 15 s).
     pub fn new(inner: TcpListener, max: usize, idle: Duration) -> Self {
         LimitedListener {
             inner,
@@ -87,7 +88,8 @@ pub struct LimitedStream {
     idle: Duration,
     /// When a read that is waiting for the client gives up.
     deadline: Pin<Box<Sleep>>,
-    /// A read is waiting and `deadline` is armed for it.
+    /// `deadline` is armed: no byte moved since a read started waiting. Bytes
+    /// written clear it, so a long answer to a slow reader is not cut off.
     waiting: bool,
 }
 
@@ -127,7 +129,12 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            // Activity: a waiting read re-arms its deadline from now when woken.
+            self.waiting = false;
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -143,7 +150,11 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.waiting = false;
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -167,7 +178,21 @@ mod tests {
         let listener = LimitedListener::new(inner, max, idle);
         let address =
             axum::serve::Listener::local_addr(&listener).unwrap_or_else(|e| panic!("{e}"));
-        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        // "/slow" answers 10 chunks 100 ms apart: longer than the idle time of
+        // the tests, but never idle.
+        let slow = || async {
+            let chunks = futures::stream::unfold(0u32, |i| async move {
+                if i == 10 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((Ok::<_, io::Error>(format!("chunk{i};")), i + 1))
+            });
+            axum::body::Body::from_stream(chunks)
+        };
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route("/slow", axum::routing::get(slow));
         tokio::spawn(async move { axum::serve(listener, app).await });
         address
     }
@@ -216,6 +241,23 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
         assert!(ask(&mut second).await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_longer_than_the_idle_time_is_not_cut_off() {
+        let address = server(1, Duration::from_millis(300)).await;
+        let mut client = connect(address).await;
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut answer = Vec::new();
+        tokio::time::timeout(LIMIT, client.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("no end of answer within {LIMIT:?}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.contains("chunk9;"), "cut off: {answer}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,7 +98,8 @@ pub struct NodeConfig {
 pub struct ApiLimits {
     /// Open client connections at most; more wait in the kernel's backlog.
     pub connections_max: usize,
-    /// A connection whose client sends nothing for this long is closed.
+    /// A connection with no byte to or from its client for this long is closed
+    /// (at least 30: a handler rebuilding a block waits up to 15 s).
     pub idle_timeout_secs: u64,
 }
 
@@ -162,13 +163,14 @@ pub struct MempoolLimits {
     pub bytes_max: usize,
 }
 
-/// libp2p connection limits. Genesis validators are exempt from `incoming_max`, so
-/// peers filling the incoming slots cannot keep validators apart.
+/// libp2p connection limits. Genesis validators are never refused for
+/// `incoming_max` (their connections count towards it but pass when it is reached),
+/// so peers filling the incoming slots cannot keep validators apart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionLimits {
-    /// Established incoming connections at most, from peers other than the genesis
-    /// validators.
+    /// Established incoming connections at most; a genesis validator's connection
+    /// is let in even beyond it.
     pub incoming_max: u32,
     /// Incoming connections still in their handshake at most.
     pub pending_incoming_max: u32,
@@ -365,8 +367,8 @@ impl NodeConfig {
         if !(1..=65_536).contains(&self.api.connections_max) {
             return Err("api.connections_max must be between 1 and 65536".into());
         }
-        if !(1..=86_400).contains(&self.api.idle_timeout_secs) {
-            return Err("api.idle_timeout_secs must be between 1 and 86400".into());
+        if !(30..=86_400).contains(&self.api.idle_timeout_secs) {
+            return Err("api.idle_timeout_secs must be between 30 and 86400 (a handler rebuilding a block from fragments may take 15 s)".into());
         }
         if self.listen.is_empty() {
             return Err("listen needs at least one address".into());
@@ -479,7 +481,7 @@ mod tests {
                 "api.connections_max",
             ),
             (
-                "key_file = \"k\"\ngenesis_file = \"g\"\n[api]\nidle_timeout_secs = 0\n",
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[api]\nidle_timeout_secs = 29\n",
                 "api.idle_timeout_secs",
             ),
         ];

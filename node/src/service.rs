@@ -1185,7 +1185,10 @@ impl EventLoop {
     fn redial(&mut self) {
         let peers: Vec<PeerId> = self.info.validator_peers.clone();
         for peer in peers {
-            if peer == self.info.peer_id || self.connected.contains_key(&peer) {
+            if peer == self.info.peer_id
+                || self.connected.contains_key(&peer)
+                || self.banned.contains_key(&peer)
+            {
                 continue;
             }
             let Some(addresses) = self.addresses.get(&peer) else {

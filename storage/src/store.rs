@@ -907,30 +907,47 @@ impl<S: Schema> Store<S> {
             .compacting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tip = self.tip()?.unwrap_or(0);
         let unit = self.config.index_run_entries.max(1);
-        let Some(inputs) = self.runs.merge_candidates(unit, tip) else {
+        let Some(inputs) = self
+            .runs
+            .merge_candidates(unit, || Ok(self.tip()?.unwrap_or(0)))?
+        else {
             return Ok(false);
         };
         let seq = self.runs.next_seq();
         let record = self.runs.merge(seq, &inputs)?;
-        let recorded = (|| -> Result<(), StoreError> {
+        // Only recorded runs are replaced: a commit may have published a run it
+        // has not recorded yet (or failed to record). redb runs one write
+        // transaction at a time, so the check and the replacement are atomic.
+        let recorded = (|| -> Result<bool, StoreError> {
             let sealed = seal(TX_RUNS.name, &height_key(seq), &record)?;
             let txn = self.db.begin_write().map_err(StoreError::db)?;
             {
                 let mut runs = txn.open_table(TX_RUNS.definition).map_err(StoreError::db)?;
+                for input in &inputs {
+                    if runs.remove(input.seq()).map_err(StoreError::db)?.is_none() {
+                        return Ok(false);
+                    }
+                }
                 runs.insert(seq, sealed.as_slice())
                     .map_err(StoreError::db)?;
-                for input in &inputs {
-                    runs.remove(input.seq()).map_err(StoreError::db)?;
-                }
             }
-            txn.commit().map_err(StoreError::db)
+            txn.commit().map_err(StoreError::db)?;
+            Ok(true)
         })();
-        // On an error the merged file may still have been recorded (a commit error
-        // after the write became durable): then the next open keeps it and deletes
-        // the inputs' files. Until then lookups use the inputs, still on disk.
-        recorded?;
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                // Dropping the transaction aborted it; the merge is tried again.
+                self.runs.discard(seq);
+                return Ok(false);
+            }
+            // On an error the merged run may still have been recorded (a commit
+            // error after the write became durable): then the next open keeps it and
+            // deletes the inputs' files. Until then lookups use the inputs, still on
+            // disk, and a later merge of them finds their records gone and stops.
+            Err(e) => return Err(e),
+        }
         self.runs.replace(&inputs, seq, record)?;
         Ok(true)
     }
@@ -1368,5 +1385,76 @@ impl<S: Schema> Store<S> {
             t.remove(height).map_err(StoreError::db)?;
         }
         txn.commit().map_err(StoreError::db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    struct Plain;
+
+    impl Schema for Plain {
+        type Header = u64;
+        type Certificate = u64;
+        type AccountKey = u64;
+        type Account = u64;
+        type SafetyRecord = u64;
+        type TxRecord = u64;
+    }
+
+    fn record(store: &Store<Plain>, seq: u64, record: &RunRecord) {
+        let sealed = seal(TX_RUNS.name, &height_key(seq), record).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(TX_RUNS.definition)
+            .unwrap()
+            .insert(seq, sealed.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// A commit publishes its run before its transaction records it: a merge in
+    /// between must leave that run alone (else it deletes a file the commit then
+    /// records, and the store cannot open again).
+    #[test]
+    fn a_merge_never_takes_a_run_its_commit_has_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let config = StoreConfig {
+            index_run_entries: 1,
+            ..StoreConfig::default()
+        };
+        let store = Store::<Plain>::open(&path, config).unwrap();
+        let mut records = Vec::new();
+        for h in 1..=8u64 {
+            let seq = store.runs.next_seq();
+            let run = store.runs.write_run(seq, &[(h as u32, h)]).unwrap();
+            store.runs.publish(seq, run.clone()).unwrap();
+            records.push((seq, run));
+        }
+        // The first 7 are recorded; the 8th is still in its commit.
+        for (seq, run) in &records[..7] {
+            record(&store, *seq, run);
+        }
+        assert!(!store.compact_index().unwrap(), "merged an unrecorded run");
+        assert_eq!(store.index_runs(), 8);
+        let files = || std::fs::read_dir(store.runs.dir()).unwrap().count();
+        assert_eq!(files(), 8, "the abandoned merge's file is removed");
+        // Once recorded, the 8 merge.
+        let (seq, run) = &records[7];
+        record(&store, *seq, run);
+        assert!(store.compact_index().unwrap());
+        assert_eq!(store.index_runs(), 1);
+        assert_eq!(files(), 1);
+        for h in 1..=8u64 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&(h as u32).to_be_bytes());
+            assert_eq!(store.tx_heights(&id).unwrap(), vec![h]);
+        }
+        drop(store);
+        let store = Store::<Plain>::open(&path, config).unwrap();
+        assert_eq!(store.index_runs(), 1);
     }
 }

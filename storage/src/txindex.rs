@@ -275,10 +275,23 @@ impl Runs {
     }
 
     /// Runs due for a merge: the oldest [`MERGE_FANOUT`] neighbours of one size
-    /// level whose heights fit one run. `unit` is `index_run_entries`; `tip` the
-    /// highest height any run may hold.
-    pub(crate) fn merge_candidates(&self, unit: u64, tip: u64) -> Option<Vec<Arc<Run>>> {
-        let runs = self.runs.read().unwrap_or_else(PoisonError::into_inner);
+    /// level whose heights fit one run. `unit` is `index_run_entries`; `tip` gives
+    /// the highest committed height, read after the runs are listed (a run is
+    /// published only after its heights commit, so it bounds every listed run).
+    pub(crate) fn merge_candidates(
+        &self,
+        unit: u64,
+        tip: impl FnOnce() -> Result<u64, StoreError>,
+    ) -> Result<Option<Vec<Arc<Run>>>, StoreError> {
+        let runs: Vec<Arc<Run>> = self
+            .runs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if runs.len() < MERGE_FANOUT {
+            return Ok(None);
+        }
+        let tip = tip()?;
         let level = |entries: u64| {
             let mut level = 0u32;
             let mut bound = unit.max(1).saturating_mul(MERGE_FANOUT as u64);
@@ -288,19 +301,19 @@ impl Runs {
             }
             level
         };
-        (0..runs.len().saturating_sub(MERGE_FANOUT - 1)).find_map(|i| {
+        Ok((0..=runs.len() - MERGE_FANOUT).find_map(|i| {
             let group = &runs[i..i + MERGE_FANOUT];
             let first = level(group[0].record.entries);
             if group.iter().any(|r| level(r.record.entries) != first) {
                 return None;
             }
-            // Every height of the group is below the next run's base (or above the
-            // tip): the merged run's heights must fit its 16-bit offsets.
+            // Every height of the group is below the next run's base (or at most
+            // the tip): the merged run's heights must fit its 16-bit offsets.
             let end = runs
                 .get(i + MERGE_FANOUT)
                 .map_or(tip.saturating_add(1), |next| next.record.base);
             (end.saturating_sub(group[0].record.base) <= RUN_SPAN).then(|| group.to_vec())
-        })
+        }))
     }
 
     /// Merges `inputs` (see [`Self::merge_candidates`]) into run `seq`, durably,
@@ -672,8 +685,12 @@ mod tests {
         let before = found(&runs);
         assert_eq!(before.iter().map(Vec::len).sum::<usize>(), 400);
         // Heights 100..=179: with a tip that far, one run could not hold them.
-        assert!(runs.merge_candidates(50, 100 + RUN_SPAN).is_none());
-        let inputs = runs.merge_candidates(50, 179).unwrap();
+        assert!(
+            runs.merge_candidates(50, || Ok(100 + RUN_SPAN))
+                .unwrap()
+                .is_none()
+        );
+        let inputs = runs.merge_candidates(50, || Ok(179)).unwrap().unwrap();
         assert_eq!(inputs.len(), MERGE_FANOUT);
         let seq = runs.next_seq();
         let record = runs.merge(seq, &inputs).unwrap();
@@ -686,7 +703,7 @@ mod tests {
         assert!(!path.exists());
         assert_eq!(found(&runs), before);
         // Merged and recorded this time.
-        let inputs = runs.merge_candidates(50, 179).unwrap();
+        let inputs = runs.merge_candidates(50, || Ok(179)).unwrap().unwrap();
         let seq = runs.next_seq();
         let record = runs.merge(seq, &inputs).unwrap();
         runs.replace(&inputs, seq, record.clone()).unwrap();
@@ -707,12 +724,15 @@ mod tests {
         // Runs merge with runs of their own size level only: the merged one (400
         // entries, level 1 for a unit of 50) waits while 8 new small ones merge.
         for r in 0..8u64 {
-            assert!(runs.merge_candidates(50, 300).is_none(), "{r} small runs");
+            assert!(
+                runs.merge_candidates(50, || Ok(300)).unwrap().is_none(),
+                "{r} small runs"
+            );
             let seq = runs.next_seq();
             let record = runs.write_run(seq, &[(3, 200 + r)]).unwrap();
             runs.publish(seq, record).unwrap();
         }
-        let inputs = runs.merge_candidates(50, 300).unwrap();
+        let inputs = runs.merge_candidates(50, || Ok(300)).unwrap().unwrap();
         assert!(inputs.iter().all(|r| r.record.entries == 1));
     }
 }
