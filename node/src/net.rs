@@ -241,6 +241,21 @@ impl std::fmt::Debug for Behaviour {
     }
 }
 
+/// Why a connection was refused, as a metric label: `banned` (the block list),
+/// `limit` (a connection limit) or `other`.
+pub fn denial_reason(cause: &libp2p::swarm::ConnectionDenied) -> &'static str {
+    if cause.downcast_ref::<allow_block_list::Blocked>().is_some() {
+        "banned"
+    } else if cause
+        .downcast_ref::<connection_limits::Exceeded>()
+        .is_some()
+    {
+        "limit"
+    } else {
+        "other"
+    }
+}
+
 /// The gossipsub topic of a chain's transactions.
 pub fn tx_topic(chain: &ChainId) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("mosaic/{}/tx/2", chain.as_str()))
@@ -379,19 +394,6 @@ mod tests {
         Done,
     }
 
-    fn why(cause: &libp2p::swarm::ConnectionDenied) -> &'static str {
-        if cause.downcast_ref::<allow_block_list::Blocked>().is_some() {
-            "banned"
-        } else if cause
-            .downcast_ref::<connection_limits::Exceeded>()
-            .is_some()
-        {
-            "limit"
-        } else {
-            "other"
-        }
-    }
-
     fn node(limits: &ConnectionLimits) -> Swarm<Behaviour> {
         node_with(identity::Keypair::generate_ed25519(), limits, &[])
     }
@@ -449,7 +451,7 @@ mod tests {
                             SwarmEvent::ConnectionEstablished { peer_id, .. } => Seen::Connected(peer_id),
                             SwarmEvent::IncomingConnectionError { error: ListenError::Denied { cause }, .. }
                             | SwarmEvent::OutgoingConnectionError { error: DialError::Denied { cause }, .. } => {
-                                Seen::Denied(why(&cause))
+                                Seen::Denied(denial_reason(&cause))
                             }
                             SwarmEvent::OutgoingConnectionError { .. } => Seen::DialFailed,
                             _ => continue,
@@ -467,7 +469,7 @@ mod tests {
     fn dial(address: Multiaddr) -> Command {
         Box::new(move |s| match s.dial(address) {
             Ok(()) => None,
-            Err(DialError::Denied { cause }) => Some(Seen::Denied(why(&cause))),
+            Err(DialError::Denied { cause }) => Some(Seen::Denied(denial_reason(&cause))),
             Err(_) => Some(Seen::DialFailed),
         })
     }
@@ -549,7 +551,7 @@ mod tests {
                 .addresses(vec![client_address])
                 .build();
             match s.dial(opts) {
-                Err(DialError::Denied { cause }) => Some(Seen::Denied(why(&cause))),
+                Err(DialError::Denied { cause }) => Some(Seen::Denied(denial_reason(&cause))),
                 Err(_) => Some(Seen::DialFailed),
                 Ok(()) => None,
             }

@@ -1246,19 +1246,7 @@ impl EventLoop {
                 error: libp2p::swarm::DialError::Denied { cause },
                 ..
             } => {
-                let reason = if cause
-                    .downcast_ref::<libp2p::allow_block_list::Blocked>()
-                    .is_some()
-                {
-                    "banned"
-                } else if cause
-                    .downcast_ref::<libp2p::connection_limits::Exceeded>()
-                    .is_some()
-                {
-                    "limit"
-                } else {
-                    "other"
-                };
+                let reason = net::denial_reason(&cause);
                 tracing::debug!(reason, "connection denied");
                 self.metrics.connection_denied(reason);
             }
