@@ -244,11 +244,10 @@ async fn read_body(mut body: Body) -> Result<Vec<u8>, ApiError> {
         drain(body, 0).await;
         return Err(body_too_large());
     }
-    let mut bytes = Vec::with_capacity(
-        usize::try_from(declared)
-            .unwrap_or(0)
-            .min(REQUEST_BYTES_MAX),
-    );
+    // The declared length is the client's word: reserve a little, grow as bytes
+    // arrive (else each of the API's connections could pin 4 MiB by declaring it
+    // and sending nothing).
+    let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0).min(64 * 1024));
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
