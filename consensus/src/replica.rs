@@ -85,6 +85,9 @@ pub enum Timer {
         /// The view being changed to.
         view: View,
     },
+    /// A help period ended: peers may be sent again what they were sent in it
+    /// (certified payloads, checkpoints, NEW-VIEW, fetched payloads). Runs always.
+    HelpPeriod,
 }
 
 /// Everything that can happen to a replica.
@@ -223,6 +226,23 @@ pub struct Restored {
     pub delivered: Vec<(SeqNum, Digest)>,
 }
 
+/// What a peer was sent in the current help period ([`Timer::HelpPeriod`]): a
+/// repeated request (a retransmitted or replayed VIEW-CHANGE, the same
+/// FETCH-PAYLOAD again) is answered once per period, so a small message can never
+/// be turned into a flood of payloads.
+#[derive(Debug, Default)]
+struct HelpGiven {
+    /// Certified payloads sent up to here.
+    certified_to: SeqNum,
+    /// The stable checkpoint whose proof was sent.
+    checkpoint: Option<SeqNum>,
+    /// The view whose NEW-VIEW was forwarded.
+    new_view: Option<View>,
+    /// Payloads sent in answer to FETCH-PAYLOAD, and their bytes.
+    payloads: BTreeSet<(SeqNum, Digest)>,
+    payload_bytes: usize,
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     pre_prepare: Option<Signed<PrePrepare>>,
@@ -257,7 +277,11 @@ pub struct Replica {
     last_delivered_digest: Digest,
     /// Certified payloads received ahead of delivery, checked when their turn comes.
     catch_up: BTreeMap<(SeqNum, ReplicaId), (Vec<u8>, CommitCertificate)>,
-    catch_up_bytes: usize,
+    /// Payload bytes in `catch_up`, per sender: each has its own budget, so one
+    /// sender's junk cannot crowd out another's real payloads.
+    catch_up_bytes: BTreeMap<ReplicaId, usize>,
+    /// What each peer was sent in the current help period.
+    help: BTreeMap<ReplicaId, HelpGiven>,
     last_delivered: SeqNum,
     stable: CheckpointProof,
     /// Each replica's recent checkpoints: (seq, digest) -> signed, at most a few each.
@@ -348,7 +372,8 @@ impl Replica {
             delivered,
             delivered_certs: BTreeMap::new(),
             catch_up: BTreeMap::new(),
-            catch_up_bytes: 0,
+            catch_up_bytes: BTreeMap::new(),
+            help: BTreeMap::new(),
             last_delivered,
             last_delivered_digest: last_digest,
             stable,
@@ -377,6 +402,10 @@ impl Replica {
         out.push(Output::EnteredView {
             view: self.view,
             primary: self.primary(),
+        });
+        out.push(Output::SetTimer {
+            timer: Timer::HelpPeriod,
+            after_ticks: self.config.view_change_timeout_ticks,
         });
         // A crash between storing a stable checkpoint and the collected record leaves
         // the record behind it: collect now.
@@ -593,17 +622,7 @@ impl Replica {
             Message::Checkpoint(c) => self.on_checkpoint(c, out),
             Message::ViewChange(vc) => self.on_view_change(from, vc, out),
             Message::NewView { new_view, payloads } => self.on_new_view(new_view, payloads, out),
-            Message::FetchPayload { seq, digest } => {
-                if let Some(payload) = self.payloads.get(&(seq, digest)) {
-                    out.push(Output::Send {
-                        to: from,
-                        message: Message::Payload {
-                            seq,
-                            payload: payload.clone(),
-                        },
-                    });
-                }
-            }
+            Message::FetchPayload { seq, digest } => self.on_fetch_payload(from, seq, digest, out),
             Message::Payload { seq, payload } => self.on_payload(seq, payload, out),
             Message::Certified {
                 payload,
@@ -612,7 +631,36 @@ impl Replica {
         }
     }
 
-    /// Buffers a message for a view not yet entered, bounded.
+    /// Answers a FETCH-PAYLOAD with a payload we hold: each (seq, digest) once per
+    /// peer per help period, within a per-peer byte budget.
+    fn on_fetch_payload(
+        &mut self,
+        from: ReplicaId,
+        seq: SeqNum,
+        digest: Digest,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(payload) = self.payloads.get(&(seq, digest)) else {
+            return;
+        };
+        let given = self.help.entry(from).or_default();
+        if given.payloads.contains(&(seq, digest))
+            || given.payload_bytes + payload.len() > self.config.future_bytes_max
+        {
+            self.reject("fetch-already-answered");
+            return;
+        }
+        given.payloads.insert((seq, digest));
+        given.payload_bytes += payload.len();
+        out.push(Output::Send {
+            to: from,
+            message: Message::Payload {
+                seq,
+                payload: payload.clone(),
+            },
+        });
+    }
+
     /// Keeps a verified message of a view not entered yet: only for the view we are
     /// moving to (or the next one), bounded per sender and in bytes, so a Byzantine
     /// peer can neither exhaust memory nor push out honest messages.
@@ -1019,8 +1067,26 @@ impl Replica {
             self.certified.remove(&seq);
             self.deliver(seq, payload, certificate, out);
         }
+        self.settled(self.last_delivered, out);
         self.arm_progress_timer(out);
         self.want_proposal(out);
+    }
+
+    /// The digest at `seq` is now settled (delivered, or the stable checkpoint):
+    /// the pre-prepare parked for `seq + 1` and a slot at `seq + 1` blocked by the
+    /// chaining rule may proceed now, however `seq` got settled (its own slot,
+    /// commits, catch-up or a checkpoint).
+    fn settled(&mut self, seq: SeqNum, out: &mut Vec<Output>) {
+        if self.status != Status::Normal {
+            return;
+        }
+        let next = seq.next();
+        if let Some((child, payload)) = self.waiting.remove(&next)
+            && child.body.view == self.view
+        {
+            self.accept_pre_prepare(child, payload, out);
+        }
+        self.try_prepared(next, out);
     }
 
     /// Progress was made: the view's timer starts over.
@@ -1226,6 +1292,9 @@ impl Replica {
         if self.next_proposal <= seq {
             self.next_proposal = seq.next();
         }
+        if self.last_delivered <= seq {
+            self.settled(seq, out);
+        }
         self.want_proposal(out);
     }
 
@@ -1249,9 +1318,20 @@ impl Replica {
     /// Drops catch-up candidates at or below `seq`.
     fn prune_catch_up(&mut self, seq: SeqNum) {
         let keep = self.catch_up.split_off(&(seq.next(), ReplicaId(0)));
-        let dropped: usize = self.catch_up.values().map(|(p, _)| p.len()).sum();
-        self.catch_up_bytes -= dropped;
-        self.catch_up = keep;
+        for ((_, from), (payload, _)) in std::mem::replace(&mut self.catch_up, keep) {
+            if let Some(bytes) = self.catch_up_bytes.get_mut(&from) {
+                *bytes -= payload.len();
+                if *bytes == 0 {
+                    self.catch_up_bytes.remove(&from);
+                }
+            }
+        }
+    }
+
+    /// Each sender's share of the catch-up budget (at least one largest payload).
+    fn catch_up_bytes_per_sender(&self) -> usize {
+        (self.config.future_bytes_max / self.config.validators.len())
+            .max(self.config.payload_bytes_max)
     }
 
     /// A certified payload from a peer ahead of us: kept (one per sender and
@@ -1275,7 +1355,12 @@ impl Replica {
         if self.catch_up.contains_key(&(seq, from)) {
             return;
         }
-        if self.catch_up_bytes + payload.len() > self.config.future_bytes_max {
+        // The very next height is checked at once below and never kept, so it
+        // needs no budget; later ones wait within the sender's own share.
+        let used = self.catch_up_bytes.get(&from).copied().unwrap_or(0);
+        if seq != self.last_delivered.next()
+            && used + payload.len() > self.catch_up_bytes_per_sender()
+        {
             self.reject("catch-up-budget-full");
             return;
         }
@@ -1283,7 +1368,7 @@ impl Replica {
             self.reject("bad-certificate");
             return;
         }
-        self.catch_up_bytes += payload.len();
+        *self.catch_up_bytes.entry(from).or_default() += payload.len();
         self.catch_up.insert((seq, from), (payload, certificate));
         self.try_deliver(out);
     }
@@ -1409,6 +1494,13 @@ impl Replica {
                     self.start_view_change(view.next(), out);
                 }
             }
+            Timer::HelpPeriod => {
+                self.help.clear();
+                out.push(Output::SetTimer {
+                    timer: Timer::HelpPeriod,
+                    after_ticks: self.config.view_change_timeout_ticks,
+                });
+            }
         }
     }
 
@@ -1522,32 +1614,36 @@ impl Replica {
             // The sender is asking for a view we already passed: it missed the
             // NEW-VIEW (re-send it if we lead this view) and maybe deliveries.
             if asks_for_itself && vc.verify(&self.config.validators).is_ok() {
-                if let Some(new_view) = &self.last_new_view {
+                let given = self.help.entry(vc.signer).or_default();
+                if let Some(new_view) = &self.last_new_view
+                    && given.new_view != Some(self.view)
+                {
+                    given.new_view = Some(self.view);
                     out.push(Output::Send {
                         to: vc.signer,
                         message: new_view.clone(),
                     });
                 }
-                if asks_for_itself {
-                    self.help_behind(&vc, out);
-                }
+                self.help_behind(&vc, out);
             } else {
                 self.reject("old-view");
             }
             return;
         }
         let previous = self.view_changes.get(&vc.signer);
-        if previous.is_some_and(|old| old.body.new_view > t) {
+        let previous_view = previous.map(|old| old.body.new_view);
+        let repeated = previous == Some(&vc);
+        if previous_view.is_some_and(|old| old > t) {
             return;
         }
-        if previous == Some(&vc) {
+        if repeated {
             // A retransmission: already verified; the sender may still need help.
             if asks_for_itself {
                 self.help_behind(&vc, out);
             }
             return;
         }
-        if previous.is_some_and(|old| old.body.new_view == t) {
+        if previous_view == Some(t) {
             // A second, different view change for the same view (a restarted replica
             // re-signs with what it still knows). Keep the first for NEW-VIEW; still
             // help the sender catch up.
@@ -1586,10 +1682,13 @@ impl Replica {
     /// Sends a view-changing replica what it lacks to catch up: the signed
     /// checkpoints of our stable checkpoint if it is below it, and the certified
     /// payloads we delivered above what it delivered.
-    fn help_behind(&self, vc: &Signed<ViewChange>, out: &mut Vec<Output>) {
+    /// What was sent in this help period is not sent again.
+    fn help_behind(&mut self, vc: &Signed<ViewChange>, out: &mut Vec<Output>) {
+        let given = self.help.entry(vc.signer).or_default();
         // Help a replica that fell behind inside the window: it may be changing views
         // only because it missed what everyone else delivered.
-        if vc.body.last_delivered < self.stable.seq {
+        if vc.body.last_delivered < self.stable.seq && given.checkpoint != Some(self.stable.seq) {
+            given.checkpoint = Some(self.stable.seq);
             // It is behind our stable checkpoint: the signed checkpoints prove it and
             // make it fetch the rest by state transfer.
             for checkpoint in &self.stable.checkpoints {
@@ -1599,8 +1698,13 @@ impl Replica {
                 });
             }
         }
-        let behind = vc.body.last_delivered.max(self.stable.seq);
+        let behind = vc
+            .body
+            .last_delivered
+            .max(self.stable.seq)
+            .max(given.certified_to);
         if behind < self.last_delivered {
+            given.certified_to = self.last_delivered;
             for (_, certificate) in self.delivered_certs.range(behind.next()..) {
                 if let Some(payload) = self.payloads.get(&(certificate.seq, certificate.digest)) {
                     out.push(Output::Send {
@@ -1929,10 +2033,25 @@ impl Replica {
                 "certified {seq} already delivered"
             );
         }
-        assert!(self.catch_up_bytes <= self.config.future_bytes_max);
-        assert_eq!(
-            self.catch_up_bytes,
-            self.catch_up.values().map(|(p, _)| p.len()).sum::<usize>()
+        let mut by_sender: BTreeMap<ReplicaId, usize> = BTreeMap::new();
+        for ((_, from), (payload, _)) in &self.catch_up {
+            *by_sender.entry(*from).or_default() += payload.len();
+        }
+        by_sender.retain(|_, b| *b > 0);
+        let mut recorded = self.catch_up_bytes.clone();
+        recorded.retain(|_, b| *b > 0);
+        assert_eq!(recorded, by_sender, "catch-up bytes per sender");
+        assert!(
+            self.catch_up_bytes
+                .values()
+                .all(|b| *b <= self.catch_up_bytes_per_sender() + self.config.payload_bytes_max),
+            "a sender over its catch-up share"
+        );
+        assert!(self.help.len() <= self.config.validators.len());
+        assert!(
+            self.help
+                .values()
+                .all(|h| h.payload_bytes <= self.config.future_bytes_max)
         );
         assert!(self.delivered_certs.len() as u64 <= self.config.window + 1);
         assert!(self.delivered.len() as u64 <= self.config.window + 2);

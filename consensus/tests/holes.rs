@@ -1,0 +1,289 @@
+//! Liveness and robustness holes, each driven by hand against one replica: parked
+//! pre-prepares and chain-blocked slots are re-examined when their parent is
+//! delivered, one sender cannot fill the catch-up budget for everyone, and repeated
+//! requests do not multiply the help a replica sends.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+mod common;
+
+use common::*;
+use mosaic_consensus::*;
+use mosaic_crypto::{ChainId, Hash, Keypair};
+
+struct Net {
+    chain: ChainId,
+    keys: Vec<Keypair>,
+    vs: ValidatorSet,
+}
+
+impl Net {
+    fn new() -> Self {
+        let chain = ChainId::new("t").unwrap();
+        let keys: Vec<Keypair> = (0..4).map(Keypair::from_seed_for_tests).collect();
+        let vs =
+            ValidatorSet::new(chain.clone(), keys.iter().map(|k| k.public()).collect()).unwrap();
+        Net { chain, keys, vs }
+    }
+
+    fn replica(&self, id: u32) -> Replica {
+        let mut r = Replica::new(
+            Config::new(ReplicaId(id), self.vs.clone(), Digest(Hash::ZERO)),
+            Keypair::from_seed_for_tests(id as u64),
+            Box::new(ParentFirst),
+            None,
+        );
+        let _ = r.start();
+        r
+    }
+
+    fn pre_prepare(&self, seq: u64, parent: Digest, payload: &[u8], digest: Digest) -> Message {
+        Message::PrePrepare {
+            pre_prepare: sign(
+                &self.keys[0],
+                0,
+                &self.chain,
+                PrePrepare {
+                    view: View(0),
+                    seq: SeqNum(seq),
+                    digest,
+                    parent,
+                },
+            ),
+            payload: payload.to_vec(),
+        }
+    }
+
+    fn prepare(&self, from: u32, seq: u64, digest: Digest, parent: Digest) -> Message {
+        Message::Prepare(sign(
+            &self.keys[from as usize],
+            from,
+            &self.chain,
+            Prepare {
+                view: View(0),
+                seq: SeqNum(seq),
+                digest,
+                parent,
+            },
+        ))
+    }
+
+    fn commit(&self, from: u32, seq: u64, digest: Digest) -> Message {
+        Message::Commit(sign(
+            &self.keys[from as usize],
+            from,
+            &self.chain,
+            Commit {
+                view: View(0),
+                seq: SeqNum(seq),
+                digest,
+            },
+        ))
+    }
+
+    fn certificate(&self, seq: u64, digest: Digest) -> CommitCertificate {
+        CommitCertificate {
+            view: View(0),
+            seq: SeqNum(seq),
+            digest,
+            signatures: [0u32, 1, 2]
+                .iter()
+                .map(|&i| {
+                    let body = Commit {
+                        view: View(0),
+                        seq: SeqNum(seq),
+                        digest,
+                    };
+                    (
+                        ReplicaId(i),
+                        sign(&self.keys[i as usize], i, &self.chain, body).signature,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// A chain of `len` payloads from genesis: (payload, digest) at index seq - 1.
+    fn blocks(len: u64) -> Vec<(Vec<u8>, Digest)> {
+        let mut parent = Digest(Hash::ZERO);
+        let mut out = Vec::new();
+        for s in 1..=len {
+            let (p, d) = block(parent, format!("b{s}").as_bytes());
+            out.push((p, d));
+            parent = d;
+        }
+        out
+    }
+}
+
+fn sent(out: &[Output], kind_name: &str) -> Vec<Message> {
+    kind(&messages_of(out), kind_name)
+}
+
+fn seqs_of_votes(ms: &[Message]) -> Vec<u64> {
+    ms.iter()
+        .filter_map(|m| match m {
+            Message::Prepare(p) => Some(p.body.seq.0),
+            Message::Commit(c) => Some(c.body.seq.0),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A pre-prepare parked because its parent's pre-prepare never arrived is taken up
+/// as soon as the parent is delivered by catch-up: the replica votes for it instead
+/// of waiting for the view to time out.
+#[test]
+fn a_parked_pre_prepare_is_examined_once_its_parent_is_delivered() {
+    let net = Net::new();
+    let blocks = Net::blocks(2);
+    let mut r3 = net.replica(3);
+    let out = feed(
+        &mut r3,
+        0,
+        &[net.pre_prepare(2, blocks[0].1, &blocks[1].0, blocks[1].1)],
+    );
+    assert!(
+        sent(&out, "prepare").is_empty(),
+        "parked: its parent is unknown"
+    );
+    let out = feed(
+        &mut r3,
+        0,
+        &[Message::Certified {
+            payload: blocks[0].0.clone(),
+            certificate: net.certificate(1, blocks[0].1),
+        }],
+    );
+    assert_eq!(delivered(&out), vec![(1, blocks[0].1)]);
+    assert_eq!(
+        seqs_of_votes(&sent(&out, "prepare")),
+        vec![2],
+        "the parked pre-prepare for s2 is voted for once s1 is delivered"
+    );
+}
+
+/// A slot whose prepares are complete but whose parent was never prepared here
+/// (the chaining rule blocks it) becomes prepared when the parent is delivered
+/// through its commit certificate.
+#[test]
+fn a_slot_blocked_on_its_parent_is_prepared_once_the_parent_commits() {
+    let net = Net::new();
+    let blocks = Net::blocks(2);
+    let g = Digest(Hash::ZERO);
+    let mut r3 = net.replica(3);
+    let out = feed(
+        &mut r3,
+        0,
+        &[
+            net.pre_prepare(1, g, &blocks[0].0, blocks[0].1),
+            net.pre_prepare(2, blocks[0].1, &blocks[1].0, blocks[1].1),
+        ],
+    );
+    assert_eq!(seqs_of_votes(&sent(&out, "prepare")), vec![1, 2]);
+    // s2 has its 2f prepares; s1 has none (they were lost).
+    let mut out = feed(&mut r3, 1, &[net.prepare(1, 2, blocks[1].1, blocks[0].1)]);
+    out.extend(feed(
+        &mut r3,
+        2,
+        &[net.prepare(2, 2, blocks[1].1, blocks[0].1)],
+    ));
+    assert!(sent(&out, "commit").is_empty(), "s1 is not prepared yet");
+    // s1 commits through the others' COMMITs.
+    let mut out = Vec::new();
+    for from in [0u32, 1, 2] {
+        out.extend(feed(&mut r3, from, &[net.commit(from, 1, blocks[0].1)]));
+    }
+    assert_eq!(delivered(&out), vec![(1, blocks[0].1)]);
+    assert_eq!(
+        seqs_of_votes(&sent(&out, "commit")),
+        vec![2],
+        "s2 is prepared once its parent is delivered"
+    );
+}
+
+/// One validator with real certificates and oversized junk payloads for the next
+/// heights must not use up the catch-up budget that honest senders need.
+#[test]
+fn one_sender_cannot_fill_the_catch_up_budget_for_everyone() {
+    let net = Net::new();
+    let blocks = Net::blocks(64);
+    let mut r3 = net.replica(3);
+    // 62 junk payloads of 1 MiB and one of 2 MiB: exactly the 64 MiB budget.
+    for (i, (_, d)) in blocks.iter().enumerate().skip(1) {
+        let size = if i == 63 { 2 << 20 } else { 1 << 20 };
+        let _ = feed(
+            &mut r3,
+            1,
+            &[Message::Certified {
+                payload: vec![7u8; size],
+                certificate: net.certificate(i as u64 + 1, *d),
+            }],
+        );
+    }
+    let out = feed(
+        &mut r3,
+        0,
+        &[Message::Certified {
+            payload: blocks[0].0.clone(),
+            certificate: net.certificate(1, blocks[0].1),
+        }],
+    );
+    assert_eq!(
+        delivered(&out),
+        vec![(1, blocks[0].1)],
+        "the honest answer for the very next height is taken: {:?}",
+        r3.rejections()
+    );
+}
+
+/// A lagging replica's VIEW-CHANGE, repeated (a retransmission or a replay), makes a
+/// replica ahead of it send what it delivered once, not once per copy; and repeated
+/// FETCH-PAYLOADs are not answered with a payload each.
+#[test]
+fn repeated_requests_do_not_multiply_help() {
+    let net = Net::new();
+    let blocks = Net::blocks(10);
+    let mut r2 = net.replica(2);
+    for (i, (p, d)) in blocks.iter().enumerate() {
+        let out = feed(
+            &mut r2,
+            0,
+            &[Message::Certified {
+                payload: p.clone(),
+                certificate: net.certificate(i as u64 + 1, *d),
+            }],
+        );
+        assert_eq!(delivered(&out).len(), 1);
+    }
+    let vc = Message::ViewChange(sign(
+        &net.keys[3],
+        3,
+        &net.chain,
+        ViewChange {
+            new_view: View(1),
+            stable: CheckpointProof::genesis(Digest(Hash::ZERO)),
+            prepared: Vec::new(),
+            last_delivered: SeqNum(0),
+        },
+    ));
+    let mut certified = 0;
+    for _ in 0..20 {
+        certified += sent(&feed(&mut r2, 3, std::slice::from_ref(&vc)), "certified").len();
+    }
+    assert!(
+        certified <= blocks.len(),
+        "20 copies of one view change made {certified} certified sends for {} blocks",
+        blocks.len()
+    );
+    let fetch = Message::FetchPayload {
+        seq: SeqNum(10),
+        digest: blocks[9].1,
+    };
+    let mut answers = 0;
+    for _ in 0..50 {
+        answers += sent(&feed(&mut r2, 3, std::slice::from_ref(&fetch)), "payload").len();
+    }
+    assert!(
+        answers <= 1,
+        "50 copies of one fetch were answered {answers} times"
+    );
+}
