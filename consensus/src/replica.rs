@@ -46,6 +46,10 @@ pub struct Config {
     pub future_messages_max: usize,
     /// Payload bytes of buffered future-view pre-prepares.
     pub future_bytes_max: usize,
+    /// Largest message this replica sends (the host's frame limit). A NEW-VIEW
+    /// carries the re-issued payloads that fit; a replica that lacks one of the
+    /// others fetches it before it votes for it.
+    pub message_bytes_max: usize,
 }
 
 impl Config {
@@ -62,6 +66,7 @@ impl Config {
             payload_bytes_max: 16 * 1024 * 1024,
             future_messages_max: 4_096,
             future_bytes_max: 64 * 1024 * 1024,
+            message_bytes_max: 32 * 1024 * 1024,
         }
     }
 }
@@ -263,6 +268,9 @@ pub struct Replica {
     slots: BTreeMap<SeqNum, Slot>,
     /// Pre-prepares waiting for their parent's pre-prepare.
     waiting: BTreeMap<SeqNum, (Signed<PrePrepare>, Vec<u8>)>,
+    /// Re-issued pre-prepares of the current view whose payload the NEW-VIEW did
+    /// not carry and this replica lacks: fetched, then installed.
+    reissued: BTreeMap<SeqNum, Signed<PrePrepare>>,
     /// Payloads known, above stable.
     payloads: BTreeMap<(SeqNum, Digest), Vec<u8>>,
     /// The parent each payload was checked against (a payload extends exactly one).
@@ -366,6 +374,7 @@ impl Replica {
             status: Status::Normal,
             slots: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            reissued: BTreeMap::new(),
             payloads,
             checked_parent: BTreeMap::new(),
             certified: BTreeMap::new(),
@@ -496,6 +505,10 @@ impl Replica {
     }
 
     fn persist_and<T>(out: &mut Vec<Output>, signed: SignedWithRecord<T>) -> Signed<T> {
+        #[cfg(test)]
+        if crate::types::injected(crate::types::canary::Bug::NoPersistBeforeSend) {
+            return signed.signed;
+        }
         if let Some(record) = signed.persist {
             out.push(Output::Persist(record));
         }
@@ -1174,8 +1187,17 @@ impl Replica {
         match found {
             Some(&(digest, parent)) => {
                 self.fetches_sent.remove(&(seq, digest));
-                self.payloads.insert((seq, digest), payload);
+                self.payloads.insert((seq, digest), payload.clone());
                 self.checked_parent.insert((seq, digest), parent);
+                if self
+                    .reissued
+                    .get(&seq)
+                    .is_some_and(|p| p.body.digest == digest && p.body.parent == parent)
+                    && self.status == Status::Normal
+                    && let Some(pre_prepare) = self.reissued.remove(&seq)
+                {
+                    self.install_pre_prepare(pre_prepare, payload, out);
+                }
                 self.try_deliver(out);
                 self.retry_new_view(out);
             }
@@ -1266,6 +1288,7 @@ impl Replica {
         self.stable = proof.clone();
         self.slots.retain(|s, _| *s > seq);
         self.waiting.retain(|s, _| *s > seq);
+        self.reissued.retain(|s, _| *s > seq);
         self.payloads.retain(|(s, _), _| *s > seq);
         self.checked_parent.retain(|(s, _), _| *s > seq);
         self.certified.retain(|s, _| *s > seq);
@@ -1744,12 +1767,18 @@ impl Replica {
                 v.signer,
             )
         });
-        let vcs: Vec<Signed<ViewChange>> = vcs
-            .into_iter()
-            .take(self.config.validators.quorum())
-            .cloned()
-            .collect();
-        (vcs.len() >= self.config.validators.quorum()).then_some(vcs)
+        let quorum = self.new_view_quorum();
+        let vcs: Vec<Signed<ViewChange>> = vcs.into_iter().take(quorum).cloned().collect();
+        (vcs.len() >= quorum).then_some(vcs)
+    }
+
+    /// VIEW-CHANGEs a NEW-VIEW is built from: 2f+1.
+    fn new_view_quorum(&self) -> usize {
+        #[cfg(test)]
+        if crate::types::injected(crate::types::canary::Bug::WeakNewViewQuorum) {
+            return self.config.validators.weak_quorum();
+        }
+        self.config.validators.quorum()
     }
 
     /// As the new primary: when 2f+1 view changes and every needed payload are in
@@ -1843,17 +1872,52 @@ impl Replica {
         let new_view = Self::persist_and(out, signed);
         let message = Message::NewView {
             new_view: new_view.clone(),
-            payloads: payloads.clone(),
+            payloads: self.carried_payloads(&new_view, &payloads),
         };
         out.push(Output::Broadcast(message.clone()));
-        self.enter_view(new_view.body, stable, payloads, out);
+        self.enter_view(
+            new_view.body,
+            stable,
+            payloads.into_iter().map(Some).collect(),
+            out,
+        );
         self.last_new_view = Some(message);
+    }
+
+    /// The re-issued payloads a NEW-VIEW carries: in sequence order, as many as fit
+    /// in [`Config::message_bytes_max`] beside the signed NEW-VIEW itself, so the
+    /// message never outgrows the host's frame however large the blocks are.
+    fn carried_payloads(
+        &self,
+        new_view: &Signed<NewView>,
+        payloads: &[Vec<u8>],
+    ) -> Vec<Option<Vec<u8>>> {
+        // Framing of the message and of each payload: enum tag, vector lengths, option tags.
+        const OVERHEAD: usize = 16;
+        let signed = mosaic_crypto::codec::encode(new_view).map_or(usize::MAX, |b| b.len());
+        let mut room = self
+            .config
+            .message_bytes_max
+            .saturating_sub(signed.saturating_add(OVERHEAD));
+        let mut full = false;
+        payloads
+            .iter()
+            .map(|payload| {
+                let cost = payload.len() + OVERHEAD;
+                if full || cost > room {
+                    full = true;
+                    return None;
+                }
+                room -= cost;
+                Some(payload.clone())
+            })
+            .collect()
     }
 
     fn on_new_view(
         &mut self,
         new_view: Signed<NewView>,
-        payloads: Vec<Vec<u8>>,
+        payloads: Vec<Option<Vec<u8>>>,
         out: &mut Vec<Output>,
     ) {
         let t = new_view.body.view;
@@ -1871,7 +1935,7 @@ impl Replica {
         }
         let nv = &new_view.body;
         let signers: BTreeSet<ReplicaId> = nv.view_changes.iter().map(|v| v.signer).collect();
-        if nv.view_changes.len() != self.config.validators.quorum()
+        if nv.view_changes.len() != self.new_view_quorum()
             || signers.len() != nv.view_changes.len()
             || nv.view_changes.iter().any(|v| v.body.new_view != t)
         {
@@ -1884,7 +1948,20 @@ impl Replica {
                 return;
             }
         }
-        let (stable, chain) = select(&nv.view_changes, self.config.window);
+        #[allow(unused_mut)]
+        let (stable, mut chain) = select(&nv.view_changes, self.config.window);
+        #[cfg(test)]
+        if crate::types::injected(crate::types::canary::Bug::NoChainRecompute) {
+            chain = nv
+                .pre_prepares
+                .iter()
+                .map(|p| Chosen {
+                    seq: p.body.seq,
+                    digest: p.body.digest,
+                    parent: p.body.parent,
+                })
+                .collect();
+        }
         let matches = chain.len() == nv.pre_prepares.len()
             && payloads.len() == chain.len()
             && chain.iter().zip(&nv.pre_prepares).all(|(e, p)| {
@@ -1906,6 +1983,8 @@ impl Replica {
             return;
         }
         for (entry, payload) in chain.iter().zip(&payloads) {
+            // A payload left out is fetched and checked before this replica votes.
+            let Some(payload) = payload else { continue };
             if payload.len() > self.config.payload_bytes_max
                 || self.check.check(entry.seq, entry.parent, payload) != Ok(entry.digest)
             {
@@ -1930,7 +2009,7 @@ impl Replica {
         &mut self,
         nv: NewView,
         stable: CheckpointProof,
-        payloads: Vec<Vec<u8>>,
+        carried: Vec<Option<Vec<u8>>>,
         out: &mut Vec<Output>,
     ) {
         let t = nv.view;
@@ -1949,6 +2028,22 @@ impl Replica {
         if stable.seq > self.stable.seq {
             self.make_stable(stable, out);
         }
+        // A payload the NEW-VIEW left out may be one this replica already holds,
+        // checked against the same parent.
+        let payloads: Vec<Option<Vec<u8>>> = nv
+            .pre_prepares
+            .iter()
+            .zip(carried)
+            .map(|(p, carried)| {
+                let key = (p.body.seq, p.body.digest);
+                carried.or_else(|| {
+                    let held = self.payloads.get(&key)?;
+                    let checked = self.checked_parent.get(&key) == Some(&p.body.parent)
+                        || self.check.check(p.body.seq, p.body.parent, held) == Ok(p.body.digest);
+                    checked.then(|| held.clone())
+                })
+            })
+            .collect();
         // The re-issued pre-prepares are voted in the same record that says
         // "entered", so a restart cannot forget them (see ADR 003).
         let floor = self.stable.seq;
@@ -1964,6 +2059,7 @@ impl Replica {
             .map(|p| (p.body.seq, p.body.digest))
             .zip(&payloads)
         {
+            let Some(payload) = payload else { continue };
             if seq > floor {
                 out.push(Output::PersistPayload {
                     seq,
@@ -1979,6 +2075,7 @@ impl Replica {
         self.status = Status::Normal;
         self.slots.clear();
         self.waiting.clear();
+        self.reissued.clear();
         self.proposal_wanted = None;
         self.view_changes.retain(|_, v| v.body.new_view > t);
         out.push(Output::EnteredView {
@@ -2004,7 +2101,23 @@ impl Replica {
                 self.reject("conflicts-with-delivered");
                 continue;
             }
-            self.install_pre_prepare(pre_prepare, payload, out);
+            match payload {
+                Some(payload) => self.install_pre_prepare(pre_prepare, payload, out),
+                None => {
+                    let key = (pre_prepare.body.seq, pre_prepare.body.digest);
+                    if self
+                        .fetches_sent
+                        .insert(key, pre_prepare.body.parent)
+                        .is_none()
+                    {
+                        out.push(Output::Broadcast(Message::FetchPayload {
+                            seq: key.0,
+                            digest: key.1,
+                        }));
+                    }
+                    self.reissued.insert(key.0, pre_prepare);
+                }
+            }
         }
         let buffered: Vec<(ReplicaId, Message)> = self.future.drain(..).collect();
         self.future_bytes = 0;
@@ -2058,6 +2171,8 @@ impl Replica {
         assert!(self.future.len() <= self.config.future_messages_max);
         assert!(self.future_bytes <= self.config.future_bytes_max);
         assert!(self.waiting.len() <= self.config.window as usize);
+        assert!(self.reissued.keys().all(|s| self.in_window(*s)));
+        assert!(self.reissued.values().all(|p| p.body.view == self.view));
         assert!(
             self.checkpoints
                 .values()
@@ -2101,7 +2216,13 @@ fn select(vcs: &[Signed<ViewChange>], window: u64) -> (CheckpointProof, Vec<Chos
             .iter()
             .flat_map(|v| v.body.prepared.iter().map(move |c| (v.signer, c)))
             .filter(|(_, c)| c.pre_prepare.body.seq == seq)
-            .max_by_key(|(_, c)| c.pre_prepare.body.view);
+            .max_by_key(|(_, c)| {
+                #[cfg(test)]
+                if crate::types::injected(crate::types::canary::Bug::LowestViewCertificate) {
+                    return View(u64::MAX - c.pre_prepare.body.view.0);
+                }
+                c.pre_prepare.body.view
+            });
         let Some((_, cert)) = best else { break };
         let pp = cert.pre_prepare.body;
         if pp.parent != parent {

@@ -19,7 +19,9 @@ use std::fmt::Write as _;
 use mosaic_crypto::{ChainId, Hash, Keypair, codec};
 use serde::{Deserialize, Serialize};
 
-use crate::messages::{Body, Commit, Message, PrePrepare, Prepare, Signed, ViewChange};
+use crate::messages::{
+    Body, Commit, Message, NewView, PrePrepare, Prepare, PreparedCertificate, Signed, ViewChange,
+};
 use crate::replica::{Config, Input, Output, PayloadCheck, Replica, Restored, Timer};
 use crate::safety::SafetyRecord;
 use crate::types::{Digest, ReplicaId, SeqNum, ValidatorSet, View};
@@ -106,18 +108,81 @@ pub enum Behavior {
     /// PRE-PREPAREs with other payloads at the re-issued sequence numbers, and its
     /// COMMIT for them (the attack of the third review).
     Rewriter,
+    /// A member of a coalition that shares keys and state with every other
+    /// colluder: as primary it proposes one value to one half of the honest
+    /// replicas and another to the other half, and every colluder votes for each
+    /// value towards its half; it votes PREPARE and COMMIT for every pre-prepare it
+    /// sees, whatever it voted before; its VIEW-CHANGEs hide the certificates of
+    /// the view just left and reveal the oldest ones it ever held (stale but
+    /// valid), plus forged certificates for views a colluder led; as new primary
+    /// it sends a malformed re-issued chain to half of the replicas; it serves the
+    /// payloads of its alternative values.
+    Colluder,
+    /// Two instances of one replica with one key, each honest code, each talking
+    /// to its own half of the others and proposing its own batches.
+    Twin,
+    /// Answers with certified payloads that are stale but valid (old heights) or
+    /// junk under a real certificate (the next heights), and is asked first by
+    /// state transfer.
+    LyingCatchUp,
 }
 
 impl Behavior {
-    const BYZANTINE: [Behavior; 6] = [
+    const BYZANTINE: [Behavior; 9] = [
         Behavior::Silent,
         Behavior::Equivocator,
         Behavior::Conflicter,
         Behavior::Forger,
         Behavior::ViewChangeLiar,
         Behavior::Rewriter,
+        Behavior::Colluder,
+        Behavior::Twin,
+        Behavior::LyingCatchUp,
     ];
 }
+
+/// A message filter of a targeted schedule: drops what matches every field set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Block {
+    /// Sender.
+    pub from: Option<u32>,
+    /// Recipient.
+    pub to: Option<u32>,
+    /// Message kind ([`Message::kind`]).
+    pub kind: Option<&'static str>,
+    /// The view a PRE-PREPARE, PREPARE or COMMIT belongs to.
+    pub view: Option<u64>,
+}
+
+impl Block {
+    fn matches(&self, from: ReplicaId, to: ReplicaId, message: &Message) -> bool {
+        let view = match message {
+            Message::PrePrepare { pre_prepare, .. } => Some(pre_prepare.body.view.0),
+            Message::Prepare(p) => Some(p.body.view.0),
+            Message::Commit(c) => Some(c.body.view.0),
+            _ => None,
+        };
+        self.from.is_none_or(|f| f == from.0)
+            && self.to.is_none_or(|t| t == to.0)
+            && self.kind.is_none_or(|k| k == message.kind())
+            && self.view.is_none_or(|v| view == Some(v))
+    }
+}
+
+/// What the colluders share.
+#[derive(Debug, Default)]
+struct Coalition {
+    /// Alternative payloads they made, by (seq, digest).
+    alts: BTreeMap<(SeqNum, Digest), Vec<u8>>,
+    /// The other value of each equivocated (view, seq): the digest and its
+    /// parent, voted towards the second half.
+    second: BTreeMap<(View, SeqNum), (Digest, Digest)>,
+    /// Every prepared certificate each colluder ever held.
+    history: BTreeMap<u32, BTreeMap<SeqNum, Vec<PreparedCertificate>>>,
+}
+
+/// One honest vote, as the signature oracle records it: kind, view, seq.
+type VoteKey = (u32, &'static str, u64, u64);
 
 #[derive(Debug, Clone)]
 enum Event {
@@ -130,6 +195,7 @@ enum Event {
         node: ReplicaId,
         timer: Timer,
         generation: u64,
+        twin: bool,
     },
     Transfer {
         node: ReplicaId,
@@ -153,6 +219,15 @@ struct Node {
     seen: VecDeque<Message>,
     rewrites: Vec<Message>,
     requests_delivered: BTreeSet<u64>,
+    /// PRE-PREPAREs held until the one before them is executed (ADR 006 mode).
+    held: Vec<(ReplicaId, Message)>,
+    /// The second instance of a [`Behavior::Twin`].
+    twin: Option<Replica>,
+    twin_timers: BTreeMap<Timer, u64>,
+    twin_delivered: BTreeSet<u64>,
+    /// The highest view in which this replica sent COMMIT, per sequence number
+    /// (for the VIEW-CHANGE oracle).
+    committed_in: BTreeMap<SeqNum, View>,
 }
 
 /// Knobs for one simulation.
@@ -200,6 +275,20 @@ pub struct Sim {
     timer_generation: u64,
     /// Total messages delivered (for reports).
     pub messages: u64,
+    blocks: Vec<Block>,
+    coalition: Coalition,
+    /// Every vote an honest key signed: no honest key may sign two digests for
+    /// one (kind, view, seq).
+    votes: BTreeMap<VoteKey, Digest>,
+    /// PRE-PREPAREs are held until the one before them is executed, as the node
+    /// does (ADR 006), instead of reaching the replica at once.
+    pub hold_until_executed: bool,
+    /// [`Config::message_bytes_max`] of every replica booted from now on.
+    pub message_bytes_max: usize,
+    /// NEW-VIEWs that left at least one payload out (for reports).
+    pub new_views_without_payloads: u64,
+    /// Progress (view-change) timeouts that fired at honest replicas.
+    pub progress_timeouts: u64,
 }
 
 /// The genesis digest of simulated chains.
@@ -241,6 +330,13 @@ impl Sim {
             trace: VecDeque::new(),
             timer_generation: 0,
             messages: 0,
+            blocks: Vec::new(),
+            coalition: Coalition::default(),
+            votes: BTreeMap::new(),
+            hold_until_executed: false,
+            message_bytes_max: 32 * 1024 * 1024,
+            new_views_without_payloads: 0,
+            progress_timeouts: 0,
         };
         for i in 0..config.n as u32 {
             let behavior = config
@@ -261,10 +357,139 @@ impl Sim {
                 seen: VecDeque::new(),
                 rewrites: Vec::new(),
                 requests_delivered: BTreeSet::new(),
+                held: Vec::new(),
+                twin: None,
+                twin_timers: BTreeMap::new(),
+                twin_delivered: BTreeSet::new(),
+                committed_in: BTreeMap::new(),
             });
             sim.boot(ReplicaId(i), None);
+            if behavior == Behavior::Twin {
+                sim.boot_twin(ReplicaId(i));
+            }
         }
         sim
+    }
+
+    /// Starts the second instance of a twin: same key, its own memory.
+    fn boot_twin(&mut self, id: ReplicaId) {
+        let config = self.replica_config(id);
+        let key = Keypair::from_secret_bytes(self.keys[id.0 as usize].secret_bytes())
+            .unwrap_or_else(|_| unreachable!());
+        let mut twin = Replica::new(config, key, Box::new(SimCheck), None);
+        let out = twin.start();
+        let node = &mut self.nodes[id.0 as usize];
+        node.twin = Some(twin);
+        node.twin_timers.clear();
+        self.carry_out_twin(id, out);
+        self.step_twin(id, Input::Pending(true));
+    }
+
+    fn step_twin(&mut self, id: ReplicaId, input: Input) {
+        let Some(twin) = self.nodes[id.0 as usize].twin.as_mut() else {
+            return;
+        };
+        let out = twin.handle(input);
+        twin.check_invariants();
+        self.carry_out_twin(id, out);
+    }
+
+    /// A twin's outputs: it talks to the upper half of the others only, keeps
+    /// nothing durable, and proposes its own batches.
+    fn carry_out_twin(&mut self, id: ReplicaId, outputs: Vec<Output>) {
+        let half = self.validators.len() as u32 / 2;
+        for output in outputs {
+            match output {
+                Output::Send { to, message } => {
+                    if to.0 >= half {
+                        self.send(id, to, message);
+                    }
+                }
+                Output::Broadcast(message) => {
+                    for to in self.others(id) {
+                        if to.0 >= half {
+                            self.send(id, to, message.clone());
+                        }
+                    }
+                }
+                Output::SetTimer { timer, after_ticks } => {
+                    self.timer_generation += 1;
+                    let generation = self.timer_generation;
+                    self.nodes[id.0 as usize]
+                        .twin_timers
+                        .insert(timer, generation);
+                    self.schedule(
+                        self.now + after_ticks,
+                        Event::Timer {
+                            node: id,
+                            timer,
+                            generation,
+                            twin: true,
+                        },
+                    );
+                }
+                Output::CancelTimer(timer) => {
+                    self.nodes[id.0 as usize].twin_timers.remove(&timer);
+                }
+                Output::Deliver { payload, .. } => {
+                    if let Ok(block) = codec::decode::<SimBlock>(&payload, SIM_PAYLOAD_MAX) {
+                        self.nodes[id.0 as usize]
+                            .twin_delivered
+                            .extend(block.requests);
+                    }
+                }
+                Output::ProposalWanted { seq, parent } => {
+                    // Its own batch: skips the oldest waiting request.
+                    let node = &self.nodes[id.0 as usize];
+                    let requests: Vec<u64> = self
+                        .submitted
+                        .iter()
+                        .filter(|r| !node.twin_delivered.contains(r))
+                        .skip(1)
+                        .take(8)
+                        .copied()
+                        .collect();
+                    if !requests.is_empty() {
+                        let payload = encode_block(&SimBlock {
+                            seq,
+                            parent,
+                            requests,
+                        });
+                        self.step_twin(
+                            id,
+                            Input::Propose {
+                                seq,
+                                parent,
+                                payload,
+                            },
+                        );
+                    }
+                }
+                Output::StateTransfer { from, to } => {
+                    for s in from.0..=to.0 {
+                        let source = self
+                            .nodes
+                            .iter()
+                            .filter(|n| n.behavior == Behavior::Honest)
+                            .find_map(|n| n.delivered.get(&SeqNum(s)).cloned());
+                        let Some((_, payload, certificate)) = source else {
+                            break;
+                        };
+                        self.step_twin(
+                            id,
+                            Input::CertifiedPayload {
+                                payload,
+                                certificate,
+                            },
+                        );
+                    }
+                }
+                Output::Persist(_)
+                | Output::PersistPayload { .. }
+                | Output::CheckpointStable(_)
+                | Output::EnteredView { .. } => {}
+            }
+        }
     }
 
     fn replica_config(&self, id: ReplicaId) -> Config {
@@ -276,6 +501,7 @@ impl Sim {
         c.payload_bytes_max = SIM_PAYLOAD_MAX;
         c.future_messages_max = 512;
         c.future_bytes_max = 64 * 1024;
+        c.message_bytes_max = self.message_bytes_max;
         c
     }
 
@@ -341,7 +567,11 @@ impl Sim {
     }
 
     fn send(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
-        if from == to || !self.connected(from, to) || self.rng.chance(self.drop_per_mille) {
+        if from == to
+            || !self.connected(from, to)
+            || self.blocks.iter().any(|b| b.matches(from, to, &message))
+            || self.rng.chance(self.drop_per_mille)
+        {
             return;
         }
         let copies = if self.rng.chance(self.dup_per_mille) {
@@ -379,6 +609,23 @@ impl Sim {
         };
         let out = replica.handle(input);
         replica.check_invariants();
+        if self.nodes[id.0 as usize].behavior == Behavior::Colluder
+            && let Some(replica) = &self.nodes[id.0 as usize].replica
+        {
+            let certs: Vec<PreparedCertificate> = replica
+                .safety_record()
+                .prepared_certs
+                .values()
+                .cloned()
+                .collect();
+            let history = self.coalition.history.entry(id.0).or_default();
+            for cert in certs {
+                let known = history.entry(cert.pre_prepare.body.seq).or_default();
+                if !known.contains(&cert) && known.len() < 8 {
+                    known.push(cert);
+                }
+            }
+        }
         if self.crash_in_enter_per_mille > 0
             && self.honest(id)
             && let Some(e) = out
@@ -437,6 +684,7 @@ impl Sim {
                             node: id,
                             timer,
                             generation,
+                            twin: false,
                         },
                     );
                 }
@@ -537,6 +785,15 @@ impl Sim {
             .delivered
             .insert(seq, (digest, payload, certificate));
         self.log(format!("{id} delivered {seq} {digest}"));
+        // ADR 006 mode: the pre-prepare for the next height may go in now.
+        let held = std::mem::take(&mut self.nodes[id.0 as usize].held);
+        let (ready, later): (Vec<_>, Vec<_>) = held.into_iter().partition(|(_, m)| {
+            matches!(m, Message::PrePrepare { pre_prepare, .. } if pre_prepare.body.seq <= seq.next())
+        });
+        self.nodes[id.0 as usize].held = later;
+        for (from, message) in ready {
+            self.step(id, Input::Message { from, message });
+        }
         let pending = self
             .submitted
             .iter()
@@ -594,12 +851,238 @@ impl Sim {
     }
 
     /// Sends what a replica produced, as its behaviour dictates.
+    /// The signature oracle: an honest key never signs two digests for one vote
+    /// (kind, view, seq), and its VIEW-CHANGE carries a certificate at least as
+    /// recent as every COMMIT it sent above its stable checkpoint. It restates the
+    /// property over what left the replica, not over its code.
+    fn check_honest_signatures(&mut self, id: ReplicaId, message: &Message) {
+        let mut votes: Vec<(&'static str, u64, u64, Digest)> = Vec::new();
+        match message {
+            Message::PrePrepare { pre_prepare, .. } if pre_prepare.signer == id => {
+                let b = pre_prepare.body;
+                votes.push(("pre-prepare", b.view.0, b.seq.0, b.digest));
+            }
+            Message::Prepare(p) if p.signer == id => {
+                votes.push(("prepare", p.body.view.0, p.body.seq.0, p.body.digest));
+            }
+            Message::Commit(c) if c.signer == id => {
+                votes.push(("commit", c.body.view.0, c.body.seq.0, c.body.digest));
+                let seen = self.nodes[id.0 as usize]
+                    .committed_in
+                    .entry(c.body.seq)
+                    .or_default();
+                *seen = (*seen).max(c.body.view);
+            }
+            Message::Checkpoint(c) if c.signer == id => {
+                votes.push(("checkpoint", 0, c.body.seq.0, c.body.digest));
+            }
+            Message::NewView { new_view, payloads } if new_view.signer == id => {
+                for p in &new_view.body.pre_prepares {
+                    votes.push(("pre-prepare", p.body.view.0, p.body.seq.0, p.body.digest));
+                }
+                if payloads.iter().any(Option::is_none) {
+                    self.new_views_without_payloads += 1;
+                }
+            }
+            Message::ViewChange(vc) if vc.signer == id => {
+                let body = &vc.body;
+                for (seq, view) in &self.nodes[id.0 as usize].committed_in {
+                    if *seq <= body.stable.seq || *view >= body.new_view {
+                        continue;
+                    }
+                    let reported = body.prepared.iter().any(|c| {
+                        c.pre_prepare.body.seq == *seq && c.pre_prepare.body.view >= *view
+                    });
+                    assert!(
+                        reported,
+                        "seed {}: VIEW-CHANGE OMISSION: honest {id} committed at {seq} in {view} but its view change to {} carries no certificate of that view or later\n{}",
+                        self.seed,
+                        body.new_view,
+                        self.trace_tail()
+                    );
+                }
+            }
+            _ => {}
+        }
+        for (kind, view, seq, digest) in votes {
+            let key = (id.0, kind, view, seq);
+            match self.votes.get(&key) {
+                Some(signed) => assert_eq!(
+                    *signed,
+                    digest,
+                    "seed {}: HONEST EQUIVOCATION: {id} signed {kind} for v{view} s{seq} twice, {signed} and {digest}\n{}",
+                    self.seed,
+                    self.trace_tail()
+                ),
+                None => {
+                    self.votes.insert(key, digest);
+                }
+            }
+        }
+        // Collected below the stable checkpoints of all: keeps the oracle's memory
+        // bounded on long runs.
+        if self.votes.len() > 200_000 {
+            let low = self.committed_height().saturating_sub(64);
+            self.votes.retain(|(_, _, _, s), _| *s > low);
+        }
+        if let Message::NewView { .. } | Message::PrePrepare { .. } = message {
+            let size = message.encode().map_or(usize::MAX, |b| b.len());
+            assert!(
+                size <= self.message_bytes_max.max(SIM_PAYLOAD_MAX * 4),
+                "seed {}: honest {id} sent a {} of {size} bytes, over the limit {}",
+                self.seed,
+                message.kind(),
+                self.message_bytes_max
+            );
+        }
+    }
+
+    /// An alternative valid payload at (seq, parent), known to the coalition.
+    fn alternative(&mut self, seq: SeqNum, parent: Digest) -> (Digest, Vec<u8>) {
+        let payload = encode_block(&SimBlock {
+            seq,
+            parent,
+            requests: vec![u64::MAX - seq.0],
+        });
+        let digest = Digest(Hash::of(&payload));
+        self.coalition.alts.insert((seq, digest), payload.clone());
+        (digest, payload)
+    }
+
+    /// The honest replicas a colluder shows its second value to.
+    fn second_half(&self, to: ReplicaId) -> bool {
+        let honest: Vec<u32> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.behavior != Behavior::Colluder)
+            .map(|(i, _)| i as u32)
+            .collect();
+        honest
+            .iter()
+            .position(|h| *h == to.0)
+            .is_some_and(|i| i >= honest.len().div_ceil(2))
+    }
+
+    fn is_colluder(&self, id: u32) -> bool {
+        self.nodes[id as usize].behavior == Behavior::Colluder
+    }
+
+    /// A colluder's view change: the certificates of the view just left hidden,
+    /// the oldest it ever held revealed, and forged ones where a colluder led the
+    /// view just left.
+    fn colluding_view_change(&mut self, id: ReplicaId, vc: &ViewChange) -> ViewChange {
+        let left = View(vc.new_view.0.saturating_sub(1));
+        let history = self
+            .coalition
+            .history
+            .get(&id.0)
+            .cloned()
+            .unwrap_or_default();
+        let mut prepared: BTreeMap<SeqNum, PreparedCertificate> = BTreeMap::new();
+        for (seq, certs) in history {
+            if seq <= vc.stable.seq || seq.0 > vc.stable.seq.0 + 8 {
+                continue;
+            }
+            if let Some(oldest) = certs
+                .iter()
+                .filter(|c| c.pre_prepare.body.view < left)
+                .min_by_key(|c| c.pre_prepare.body.view)
+            {
+                prepared.insert(seq, oldest.clone());
+            }
+        }
+        let leader = self.validators.primary(left);
+        if vc.new_view.0 >= 1 && self.is_colluder(leader.0) {
+            let seq = vc.stable.seq.next();
+            let (digest, _) = self.alternative(seq, vc.stable.digest);
+            let pp = PrePrepare {
+                view: left,
+                seq,
+                digest,
+                parent: vc.stable.digest,
+            };
+            let honest_signers: Vec<ReplicaId> = self
+                .validators
+                .ids()
+                .filter(|r| *r != leader)
+                .take(self.validators.quorum() - 1)
+                .collect();
+            let prepares = honest_signers
+                .into_iter()
+                .map(|signer| Signed {
+                    body: Prepare {
+                        view: left,
+                        seq,
+                        digest,
+                        parent: vc.stable.digest,
+                    },
+                    signer,
+                    signature: mosaic_crypto::Signature::from_bytes([signer.0 as u8 + 1; 64]),
+                })
+                .collect();
+            prepared.insert(
+                seq,
+                PreparedCertificate {
+                    pre_prepare: self.sign_raw(leader, pp),
+                    prepares,
+                },
+            );
+        }
+        ViewChange {
+            prepared: prepared.into_values().collect(),
+            ..vc.clone()
+        }
+    }
+
+    /// A colluding new primary's NEW-VIEW for the second half: its last re-issued
+    /// entry (or one past the checkpoint) carries an alternative value, re-signed.
+    fn malformed_new_view(&mut self, id: ReplicaId, new_view: &Signed<NewView>) -> Vec<Message> {
+        let mut body = new_view.body.clone();
+        let (seq, parent) = match body.pre_prepares.last() {
+            Some(p) => (p.body.seq, p.body.parent),
+            None => {
+                let stable = body
+                    .view_changes
+                    .iter()
+                    .map(|v| &v.body.stable)
+                    .max_by_key(|s| s.seq)
+                    .map_or((SeqNum(1), genesis()), |s| (s.seq.next(), s.digest));
+                (stable.0, stable.1)
+            }
+        };
+        let (digest, payload) = self.alternative(seq, parent);
+        let pp = PrePrepare {
+            view: body.view,
+            seq,
+            digest,
+            parent,
+        };
+        body.pre_prepares.retain(|p| p.body.seq != seq);
+        body.pre_prepares.push(self.sign_raw(id, pp));
+        let mut payloads: Vec<Option<Vec<u8>>> = vec![None; body.pre_prepares.len()];
+        if let Some(last) = payloads.last_mut() {
+            *last = Some(payload);
+        }
+        let view = body.view;
+        vec![
+            Message::NewView {
+                new_view: self.sign_raw(id, body),
+                payloads,
+            },
+            Message::Commit(self.sign_raw(id, Commit { view, seq, digest })),
+        ]
+    }
+
     fn transmit(&mut self, id: ReplicaId, to: Option<ReplicaId>, message: Message) {
         let targets = match to {
             Some(t) => vec![t],
             None => self.others(id),
         };
         let behavior = self.nodes[id.0 as usize].behavior;
+        if behavior == Behavior::Honest {
+            self.check_honest_signatures(id, &message);
+        }
         match behavior {
             Behavior::Honest => {
                 for t in targets {
@@ -607,6 +1090,114 @@ impl Sim {
                 }
             }
             Behavior::Silent => {}
+            Behavior::Twin => {
+                // The first instance talks to the lower half only (the second one
+                // to the upper half, in carry_out_twin).
+                let half = self.validators.len() as u32 / 2;
+                for t in targets {
+                    if t.0 < half {
+                        self.send(id, t, message.clone());
+                    }
+                }
+            }
+            Behavior::LyingCatchUp => {
+                let lies: Vec<Message> =
+                    match &message {
+                        Message::Commit(_) => {
+                            let node = &self.nodes[id.0 as usize];
+                            let stale = node.delivered.iter().next().map(
+                                |(_, (_, payload, certificate))| Message::Certified {
+                                    payload: payload.clone(),
+                                    certificate: certificate.clone(),
+                                },
+                            );
+                            let junk = node.delivered.iter().next_back().map(|(_, (_, _, c))| {
+                                Message::Certified {
+                                    payload: vec![0xAB; 512],
+                                    certificate: c.clone(),
+                                }
+                            });
+                            stale.into_iter().chain(junk).collect()
+                        }
+                        _ => Vec::new(),
+                    };
+                for t in targets {
+                    self.send(id, t, message.clone());
+                    for lie in &lies {
+                        self.send(id, t, lie.clone());
+                    }
+                }
+            }
+            Behavior::Colluder => {
+                let mut extra: Vec<(bool, Message)> = Vec::new();
+                let mut message = message;
+                match &message {
+                    Message::PrePrepare {
+                        pre_prepare,
+                        payload: _,
+                    } if pre_prepare.signer == id => {
+                        let pp = pre_prepare.body;
+                        let (digest, payload) = self.alternative(pp.seq, pp.parent);
+                        self.coalition
+                            .second
+                            .insert((pp.view, pp.seq), (digest, pp.parent));
+                        let alt = PrePrepare { digest, ..pp };
+                        extra.push((
+                            true,
+                            Message::PrePrepare {
+                                pre_prepare: self.sign_raw(id, alt),
+                                payload,
+                            },
+                        ));
+                    }
+                    Message::Prepare(p) => {
+                        if let Some(&(digest, parent)) =
+                            self.coalition.second.get(&(p.body.view, p.body.seq))
+                        {
+                            let body = Prepare {
+                                digest,
+                                parent,
+                                ..p.body
+                            };
+                            extra.push((true, Message::Prepare(self.sign_raw(id, body))));
+                        }
+                    }
+                    Message::Commit(c) => {
+                        if let Some(&(digest, _)) =
+                            self.coalition.second.get(&(c.body.view, c.body.seq))
+                        {
+                            let body = Commit { digest, ..c.body };
+                            extra.push((true, Message::Commit(self.sign_raw(id, body))));
+                        }
+                    }
+                    Message::ViewChange(vc) if vc.signer == id => {
+                        let body = self.colluding_view_change(id, &vc.body);
+                        message = Message::ViewChange(self.sign_raw(id, body));
+                    }
+                    Message::NewView { new_view, .. } if new_view.signer == id => {
+                        let nv = new_view.clone();
+                        for m in self.malformed_new_view(id, &nv) {
+                            extra.push((true, m));
+                        }
+                    }
+                    _ => {}
+                }
+                let second_value = extra.iter().any(|(_, m)| {
+                    matches!(m, Message::PrePrepare { .. } | Message::NewView { .. })
+                });
+                for t in targets {
+                    let second = self.second_half(t);
+                    // The second half sees the second value instead of the first.
+                    if !(second && second_value) || self.is_colluder(t.0) {
+                        self.send(id, t, message.clone());
+                    }
+                    for (to_second, m) in &extra {
+                        if *to_second && second {
+                            self.send(id, t, m.clone());
+                        }
+                    }
+                }
+            }
             Behavior::Rewriter => {
                 if let Message::NewView { new_view, .. } = &message {
                     let mut fresh = Vec::new();
@@ -768,10 +1359,34 @@ impl Sim {
     fn dispatch(&mut self, event: Event) {
         match event {
             Event::Deliver { to, from, message } => {
+                if self.nodes[to.0 as usize].twin.is_some() {
+                    self.step_twin(
+                        to,
+                        Input::Message {
+                            from,
+                            message: message.clone(),
+                        },
+                    );
+                }
                 if self.nodes[to.0 as usize].replica.is_none() {
                     return;
                 }
                 self.messages += 1;
+                if self.is_colluder(to.0) {
+                    self.collude_on(to, from, &message);
+                }
+                if self.hold_until_executed
+                    && let Message::PrePrepare { pre_prepare, .. } = &message
+                    && let Some(replica) = &self.nodes[to.0 as usize].replica
+                    && pre_prepare.body.seq > replica.last_delivered().next()
+                    && pre_prepare.body.view == replica.view()
+                {
+                    let held = &mut self.nodes[to.0 as usize].held;
+                    if held.len() < 64 {
+                        held.push((from, message));
+                    }
+                    return;
+                }
                 if self.nodes[to.0 as usize].behavior == Behavior::Forger {
                     let seen = &mut self.nodes[to.0 as usize].seen;
                     if seen.len() >= 64 {
@@ -785,14 +1400,44 @@ impl Sim {
                 node,
                 timer,
                 generation,
+                twin: true,
+            } => {
+                if self.nodes[node.0 as usize].twin_timers.get(&timer) == Some(&generation) {
+                    self.nodes[node.0 as usize].twin_timers.remove(&timer);
+                    self.step_twin(node, Input::Timeout(timer));
+                }
+            }
+            Event::Timer {
+                node,
+                timer,
+                generation,
+                twin: false,
             } => {
                 if self.nodes[node.0 as usize].timers.get(&timer) == Some(&generation) {
                     self.nodes[node.0 as usize].timers.remove(&timer);
                     self.log(format!("{node} timeout {timer:?}"));
+                    if matches!(timer, Timer::Progress { .. }) && self.honest(node) {
+                        self.progress_timeouts += 1;
+                    }
                     self.step(node, Input::Timeout(timer));
                 }
             }
             Event::Transfer { node, from, to } => {
+                // A lying peer answers first: junk under a real certificate.
+                let lie = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.behavior == Behavior::LyingCatchUp)
+                    .find_map(|n| n.delivered.get(&from).map(|(_, _, c)| c.clone()));
+                if let Some(certificate) = lie {
+                    self.step(
+                        node,
+                        Input::CertifiedPayload {
+                            payload: vec![0xCD; 300],
+                            certificate,
+                        },
+                    );
+                }
                 for s in from.0..=to.0 {
                     let source = self
                         .nodes
@@ -812,6 +1457,43 @@ impl Sim {
                     );
                 }
             }
+        }
+    }
+
+    /// A colluder's reactions to what it receives: it votes for every pre-prepare
+    /// it sees (whatever it voted before), and serves the coalition's payloads.
+    fn collude_on(&mut self, id: ReplicaId, from: ReplicaId, message: &Message) {
+        match message {
+            Message::PrePrepare { pre_prepare, .. } => {
+                let pp = pre_prepare.body;
+                let prepare = Message::Prepare(self.sign_raw(
+                    id,
+                    Prepare {
+                        view: pp.view,
+                        seq: pp.seq,
+                        digest: pp.digest,
+                        parent: pp.parent,
+                    },
+                ));
+                let commit = Message::Commit(self.sign_raw(
+                    id,
+                    Commit {
+                        view: pp.view,
+                        seq: pp.seq,
+                        digest: pp.digest,
+                    },
+                ));
+                for t in self.others(id) {
+                    self.send(id, t, prepare.clone());
+                    self.send(id, t, commit.clone());
+                }
+            }
+            Message::FetchPayload { seq, digest } => {
+                if let Some(payload) = self.coalition.alts.get(&(*seq, *digest)).cloned() {
+                    self.send(id, from, Message::Payload { seq: *seq, payload });
+                }
+            }
+            _ => {}
         }
     }
 
@@ -861,9 +1543,22 @@ impl Sim {
         self.partition = Some(groups.iter().map(|g| g.iter().copied().collect()).collect());
     }
 
-    /// Ends partitions, loss and duplication.
+    /// Drops every message that matches `block` until [`Sim::unblock`].
+    pub fn block(&mut self, block: Block) {
+        self.log(format!("block {block:?}"));
+        self.blocks.push(block);
+    }
+
+    /// Ends every block.
+    pub fn unblock(&mut self) {
+        self.log("unblock".into());
+        self.blocks.clear();
+    }
+
+    /// Ends partitions, blocks, loss and duplication.
     pub fn heal(&mut self) {
         self.log("heal".into());
+        self.blocks.clear();
         self.partition = None;
         self.drop_per_mille = 0;
         self.dup_per_mille = 0;

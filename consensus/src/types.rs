@@ -175,25 +175,61 @@ impl ValidatorSet {
     }
 }
 
-/// A test-only switch that breaks the quorum size, to prove the simulator's safety
-/// checker catches a real bug. Thread-local so parallel tests are unaffected.
+/// Test-only switches that inject textbook bugs, to prove the simulator's oracles
+/// catch each of them (the canaries in `sim`). Thread-local so parallel tests are
+/// unaffected; compiled only into the crate's own tests.
 #[cfg(test)]
 pub mod canary {
     use std::cell::Cell;
 
+    /// A deliberate bug.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Bug {
+        /// Every quorum is f+1 instead of 2f+1.
+        QuorumFPlusOne,
+        /// NEW-VIEW re-issues the LOWEST-view prepared certificate of a slot.
+        LowestViewCertificate,
+        /// NEW-VIEW is built from (and accepted with) f+1 VIEW-CHANGEs.
+        WeakNewViewQuorum,
+        /// Receivers take a NEW-VIEW's re-issued chain as sent instead of
+        /// recomputing it from its VIEW-CHANGEs.
+        NoChainRecompute,
+        /// Prepared certificates are accepted without checking their PREPAREs'
+        /// signatures.
+        NoPrepareSignatureCheck,
+        /// Votes are sent without their safety record being persisted first.
+        NoPersistBeforeSend,
+    }
+
     thread_local! {
-        static BROKEN: Cell<bool> = const { Cell::new(false) };
+        static BUG: Cell<Option<Bug>> = const { Cell::new(None) };
+    }
+
+    /// Whether `bug` is injected on this thread.
+    pub fn has(bug: Bug) -> bool {
+        BUG.with(Cell::get) == Some(bug)
+    }
+
+    /// Injects `bug` (or none) on this thread.
+    pub fn inject(bug: Option<Bug>) {
+        BUG.with(|b| b.set(bug));
     }
 
     /// Whether the quorum is deliberately broken on this thread.
     pub fn broken_quorum() -> bool {
-        BROKEN.with(Cell::get)
+        has(Bug::QuorumFPlusOne)
     }
 
     /// Breaks (or restores) the quorum on this thread.
     pub fn set_broken_quorum(broken: bool) {
-        BROKEN.with(|b| b.set(broken));
+        inject(broken.then_some(Bug::QuorumFPlusOne));
     }
+}
+
+/// Whether a test injected `bug` (always false outside the crate's tests).
+#[cfg(test)]
+pub(crate) fn injected(bug: canary::Bug) -> bool {
+    canary::has(bug)
 }
 
 #[cfg(test)]

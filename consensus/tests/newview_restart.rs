@@ -114,7 +114,7 @@ fn restart_inside_enter_view_still_binds_the_reissued_entries() {
                 pre_prepares: vec![nv_pp],
             },
         ),
-        payloads: vec![pay_d.clone()],
+        payloads: vec![Some(pay_d.clone())],
     };
 
     // r2 and r3 enter view 1 and crash right after the Persist of "entered", before

@@ -111,7 +111,7 @@ fn a_stale_new_view_after_catch_up_is_refused_not_a_crash() {
                 pre_prepares: vec![nv_pp],
             },
         ),
-        payloads: vec![pay_dp.clone()],
+        payloads: vec![Some(pay_dp.clone())],
     };
     // r0, r2 time out of view 1 (no NEW-VIEW reached them); view 2 from r0, r2, X (X
     // omits its cert); primary r2 proposes d at s1; r0, r2, X commit it in view 2.
