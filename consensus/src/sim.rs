@@ -1035,11 +1035,12 @@ impl Sim {
         }
     }
 
-    /// A colluding new primary's NEW-VIEW for the second half: its last re-issued
-    /// entry (or one past the checkpoint) carries an alternative value, re-signed.
+    /// A colluding new primary's malformed NEW-VIEW: its first re-issued entry (or
+    /// one past the checkpoint) carries an alternative value, re-signed, and the
+    /// chain ends there.
     fn malformed_new_view(&mut self, id: ReplicaId, new_view: &Signed<NewView>) -> Vec<Message> {
         let mut body = new_view.body.clone();
-        let (seq, parent) = match body.pre_prepares.last() {
+        let (seq, parent) = match body.pre_prepares.first() {
             Some(p) => (p.body.seq, p.body.parent),
             None => {
                 let stable = body
@@ -1058,8 +1059,7 @@ impl Sim {
             digest,
             parent,
         };
-        body.pre_prepares.retain(|p| p.body.seq != seq);
-        body.pre_prepares.push(self.sign_raw(id, pp));
+        body.pre_prepares = vec![self.sign_raw(id, pp)];
         let mut payloads: Vec<Option<Vec<u8>>> = vec![None; body.pre_prepares.len()];
         if let Some(last) = payloads.last_mut() {
             *last = Some(payload);
@@ -1129,6 +1129,10 @@ impl Sim {
                 }
             }
             Behavior::Colluder => {
+                if let Message::Certified { .. } = message {
+                    // It never helps anyone catch up to what it does not want.
+                    return;
+                }
                 let mut extra: Vec<(bool, Message)> = Vec::new();
                 let mut message = message;
                 match &message {
@@ -1175,9 +1179,12 @@ impl Sim {
                         message = Message::ViewChange(self.sign_raw(id, body));
                     }
                     Message::NewView { new_view, .. } if new_view.signer == id => {
+                        // Everyone gets the malformed chain instead of the real one.
                         let nv = new_view.clone();
-                        for m in self.malformed_new_view(id, &nv) {
-                            extra.push((true, m));
+                        let mut forged = self.malformed_new_view(id, &nv);
+                        message = forged.remove(0);
+                        for m in forged {
+                            extra.push((false, m));
                         }
                     }
                     _ => {}
@@ -1192,7 +1199,7 @@ impl Sim {
                         self.send(id, t, message.clone());
                     }
                     for (to_second, m) in &extra {
-                        if *to_second && second {
+                        if !*to_second || second {
                             self.send(id, t, m.clone());
                         }
                     }
@@ -1486,6 +1493,32 @@ impl Sim {
                 for t in self.others(id) {
                     self.send(id, t, prepare.clone());
                     self.send(id, t, commit.clone());
+                }
+            }
+            Message::NewView { new_view, .. } => {
+                for pp in new_view.body.pre_prepares.clone() {
+                    let pp = pp.body;
+                    let prepare = Message::Prepare(self.sign_raw(
+                        id,
+                        Prepare {
+                            view: pp.view,
+                            seq: pp.seq,
+                            digest: pp.digest,
+                            parent: pp.parent,
+                        },
+                    ));
+                    let commit = Message::Commit(self.sign_raw(
+                        id,
+                        Commit {
+                            view: pp.view,
+                            seq: pp.seq,
+                            digest: pp.digest,
+                        },
+                    ));
+                    for t in self.others(id) {
+                        self.send(id, t, prepare.clone());
+                        self.send(id, t, commit.clone());
+                    }
                 }
             }
             Message::FetchPayload { seq, digest } => {
@@ -1983,6 +2016,212 @@ mod tests {
             eprintln!("seed {seed}: {m}");
         }
         assert!(found.is_empty(), "{} of {total} seeds failed", found.len());
+    }
+
+    // ----- targeted stories: each is safe and live with the correct code, and
+    // forks (or makes an honest key equivocate) with one textbook bug injected -----
+
+    use crate::types::canary::{self, Bug};
+
+    fn colluding_sim(n: usize, seed: u64, colluders: &[u32]) -> Sim {
+        Sim::new(SimConfig {
+            n,
+            seed,
+            byzantine: colluders.iter().map(|&c| (c, Behavior::Colluder)).collect(),
+        })
+    }
+
+    fn drop_kind(kind: &'static str, to: Option<u32>, view: u64) -> Block {
+        Block {
+            kind: Some(kind),
+            to,
+            view: Some(view),
+            ..Block::default()
+        }
+    }
+
+    /// Runs until replica `id` delivered at least `count` sequence numbers.
+    fn run_until_delivered(sim: &mut Sim, id: u32, count: usize, max_ticks: u64) {
+        let deadline = sim.now + max_ticks;
+        while sim.delivered_count(id) < count && sim.now < deadline {
+            sim.run_for(10);
+        }
+        assert!(
+            sim.delivered_count(id) >= count,
+            "seed {}: r{id} delivered {} of {count}\n{}",
+            sim.seed,
+            sim.delivered_count(id),
+            sim.trace_tail()
+        );
+    }
+
+    /// Prepared by a minority, then a different value in a later view: a colluder
+    /// alone prepares Y in view 0 and hides it in its view change; X commits in
+    /// view 1 at one honest replica only; in view 2 the colluder reveals its stale
+    /// certificate for Y beside the others' certificates for X.
+    fn story_stale_certificate(seed: u64) -> Result<(), String> {
+        let mut sim = colluding_sim(4, seed, &[3]);
+        for to in [0, 1, 2] {
+            sim.block(drop_kind("prepare", Some(to), 0));
+        }
+        sim.block(drop_kind("commit", None, 0));
+        sim.block(drop_kind("commit", Some(1), 1));
+        sim.block(drop_kind("commit", Some(2), 1));
+        let mut requests = sim.submit(1);
+        sim.run_for(100);
+        requests.extend(sim.submit(1));
+        run_until_delivered(&mut sim, 0, 1, 20_000);
+        sim.crash(0);
+        sim.run_until_committed(&requests, 60_000).map(|_| ())
+    }
+
+    /// NEW-VIEW from too few view changes: X commits at r0 only (r1 saw nothing,
+    /// r3 no commits); r0 crashes; the colluder hides its certificate.
+    fn story_weak_new_view_quorum(seed: u64) -> Result<(), String> {
+        let mut sim = colluding_sim(4, seed, &[2]);
+        for kind in ["pre-prepare", "prepare", "commit"] {
+            sim.block(drop_kind(kind, Some(1), 0));
+        }
+        sim.block(drop_kind("commit", Some(3), 0));
+        sim.block(Block {
+            from: Some(3),
+            to: Some(1),
+            kind: Some("view-change"),
+            view: None,
+        });
+        let mut requests = sim.submit(1);
+        sim.run_for(100);
+        requests.extend(sim.submit(1));
+        run_until_delivered(&mut sim, 0, 1, 20_000);
+        sim.crash(0);
+        sim.run_for(3_000);
+        sim.restart(0);
+        sim.run_until_committed(&requests, 100_000).map(|_| ())
+    }
+
+    /// A colluding new primary re-issues another value where X committed at r0.
+    fn story_malformed_new_view(seed: u64) -> Result<(), String> {
+        let mut sim = colluding_sim(4, seed, &[1]);
+        sim.block(drop_kind("commit", Some(2), 0));
+        sim.block(drop_kind("commit", Some(3), 0));
+        let mut requests = sim.submit(1);
+        sim.run_for(100);
+        requests.extend(sim.submit(1));
+        run_until_delivered(&mut sim, 0, 1, 20_000);
+        sim.crash(0);
+        sim.run_for(6_000);
+        sim.restart(0);
+        sim.run_until_committed(&requests, 100_000).map(|_| ())
+    }
+
+    /// A primary crashes right after it proposed and restarts in the same view
+    /// with more requests waiting: it must not propose anew at that height.
+    fn story_restart_after_proposal(seed: u64) -> Result<(), String> {
+        let mut sim = honest_sim(4, seed);
+        let mut requests = sim.submit(1);
+        sim.crash(0);
+        requests.extend(sim.submit(1));
+        sim.restart(0);
+        sim.run_until_committed(&requests, 60_000).map(|_| ())
+    }
+
+    type Story = fn(u64) -> Result<(), String>;
+
+    fn stories() -> [(&'static str, Story); 4] {
+        [
+            ("stale certificate", story_stale_certificate),
+            ("weak new-view quorum", story_weak_new_view_quorum),
+            ("malformed new view", story_malformed_new_view),
+            ("restart after proposal", story_restart_after_proposal),
+        ]
+    }
+
+    /// What a run ended with: Ok, or the first line of its failure.
+    fn outcome(bug: Option<Bug>, run: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+        canary::inject(bug);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+        canary::inject(None);
+        match result {
+            Ok(r) => r,
+            Err(e) => Err(e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()),
+        }
+    }
+
+    #[test]
+    fn targeted_stories_are_safe_and_live() {
+        for seed in 0..5 {
+            for (name, story) in stories() {
+                if let Err(e) = outcome(None, || story(seed)) {
+                    panic!("story {name:?}, seed {seed}: {e}");
+                }
+            }
+        }
+    }
+
+    /// The CI suite at its CI seed count, with `bug` injected: the stories first,
+    /// then the random scenarios; the first violation it finds, if any.
+    fn catches(bug: Bug) -> Option<String> {
+        for (name, story) in stories() {
+            for seed in 0..5 {
+                if let Err(e) = outcome(Some(bug), || story(seed)) {
+                    return Some(format!("story {name:?} seed {seed}: {e}"));
+                }
+            }
+        }
+        for seed in 0..seed_range(3).end {
+            if let Err(e) = outcome(Some(bug), || random_scenario(seed).map(|_| ())) {
+                return Some(format!("random seed {seed}: {e}"));
+            }
+        }
+        None
+    }
+
+    fn assert_caught(bug: Bug, expect: &[&str]) {
+        let found = catches(bug).unwrap_or_else(|| panic!("{bug:?} survived the CI suite"));
+        assert!(
+            expect.iter().any(|e| found.contains(e)),
+            "{bug:?} was caught, but not by the oracle expected ({expect:?}): {found}"
+        );
+        eprintln!("{bug:?}: {}", found.lines().next().unwrap_or(""));
+    }
+
+    const FORK: &[&str] = &["SAFETY VIOLATION", "CHAIN VIOLATION"];
+
+    #[test]
+    fn canary_lowest_view_certificate_is_caught() {
+        assert_caught(Bug::LowestViewCertificate, FORK);
+    }
+
+    #[test]
+    fn canary_weak_new_view_quorum_is_caught() {
+        assert_caught(Bug::WeakNewViewQuorum, FORK);
+    }
+
+    #[test]
+    fn canary_no_chain_recompute_is_caught() {
+        assert_caught(Bug::NoChainRecompute, FORK);
+    }
+
+    #[test]
+    fn canary_no_prepare_signature_check_is_caught() {
+        assert_caught(Bug::NoPrepareSignatureCheck, FORK);
+    }
+
+    #[test]
+    fn canary_no_persist_before_send_is_caught() {
+        assert_caught(
+            Bug::NoPersistBeforeSend,
+            &["HONEST EQUIVOCATION", "VIEW-CHANGE OMISSION"],
+        );
+    }
+
+    #[test]
+    fn canary_quorum_f_plus_one_is_caught() {
+        assert_caught(Bug::QuorumFPlusOne, FORK);
     }
 
     fn run_seeds(range: std::ops::Range<u64>) {
