@@ -925,13 +925,17 @@ impl Sim {
             let low = self.committed_height().saturating_sub(64);
             self.votes.retain(|(_, _, _, s), _| *s > low);
         }
-        if let Message::NewView { .. } | Message::PrePrepare { .. } = message {
+        // A NEW-VIEW fits the limit, or carries no payload at all (its view
+        // changes alone are what they are).
+        if let Message::NewView { payloads, new_view } = message
+            && new_view.signer == id
+            && payloads.iter().any(Option::is_some)
+        {
             let size = message.encode().map_or(usize::MAX, |b| b.len());
             assert!(
-                size <= self.message_bytes_max.max(SIM_PAYLOAD_MAX * 4),
-                "seed {}: honest {id} sent a {} of {size} bytes, over the limit {}",
+                size <= self.message_bytes_max,
+                "seed {}: honest {id} sent a NEW-VIEW of {size} bytes, over the limit {}",
                 self.seed,
-                message.kind(),
                 self.message_bytes_max
             );
         }
@@ -1423,7 +1427,16 @@ impl Sim {
                 if self.nodes[node.0 as usize].timers.get(&timer) == Some(&generation) {
                     self.nodes[node.0 as usize].timers.remove(&timer);
                     self.log(format!("{node} timeout {timer:?}"));
-                    if matches!(timer, Timer::Progress { .. }) && self.honest(node) {
+                    // Only a timeout the replica acts on counts as a stall.
+                    if let Timer::Progress { view } = timer
+                        && self.honest(node)
+                        && self.nodes[node.0 as usize]
+                            .replica
+                            .as_ref()
+                            .is_some_and(|r| {
+                                r.view() == view && r.status() == crate::replica::Status::Normal
+                            })
+                    {
                         self.progress_timeouts += 1;
                     }
                     self.step(node, Input::Timeout(timer));
@@ -1576,6 +1589,52 @@ impl Sim {
         self.partition = Some(groups.iter().map(|g| g.iter().copied().collect()).collect());
     }
 
+    /// Sets [`Config::message_bytes_max`] and restarts every replica with it (call
+    /// before anything happens).
+    pub fn with_message_bytes_max(mut self, bytes: usize) -> Self {
+        self.message_bytes_max = bytes;
+        for id in 0..self.nodes.len() as u32 {
+            self.crash(id);
+            self.restart(id);
+            if self.nodes[id as usize].twin.is_some() {
+                self.boot_twin(ReplicaId(id));
+            }
+        }
+        self
+    }
+
+    /// The live honest replicas running the normal case in `view`.
+    pub fn in_view(&self, view: View) -> BTreeSet<u32> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.behavior == Behavior::Honest)
+            .filter(|(_, n)| {
+                n.replica.as_ref().is_some_and(|r| {
+                    r.view() == view && r.status() == crate::replica::Status::Normal
+                })
+            })
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    /// The primary of the view most live honest replicas are in, if it is honest.
+    pub fn honest_primary(&self) -> Option<u32> {
+        let mut views: BTreeMap<View, usize> = BTreeMap::new();
+        for n in &self.nodes {
+            if n.behavior == Behavior::Honest
+                && let Some(r) = &n.replica
+            {
+                *views.entry(r.view()).or_default() += 1;
+            }
+        }
+        let (view, _) = views.into_iter().max_by_key(|(v, c)| (*c, *v))?;
+        let primary = self.validators.primary(view).0;
+        (self.nodes[primary as usize].behavior == Behavior::Honest
+            && self.nodes[primary as usize].replica.is_some())
+        .then_some(primary)
+    }
+
     /// Drops every message that matches `block` until [`Sim::unblock`].
     pub fn block(&mut self, block: Block) {
         self.log(format!("block {block:?}"));
@@ -1670,12 +1729,23 @@ impl Sim {
         requests: &BTreeSet<u64>,
         max_ticks: u64,
     ) -> Result<u64, String> {
+        self.run_until_committed_by(requests, max_ticks, None)
+    }
+
+    /// Like [`Sim::run_until_committed`], for the replicas in `members` only.
+    pub fn run_until_committed_by(
+        &mut self,
+        requests: &BTreeSet<u64>,
+        max_ticks: u64,
+        members: Option<&BTreeSet<u32>>,
+    ) -> Result<u64, String> {
         let start = self.now;
         let deadline = self.now + max_ticks;
         loop {
-            let done = self.nodes.iter().all(|n| {
+            let done = self.nodes.iter().enumerate().all(|(i, n)| {
                 n.behavior != Behavior::Honest
                     || n.replica.is_none()
+                    || members.is_some_and(|m| !m.contains(&(i as u32)))
                     || requests.is_subset(&n.requests_delivered)
             });
             if done {
@@ -1735,6 +1805,27 @@ impl Sim {
 /// One randomized run for `seed`: chaos (loss, duplication, delays, partitions,
 /// crashes, Byzantine replicas), then healing and a liveness check. Returns the
 /// number of sequence numbers committed.
+/// Ticks within which fresh requests must commit once the network heals and every
+/// honest replica is back: two of the longest timeouts for each view that may
+/// still have to be changed (at most f Byzantine primaries in a row, plus the view
+/// the replicas were in and one to converge), with room for catch-up.
+pub fn liveness_bound_ticks(n: usize) -> u64 {
+    let f = (n as u64 - 1) / 3;
+    (f + 3) * 2 * 6_400
+}
+
+/// Ticks within which a request commits while the network is synchronous and the
+/// primary honest: less than the first view-change timeout (400), so a view that
+/// stalls until its timeout is caught.
+pub const STEADY_BOUND_TICKS: u64 = 300;
+
+/// One randomized run for `seed`: chaos (loss, duplication, delays, partitions,
+/// targeted message blocks, crashes of honest and Byzantine replicas, up to f
+/// Byzantine replicas and exactly f in half the runs), then healing and two
+/// liveness checks: fresh requests commit within [`liveness_bound_ticks`], and,
+/// under an honest primary on a synchronous network, within
+/// [`STEADY_BOUND_TICKS`] without any view change. Returns the number of sequence
+/// numbers committed.
 pub fn random_scenario(seed: u64) -> Result<u64, String> {
     let mut rng = Rng::new(seed ^ 0x5eed);
     let n = match rng.range(0, 9) {
@@ -1743,23 +1834,36 @@ pub fn random_scenario(seed: u64) -> Result<u64, String> {
         _ => 10,
     };
     let f = (n - 1) / 3;
-    let byzantine_count = rng.range(0, f as u64) as usize;
+    let byzantine_count = if rng.chance(500) {
+        f
+    } else {
+        rng.range(0, f as u64) as usize
+    };
     let mut ids: Vec<u32> = (0..n as u32).collect();
     for i in (1..ids.len()).rev() {
         let j = rng.range(0, i as u64) as usize;
         ids.swap(i, j);
     }
+    // A third of the runs put all Byzantine replicas in one coalition.
+    let coalition = rng.chance(333);
     let byzantine: Vec<(u32, Behavior)> = ids[..byzantine_count]
         .iter()
         .map(|&id| {
-            (
-                id,
-                Behavior::BYZANTINE[rng.range(0, Behavior::BYZANTINE.len() as u64 - 1) as usize],
-            )
+            let behavior = if coalition {
+                Behavior::Colluder
+            } else {
+                Behavior::BYZANTINE[rng.range(0, Behavior::BYZANTINE.len() as u64 - 1) as usize]
+            };
+            (id, behavior)
         })
         .collect();
     let honest: Vec<u32> = ids[byzantine_count..].to_vec();
     let mut sim = Sim::new(SimConfig { n, seed, byzantine });
+    if rng.chance(300) {
+        // No payload fits in a NEW-VIEW: every re-issued one is fetched.
+        sim = sim.with_message_bytes_max(0);
+    }
+    sim.hold_until_executed = rng.chance(500);
 
     // Chaos.
     sim.network(rng.range(0, 150), rng.range(0, 100), (1, rng.range(2, 60)));
@@ -1775,25 +1879,68 @@ pub fn random_scenario(seed: u64) -> Result<u64, String> {
         .collect();
     sim.stragglers(rng.range(0, 100), &slow_links);
     sim.submit(rng.range(5, 30));
-    for _ in 0..rng.range(2, 5) {
-        match rng.range(0, 3) {
+    for _ in 0..rng.range(2, 6) {
+        match rng.range(0, 7) {
             0 => {
                 let cut = rng.range(1, n as u64 - 1) as usize;
                 let (a, b) = ids.split_at(cut);
                 sim.partition(&[a, b]);
             }
             1 => {
-                // Crash any honest replicas (even more than f: safety must hold).
-                let victim = honest[rng.range(0, honest.len() as u64 - 1) as usize];
+                // Crash any replicas, honest (even more than f: safety must hold)
+                // or Byzantine.
+                let victim = rng.range(0, n as u64 - 1) as u32;
                 sim.crash(victim);
             }
             2 => {
                 sim.submit(rng.range(1, 20));
             }
-            _ => {
-                let victim = honest[rng.range(0, honest.len() as u64 - 1) as usize];
+            3 => {
+                let victim = rng.range(0, n as u64 - 1) as u32;
                 sim.restart(victim);
             }
+            4 => {
+                // The primary isolated with f backups.
+                let primary = sim
+                    .honest_primary()
+                    .unwrap_or_else(|| rng.range(0, n as u64 - 1) as u32);
+                let mut with: Vec<u32> = vec![primary];
+                with.extend(ids.iter().copied().filter(|i| *i != primary).take(f));
+                let rest: Vec<u32> = ids.iter().copied().filter(|i| !with.contains(i)).collect();
+                sim.partition(&[&with, &rest]);
+            }
+            5 => {
+                // Asymmetric links: some directions lose everything.
+                for _ in 0..rng.range(1, n as u64) {
+                    sim.block(Block {
+                        from: Some(rng.range(0, n as u64 - 1) as u32),
+                        to: Some(rng.range(0, n as u64 - 1) as u32),
+                        ..Block::default()
+                    });
+                }
+            }
+            6 => {
+                // A minority prepares, nobody commits, then the view changes.
+                let minority: Vec<u32> = ids.iter().copied().take(f.max(1)).collect();
+                for to in ids.iter().filter(|i| !minority.contains(i)) {
+                    sim.block(Block {
+                        to: Some(*to),
+                        kind: Some("prepare"),
+                        ..Block::default()
+                    });
+                }
+                sim.block(Block {
+                    kind: Some("commit"),
+                    ..Block::default()
+                });
+                sim.submit(rng.range(1, 10));
+                sim.run_for(rng.range(50, 400));
+                if let Some(primary) = sim.honest_primary() {
+                    sim.crash(primary);
+                }
+                sim.unblock();
+            }
+            _ => sim.unblock(),
         }
         sim.run_for(rng.range(200, 3_000));
     }
@@ -1805,7 +1952,27 @@ pub fn random_scenario(seed: u64) -> Result<u64, String> {
     }
     sim.network(0, 0, (1, 10));
     let fresh = sim.submit(10);
-    sim.run_until_committed(&fresh, 200_000)?;
+    sim.run_until_committed(&fresh, liveness_bound_ticks(n))?;
+
+    // Synchronous network, honest primary: no stall, no view change among the
+    // replicas of its view (one still changing to a later view alone catches up
+    // through the others' help instead).
+    if let Some(primary) = sim.honest_primary()
+        && let Some(view) = sim.view_of(primary)
+        && sim.in_view(view).len() >= sim.validators.quorum()
+    {
+        let members = sim.in_view(view);
+        let timeouts = sim.progress_timeouts;
+        let steady = sim.submit(8);
+        sim.run_until_committed_by(&steady, STEADY_BOUND_TICKS, Some(&members))
+            .map_err(|e| format!("STALL under an honest primary: {e}"))?;
+        if sim.progress_timeouts != timeouts {
+            return Err(format!(
+                "seed {seed}: STALL: a view timed out under an honest primary on a synchronous network\n{}",
+                sim.trace_tail()
+            ));
+        }
+    }
     Ok(sim.committed_height())
 }
 
