@@ -580,7 +580,13 @@ impl Replica {
             || self.digest_at(seq.prev()) != Some(parent)
             || !self.in_window(seq)
         {
+            // The host answered an earlier request (its parent or height moved on
+            // since): ask again for the current one, or the primary stalls.
             self.reject("stale-proposal");
+            if self.proposal_wanted == Some(seq) {
+                self.proposal_wanted = None;
+                self.want_proposal(out);
+            }
             return;
         }
         if payload.len() > self.config.payload_bytes_max {

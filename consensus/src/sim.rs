@@ -671,6 +671,7 @@ impl Sim {
                     certificate,
                 } => self.on_deliver(id, seq, digest, payload, certificate),
                 Output::ProposalWanted { seq, parent } => {
+                    self.log(format!("{id} wants a proposal for {seq} on {parent}"));
                     self.nodes[id.0 as usize].proposal_wanted = Some((seq, parent));
                     self.maybe_propose(id);
                 }
@@ -818,6 +819,7 @@ impl Sim {
         if requests.is_empty() {
             return;
         }
+        self.log(format!("{id} proposes {seq} on {parent}: {requests:?}"));
         let node = &mut self.nodes[id.0 as usize];
         node.proposal_wanted = None;
         node.proposed.extend(requests.iter().copied());
