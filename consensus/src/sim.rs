@@ -943,6 +943,44 @@ impl Sim {
         }
     }
 
+    /// Signatures by the first `count` replicas other than `except` that none of
+    /// them made.
+    fn forged_signers(
+        &self,
+        except: Option<ReplicaId>,
+        count: usize,
+    ) -> Vec<(ReplicaId, mosaic_crypto::Signature)> {
+        self.validators
+            .ids()
+            .filter(|r| Some(*r) != except)
+            .take(count)
+            .map(|r| (r, mosaic_crypto::Signature::from_bytes([r.0 as u8 + 3; 64])))
+            .collect()
+    }
+
+    /// A valid alternative payload for the height being committed, under a
+    /// certificate whose signatures are made up.
+    fn forged_certified(&mut self, id: ReplicaId, commit: Commit) -> Option<Message> {
+        let parent = if commit.seq.0 == 1 {
+            genesis()
+        } else {
+            self.nodes[id.0 as usize]
+                .delivered
+                .get(&commit.seq.prev())?
+                .0
+        };
+        let (digest, payload) = self.alternative(commit.seq, parent);
+        Some(Message::Certified {
+            payload,
+            certificate: crate::CommitCertificate {
+                view: commit.view,
+                seq: commit.seq,
+                digest,
+                signatures: self.forged_signers(None, self.validators.quorum()),
+            },
+        })
+    }
+
     /// An alternative valid payload at (seq, parent), known to the coalition.
     fn alternative(&mut self, seq: SeqNum, parent: Digest) -> (Digest, Vec<u8>) {
         let payload = encode_block(&SimBlock {
@@ -1035,6 +1073,29 @@ impl Sim {
                 },
             );
         }
+        if self.rng.chance(250) {
+            // Now and then: a stable checkpoint nobody signed, one interval higher.
+            let seq = SeqNum(vc.stable.seq.0 + 4);
+            let digest = Digest(Hash::of(b"forged checkpoint"));
+            let checkpoints = self
+                .forged_signers(None, self.validators.quorum())
+                .into_iter()
+                .map(|(signer, signature)| Signed {
+                    body: crate::Checkpoint { seq, digest },
+                    signer,
+                    signature,
+                })
+                .collect();
+            return ViewChange {
+                stable: crate::CheckpointProof {
+                    seq,
+                    digest,
+                    checkpoints,
+                },
+                prepared: Vec::new(),
+                ..vc.clone()
+            };
+        }
         ViewChange {
             prepared: prepared.into_values().collect(),
             ..vc.clone()
@@ -1107,6 +1168,10 @@ impl Sim {
                 }
             }
             Behavior::LyingCatchUp => {
+                let forged = match &message {
+                    Message::Commit(c) => self.forged_certified(id, c.body),
+                    _ => None,
+                };
                 let lies: Vec<Message> =
                     match &message {
                         Message::Commit(_) => {
@@ -1123,7 +1188,7 @@ impl Sim {
                                     certificate: c.clone(),
                                 }
                             });
-                            stale.into_iter().chain(junk).collect()
+                            stale.into_iter().chain(junk).chain(forged).collect()
                         }
                         _ => Vec::new(),
                     };
