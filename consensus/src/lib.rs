@@ -32,6 +32,19 @@
 //!   view changes and its re-issued pre-prepares; every replica recomputes the choice
 //!   and rejects a NEW-VIEW that differs. Timeouts double on consecutive view changes.
 //!   f+1 view changes for higher views make a replica join the smallest of them.
+//!   A NEW-VIEW carries the re-issued payloads that fit in
+//!   [`Config::message_bytes_max`]; a replica that lacks one of the others fetches it
+//!   (FETCH-PAYLOAD) and checks it before it votes.
+//! - Progress never waits on the path a parent took: a pre-prepare parked for its
+//!   parent, and a slot blocked by the chaining rule, are re-examined whenever the
+//!   parent is delivered (own slot, commits, catch-up) or becomes the stable
+//!   checkpoint.
+//! - Budgets are per peer: certified payloads kept for catch-up are bounded per
+//!   sender; help to a lagging replica (certified payloads, checkpoint proofs, the
+//!   NEW-VIEW) and answers to FETCH-PAYLOAD are given once per peer per help period
+//!   ([`Timer::HelpPeriod`]), so a repeated small message never becomes a flood.
+//! - Certificates are canonical: exactly the quorum of signatures, signers strictly
+//!   ascending, so one set of votes has one encoding.
 //! - Crash safety: [`SafetyRules`] hold the key; every new vote is preceded by an
 //!   [`Output::Persist`] of the record, so a restarted replica never signs two
 //!   digests for one (view, seq) or votes in a view it left.

@@ -1,11 +1,31 @@
 //! A deterministic simulator for the consensus core (tests only).
 //!
 //! One seed drives everything: network delays, drops, duplicates and reordering,
-//! partitions, crashes (including a crash between two outputs of one step, which
-//! tests persist-before-send) and restarts from persisted state, and up to f
-//! Byzantine replicas. Time is virtual. After every step the replica's invariants are
-//! checked; every delivery is checked for safety (no two honest replicas deliver
-//! different digests at one sequence number; every certificate verifies).
+//! partitions, targeted message blocks (by sender, recipient, kind and view: the
+//! schedules random faults almost never make), crashes (including a crash between
+//! two outputs of one step, which tests persist-before-send) and restarts from
+//! persisted state, and up to f Byzantine replicas (exactly f in half the random
+//! runs), which may crash too. The adversaries: silent, equivocating primary,
+//! conflicting voter, forger and replayer, view-change liar, rewriting new primary,
+//! a coalition of colluders sharing keys and state (two values to two halves and
+//! votes for both, votes for everything, hidden recent and revealed stale
+//! certificates, forged certificates and checkpoint proofs, malformed NEW-VIEWs,
+//! no help to others), twins (two honest-code instances with one key), and a
+//! lying catch-up peer (stale certificates, junk under real certificates, valid
+//! payloads under made-up certificates). PRE-PREPAREs can be held until the height
+//! before them is executed, as the node does (ADR 006), and NEW-VIEWs can be made
+//! to carry no payload at all. Time is virtual.
+//!
+//! The oracles restate the properties instead of calling production code: after
+//! every step the replica's invariants are checked; every delivery is checked for
+//! safety (no two honest replicas deliver different digests at one sequence
+//! number; every certificate verifies; each payload extends the one before); every
+//! message an honest replica sends is checked so that no honest key signs two
+//! digests for one vote and every honest VIEW-CHANGE carries a certificate as
+//! recent as each COMMIT it sent above its checkpoint; after heal, fresh requests
+//! commit within [`liveness_bound_ticks`], and under an honest primary on a
+//! synchronous network within [`STEADY_BOUND_TICKS`] with no view timing out.
+//! Canaries inject textbook bugs (`types::canary`) and show the suite catches each.
 //!
 //! Scenarios read like their story: `sim.crash(2); sim.partition(&[&[0, 1], &[2, 3]]);
 //! sim.run_for(5_000); sim.heal(); sim.run_until_committed(...)`. A failure reports
