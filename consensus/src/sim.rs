@@ -1567,58 +1567,39 @@ impl Sim {
         }
     }
 
+    /// A colluder's PREPARE and COMMIT for `pp`, to everyone, whatever it voted before.
+    fn vote_for(&mut self, id: ReplicaId, pp: PrePrepare) {
+        let prepare = Message::Prepare(self.sign_raw(
+            id,
+            Prepare {
+                view: pp.view,
+                seq: pp.seq,
+                digest: pp.digest,
+                parent: pp.parent,
+            },
+        ));
+        let commit = Message::Commit(self.sign_raw(
+            id,
+            Commit {
+                view: pp.view,
+                seq: pp.seq,
+                digest: pp.digest,
+            },
+        ));
+        for t in self.others(id) {
+            self.send(id, t, prepare.clone());
+            self.send(id, t, commit.clone());
+        }
+    }
+
     /// A colluder's reactions to what it receives: it votes for every pre-prepare
     /// it sees (whatever it voted before), and serves the coalition's payloads.
     fn collude_on(&mut self, id: ReplicaId, from: ReplicaId, message: &Message) {
         match message {
-            Message::PrePrepare { pre_prepare, .. } => {
-                let pp = pre_prepare.body;
-                let prepare = Message::Prepare(self.sign_raw(
-                    id,
-                    Prepare {
-                        view: pp.view,
-                        seq: pp.seq,
-                        digest: pp.digest,
-                        parent: pp.parent,
-                    },
-                ));
-                let commit = Message::Commit(self.sign_raw(
-                    id,
-                    Commit {
-                        view: pp.view,
-                        seq: pp.seq,
-                        digest: pp.digest,
-                    },
-                ));
-                for t in self.others(id) {
-                    self.send(id, t, prepare.clone());
-                    self.send(id, t, commit.clone());
-                }
-            }
+            Message::PrePrepare { pre_prepare, .. } => self.vote_for(id, pre_prepare.body),
             Message::NewView { new_view, .. } => {
                 for pp in new_view.body.pre_prepares.clone() {
-                    let pp = pp.body;
-                    let prepare = Message::Prepare(self.sign_raw(
-                        id,
-                        Prepare {
-                            view: pp.view,
-                            seq: pp.seq,
-                            digest: pp.digest,
-                            parent: pp.parent,
-                        },
-                    ));
-                    let commit = Message::Commit(self.sign_raw(
-                        id,
-                        Commit {
-                            view: pp.view,
-                            seq: pp.seq,
-                            digest: pp.digest,
-                        },
-                    ));
-                    for t in self.others(id) {
-                        self.send(id, t, prepare.clone());
-                        self.send(id, t, commit.clone());
-                    }
+                    self.vote_for(id, pp.body);
                 }
             }
             Message::FetchPayload { seq, digest } => {
