@@ -30,6 +30,7 @@ use crate::block::{BODY_BYTES_MAX, Block};
 use crate::chain::{BlockCheck, Chain, CheckedBlocks, ExecuteError, Layout, Shared, Tip, lock};
 use crate::config::NodeConfig;
 use crate::genesis::{Genesis, GenesisError};
+use crate::held::{Held, HeldLimits, HoldError};
 use crate::ledger::{Ledger, SignedTransfer};
 use crate::links::{self, Inbound, Links};
 use crate::mempool::{Mempool, MempoolConfig};
@@ -48,11 +49,11 @@ const MISBEHAVIOUR_BAN_POINTS: u32 = 20;
 const BAN_DURATION: Duration = Duration::from_secs(60);
 /// Held PRE-PREPAREs (waiting for their parent to execute) per sender.
 const HELD_PER_SENDER_MAX: usize = 64;
+/// Payload bytes of held PRE-PREPAREs in all, shared out among the validators.
+const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Consensus messages read from the links and waiting for the event loop, at most
 /// (the links also cap their bytes per validator).
 const CONSENSUS_INBOUND_QUEUE: usize = 1_024;
-/// Payload bytes of held PRE-PREPAREs.
-const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Transactions waiting to be gossiped, at most.
 const GOSSIP_QUEUE_MAX: usize = 200_000;
 /// Gossip checking requests in the signature queue at once, at most (this bounds
@@ -336,7 +337,8 @@ pub async fn start(
     consensus_config.window = config.consensus.window;
     consensus_config.view_change_timeout_ticks = config.consensus.view_change_timeout_ms;
     consensus_config.view_change_timeout_max_ticks = config.consensus.view_change_timeout_max_ms;
-    consensus_config.payload_bytes_max = BODY_BYTES_MAX + 64 * 1024;
+    let payload_bytes_max = BODY_BYTES_MAX + 64 * 1024;
+    consensus_config.payload_bytes_max = payload_bytes_max;
     let persisted = store.safety_record()?.unwrap_or_default();
     let restored = if tip_height == 0 && persisted == PersistedConsensus::default() {
         None
@@ -536,8 +538,12 @@ pub async fn start(
         commands: commands_rx,
         inbox: VecDeque::new(),
         timers: BTreeMap::new(),
-        held: BTreeMap::new(),
-        held_bytes: 0,
+        held: Held::new(HeldLimits::shared(
+            HELD_BYTES_MAX,
+            validator_peers.len(),
+            HELD_PER_SENDER_MAX,
+            payload_bytes_max,
+        )),
         wanted: None,
         batch_ready_since: None,
         pending_sent: None,
@@ -656,9 +662,8 @@ struct EventLoop {
     /// Inputs produced while carrying out outputs, fed after them.
     inbox: VecDeque<Input>,
     timers: BTreeMap<Timer, Instant>,
-    /// PRE-PREPAREs whose parent is not executed here yet, by (seq, sender).
-    held: BTreeMap<(SeqNum, ReplicaId), Message>,
-    held_bytes: usize,
+    /// PRE-PREPAREs whose parent is not executed here yet.
+    held: Held,
     /// The proposal consensus asked for.
     wanted: Option<(SeqNum, Digest)>,
     batch_ready_since: Option<Instant>,
@@ -942,22 +947,12 @@ impl EventLoop {
             );
         }
         // PRE-PREPAREs waiting for this block may go in now.
-        let ready: Vec<(SeqNum, ReplicaId)> = self
-            .held
-            .range(..=(seq.next(), ReplicaId(u32::MAX)))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in ready {
-            if let Some(message) = self.held.remove(&key) {
-                if let Message::PrePrepare { payload, .. } = &message {
-                    self.held_bytes = self.held_bytes.saturating_sub(payload.len());
-                }
-                self.inbox.push_back(Input::Message {
-                    from: key.1,
-                    message,
-                });
-            }
+        for (from, message) in self.held.release_through(seq.next()) {
+            self.inbox.push_back(Input::Message { from, message });
         }
+        #[cfg(debug_assertions)]
+        self.held.check_invariants();
+        self.metrics.held_bytes.set(self.held.bytes() as i64);
         Ok(())
     }
 
@@ -1084,29 +1079,34 @@ impl EventLoop {
             }
         };
         self.metrics.message_in(message.kind());
-        if let Message::PrePrepare {
-            pre_prepare,
-            payload,
-        } = &message
-        {
+        if let Message::PrePrepare { pre_prepare, .. } = &message {
             let seq = pre_prepare.body.seq;
             let tip = self.chain.tip().height;
             if seq.0 > tip + 1 {
                 // Its header names the state after seq - 1: hold it until that is
                 // executed. Only what the view's primary signed, within the window
-                // and the byte budget, is held.
+                // and the sender's budget, is held.
                 let from_primary = self.info.validators.primary(pre_prepare.body.view) == from;
-                let held_from = self.held.keys().filter(|(_, r)| *r == from).count();
-                let fits = seq.0 <= tip + 1 + self.config.consensus.window
-                    && held_from < HELD_PER_SENDER_MAX
-                    && self.held_bytes + payload.len() <= HELD_BYTES_MAX;
                 if !from_primary || pre_prepare.verify(&self.info.validators).is_err() {
                     self.misbehaved(peer, "pre-prepare-forged", 5);
-                } else if fits {
-                    self.held_bytes += payload.len();
-                    self.held.insert((seq, from), message);
-                } else {
+                } else if seq.0 > tip + 1 + self.config.consensus.window {
                     self.metrics.rejected("pre-prepare-too-far-ahead", 1);
+                } else {
+                    match self.held.hold(from, message) {
+                        Ok(()) => {}
+                        Err(HoldError::PayloadTooLarge { .. }) => {
+                            self.misbehaved(peer, "pre-prepare-oversized", 5);
+                        }
+                        Err(HoldError::SenderFull { .. }) => {
+                            self.metrics.rejected("pre-prepare-sender-budget-full", 1);
+                        }
+                        Err(HoldError::Stale { .. } | HoldError::NotPrePrepare) => {
+                            self.metrics.rejected("pre-prepare-stale", 1);
+                        }
+                    }
+                    #[cfg(debug_assertions)]
+                    self.held.check_invariants();
+                    self.metrics.held_bytes.set(self.held.bytes() as i64);
                 }
                 return Ok(());
             }
@@ -1126,6 +1126,7 @@ impl EventLoop {
 
     fn misbehaved(&mut self, peer: PeerId, reason: &'static str, points: u32) {
         self.metrics.rejected(reason, 1);
+        self.metrics.misbehaved(reason, points);
         let score = self.misbehaviour.entry(peer).or_insert(0);
         *score += points;
         if *score >= MISBEHAVIOUR_BAN_POINTS {
