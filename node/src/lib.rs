@@ -36,4 +36,5 @@ pub mod net;
 pub mod schema;
 pub mod service;
 pub mod sigbatch;
+pub mod sync;
 pub mod verify_pool;

@@ -41,6 +41,7 @@ use crate::net::{
 };
 use crate::schema::{NodeStore, PersistedConsensus};
 use crate::sigbatch::SigBatcher;
+use crate::sync::{CatchUp, Queued};
 use crate::verify_pool::VerifyPool;
 
 /// Misbehaviour points after which a peer is disconnected and banned for a while.
@@ -190,6 +191,18 @@ pub struct TestOptions {
     /// Send garbage to every peer on every protocol once a second (a Byzantine node
     /// for tests: honest nodes must stay safe and live).
     pub byzantine_garbage: bool,
+    /// Report `u64::MAX` as this node's height and answer block requests falsely
+    /// (a Byzantine node for tests: lagging honest nodes must still catch up).
+    pub byzantine_lie_height: Option<HeightLie>,
+}
+
+/// How a height-lying node answers block requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeightLie {
+    /// With `SyncResponse::Error`.
+    Errors,
+    /// With the real headers and certificates but bodies that fail the check.
+    BadBodies,
 }
 
 /// A running node.
@@ -554,8 +567,7 @@ pub async fn start(
         misbehaviour: HashMap::new(),
         banned: HashMap::new(),
         requests: HashMap::new(),
-        peer_heights: HashMap::new(),
-        sync: SyncState::default(),
+        sync: CatchUp::new(validator_peers.len()),
         gatherings: BTreeMap::new(),
         proposal_seen: BTreeMap::new(),
         entered_first_view: false,
@@ -599,25 +611,6 @@ enum Purpose {
     Status,
     Blocks { from: u64 },
     Fragment { height: u64 },
-}
-
-/// Catch-up state.
-#[derive(Debug, Default)]
-struct SyncState {
-    /// A block request is in flight.
-    in_flight: bool,
-    /// Blocks received but not yet handed to consensus (bodies missing are
-    /// gathered first).
-    queue: VecDeque<SyncBlock>,
-    /// The tip at the previous status round (no progress since: catch up).
-    tip_at_last_round: u64,
-    /// A state transfer asked for by consensus, up to this height.
-    wanted_to: u64,
-    /// No block requests before this (after a block that did not go in).
-    backoff_until: Option<Instant>,
-    /// When catching up started, and the height then (for the progress line).
-    started: Option<(Instant, u64)>,
-    last_progress_log: Option<Instant>,
 }
 
 /// Who waits for a fragment gathering.
@@ -677,8 +670,7 @@ struct EventLoop {
     misbehaviour: HashMap<PeerId, u32>,
     banned: HashMap<PeerId, Instant>,
     requests: HashMap<OutboundRequestId, (PeerId, Purpose)>,
-    peer_heights: HashMap<PeerId, u64>,
-    sync: SyncState,
+    sync: CatchUp,
     gatherings: BTreeMap<u64, Gathering>,
     /// When each in-flight height's proposal reached this node (commit latency).
     proposal_seen: BTreeMap<u64, Instant>,
@@ -1228,7 +1220,7 @@ impl EventLoop {
             } => {
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
-                    self.peer_heights.remove(&peer_id);
+                    self.sync.forget(&peer_id);
                     if let Some(i) = self.validator_index(&peer_id) {
                         tracing::info!(validator = i.0, peer = %peer_id, "validator disconnected");
                     }
@@ -1500,7 +1492,7 @@ impl EventLoop {
                     Ok(response) => self.on_sync_response(peer, purpose, response)?,
                     Err(_) => {
                         self.misbehaved(peer, "sync-undecodable", 5);
-                        self.sync_request_failed(purpose);
+                        self.sync_request_failed(peer, purpose);
                     }
                 }
             }
@@ -1512,7 +1504,7 @@ impl EventLoop {
             } => {
                 tracing::debug!(%peer, %error, "sync request failed");
                 if let Some((_, purpose)) = self.requests.remove(&request_id) {
-                    self.sync_request_failed(purpose);
+                    self.sync_request_failed(peer, purpose);
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -1526,12 +1518,15 @@ impl EventLoop {
         Ok(())
     }
 
-    fn sync_request_failed(&mut self, purpose: Purpose) {
+    /// A request to `peer` brought nothing usable; points, if it is to blame, are
+    /// charged by the caller.
+    fn sync_request_failed(&mut self, peer: PeerId, purpose: Purpose) {
         match purpose {
             Purpose::Status => {}
             Purpose::Blocks { .. } => {
-                self.sync.in_flight = false;
-                self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
+                let rest = self.sync.failed(peer, Instant::now());
+                tracing::debug!(%peer, rest_ms = rest.as_millis() as u64, "block source rested");
+                self.request_blocks();
             }
             Purpose::Fragment { height } => {
                 // A failed request is only one missing fragment; fatal errors of the
@@ -1551,8 +1546,30 @@ impl EventLoop {
                 SyncResponse::Error("undecodable request".into())
             }
             Ok(SyncRequest::Status) => SyncResponse::Status {
-                height: self.chain.tip().height,
+                height: match self.options.byzantine_lie_height {
+                    Some(_) => u64::MAX,
+                    None => self.chain.tip().height,
+                },
             },
+            Ok(SyncRequest::Blocks { .. })
+                if self.options.byzantine_lie_height == Some(HeightLie::Errors) =>
+            {
+                SyncResponse::Error("no".into())
+            }
+            Ok(SyncRequest::Blocks { from, count })
+                if self.options.byzantine_lie_height == Some(HeightLie::BadBodies) =>
+            {
+                match self.blocks_for(from, count) {
+                    SyncResponse::Blocks(mut blocks) => {
+                        let empty = codec::encode(&Vec::<SignedTransfer>::new()).ok();
+                        for block in &mut blocks {
+                            block.body = empty.clone();
+                        }
+                        SyncResponse::Blocks(blocks)
+                    }
+                    other => other,
+                }
+            }
             Ok(SyncRequest::Blocks { from, count }) => {
                 if self.validator_index(&peer).is_some() {
                     self.blocks_for(from, count)
@@ -1614,14 +1631,17 @@ impl EventLoop {
     ) -> Result<(), NodeError> {
         match (purpose, response) {
             (Purpose::Status, SyncResponse::Status { height }) => {
-                self.peer_heights.insert(peer, height);
+                self.sync.report_height(peer, height);
             }
             (Purpose::Blocks { from }, SyncResponse::Blocks(blocks)) => {
-                self.sync.in_flight = false;
+                if self.sync.in_flight == Some(peer) {
+                    self.sync.in_flight = None;
+                }
                 if blocks.is_empty() {
-                    // The peer has nothing past `from` after all: ask again later.
-                    self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
-                    self.peer_heights.remove(&peer);
+                    // It claimed to be past `from` when asked (heights only grow).
+                    self.misbehaved(peer, "sync-empty", 2);
+                    self.sync_request_failed(peer, purpose);
+                    return Ok(());
                 }
                 for (i, block) in blocks.into_iter().enumerate() {
                     let height = from + i as u64;
@@ -1632,13 +1652,18 @@ impl EventLoop {
                         && certificate.verify(&self.info.validators).is_ok();
                     if !good {
                         self.misbehaved(peer, "sync-bad-block", 10);
+                        self.sync.failed(peer, Instant::now());
                         break;
                     }
                     // Blocks that consensus delivered meanwhile are skipped.
                     let expected = self.chain.tip().height + 1 + self.sync.queue.len() as u64;
                     match height.cmp(&expected) {
                         std::cmp::Ordering::Less => {}
-                        std::cmp::Ordering::Equal => self.sync.queue.push_back(block),
+                        std::cmp::Ordering::Equal => self.sync.queue.push_back(Queued {
+                            body_from_sender: block.body.is_some(),
+                            block,
+                            from: peer,
+                        }),
                         std::cmp::Ordering::Greater => break,
                     }
                 }
@@ -1649,11 +1674,15 @@ impl EventLoop {
             }
             (purpose, SyncResponse::Error(reason)) => {
                 tracing::debug!(%peer, reason, "peer could not serve sync request");
-                self.sync_request_failed(purpose);
+                if let Purpose::Blocks { .. } = purpose {
+                    // A validator serves every height it reported to other validators.
+                    self.misbehaved(peer, "sync-refused", 3);
+                }
+                self.sync_request_failed(peer, purpose);
             }
             (purpose, _) => {
                 self.misbehaved(peer, "sync-wrong-response", 5);
-                self.sync_request_failed(purpose);
+                self.sync_request_failed(peer, purpose);
             }
         }
         Ok(())
@@ -1662,7 +1691,8 @@ impl EventLoop {
     /// Hands queued certified blocks to consensus in order; a block without a body
     /// waits for its fragments.
     fn feed_sync_queue(&mut self) -> Result<(), NodeError> {
-        while let Some(block) = self.sync.queue.front() {
+        while let Some(queued) = self.sync.queue.front() {
+            let block = &queued.block;
             let height = block.header.height;
             let tip = self.chain.tip().height;
             if height <= tip {
@@ -1684,14 +1714,23 @@ impl EventLoop {
                     return Ok(());
                 }
             };
-            let Some(block) = self.sync.queue.pop_front() else {
+            let Some(Queued {
+                block,
+                from,
+                body_from_sender,
+            }) = self.sync.queue.pop_front()
+            else {
                 break;
             };
             let txs = match codec::decode::<Vec<SignedTransfer>>(&body, BODY_BYTES_MAX) {
                 Ok(txs) => txs,
                 Err(_) => {
-                    tracing::warn!(height, "synced body does not decode; retrying");
+                    tracing::warn!(height, %from, "synced body does not decode; asking another peer");
                     self.sync.queue.clear();
+                    if body_from_sender {
+                        self.misbehaved(from, "sync-bad-body", 10);
+                        self.sync.failed(from, Instant::now());
+                    }
                     break;
                 }
             };
@@ -1700,19 +1739,29 @@ impl EventLoop {
                 txs,
             }
             .to_bytes();
+            let invalid_before = self.rejection_count("invalid-payload");
             self.drive(Input::CertifiedPayload {
                 payload,
                 certificate: block.certificate,
             })?;
             if self.chain.tip().height < height {
-                tracing::warn!(
-                    height,
-                    "synced block was not accepted; retrying in a second"
-                );
                 self.sync.queue.clear();
-                self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
+                // The certificate is verified, so a body that fails the block check
+                // is the sender's doing; anything else is retried after a pause.
+                if body_from_sender && self.rejection_count("invalid-payload") > invalid_before {
+                    tracing::warn!(height, %from, "synced body fails the block check; asking another peer");
+                    self.misbehaved(from, "sync-bad-body", 10);
+                    self.sync.failed(from, Instant::now());
+                } else {
+                    tracing::warn!(
+                        height,
+                        "synced block was not accepted; retrying in a second"
+                    );
+                    self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
+                }
                 break;
             }
+            self.sync.answered(&from);
         }
         self.log_sync_progress();
         if self.sync.queue.is_empty() {
@@ -1721,46 +1770,38 @@ impl EventLoop {
         Ok(())
     }
 
-    /// The height at least one honest validator reached: the (f+1)-th highest
-    /// reported (a Byzantine peer cannot inflate it), or what consensus proved.
+    /// The height at least one honest validator reached (see [`CatchUp`]).
     fn network_height(&self) -> u64 {
-        let mut heights: Vec<u64> = self.peer_heights.values().copied().collect();
-        heights.sort_unstable_by(|a, b| b.cmp(a));
-        let f = (self.info.validator_peers.len() - 1) / 3;
-        heights
-            .get(f)
-            .copied()
-            .unwrap_or(0)
-            .max(self.sync.wanted_to)
+        self.sync.network_height()
     }
 
-    /// Asks the best peer for the next blocks, if behind.
+    /// How often consensus refused an input for `reason` so far.
+    fn rejection_count(&self, reason: &str) -> u64 {
+        self.replica.rejections().get(reason).copied().unwrap_or(0)
+    }
+
+    /// Asks the next peer in turn for the next blocks, if behind.
     fn request_blocks(&mut self) {
         let tip = self.chain.tip().height;
         let target = self.network_height();
         if self.sync.backoff_until.is_some_and(|t| t > Instant::now()) {
             return;
         }
-        if self.sync.in_flight || !self.sync.queue.is_empty() || target <= tip {
+        if self.sync.in_flight.is_some() || !self.sync.queue.is_empty() || target <= tip {
             if target <= tip && self.sync.started.take().is_some() {
                 tracing::info!(height = tip, "caught up");
             }
             return;
         }
-        let best = self
-            .peer_heights
-            .iter()
-            .filter(|(p, h)| **h > tip && self.connected.contains_key(*p))
-            .max_by_key(|(_, h)| **h)
-            .map(|(p, _)| *p)
-            .or_else(|| {
-                self.info
-                    .validator_peers
-                    .iter()
-                    .find(|p| self.connected.contains_key(*p))
-                    .copied()
-            });
-        let Some(peer) = best else {
+        let now = Instant::now();
+        let connected = &self.connected;
+        let own = self.info.peer_id;
+        let Some(peer) = self.sync.choose(
+            tip,
+            now,
+            |p| *p != own && connected.contains_key(p),
+            &self.info.validator_peers,
+        ) else {
             return;
         };
         if self.sync.started.is_none() {
@@ -1771,7 +1812,9 @@ impl EventLoop {
             from: tip + 1,
             count: SYNC_BLOCKS_MAX,
         };
-        self.sync.in_flight = self.send_sync(peer, &request, Purpose::Blocks { from: tip + 1 });
+        if self.send_sync(peer, &request, Purpose::Blocks { from: tip + 1 }) {
+            self.sync.asked(peer, now);
+        }
     }
 
     fn log_sync_progress(&mut self) {
@@ -1920,13 +1963,14 @@ impl EventLoop {
         let Some(front) = self.sync.queue.front_mut() else {
             return Ok(());
         };
-        if front.header.height != height {
+        if front.block.header.height != height {
             return Ok(());
         }
         match coding::reconstruct(commitment, fragments.to_vec()) {
             Ok(rebuilt) => {
                 tracing::info!(height, "rebuilt a pruned body from peers' fragments");
-                front.body = Some(rebuilt.body);
+                front.block.body = Some(rebuilt.body);
+                front.body_from_sender = false;
                 self.feed_sync_queue()?;
             }
             Err(CodingError::NotEnoughFragments { found, needed, .. }) => {
