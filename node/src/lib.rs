@@ -33,6 +33,7 @@ pub mod links;
 pub mod mempool;
 pub mod metrics;
 pub mod net;
+pub mod peers;
 pub mod schema;
 pub mod service;
 pub mod sigbatch;

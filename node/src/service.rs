@@ -18,7 +18,7 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, noise, tcp, yamux};
 use mosaic_consensus::{
     CheckpointProof, CommitCertificate, Config as ConsensusConfig, Digest, Input, Message, Output,
-    Replica, ReplicaId, Restored, SeqNum, Timer, ValidatorSet,
+    Replica, ReplicaId, Restored, SeqNum, Timer, ValidatorSet, View,
 };
 use mosaic_crypto::{ChainId, Keypair, codec};
 use mosaic_storage::{CodingError, Fragment, FragmentCommitment, StoreConfig, coding};
@@ -39,15 +39,12 @@ use crate::net::{
     self, Behaviour, BehaviourEvent, CONSENSUS_FRAME_MAX, GOSSIP_BYTES_MAX, NetError,
     SYNC_BLOCKS_MAX, SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX, SyncBlock, SyncRequest, SyncResponse,
 };
+use crate::peers::{ConsensusBlame, Peers};
 use crate::schema::{NodeStore, PersistedConsensus};
 use crate::sigbatch::SigBatcher;
 use crate::sync::{CatchUp, Queued};
 use crate::verify_pool::VerifyPool;
 
-/// Misbehaviour points after which a peer is disconnected and banned for a while.
-const MISBEHAVIOUR_BAN_POINTS: u32 = 20;
-/// How long a banned peer stays banned.
-const BAN_DURATION: Duration = Duration::from_secs(60);
 /// Held PRE-PREPAREs (waiting for their parent to execute) per sender.
 const HELD_PER_SENDER_MAX: usize = 64;
 /// Payload bytes of held PRE-PREPAREs in all, shared out among the validators.
@@ -564,8 +561,7 @@ pub async fn start(
         compaction: None,
         connected: BTreeMap::new(),
         addresses: HashMap::new(),
-        misbehaviour: HashMap::new(),
-        banned: HashMap::new(),
+        peers: Peers::new(),
         requests: HashMap::new(),
         sync: CatchUp::new(validator_peers.len()),
         gatherings: BTreeMap::new(),
@@ -667,8 +663,8 @@ struct EventLoop {
     /// Connected peers and their connection counts.
     connected: BTreeMap<PeerId, u32>,
     addresses: HashMap<PeerId, BTreeSet<Multiaddr>>,
-    misbehaviour: HashMap<PeerId, u32>,
-    banned: HashMap<PeerId, Instant>,
+    /// Misbehaviour points and bans.
+    peers: Peers,
     requests: HashMap<OutboundRequestId, (PeerId, Purpose)>,
     sync: CatchUp,
     gatherings: BTreeMap<u64, Gathering>,
@@ -785,7 +781,18 @@ impl EventLoop {
     fn pump(&mut self) -> Result<(), NodeError> {
         loop {
             while let Some(input) = self.inbox.pop_front() {
+                let sender = match &input {
+                    Input::Message { from, .. } => Some((
+                        *from,
+                        self.replica.view(),
+                        ConsensusBlame::before(self.replica.rejections()),
+                    )),
+                    _ => None,
+                };
                 let outputs = self.replica.handle(input);
+                if let Some((from, view, blame)) = sender {
+                    self.blame_consensus_sender(from, view, &blame);
+                }
                 self.apply_outputs(outputs)?;
             }
             self.maybe_propose();
@@ -946,6 +953,23 @@ impl EventLoop {
         self.held.check_invariants();
         self.metrics.held_bytes.set(self.held.bytes() as i64);
         Ok(())
+    }
+
+    /// Charges `from` for the blamed rejections its message raised. A message that
+    /// moved the view (a NEW-VIEW) replays others' buffered messages in the same
+    /// step, so what it raised is not all its own: nothing is charged then.
+    fn blame_consensus_sender(&mut self, from: ReplicaId, view: View, blame: &ConsensusBlame) {
+        if self.replica.view() != view {
+            return;
+        }
+        let charged = blame.charged(self.replica.rejections());
+        let Some(peer) = self.info.validator_peers.get(from.0 as usize).copied() else {
+            return;
+        };
+        for (reason, points) in charged {
+            // The replica counted the rejection itself (see count_rejections).
+            self.charge(peer, reason, points);
+        }
     }
 
     fn count_rejections(&mut self) {
@@ -1116,16 +1140,20 @@ impl EventLoop {
             .map(|i| ReplicaId(i as u32))
     }
 
+    /// Counts an input of `peer` refused for `reason` and charges it `points`.
     fn misbehaved(&mut self, peer: PeerId, reason: &'static str, points: u32) {
         self.metrics.rejected(reason, 1);
+        self.charge(peer, reason, points);
+    }
+
+    /// Charges `peer` `points` for `reason`; at the ban threshold it is disconnected.
+    fn charge(&mut self, peer: PeerId, reason: &'static str, points: u32) {
         self.metrics.misbehaved(reason, points);
-        let score = self.misbehaviour.entry(peer).or_insert(0);
-        *score += points;
-        if *score >= MISBEHAVIOUR_BAN_POINTS {
+        if self.peers.charge(peer, points, Instant::now()) {
             tracing::warn!(%peer, reason, "peer sent invalid data: disconnecting and banning");
-            self.misbehaviour.remove(&peer);
-            self.banned.insert(peer, Instant::now() + BAN_DURATION);
-            self.metrics.peers_banned.set(self.banned.len() as i64);
+            self.metrics
+                .peers_banned
+                .set(self.peers.banned_count() as i64);
             // Closes its connections and refuses new ones, both ways, until the ban ends.
             self.swarm.behaviour_mut().blocked.block_peer(peer);
         }
@@ -1180,7 +1208,7 @@ impl EventLoop {
         for peer in peers {
             if peer == self.info.peer_id
                 || self.connected.contains_key(&peer)
-                || self.banned.contains_key(&peer)
+                || self.peers.is_banned(&peer)
             {
                 continue;
             }
@@ -2033,24 +2061,13 @@ impl EventLoop {
     fn on_slow_tick(&mut self) -> Result<(), NodeError> {
         self.redial();
         self.compact_index();
-        let now = Instant::now();
-        let served: Vec<PeerId> = self
-            .banned
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in served {
-            self.banned.remove(&peer);
+        for peer in self.peers.second_passed(Instant::now()) {
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
             tracing::info!(%peer, "ban ended");
         }
-        self.metrics.peers_banned.set(self.banned.len() as i64);
-        // Points fade: only sustained misbehaviour leads to a ban.
-        self.misbehaviour.retain(|_, points| {
-            *points = points.saturating_sub(1);
-            *points > 0
-        });
+        self.metrics
+            .peers_banned
+            .set(self.peers.banned_count() as i64);
         // Ask connected validators how far they are; no progress since the last
         // round while someone is ahead means we fell behind: catch up.
         let tip = self.chain.tip().height;
