@@ -763,7 +763,16 @@ fn run_node(config_path: &Path, byzantine_garbage: bool) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let node = service::start(config, genesis, key, TestOptions { byzantine_garbage }).await?;
+        let node = service::start(
+            config,
+            genesis,
+            key,
+            TestOptions {
+                byzantine_garbage,
+                ..TestOptions::default()
+            },
+        )
+        .await?;
         let stop = node.shutdown_signal();
         tokio::spawn(async move {
             wait_for_signal().await;

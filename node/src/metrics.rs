@@ -48,6 +48,10 @@ pub struct Metrics {
     pub consensus_dropped: Counter,
     /// Transactions of blocks whose signatures this node checked only then.
     pub block_transactions_unchecked: Counter,
+    /// Payload bytes of PRE-PREPAREs held until their parent is executed.
+    pub held_bytes: Gauge,
+    /// Misbehaviour points charged to peers, by reason.
+    pub misbehaviour_points: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -83,6 +87,18 @@ impl Metrics {
         let transactions_submitted = Counter::default();
         let consensus_dropped = Counter::default();
         let block_transactions_unchecked = Counter::default();
+        let held_bytes = Gauge::default();
+        let misbehaviour_points = Family::<Labels, Counter>::default();
+        registry.register(
+            "held_bytes",
+            "Payload bytes of PRE-PREPAREs held until their parent is executed",
+            held_bytes.clone(),
+        );
+        registry.register(
+            "misbehaviour_points",
+            "Misbehaviour points charged to peers, by reason (a peer is banned at 20)",
+            misbehaviour_points.clone(),
+        );
         registry.register("height", "Executed block height", height.clone());
         registry.register("view", "Current consensus view", view.clone());
         registry.register(
@@ -179,6 +195,8 @@ impl Metrics {
             transactions_submitted,
             consensus_dropped,
             block_transactions_unchecked,
+            held_bytes,
+            misbehaviour_points,
         }
     }
 
@@ -201,6 +219,13 @@ impl Metrics {
         self.messages_rejected
             .get_or_create(&vec![("reason", reason.to_string())])
             .inc_by(count);
+    }
+
+    /// Counts `points` charged for `reason`.
+    pub fn misbehaved(&self, reason: &str, points: u32) {
+        self.misbehaviour_points
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc_by(u64::from(points));
     }
 
     /// The text exposition format.

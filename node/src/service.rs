@@ -18,7 +18,7 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, noise, tcp, yamux};
 use mosaic_consensus::{
     CheckpointProof, CommitCertificate, Config as ConsensusConfig, Digest, Input, Message, Output,
-    Replica, ReplicaId, Restored, SeqNum, Timer, ValidatorSet,
+    Replica, ReplicaId, Restored, SeqNum, Timer, ValidatorSet, View,
 };
 use mosaic_crypto::{ChainId, Keypair, codec};
 use mosaic_storage::{CodingError, Fragment, FragmentCommitment, StoreConfig, coding};
@@ -30,6 +30,7 @@ use crate::block::{BODY_BYTES_MAX, Block};
 use crate::chain::{BlockCheck, Chain, CheckedBlocks, ExecuteError, Layout, Shared, Tip, lock};
 use crate::config::NodeConfig;
 use crate::genesis::{Genesis, GenesisError};
+use crate::held::{Held, HeldLimits, HoldError};
 use crate::ledger::{Ledger, SignedTransfer};
 use crate::links::{self, Inbound, Links};
 use crate::mempool::{Mempool, MempoolConfig};
@@ -38,21 +39,19 @@ use crate::net::{
     self, Behaviour, BehaviourEvent, CONSENSUS_FRAME_MAX, GOSSIP_BYTES_MAX, NetError,
     SYNC_BLOCKS_MAX, SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX, SyncBlock, SyncRequest, SyncResponse,
 };
+use crate::peers::{ConsensusBlame, Peers};
 use crate::schema::{NodeStore, PersistedConsensus};
 use crate::sigbatch::SigBatcher;
+use crate::sync::{CatchUp, Queued};
 use crate::verify_pool::VerifyPool;
 
-/// Misbehaviour points after which a peer is disconnected and banned for a while.
-const MISBEHAVIOUR_BAN_POINTS: u32 = 20;
-/// How long a banned peer stays banned.
-const BAN_DURATION: Duration = Duration::from_secs(60);
 /// Held PRE-PREPAREs (waiting for their parent to execute) per sender.
 const HELD_PER_SENDER_MAX: usize = 64;
+/// Payload bytes of held PRE-PREPAREs in all, shared out among the validators.
+const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Consensus messages read from the links and waiting for the event loop, at most
 /// (the links also cap their bytes per validator).
 const CONSENSUS_INBOUND_QUEUE: usize = 1_024;
-/// Payload bytes of held PRE-PREPAREs.
-const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Transactions waiting to be gossiped, at most.
 const GOSSIP_QUEUE_MAX: usize = 200_000;
 /// Gossip checking requests in the signature queue at once, at most (this bounds
@@ -189,6 +188,18 @@ pub struct TestOptions {
     /// Send garbage to every peer on every protocol once a second (a Byzantine node
     /// for tests: honest nodes must stay safe and live).
     pub byzantine_garbage: bool,
+    /// Report `u64::MAX` as this node's height and answer block requests falsely
+    /// (a Byzantine node for tests: lagging honest nodes must still catch up).
+    pub byzantine_lie_height: Option<HeightLie>,
+}
+
+/// How a height-lying node answers block requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeightLie {
+    /// With `SyncResponse::Error`.
+    Errors,
+    /// With the real headers and certificates but bodies that fail the check.
+    BadBodies,
 }
 
 /// A running node.
@@ -336,7 +347,8 @@ pub async fn start(
     consensus_config.window = config.consensus.window;
     consensus_config.view_change_timeout_ticks = config.consensus.view_change_timeout_ms;
     consensus_config.view_change_timeout_max_ticks = config.consensus.view_change_timeout_max_ms;
-    consensus_config.payload_bytes_max = BODY_BYTES_MAX + 64 * 1024;
+    let payload_bytes_max = BODY_BYTES_MAX + 64 * 1024;
+    consensus_config.payload_bytes_max = payload_bytes_max;
     let persisted = store.safety_record()?.unwrap_or_default();
     let restored = if tip_height == 0 && persisted == PersistedConsensus::default() {
         None
@@ -536,8 +548,12 @@ pub async fn start(
         commands: commands_rx,
         inbox: VecDeque::new(),
         timers: BTreeMap::new(),
-        held: BTreeMap::new(),
-        held_bytes: 0,
+        held: Held::new(HeldLimits::shared(
+            HELD_BYTES_MAX,
+            validator_peers.len(),
+            HELD_PER_SENDER_MAX,
+            payload_bytes_max,
+        )),
         wanted: None,
         batch_ready_since: None,
         pending_sent: None,
@@ -545,11 +561,9 @@ pub async fn start(
         compaction: None,
         connected: BTreeMap::new(),
         addresses: HashMap::new(),
-        misbehaviour: HashMap::new(),
-        banned: HashMap::new(),
+        peers: Peers::new(),
         requests: HashMap::new(),
-        peer_heights: HashMap::new(),
-        sync: SyncState::default(),
+        sync: CatchUp::new(validator_peers.len()),
         gatherings: BTreeMap::new(),
         proposal_seen: BTreeMap::new(),
         entered_first_view: false,
@@ -595,25 +609,6 @@ enum Purpose {
     Fragment { height: u64 },
 }
 
-/// Catch-up state.
-#[derive(Debug, Default)]
-struct SyncState {
-    /// A block request is in flight.
-    in_flight: bool,
-    /// Blocks received but not yet handed to consensus (bodies missing are
-    /// gathered first).
-    queue: VecDeque<SyncBlock>,
-    /// The tip at the previous status round (no progress since: catch up).
-    tip_at_last_round: u64,
-    /// A state transfer asked for by consensus, up to this height.
-    wanted_to: u64,
-    /// No block requests before this (after a block that did not go in).
-    backoff_until: Option<Instant>,
-    /// When catching up started, and the height then (for the progress line).
-    started: Option<(Instant, u64)>,
-    last_progress_log: Option<Instant>,
-}
-
 /// Who waits for a fragment gathering.
 enum Waiter {
     Api(oneshot::Sender<Vec<Fragment>>),
@@ -656,9 +651,8 @@ struct EventLoop {
     /// Inputs produced while carrying out outputs, fed after them.
     inbox: VecDeque<Input>,
     timers: BTreeMap<Timer, Instant>,
-    /// PRE-PREPAREs whose parent is not executed here yet, by (seq, sender).
-    held: BTreeMap<(SeqNum, ReplicaId), Message>,
-    held_bytes: usize,
+    /// PRE-PREPAREs whose parent is not executed here yet.
+    held: Held,
     /// The proposal consensus asked for.
     wanted: Option<(SeqNum, Digest)>,
     batch_ready_since: Option<Instant>,
@@ -669,11 +663,10 @@ struct EventLoop {
     /// Connected peers and their connection counts.
     connected: BTreeMap<PeerId, u32>,
     addresses: HashMap<PeerId, BTreeSet<Multiaddr>>,
-    misbehaviour: HashMap<PeerId, u32>,
-    banned: HashMap<PeerId, Instant>,
+    /// Misbehaviour points and bans.
+    peers: Peers,
     requests: HashMap<OutboundRequestId, (PeerId, Purpose)>,
-    peer_heights: HashMap<PeerId, u64>,
-    sync: SyncState,
+    sync: CatchUp,
     gatherings: BTreeMap<u64, Gathering>,
     /// When each in-flight height's proposal reached this node (commit latency).
     proposal_seen: BTreeMap<u64, Instant>,
@@ -788,7 +781,18 @@ impl EventLoop {
     fn pump(&mut self) -> Result<(), NodeError> {
         loop {
             while let Some(input) = self.inbox.pop_front() {
+                let sender = match &input {
+                    Input::Message { from, .. } => Some((
+                        *from,
+                        self.replica.view(),
+                        ConsensusBlame::before(self.replica.rejections()),
+                    )),
+                    _ => None,
+                };
                 let outputs = self.replica.handle(input);
+                if let Some((from, view, blame)) = sender {
+                    self.blame_consensus_sender(from, view, &blame);
+                }
                 self.apply_outputs(outputs)?;
             }
             self.maybe_propose();
@@ -942,23 +946,30 @@ impl EventLoop {
             );
         }
         // PRE-PREPAREs waiting for this block may go in now.
-        let ready: Vec<(SeqNum, ReplicaId)> = self
-            .held
-            .range(..=(seq.next(), ReplicaId(u32::MAX)))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in ready {
-            if let Some(message) = self.held.remove(&key) {
-                if let Message::PrePrepare { payload, .. } = &message {
-                    self.held_bytes = self.held_bytes.saturating_sub(payload.len());
-                }
-                self.inbox.push_back(Input::Message {
-                    from: key.1,
-                    message,
-                });
-            }
+        for (from, message) in self.held.release_through(seq.next()) {
+            self.inbox.push_back(Input::Message { from, message });
         }
+        #[cfg(debug_assertions)]
+        self.held.check_invariants();
+        self.metrics.held_bytes.set(self.held.bytes() as i64);
         Ok(())
+    }
+
+    /// Charges `from` for the blamed rejections its message raised. A message that
+    /// moved the view (a NEW-VIEW) replays others' buffered messages in the same
+    /// step, so what it raised is not all its own: nothing is charged then.
+    fn blame_consensus_sender(&mut self, from: ReplicaId, view: View, blame: &ConsensusBlame) {
+        if self.replica.view() != view {
+            return;
+        }
+        let charged = blame.charged(self.replica.rejections());
+        let Some(peer) = self.info.validator_peers.get(from.0 as usize).copied() else {
+            return;
+        };
+        for (reason, points) in charged {
+            // The replica counted the rejection itself (see count_rejections).
+            self.charge(peer, reason, points);
+        }
     }
 
     fn count_rejections(&mut self) {
@@ -1084,29 +1095,34 @@ impl EventLoop {
             }
         };
         self.metrics.message_in(message.kind());
-        if let Message::PrePrepare {
-            pre_prepare,
-            payload,
-        } = &message
-        {
+        if let Message::PrePrepare { pre_prepare, .. } = &message {
             let seq = pre_prepare.body.seq;
             let tip = self.chain.tip().height;
             if seq.0 > tip + 1 {
                 // Its header names the state after seq - 1: hold it until that is
                 // executed. Only what the view's primary signed, within the window
-                // and the byte budget, is held.
+                // and the sender's budget, is held.
                 let from_primary = self.info.validators.primary(pre_prepare.body.view) == from;
-                let held_from = self.held.keys().filter(|(_, r)| *r == from).count();
-                let fits = seq.0 <= tip + 1 + self.config.consensus.window
-                    && held_from < HELD_PER_SENDER_MAX
-                    && self.held_bytes + payload.len() <= HELD_BYTES_MAX;
                 if !from_primary || pre_prepare.verify(&self.info.validators).is_err() {
                     self.misbehaved(peer, "pre-prepare-forged", 5);
-                } else if fits {
-                    self.held_bytes += payload.len();
-                    self.held.insert((seq, from), message);
-                } else {
+                } else if seq.0 > tip + 1 + self.config.consensus.window {
                     self.metrics.rejected("pre-prepare-too-far-ahead", 1);
+                } else {
+                    match self.held.hold(from, message) {
+                        Ok(()) => {}
+                        Err(HoldError::PayloadTooLarge { .. }) => {
+                            self.misbehaved(peer, "pre-prepare-oversized", 5);
+                        }
+                        Err(HoldError::SenderFull { .. }) => {
+                            self.metrics.rejected("pre-prepare-sender-budget-full", 1);
+                        }
+                        Err(HoldError::Stale { .. } | HoldError::NotPrePrepare) => {
+                            self.metrics.rejected("pre-prepare-stale", 1);
+                        }
+                    }
+                    #[cfg(debug_assertions)]
+                    self.held.check_invariants();
+                    self.metrics.held_bytes.set(self.held.bytes() as i64);
                 }
                 return Ok(());
             }
@@ -1124,15 +1140,20 @@ impl EventLoop {
             .map(|i| ReplicaId(i as u32))
     }
 
+    /// Counts an input of `peer` refused for `reason` and charges it `points`.
     fn misbehaved(&mut self, peer: PeerId, reason: &'static str, points: u32) {
         self.metrics.rejected(reason, 1);
-        let score = self.misbehaviour.entry(peer).or_insert(0);
-        *score += points;
-        if *score >= MISBEHAVIOUR_BAN_POINTS {
+        self.charge(peer, reason, points);
+    }
+
+    /// Charges `peer` `points` for `reason`; at the ban threshold it is disconnected.
+    fn charge(&mut self, peer: PeerId, reason: &'static str, points: u32) {
+        self.metrics.misbehaved(reason, points);
+        if self.peers.charge(peer, points, Instant::now()) {
             tracing::warn!(%peer, reason, "peer sent invalid data: disconnecting and banning");
-            self.misbehaviour.remove(&peer);
-            self.banned.insert(peer, Instant::now() + BAN_DURATION);
-            self.metrics.peers_banned.set(self.banned.len() as i64);
+            self.metrics
+                .peers_banned
+                .set(self.peers.banned_count() as i64);
             // Closes its connections and refuses new ones, both ways, until the ban ends.
             self.swarm.behaviour_mut().blocked.block_peer(peer);
         }
@@ -1187,7 +1208,7 @@ impl EventLoop {
         for peer in peers {
             if peer == self.info.peer_id
                 || self.connected.contains_key(&peer)
-                || self.banned.contains_key(&peer)
+                || self.peers.is_banned(&peer)
             {
                 continue;
             }
@@ -1227,7 +1248,7 @@ impl EventLoop {
             } => {
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
-                    self.peer_heights.remove(&peer_id);
+                    self.sync.forget(&peer_id);
                     if let Some(i) = self.validator_index(&peer_id) {
                         tracing::info!(validator = i.0, peer = %peer_id, "validator disconnected");
                     }
@@ -1499,7 +1520,7 @@ impl EventLoop {
                     Ok(response) => self.on_sync_response(peer, purpose, response)?,
                     Err(_) => {
                         self.misbehaved(peer, "sync-undecodable", 5);
-                        self.sync_request_failed(purpose);
+                        self.sync_request_failed(peer, purpose);
                     }
                 }
             }
@@ -1511,7 +1532,7 @@ impl EventLoop {
             } => {
                 tracing::debug!(%peer, %error, "sync request failed");
                 if let Some((_, purpose)) = self.requests.remove(&request_id) {
-                    self.sync_request_failed(purpose);
+                    self.sync_request_failed(peer, purpose);
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -1525,12 +1546,15 @@ impl EventLoop {
         Ok(())
     }
 
-    fn sync_request_failed(&mut self, purpose: Purpose) {
+    /// A request to `peer` brought nothing usable; points, if it is to blame, are
+    /// charged by the caller.
+    fn sync_request_failed(&mut self, peer: PeerId, purpose: Purpose) {
         match purpose {
             Purpose::Status => {}
             Purpose::Blocks { .. } => {
-                self.sync.in_flight = false;
-                self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
+                let rest = self.sync.failed(peer, Instant::now());
+                tracing::debug!(%peer, rest_ms = rest.as_millis() as u64, "block source rested");
+                self.request_blocks();
             }
             Purpose::Fragment { height } => {
                 // A failed request is only one missing fragment; fatal errors of the
@@ -1550,8 +1574,30 @@ impl EventLoop {
                 SyncResponse::Error("undecodable request".into())
             }
             Ok(SyncRequest::Status) => SyncResponse::Status {
-                height: self.chain.tip().height,
+                height: match self.options.byzantine_lie_height {
+                    Some(_) => u64::MAX,
+                    None => self.chain.tip().height,
+                },
             },
+            Ok(SyncRequest::Blocks { .. })
+                if self.options.byzantine_lie_height == Some(HeightLie::Errors) =>
+            {
+                SyncResponse::Error("no".into())
+            }
+            Ok(SyncRequest::Blocks { from, count })
+                if self.options.byzantine_lie_height == Some(HeightLie::BadBodies) =>
+            {
+                match self.blocks_for(from, count) {
+                    SyncResponse::Blocks(mut blocks) => {
+                        let empty = codec::encode(&Vec::<SignedTransfer>::new()).ok();
+                        for block in &mut blocks {
+                            block.body = empty.clone();
+                        }
+                        SyncResponse::Blocks(blocks)
+                    }
+                    other => other,
+                }
+            }
             Ok(SyncRequest::Blocks { from, count }) => {
                 if self.validator_index(&peer).is_some() {
                     self.blocks_for(from, count)
@@ -1613,14 +1659,17 @@ impl EventLoop {
     ) -> Result<(), NodeError> {
         match (purpose, response) {
             (Purpose::Status, SyncResponse::Status { height }) => {
-                self.peer_heights.insert(peer, height);
+                self.sync.report_height(peer, height);
             }
             (Purpose::Blocks { from }, SyncResponse::Blocks(blocks)) => {
-                self.sync.in_flight = false;
+                if self.sync.in_flight == Some(peer) {
+                    self.sync.in_flight = None;
+                }
                 if blocks.is_empty() {
-                    // The peer has nothing past `from` after all: ask again later.
-                    self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
-                    self.peer_heights.remove(&peer);
+                    // It claimed to be past `from` when asked (heights only grow).
+                    self.misbehaved(peer, "sync-empty", 2);
+                    self.sync_request_failed(peer, purpose);
+                    return Ok(());
                 }
                 for (i, block) in blocks.into_iter().enumerate() {
                     let height = from + i as u64;
@@ -1631,13 +1680,18 @@ impl EventLoop {
                         && certificate.verify(&self.info.validators).is_ok();
                     if !good {
                         self.misbehaved(peer, "sync-bad-block", 10);
+                        self.sync.failed(peer, Instant::now());
                         break;
                     }
                     // Blocks that consensus delivered meanwhile are skipped.
                     let expected = self.chain.tip().height + 1 + self.sync.queue.len() as u64;
                     match height.cmp(&expected) {
                         std::cmp::Ordering::Less => {}
-                        std::cmp::Ordering::Equal => self.sync.queue.push_back(block),
+                        std::cmp::Ordering::Equal => self.sync.queue.push_back(Queued {
+                            body_from_sender: block.body.is_some(),
+                            block,
+                            from: peer,
+                        }),
                         std::cmp::Ordering::Greater => break,
                     }
                 }
@@ -1648,11 +1702,15 @@ impl EventLoop {
             }
             (purpose, SyncResponse::Error(reason)) => {
                 tracing::debug!(%peer, reason, "peer could not serve sync request");
-                self.sync_request_failed(purpose);
+                if let Purpose::Blocks { .. } = purpose {
+                    // A validator serves every height it reported to other validators.
+                    self.misbehaved(peer, "sync-refused", 3);
+                }
+                self.sync_request_failed(peer, purpose);
             }
             (purpose, _) => {
                 self.misbehaved(peer, "sync-wrong-response", 5);
-                self.sync_request_failed(purpose);
+                self.sync_request_failed(peer, purpose);
             }
         }
         Ok(())
@@ -1661,7 +1719,8 @@ impl EventLoop {
     /// Hands queued certified blocks to consensus in order; a block without a body
     /// waits for its fragments.
     fn feed_sync_queue(&mut self) -> Result<(), NodeError> {
-        while let Some(block) = self.sync.queue.front() {
+        while let Some(queued) = self.sync.queue.front() {
+            let block = &queued.block;
             let height = block.header.height;
             let tip = self.chain.tip().height;
             if height <= tip {
@@ -1683,14 +1742,23 @@ impl EventLoop {
                     return Ok(());
                 }
             };
-            let Some(block) = self.sync.queue.pop_front() else {
+            let Some(Queued {
+                block,
+                from,
+                body_from_sender,
+            }) = self.sync.queue.pop_front()
+            else {
                 break;
             };
             let txs = match codec::decode::<Vec<SignedTransfer>>(&body, BODY_BYTES_MAX) {
                 Ok(txs) => txs,
                 Err(_) => {
-                    tracing::warn!(height, "synced body does not decode; retrying");
+                    tracing::warn!(height, %from, "synced body does not decode; asking another peer");
                     self.sync.queue.clear();
+                    if body_from_sender {
+                        self.misbehaved(from, "sync-bad-body", 10);
+                        self.sync.failed(from, Instant::now());
+                    }
                     break;
                 }
             };
@@ -1699,19 +1767,29 @@ impl EventLoop {
                 txs,
             }
             .to_bytes();
+            let invalid_before = self.rejection_count("invalid-payload");
             self.drive(Input::CertifiedPayload {
                 payload,
                 certificate: block.certificate,
             })?;
             if self.chain.tip().height < height {
-                tracing::warn!(
-                    height,
-                    "synced block was not accepted; retrying in a second"
-                );
                 self.sync.queue.clear();
-                self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
+                // The certificate is verified, so a body that fails the block check
+                // is the sender's doing; anything else is retried after a pause.
+                if body_from_sender && self.rejection_count("invalid-payload") > invalid_before {
+                    tracing::warn!(height, %from, "synced body fails the block check; asking another peer");
+                    self.misbehaved(from, "sync-bad-body", 10);
+                    self.sync.failed(from, Instant::now());
+                } else {
+                    tracing::warn!(
+                        height,
+                        "synced block was not accepted; retrying in a second"
+                    );
+                    self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
+                }
                 break;
             }
+            self.sync.answered(&from);
         }
         self.log_sync_progress();
         if self.sync.queue.is_empty() {
@@ -1720,46 +1798,38 @@ impl EventLoop {
         Ok(())
     }
 
-    /// The height at least one honest validator reached: the (f+1)-th highest
-    /// reported (a Byzantine peer cannot inflate it), or what consensus proved.
+    /// The height at least one honest validator reached (see [`CatchUp`]).
     fn network_height(&self) -> u64 {
-        let mut heights: Vec<u64> = self.peer_heights.values().copied().collect();
-        heights.sort_unstable_by(|a, b| b.cmp(a));
-        let f = (self.info.validator_peers.len() - 1) / 3;
-        heights
-            .get(f)
-            .copied()
-            .unwrap_or(0)
-            .max(self.sync.wanted_to)
+        self.sync.network_height()
     }
 
-    /// Asks the best peer for the next blocks, if behind.
+    /// How often consensus refused an input for `reason` so far.
+    fn rejection_count(&self, reason: &str) -> u64 {
+        self.replica.rejections().get(reason).copied().unwrap_or(0)
+    }
+
+    /// Asks the next peer in turn for the next blocks, if behind.
     fn request_blocks(&mut self) {
         let tip = self.chain.tip().height;
         let target = self.network_height();
         if self.sync.backoff_until.is_some_and(|t| t > Instant::now()) {
             return;
         }
-        if self.sync.in_flight || !self.sync.queue.is_empty() || target <= tip {
+        if self.sync.in_flight.is_some() || !self.sync.queue.is_empty() || target <= tip {
             if target <= tip && self.sync.started.take().is_some() {
                 tracing::info!(height = tip, "caught up");
             }
             return;
         }
-        let best = self
-            .peer_heights
-            .iter()
-            .filter(|(p, h)| **h > tip && self.connected.contains_key(*p))
-            .max_by_key(|(_, h)| **h)
-            .map(|(p, _)| *p)
-            .or_else(|| {
-                self.info
-                    .validator_peers
-                    .iter()
-                    .find(|p| self.connected.contains_key(*p))
-                    .copied()
-            });
-        let Some(peer) = best else {
+        let now = Instant::now();
+        let connected = &self.connected;
+        let own = self.info.peer_id;
+        let Some(peer) = self.sync.choose(
+            tip,
+            now,
+            |p| *p != own && connected.contains_key(p),
+            &self.info.validator_peers,
+        ) else {
             return;
         };
         if self.sync.started.is_none() {
@@ -1770,7 +1840,9 @@ impl EventLoop {
             from: tip + 1,
             count: SYNC_BLOCKS_MAX,
         };
-        self.sync.in_flight = self.send_sync(peer, &request, Purpose::Blocks { from: tip + 1 });
+        if self.send_sync(peer, &request, Purpose::Blocks { from: tip + 1 }) {
+            self.sync.asked(peer, now);
+        }
     }
 
     fn log_sync_progress(&mut self) {
@@ -1919,13 +1991,14 @@ impl EventLoop {
         let Some(front) = self.sync.queue.front_mut() else {
             return Ok(());
         };
-        if front.header.height != height {
+        if front.block.header.height != height {
             return Ok(());
         }
         match coding::reconstruct(commitment, fragments.to_vec()) {
             Ok(rebuilt) => {
                 tracing::info!(height, "rebuilt a pruned body from peers' fragments");
-                front.body = Some(rebuilt.body);
+                front.block.body = Some(rebuilt.body);
+                front.body_from_sender = false;
                 self.feed_sync_queue()?;
             }
             Err(CodingError::NotEnoughFragments { found, needed, .. }) => {
@@ -1988,24 +2061,13 @@ impl EventLoop {
     fn on_slow_tick(&mut self) -> Result<(), NodeError> {
         self.redial();
         self.compact_index();
-        let now = Instant::now();
-        let served: Vec<PeerId> = self
-            .banned
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in served {
-            self.banned.remove(&peer);
+        for peer in self.peers.second_passed(Instant::now()) {
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
             tracing::info!(%peer, "ban ended");
         }
-        self.metrics.peers_banned.set(self.banned.len() as i64);
-        // Points fade: only sustained misbehaviour leads to a ban.
-        self.misbehaviour.retain(|_, points| {
-            *points = points.saturating_sub(1);
-            *points > 0
-        });
+        self.metrics
+            .peers_banned
+            .set(self.peers.banned_count() as i64);
         // Ask connected validators how far they are; no progress since the last
         // round while someone is ahead means we fell behind: catch up.
         let tip = self.chain.tip().height;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mosaic_node::service::TestOptions;
+use mosaic_node::service::{HeightLie, TestOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -344,4 +344,78 @@ async fn a_garbage_sending_validator_does_not_stop_the_honest_ones() {
     })
     .await;
     cluster.shutdown().await;
+}
+
+/// Commits `count` transfers from client 0 through node `via`, one block each.
+async fn commit_one_by_one(cluster: &Cluster, via: usize, first_nonce: u64, count: u64) {
+    let recipient = client_key(60).public();
+    for nonce in first_nonce..first_nonce + count {
+        let tx = transfer(0, &recipient, 1, nonce);
+        let (status, body) = submit(&cluster.url(via), &tx).await;
+        assert_eq!(status, 202, "{body}");
+        let url = cluster.url(via);
+        let hash = tx.hash().to_string();
+        wait_until("a transfer commits", LIMIT, || {
+            let url = url.clone();
+            let hash = hash.clone();
+            async move { tx_status(&url, &hash).await["status"] == "committed" }
+        })
+        .await;
+    }
+}
+
+/// Node 2 reports `u64::MAX` and answers block requests with `lie`; node 3 falls
+/// more than a window behind, restarts, and must catch up from the honest nodes,
+/// charging node 2 for its answers.
+async fn a_node_catches_up_past_a_height_liar(lie: HeightLie, charged_for: &str) {
+    let mut options = vec![TestOptions::default(); 4];
+    options[2].byzantine_lie_height = Some(lie);
+    let mut cluster = Cluster::start_tuned(4, 1, 1024, options, |config| {
+        config.consensus.checkpoint_interval = 2;
+        config.consensus.window = 4;
+    })
+    .await;
+    commit_one_by_one(&cluster, 0, 0, 2).await;
+    cluster.stop(3).await;
+    commit_one_by_one(&cluster, 0, 2, 10).await;
+    let network_height = height(&cluster.url(0)).await;
+    assert!(network_height >= 10);
+
+    cluster.restart(3).await;
+    let url3 = cluster.url(3);
+    wait_until(
+        "node 3 catches up although node 2 claims the greatest height",
+        LIMIT,
+        || {
+            let url = url3.clone();
+            async move { height(&url).await >= network_height }
+        },
+    )
+    .await;
+    let metrics = get_text(format!("{url3}/metrics")).await;
+    assert!(
+        metrics.contains(&format!(
+            "mosaic_misbehaviour_points_total{{reason=\"{charged_for}\"}}"
+        )),
+        "node 3 charges node 2 for {charged_for}:\n{metrics}"
+    );
+    // Every node holds the same chain: node 3's last block is node 0's.
+    let (_, ours) = get(format!("{url3}/v1/blocks/{network_height}?view=hashes")).await;
+    let (_, theirs) = get(format!(
+        "{}/v1/blocks/{network_height}?view=hashes",
+        cluster.url(0)
+    ))
+    .await;
+    assert_eq!(ours["hash"], theirs["hash"]);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_rotates_away_from_a_peer_that_answers_errors() {
+    a_node_catches_up_past_a_height_liar(HeightLie::Errors, "sync-refused").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_rotates_away_from_a_peer_that_sends_bad_bodies() {
+    a_node_catches_up_past_a_height_liar(HeightLie::BadBodies, "sync-bad-body").await;
 }

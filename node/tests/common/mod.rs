@@ -102,12 +102,27 @@ impl Cluster {
         body_window_blocks: u64,
         options: Vec<TestOptions>,
     ) -> Cluster {
+        Self::start_tuned(n, clients, body_window_blocks, options, |_| {}).await
+    }
+
+    /// Like `start_with`, with `tune` applied to every node's config first.
+    pub async fn start_tuned(
+        n: usize,
+        clients: usize,
+        body_window_blocks: u64,
+        options: Vec<TestOptions>,
+        tune: impl Fn(&mut NodeConfig),
+    ) -> Cluster {
         init_logs();
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = Cluster {
             genesis: genesis(n, clients),
             configs: (0..n)
-                .map(|i| base_config(dir.path(), i, body_window_blocks))
+                .map(|i| {
+                    let mut config = base_config(dir.path(), i, body_window_blocks);
+                    tune(&mut config);
+                    config
+                })
                 .collect(),
             dir,
             nodes: Vec::new(),
