@@ -18,6 +18,7 @@ use mosaic_crypto::{ChainId, Keypair, PublicKey, keyfile};
 use mosaic_node::config::NodeConfig;
 use mosaic_node::genesis::Genesis;
 use mosaic_node::ledger::Transfer;
+use mosaic_node::maverick;
 use mosaic_node::service::{self, TestOptions};
 use serde_json::{Value, json};
 
@@ -115,9 +116,10 @@ enum NodeCmd {
         /// The node's TOML config.
         #[arg(long)]
         config: PathBuf,
-        /// Test-only Byzantine behaviour: send garbage on every protocol.
-        #[arg(long, hide = true)]
-        byzantine_garbage: bool,
+        /// Test builds only: run as a Byzantine validator in this mode (see
+        /// docs/BYZANTINE.md). A release build refuses it.
+        #[arg(long, hide = true, value_name = "MODE")]
+        maverick: Option<String>,
     },
     /// Write a key and a config for one validator into a folder.
     #[command(
@@ -216,9 +218,10 @@ enum TestnetCmd {
         /// The validator.
         #[arg(long)]
         node: usize,
-        /// Test-only Byzantine behaviour: send garbage on every protocol.
-        #[arg(long, hide = true)]
-        byzantine_garbage: bool,
+        /// Test builds only: run it as a Byzantine validator in this mode (see
+        /// docs/BYZANTINE.md). A release build refuses it.
+        #[arg(long, hide = true, value_name = "MODE")]
+        maverick: Option<String>,
     },
     /// Stop and start one validator.
     #[command(after_help = "Example: mosaic testnet restart --node 3")]
@@ -376,10 +379,7 @@ fn run(cli: Cli) -> Result<()> {
             let value = json!({ "address": key.public().to_string() });
             print(json, &value, || key.public().to_string());
         }
-        Top::Node(NodeCmd::Run {
-            config,
-            byzantine_garbage,
-        }) => run_node(&config, byzantine_garbage)?,
+        Top::Node(NodeCmd::Run { config, maverick }) => run_node(&config, maverick.as_deref())?,
         Top::Node(NodeCmd::Init {
             dir,
             genesis,
@@ -746,8 +746,9 @@ fn transfer(
     }
 }
 
-fn run_node(config_path: &Path, byzantine_garbage: bool) -> Result<()> {
+fn run_node(config_path: &Path, maverick: Option<&str>) -> Result<()> {
     use std::io::IsTerminal;
+    let maverick = maverick.map(maverick::Mode::parse).transpose()?;
     tracing_subscriber::fmt()
         .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
@@ -763,16 +764,7 @@ fn run_node(config_path: &Path, byzantine_garbage: bool) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let node = service::start(
-            config,
-            genesis,
-            key,
-            TestOptions {
-                byzantine_garbage,
-                ..TestOptions::default()
-            },
-        )
-        .await?;
+        let node = service::start(config, genesis, key, TestOptions { maverick }).await?;
         let stop = node.shutdown_signal();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -917,14 +909,17 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
         TestnetCmd::Start {
             dir,
             node,
-            byzantine_garbage,
+            maverick: mode,
         } => {
             let file = testnet::read(&dir.dir)?;
             let i = check_index(&file, node)?;
-            let extra = if byzantine_garbage {
-                vec!["--byzantine-garbage".to_string()]
-            } else {
-                Vec::new()
+            let extra = match mode {
+                Some(mode) => {
+                    // Refused here, before the node starts, in a build without modes.
+                    maverick::Mode::parse(&mode)?;
+                    vec!["--maverick".to_string(), mode]
+                }
+                None => Vec::new(),
             };
             testnet::start_node(&dir.dir, i, &extra)?;
             testnet::wait_ready(&file.nodes[i], Duration::from_secs(60))?;

@@ -30,6 +30,7 @@ pub mod genesis;
 pub mod held;
 pub mod ledger;
 pub mod links;
+pub mod maverick;
 pub mod mempool;
 pub mod metrics;
 pub mod net;

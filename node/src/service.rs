@@ -33,6 +33,7 @@ use crate::genesis::{Genesis, GenesisError};
 use crate::held::{Held, HeldLimits, HoldError};
 use crate::ledger::{Ledger, SignedTransfer};
 use crate::links::{self, Inbound, Links};
+use crate::maverick::{self, Maverick};
 use crate::mempool::{Mempool, MempoolConfig};
 use crate::metrics::Metrics;
 use crate::net::{
@@ -185,21 +186,9 @@ pub struct NodeInfo {
 /// Options that tests and tools set; operators never need them.
 #[derive(Debug, Clone, Default)]
 pub struct TestOptions {
-    /// Send garbage to every peer on every protocol once a second (a Byzantine node
-    /// for tests: honest nodes must stay safe and live).
-    pub byzantine_garbage: bool,
-    /// Report `u64::MAX` as this node's height and answer block requests falsely
-    /// (a Byzantine node for tests: lagging honest nodes must still catch up).
-    pub byzantine_lie_height: Option<HeightLie>,
-}
-
-/// How a height-lying node answers block requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeightLie {
-    /// With `SyncResponse::Error`.
-    Errors,
-    /// With the real headers and certificates but bodies that fail the check.
-    BadBodies,
+    /// Run as a Byzantine validator (see [`crate::maverick`]; only a build with the
+    /// `byzantine` feature has modes).
+    pub maverick: Option<maverick::Mode>,
 }
 
 /// A running node.
@@ -375,6 +364,16 @@ pub async fn start(
             delivered,
         })
     };
+    let maverick = options.maverick.and_then(|mode| {
+        Maverick::new(
+            mode,
+            &key,
+            validators.clone(),
+            index,
+            config.consensus.window,
+            payload_bytes_max,
+        )
+    });
     let identity = net::identity_of(&key)?;
     let checked = CheckedBlocks::default();
     let replica = Replica::new(
@@ -568,8 +567,7 @@ pub async fn start(
         proposal_seen: BTreeMap::new(),
         entered_first_view: false,
         rejections_seen: BTreeMap::new(),
-        options,
-        last_garbage: Instant::now(),
+        maverick,
         last_pending_check: Instant::now(),
         fatal: None,
         gossip_in_flight: 0,
@@ -672,8 +670,8 @@ struct EventLoop {
     proposal_seen: BTreeMap<u64, Instant>,
     entered_first_view: bool,
     rejections_seen: BTreeMap<&'static str, u64>,
-    options: TestOptions,
-    last_garbage: Instant,
+    /// The Byzantine behaviour of a test build's maverick validator.
+    maverick: Option<Maverick>,
     last_pending_check: Instant,
     /// A fatal error raised where it could not be returned; the next tick stops.
     fatal: Option<NodeError>,
@@ -841,7 +839,7 @@ impl EventLoop {
                         let frame = Arc::new(bytes);
                         for to in 0..self.info.validator_peers.len() {
                             if to != self.info.index as usize {
-                                self.links.send(to, frame.clone());
+                                self.send_frame(to, &message, frame.clone());
                             }
                         }
                     }
@@ -1030,6 +1028,16 @@ impl EventLoop {
         if txs.is_empty() {
             return;
         }
+        if let Some(maverick) = self.maverick.as_mut() {
+            let signed: Vec<SignedTransfer> = txs.iter().map(|t| t.signed().clone()).collect();
+            maverick.proposing(
+                &self.layout,
+                (seq, parent),
+                self.replica.view(),
+                tip.state_root,
+                &signed,
+            );
+        }
         match self.checked.build_own(
             &self.layout,
             (seq, parent),
@@ -1053,7 +1061,17 @@ impl EventLoop {
 
     fn send_consensus(&mut self, to: ReplicaId, message: &Message) {
         if let Ok(bytes) = codec::encode(message) {
-            self.links.send(to.0 as usize, Arc::new(bytes));
+            self.send_frame(to.0 as usize, message, Arc::new(bytes));
+        }
+    }
+
+    fn send_frame(&mut self, to: usize, message: &Message, frame: Arc<Vec<u8>>) {
+        let frame = match self.maverick.as_mut() {
+            Some(maverick) => maverick.outgoing(to, message, frame),
+            None => Some(frame),
+        };
+        if let Some(frame) = frame {
+            self.links.send(to, frame);
         }
     }
 
@@ -1095,6 +1113,9 @@ impl EventLoop {
             }
         };
         self.metrics.message_in(message.kind());
+        if let Some(maverick) = self.maverick.as_mut() {
+            maverick.incoming(bytes);
+        }
         if let Message::PrePrepare { pre_prepare, .. } = &message {
             let seq = pre_prepare.body.seq;
             let tip = self.chain.tip().height;
@@ -1240,6 +1261,8 @@ impl EventLoop {
                 self.metrics
                     .peers_connected
                     .set(self.connected.len() as i64);
+                // The API's peer list follows the connections at once.
+                self.update_status();
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -1258,6 +1281,8 @@ impl EventLoop {
                 self.metrics
                     .peers_connected
                     .set(self.connected.len() as i64);
+                // The API's peer list follows the connections at once.
+                self.update_status();
             }
             SwarmEvent::IncomingConnectionError {
                 error: libp2p::swarm::ListenError::Denied { cause },
@@ -1568,46 +1593,28 @@ impl EventLoop {
 
     fn serve_sync(&mut self, peer: PeerId, request: &[u8], channel: ResponseChannel<Vec<u8>>) {
         self.metrics.message_in("sync-request");
-        let response = match codec::decode::<SyncRequest>(request, SYNC_REQUEST_MAX) {
+        let request = match codec::decode::<SyncRequest>(request, SYNC_REQUEST_MAX) {
+            Ok(request) => request,
             Err(_) => {
                 self.misbehaved(peer, "sync-undecodable", 5);
-                SyncResponse::Error("undecodable request".into())
+                self.respond(channel, &SyncResponse::Error("undecodable request".into()));
+                return;
             }
-            Ok(SyncRequest::Status) => SyncResponse::Status {
-                height: match self.options.byzantine_lie_height {
-                    Some(_) => u64::MAX,
-                    None => self.chain.tip().height,
-                },
+        };
+        let response = match &request {
+            SyncRequest::Status => SyncResponse::Status {
+                height: self.chain.tip().height,
             },
-            Ok(SyncRequest::Blocks { .. })
-                if self.options.byzantine_lie_height == Some(HeightLie::Errors) =>
-            {
-                SyncResponse::Error("no".into())
-            }
-            Ok(SyncRequest::Blocks { from, count })
-                if self.options.byzantine_lie_height == Some(HeightLie::BadBodies) =>
-            {
-                match self.blocks_for(from, count) {
-                    SyncResponse::Blocks(mut blocks) => {
-                        let empty = codec::encode(&Vec::<SignedTransfer>::new()).ok();
-                        for block in &mut blocks {
-                            block.body = empty.clone();
-                        }
-                        SyncResponse::Blocks(blocks)
-                    }
-                    other => other,
-                }
-            }
-            Ok(SyncRequest::Blocks { from, count }) => {
+            SyncRequest::Blocks { from, count } => {
                 if self.validator_index(&peer).is_some() {
-                    self.blocks_for(from, count)
+                    self.blocks_for(*from, *count)
                 } else {
                     SyncResponse::Error(
                         "blocks are served to validators; clients use the HTTP API".into(),
                     )
                 }
             }
-            Ok(SyncRequest::Fragment { height }) => match self.store.own_fragment(height) {
+            SyncRequest::Fragment { height } => match self.store.own_fragment(*height) {
                 Ok(fragment) => {
                     if fragment.is_some() {
                         self.metrics.fragments_served.inc();
@@ -1617,7 +1624,17 @@ impl EventLoop {
                 Err(e) => SyncResponse::Error(e.to_string()),
             },
         };
-        if let Ok(bytes) = codec::encode(&response) {
+        let response = match self.maverick.as_mut() {
+            Some(maverick) => maverick.answer(&request, response),
+            None => Some(response),
+        };
+        if let Some(response) = response {
+            self.respond(channel, &response);
+        }
+    }
+
+    fn respond(&mut self, channel: ResponseChannel<Vec<u8>>, response: &SyncResponse) {
+        if let Ok(bytes) = codec::encode(response) {
             let _ = self
                 .swarm
                 .behaviour_mut()
@@ -2016,6 +2033,16 @@ impl EventLoop {
     // ----- periodic work -----
 
     fn on_tick(&mut self) -> Result<(), NodeError> {
+        if let Some(maverick) = self.maverick.as_mut() {
+            maverick.tick(maverick::TickContext {
+                links: &self.links,
+                swarm: &mut self.swarm,
+                topic: &self.topic,
+                connected: self.connected.keys().copied().collect(),
+                tip: self.chain.tip().height,
+                view: self.replica.view(),
+            });
+        }
         self.flush_gossip();
         self.pump()?;
         if self.last_pending_check.elapsed() >= Duration::from_millis(50) {
@@ -2085,9 +2112,6 @@ impl EventLoop {
             self.request_blocks();
         }
         self.sync.tip_at_last_round = tip;
-        if self.options.byzantine_garbage {
-            self.send_garbage();
-        }
         let dropped = self.links.dropped();
         if dropped > self.links_dropped_seen {
             self.metrics
@@ -2110,30 +2134,5 @@ impl EventLoop {
         status.peers = self.connected.keys().map(|p| p.to_string()).collect();
         status.network_height = self.network_height();
         status.syncing = self.sync.started.is_some();
-    }
-
-    /// Test-only Byzantine behaviour: garbage on every protocol to every peer.
-    fn send_garbage(&mut self) {
-        if self.last_garbage.elapsed() < Duration::from_millis(500) {
-            return;
-        }
-        self.last_garbage = Instant::now();
-        let peers: Vec<PeerId> = self.connected.keys().copied().collect();
-        let junk = Arc::new(vec![0xA5u8; 333]);
-        for to in 0..self.info.validator_peers.len() {
-            self.links.send(to, junk.clone());
-        }
-        for peer in peers {
-            let junk = vec![0xA5u8; 333];
-            self.swarm
-                .behaviour_mut()
-                .sync
-                .send_request(&peer, junk.clone());
-        }
-        let _ = self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(self.topic.clone(), vec![0x5Au8; 77]);
     }
 }

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mosaic_node::service::{HeightLie, TestOptions};
+use mosaic_node::maverick::Mode;
+use mosaic_node::service::TestOptions;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -283,7 +284,7 @@ async fn a_restarted_node_catches_up_and_pruned_bodies_are_rebuilt_from_fragment
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_garbage_sending_validator_does_not_stop_the_honest_ones() {
     let mut options = vec![TestOptions::default(); 4];
-    options[3].byzantine_garbage = true;
+    options[3].maverick = Some(Mode::Garbage);
     let cluster = Cluster::start_with(4, 1, 1024, options).await;
     let url = cluster.url(0);
     wait_until("the garbage reaches node 0 and is refused", LIMIT, || {
@@ -367,9 +368,9 @@ async fn commit_one_by_one(cluster: &Cluster, via: usize, first_nonce: u64, coun
 /// Node 2 reports `u64::MAX` and answers block requests with `lie`; node 3 falls
 /// more than a window behind, restarts, and must catch up from the honest nodes,
 /// charging node 2 for its answers.
-async fn a_node_catches_up_past_a_height_liar(lie: HeightLie, charged_for: &str) {
+async fn a_node_catches_up_past_a_height_liar(lie: Mode, charged_for: &str) {
     let mut options = vec![TestOptions::default(); 4];
-    options[2].byzantine_lie_height = Some(lie);
+    options[2].maverick = Some(lie);
     let mut cluster = Cluster::start_tuned(4, 1, 1024, options, |config| {
         config.consensus.checkpoint_interval = 2;
         config.consensus.window = 4;
@@ -412,10 +413,10 @@ async fn a_node_catches_up_past_a_height_liar(lie: HeightLie, charged_for: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_rotates_away_from_a_peer_that_answers_errors() {
-    a_node_catches_up_past_a_height_liar(HeightLie::Errors, "sync-refused").await;
+    a_node_catches_up_past_a_height_liar(Mode::LieHeight, "sync-refused").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_rotates_away_from_a_peer_that_sends_bad_bodies() {
-    a_node_catches_up_past_a_height_liar(HeightLie::BadBodies, "sync-bad-body").await;
+    a_node_catches_up_past_a_height_liar(Mode::LieHeightBodies, "sync-bad-body").await;
 }

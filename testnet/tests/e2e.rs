@@ -367,7 +367,7 @@ fn killed_validators_restart_and_catch_up_and_a_dead_primary_is_replaced() {
 fn a_garbage_sending_validator_leaves_the_honest_ones_safe_and_live() {
     let net = Testnet::up(4);
     net.json(&["testnet", "stop", "--node", "3"]);
-    net.json(&["testnet", "start", "--node", "3", "--byzantine-garbage"]);
+    net.json(&["testnet", "start", "--node", "3", "--maverick", "garbage"]);
     let recipient = net.address(5);
     for i in 0..3 {
         let answer = net.transfer(i, &recipient, 3, i);

@@ -1,0 +1,562 @@
+//! Byzantine behaviours for tests: a validator that runs the honest replica but
+//! lies at the edges (what it sends, what it answers), so real-process tests can
+//! show what the honest validators do about it.
+//!
+//! Compiled only with the `byzantine` cargo feature, which release builds do not
+//! enable (the workspace's test build does, through a dev-dependency of the
+//! `mosaic-testnet` crate). Without it [`Mode`] has no values, so nothing in this
+//! module can run and every hook the event loop calls is empty.
+//!
+//! | mode | what it does |
+//! |------|--------------|
+//! | `garbage` | undecodable frames on every protocol to every peer, twice a second |
+//! | `equivocate` | as primary, a different valid block for the same (view, seq) to every other backup |
+//! | `lie-height` | reports `u64::MAX` as its height, answers block requests with errors |
+//! | `lie-height-bodies` | reports `u64::MAX`, answers block requests with bodies that fail the check |
+//! | `flood-held` | maximal future-view PRE-PREPAREs it signs, on one key and on new keys |
+//! | `replay` | re-sends old validly signed consensus frames at a high rate |
+//! | `bad-fragments` | serves its fragments with a proof that does not match the shard, or withholds them |
+//! | `silent` | stays connected, sends and answers nothing |
+
+use std::fmt;
+
+/// A maverick mode (see the module docs).
+#[cfg(feature = "byzantine")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Undecodable frames on every protocol.
+    Garbage,
+    /// Different valid PRE-PREPAREs for one (view, seq) to different backups.
+    Equivocate,
+    /// `u64::MAX` in status; block requests answered with errors.
+    LieHeight,
+    /// `u64::MAX` in status; block requests answered with bad bodies.
+    LieHeightBodies,
+    /// Maximal future-view PRE-PREPAREs, on one key and on new keys.
+    FloodHeld,
+    /// Old validly signed consensus frames re-sent at a high rate.
+    Replay,
+    /// Fragments served with proofs of other bytes, or withheld.
+    BadFragments,
+    /// Connected, but sends and answers nothing.
+    Silent,
+}
+
+/// A maverick mode: none exist in a build without the `byzantine` feature.
+#[cfg(not(feature = "byzantine"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {}
+
+/// The names `--maverick` accepts in a build with the `byzantine` feature.
+pub const NAMES: [&str; 8] = [
+    "garbage",
+    "equivocate",
+    "lie-height",
+    "lie-height-bodies",
+    "flood-held",
+    "replay",
+    "bad-fragments",
+    "silent",
+];
+
+/// Why a maverick mode cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModeError {
+    /// This binary was built without the `byzantine` feature.
+    #[error(
+        "this mosaic was built without the `byzantine` feature: Byzantine behaviours exist only in test builds (cargo nextest run --workspace builds them)"
+    )]
+    NotBuilt,
+    /// No mode has this name.
+    #[error("no maverick mode {0:?}: use one of {NAMES:?}")]
+    Unknown(String),
+}
+
+impl Mode {
+    /// The mode called `name` (one of [`NAMES`]).
+    pub fn parse(name: &str) -> Result<Mode, ModeError> {
+        if !NAMES.contains(&name) {
+            return Err(ModeError::Unknown(name.to_string()));
+        }
+        #[cfg(feature = "byzantine")]
+        {
+            Ok(match name {
+                "garbage" => Mode::Garbage,
+                "equivocate" => Mode::Equivocate,
+                "lie-height" => Mode::LieHeight,
+                "lie-height-bodies" => Mode::LieHeightBodies,
+                "flood-held" => Mode::FloodHeld,
+                "replay" => Mode::Replay,
+                "bad-fragments" => Mode::BadFragments,
+                _ => Mode::Silent,
+            })
+        }
+        #[cfg(not(feature = "byzantine"))]
+        Err(ModeError::NotBuilt)
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        #[cfg(feature = "byzantine")]
+        {
+            match self {
+                Mode::Garbage => NAMES[0],
+                Mode::Equivocate => NAMES[1],
+                Mode::LieHeight => NAMES[2],
+                Mode::LieHeightBodies => NAMES[3],
+                Mode::FloodHeld => NAMES[4],
+                Mode::Replay => NAMES[5],
+                Mode::BadFragments => NAMES[6],
+                Mode::Silent => NAMES[7],
+            }
+        }
+        #[cfg(not(feature = "byzantine"))]
+        match self {}
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(feature = "byzantine")]
+pub use enabled::Maverick;
+
+#[cfg(not(feature = "byzantine"))]
+pub use disabled::Maverick;
+
+/// What the event loop hands to [`Maverick::tick`].
+#[allow(missing_debug_implementations)] // borrows the swarm, which has no useful Debug
+pub struct TickContext<'a> {
+    /// The consensus links, by validator index.
+    pub links: &'a crate::links::Links,
+    /// The swarm (sync requests and gossip).
+    pub swarm: &'a mut libp2p::Swarm<crate::net::Behaviour>,
+    /// The transactions topic.
+    pub topic: &'a libp2p::gossipsub::IdentTopic,
+    /// Connected peers.
+    pub connected: Vec<libp2p::PeerId>,
+    /// This node's executed height.
+    pub tip: u64,
+    /// Its current view.
+    pub view: mosaic_consensus::View,
+}
+
+#[cfg(feature = "byzantine")]
+mod enabled {
+    use std::collections::{BTreeMap, VecDeque};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use mosaic_consensus::messages::Body;
+    use mosaic_consensus::{
+        Digest, Message, PrePrepare, ReplicaId, SeqNum, Signed, ValidatorSet, View,
+    };
+    use mosaic_crypto::{Hash, Keypair, codec};
+
+    use super::{Mode, TickContext};
+    use crate::block::{Block, Position};
+    use crate::chain::Layout;
+    use crate::ledger::SignedTransfer;
+    use crate::net::{SyncRequest, SyncResponse};
+
+    /// Frames kept for `replay`, and their bytes at most.
+    const REPLAY_FRAMES_MAX: usize = 512;
+    const REPLAY_BYTES_MAX: usize = 64 * 1024 * 1024;
+    /// Frames `replay` re-sends to each peer per tick (the loop ticks every 5 ms).
+    const REPLAY_PER_TICK: usize = 4;
+    /// How often `flood-held` sends its frames, and how many per peer each time.
+    const FLOOD_PERIOD: Duration = Duration::from_millis(500);
+    const FLOOD_FRAMES: u64 = 2;
+    const GARBAGE_PERIOD: Duration = Duration::from_millis(500);
+
+    /// A validator's Byzantine behaviour at the edges of the honest replica.
+    pub struct Maverick {
+        mode: Mode,
+        key: Keypair,
+        validators: ValidatorSet,
+        index: u32,
+        window: u64,
+        payload_bytes_max: usize,
+        /// `equivocate`: the other block proposed at each height.
+        alternatives: BTreeMap<u64, Vec<u8>>,
+        /// `replay`: consensus frames seen, oldest first.
+        recorded: VecDeque<Arc<Vec<u8>>>,
+        recorded_bytes: usize,
+        replay_next: usize,
+        last_burst: Instant,
+        rounds: u64,
+    }
+
+    impl std::fmt::Debug for Maverick {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Maverick")
+                .field("mode", &self.mode)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Maverick {
+        /// A maverick validator `index` of `validators` signing with `key`.
+        pub fn new(
+            mode: Mode,
+            key: &Keypair,
+            validators: ValidatorSet,
+            index: u32,
+            window: u64,
+            payload_bytes_max: usize,
+        ) -> Option<Maverick> {
+            let key = Keypair::from_secret_bytes(key.secret_bytes()).ok()?;
+            tracing::warn!(mode = %mode, "running as a Byzantine validator (test build)");
+            Some(Maverick {
+                mode,
+                key,
+                validators,
+                index,
+                window,
+                payload_bytes_max,
+                alternatives: BTreeMap::new(),
+                recorded: VecDeque::new(),
+                recorded_bytes: 0,
+                replay_next: 0,
+                last_burst: Instant::now(),
+                rounds: 0,
+            })
+        }
+
+        /// Whether this node answers nothing and sends no consensus message.
+        pub fn silent(&self) -> bool {
+            self.mode == Mode::Silent
+        }
+
+        /// As primary, about to propose `txs` at `(seq, parent)`: `equivocate` builds
+        /// a second valid block there, for every other backup.
+        pub fn proposing(
+            &mut self,
+            layout: &Layout,
+            (seq, parent): (SeqNum, Digest),
+            view: View,
+            state_root: Hash,
+            txs: &[SignedTransfer],
+        ) {
+            if self.mode != Mode::Equivocate {
+                return;
+            }
+            let position = Position {
+                chain: layout.chain.clone(),
+                height: seq.0,
+                parent: parent.0,
+            };
+            // A prefix of a valid batch is valid (nonces only depend on earlier ones).
+            let other = txs[..txs.len() / 2].to_vec();
+            if let Ok((block, _)) = Block::build(
+                &position,
+                view.0,
+                self.index,
+                state_root,
+                other,
+                layout.data_shards,
+                layout.total_shards,
+            ) {
+                self.alternatives.retain(|h, _| *h + 8 > seq.0);
+                self.alternatives.insert(seq.0, block.to_bytes());
+            }
+        }
+
+        /// A consensus frame this node is about to send to validator `to`: returns
+        /// the frame to send instead (`None`: send nothing).
+        pub fn outgoing(
+            &mut self,
+            to: usize,
+            message: &Message,
+            frame: Arc<Vec<u8>>,
+        ) -> Option<Arc<Vec<u8>>> {
+            match self.mode {
+                Mode::Silent => None,
+                Mode::Replay => {
+                    self.record(&frame);
+                    Some(frame)
+                }
+                Mode::Equivocate => Some(self.equivocated(to, message).unwrap_or(frame)),
+                _ => Some(frame),
+            }
+        }
+
+        /// `equivocate`: the other block's PRE-PREPARE for odd-numbered backups.
+        fn equivocated(&self, to: usize, message: &Message) -> Option<Arc<Vec<u8>>> {
+            let Message::PrePrepare { pre_prepare, .. } = message else {
+                return None;
+            };
+            if pre_prepare.signer.0 != self.index || to.is_multiple_of(2) {
+                return None;
+            }
+            let payload = self.alternatives.get(&pre_prepare.body.seq.0)?;
+            let block = Block::from_bytes(payload).ok()?;
+            let body = PrePrepare {
+                digest: Digest(block.header.hash()),
+                ..pre_prepare.body
+            };
+            let signed = self.sign(body)?;
+            let message = Message::PrePrepare {
+                pre_prepare: signed,
+                payload: payload.clone(),
+            };
+            codec::encode(&message).ok().map(Arc::new)
+        }
+
+        /// A consensus frame a validator sent this node.
+        pub fn incoming(&mut self, frame: &[u8]) {
+            if self.mode == Mode::Replay {
+                self.record(&Arc::new(frame.to_vec()));
+            }
+        }
+
+        fn record(&mut self, frame: &Arc<Vec<u8>>) {
+            self.recorded_bytes += frame.len();
+            self.recorded.push_back(frame.clone());
+            while self.recorded.len() > REPLAY_FRAMES_MAX || self.recorded_bytes > REPLAY_BYTES_MAX
+            {
+                match self.recorded.pop_front() {
+                    Some(old) => self.recorded_bytes -= old.len(),
+                    None => break,
+                }
+            }
+        }
+
+        /// The answer to a sync request, given the honest one (`None`: no answer).
+        pub fn answer(
+            &mut self,
+            request: &SyncRequest,
+            honest: SyncResponse,
+        ) -> Option<SyncResponse> {
+            match (self.mode, request, honest) {
+                (Mode::Silent, _, _) => None,
+                (Mode::LieHeight | Mode::LieHeightBodies, SyncRequest::Status, _) => {
+                    Some(SyncResponse::Status { height: u64::MAX })
+                }
+                (Mode::LieHeight, SyncRequest::Blocks { .. }, _) => {
+                    Some(SyncResponse::Error("no".into()))
+                }
+                (
+                    Mode::LieHeightBodies,
+                    SyncRequest::Blocks { .. },
+                    SyncResponse::Blocks(mut b),
+                ) => {
+                    let empty = codec::encode(&Vec::<SignedTransfer>::new()).ok();
+                    for block in &mut b {
+                        block.body = empty.clone();
+                    }
+                    Some(SyncResponse::Blocks(b))
+                }
+                (Mode::BadFragments, SyncRequest::Fragment { .. }, honest) => {
+                    self.rounds += 1;
+                    match honest {
+                        SyncResponse::Fragment(Some(mut fragment))
+                            if self.rounds.is_multiple_of(2) =>
+                        {
+                            // The proof is the real one; the shard is not what it proves.
+                            if let Some(byte) = fragment.shard.first_mut() {
+                                *byte ^= 0xFF;
+                            } else {
+                                fragment.shard.push(0xFF);
+                            }
+                            Some(SyncResponse::Fragment(Some(fragment)))
+                        }
+                        _ => Some(SyncResponse::Fragment(None)),
+                    }
+                }
+                (_, _, honest) => Some(honest),
+            }
+        }
+
+        /// Called on every tick of the event loop: the behaviours that send on their own.
+        pub fn tick(&mut self, ctx: TickContext<'_>) {
+            match self.mode {
+                Mode::Garbage => self.garbage(ctx),
+                Mode::FloodHeld => self.flood(&ctx),
+                Mode::Replay => self.replay(&ctx),
+                _ => {}
+            }
+        }
+
+        fn garbage(&mut self, ctx: TickContext<'_>) {
+            if self.last_burst.elapsed() < GARBAGE_PERIOD {
+                return;
+            }
+            self.last_burst = Instant::now();
+            let junk = Arc::new(vec![0xA5u8; 333]);
+            for to in 0..self.validators.len() {
+                ctx.links.send(to, junk.clone());
+            }
+            for peer in &ctx.connected {
+                ctx.swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(peer, vec![0xA5u8; 333]);
+            }
+            let _ = ctx
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(ctx.topic.clone(), vec![0x5Au8; 77]);
+        }
+
+        /// The next view after `view` + 1 that this node leads.
+        fn led_view(&self, view: View) -> View {
+            let n = self.validators.len().max(1) as u64;
+            let mut v = view.0 + 2;
+            while v % n != u64::from(self.index) % n {
+                v += 1;
+            }
+            View(v)
+        }
+
+        /// Signed future-view PRE-PREPAREs of maximal size: the first on the same
+        /// (view, seq) every time, the others on a new seq each round.
+        fn flood(&mut self, ctx: &TickContext<'_>) {
+            if self.last_burst.elapsed() < FLOOD_PERIOD {
+                return;
+            }
+            self.last_burst = Instant::now();
+            self.rounds += 1;
+            let view = self.led_view(ctx.view);
+            let span = self.window.saturating_sub(2).max(1);
+            for i in 0..FLOOD_FRAMES {
+                let seq = if i == 0 {
+                    ctx.tip + 2
+                } else {
+                    ctx.tip + 3 + (self.rounds * FLOOD_FRAMES + i) % span
+                };
+                let mut payload = vec![0u8; self.payload_bytes_max];
+                let stamp = (self.rounds * FLOOD_FRAMES + i).to_le_bytes();
+                payload[..stamp.len()].copy_from_slice(&stamp);
+                let body = PrePrepare {
+                    view,
+                    seq: SeqNum(seq),
+                    digest: Digest(Hash::of(&payload)),
+                    parent: Digest(Hash::of(&seq.to_le_bytes())),
+                };
+                let Some(signed) = self.sign(body) else {
+                    continue;
+                };
+                let message = Message::PrePrepare {
+                    pre_prepare: signed,
+                    payload,
+                };
+                if let Ok(bytes) = codec::encode(&message) {
+                    self.send_to_others(ctx, Arc::new(bytes));
+                }
+            }
+        }
+
+        fn replay(&mut self, ctx: &TickContext<'_>) {
+            if self.recorded.is_empty() {
+                return;
+            }
+            for _ in 0..REPLAY_PER_TICK {
+                self.replay_next = (self.replay_next + 1) % self.recorded.len();
+                if let Some(frame) = self.recorded.get(self.replay_next).cloned() {
+                    self.send_to_others(ctx, frame);
+                }
+            }
+        }
+
+        fn send_to_others(&self, ctx: &TickContext<'_>, frame: Arc<Vec<u8>>) {
+            for to in 0..self.validators.len() {
+                if to != self.index as usize {
+                    ctx.links.send(to, frame.clone());
+                }
+            }
+        }
+
+        fn sign<T: Body>(&self, body: T) -> Option<Signed<T>> {
+            let bytes = Signed::signing_bytes(&body).ok()?;
+            let signature = self.key.sign(T::DOMAIN, self.validators.chain(), &bytes);
+            Some(Signed {
+                body,
+                signer: ReplicaId(self.index),
+                signature,
+            })
+        }
+    }
+}
+
+#[cfg(not(feature = "byzantine"))]
+mod disabled {
+    use std::sync::Arc;
+
+    use mosaic_consensus::{Digest, Message, SeqNum, ValidatorSet, View};
+    use mosaic_crypto::{Hash, Keypair};
+
+    use super::{Mode, TickContext};
+    use crate::chain::Layout;
+    use crate::ledger::SignedTransfer;
+    use crate::net::{SyncRequest, SyncResponse};
+
+    /// No Byzantine behaviour exists in this build: a value of this type cannot be
+    /// made, and the loop's hooks compile to nothing.
+    #[derive(Debug)]
+    pub enum Maverick {}
+
+    impl Maverick {
+        /// Never returns a maverick: `mode` has no values in this build.
+        pub fn new(
+            mode: Mode,
+            _key: &Keypair,
+            _validators: ValidatorSet,
+            _index: u32,
+            _window: u64,
+            _payload_bytes_max: usize,
+        ) -> Option<Maverick> {
+            match mode {}
+        }
+
+        /// Unreachable.
+        pub fn silent(&self) -> bool {
+            match *self {}
+        }
+
+        /// Unreachable.
+        pub fn proposing(
+            &mut self,
+            _layout: &Layout,
+            _at: (SeqNum, Digest),
+            _view: View,
+            _state_root: Hash,
+            _txs: &[SignedTransfer],
+        ) {
+            match *self {}
+        }
+
+        /// Unreachable.
+        pub fn outgoing(
+            &mut self,
+            _to: usize,
+            _message: &Message,
+            _frame: Arc<Vec<u8>>,
+        ) -> Option<Arc<Vec<u8>>> {
+            match *self {}
+        }
+
+        /// Unreachable.
+        pub fn incoming(&mut self, _frame: &[u8]) {
+            match *self {}
+        }
+
+        /// Unreachable.
+        pub fn answer(
+            &mut self,
+            _request: &SyncRequest,
+            _honest: SyncResponse,
+        ) -> Option<SyncResponse> {
+            match *self {}
+        }
+
+        /// Unreachable.
+        pub fn tick(&mut self, _ctx: TickContext<'_>) {
+            match *self {}
+        }
+    }
+}
