@@ -68,6 +68,20 @@ pub enum HoldError {
         /// Their payload bytes.
         bytes: usize,
     },
+    /// The sender already signed a PRE-PREPARE for this (view, seq) with another
+    /// digest: proof of equivocation, which no honest primary produces.
+    #[error("sender {sender} signed two pre-prepares for view {view}, seq {seq}")]
+    Equivocation {
+        /// The sender.
+        sender: u32,
+        /// The view.
+        view: u64,
+        /// The seq.
+        seq: u64,
+    },
+    /// Exactly this PRE-PREPARE is held already (a resend or a replay).
+    #[error("this pre-prepare is held already")]
+    Duplicate,
     /// A PRE-PREPARE of a later view is held for the same `(seq, sender)`.
     #[error("a pre-prepare of view {held} is held for this seq; view {got} is older")]
     Stale {
@@ -113,8 +127,9 @@ impl Held {
     }
 
     /// Holds `message` (a verified PRE-PREPARE from `from`) until its parent is
-    /// executed. A later PRE-PREPARE from the same sender for the same seq replaces
-    /// the earlier one.
+    /// executed. A PRE-PREPARE of a later view from the same sender for the same seq
+    /// replaces the earlier one; one of the same view is a duplicate or, with another
+    /// digest, an equivocation, and is refused.
     pub fn hold(&mut self, from: ReplicaId, message: Message) -> Result<(), HoldError> {
         let Message::PrePrepare {
             pre_prepare,
@@ -137,6 +152,19 @@ impl Held {
                 return Err(HoldError::Stale {
                     held: entry.view.0,
                     got: view.0,
+                });
+            }
+            Some(entry) if entry.view == view => {
+                let same = matches!(&entry.message, Message::PrePrepare { pre_prepare: held, .. }
+                    if held.body == pre_prepare.body);
+                return Err(if same {
+                    HoldError::Duplicate
+                } else {
+                    HoldError::Equivocation {
+                        sender: from.0,
+                        view: view.0,
+                        seq: pre_prepare.body.seq.0,
+                    }
                 });
             }
             Some(entry) => Some(entry.payload_bytes),
@@ -340,6 +368,34 @@ mod tests {
             held.hold(ReplicaId(1), Message::Prepare(signed_prepare())),
             Err(HoldError::NotPrePrepare)
         );
+        assert_eq!(held.len(), 1);
+        held.check_invariants();
+        Ok(())
+    }
+
+    #[test]
+    fn a_second_pre_prepare_for_one_view_and_seq_is_a_duplicate_or_an_equivocation()
+    -> Result<(), HoldError> {
+        let mut held = Held::new(LIMITS);
+        held.hold(ReplicaId(1), pre_prepare(1, 10, 1, 100))?;
+        assert_eq!(
+            held.hold(ReplicaId(1), pre_prepare(1, 10, 1, 100)),
+            Err(HoldError::Duplicate)
+        );
+        let mut other = pre_prepare(1, 10, 1, 300);
+        if let Message::PrePrepare { pre_prepare, .. } = &mut other {
+            pre_prepare.body.digest = Digest(Hash::from_bytes([0xEE; 32]));
+        }
+        assert_eq!(
+            held.hold(ReplicaId(1), other),
+            Err(HoldError::Equivocation {
+                sender: 1,
+                view: 1,
+                seq: 10
+            })
+        );
+        // Neither changed what is held.
+        assert_eq!(held.bytes_of(ReplicaId(1)), 100);
         assert_eq!(held.len(), 1);
         held.check_invariants();
         Ok(())

@@ -1137,6 +1137,14 @@ impl EventLoop {
                         Err(HoldError::SenderFull { .. }) => {
                             self.metrics.rejected("pre-prepare-sender-budget-full", 1);
                         }
+                        Err(HoldError::Equivocation { .. }) => {
+                            self.misbehaved(peer, "pre-prepare-equivocation", 10);
+                        }
+                        Err(HoldError::Duplicate) => {
+                            // An honest primary resends now and then (a point fades in a
+                            // second); copies at a rate are a replay.
+                            self.misbehaved(peer, "pre-prepare-replayed", 1);
+                        }
                         Err(HoldError::Stale { .. } | HoldError::NotPrePrepare) => {
                             self.metrics.rejected("pre-prepare-stale", 1);
                         }
