@@ -1,0 +1,213 @@
+//! The harness shared by the real-process tests: a testnet in a temporary folder,
+//! driven through the `mosaic` CLI on 127.0.0.1.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // each test file uses part of it
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOSAIC_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/mosaic
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("mosaic");
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build -p mosaic-cli` or set MOSAIC_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A base port with `count` free consecutive ports after it (API and p2p ranges).
+pub fn free_ports(count: u16) -> u16 {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    for attempt in 0..200u64 {
+        let base =
+            20_000 + ((seed.wrapping_mul(7919).wrapping_add(attempt * 104_729)) % 40_000) as u16;
+        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free port range found");
+}
+
+pub struct Testnet {
+    pub dir: tempfile::TempDir,
+    pub api_port: u16,
+}
+
+impl Testnet {
+    /// Creates and starts an n-validator testnet.
+    pub fn up(n: usize) -> Testnet {
+        let testnet = Testnet::init(n);
+        testnet.start();
+        testnet
+    }
+
+    /// Creates an n-validator testnet without starting it (its node.toml files can
+    /// be tuned first).
+    pub fn init(n: usize) -> Testnet {
+        let base = free_ports(2 * n as u16);
+        let dir = tempfile::tempdir().unwrap();
+        let testnet = Testnet {
+            dir,
+            api_port: base,
+        };
+        let out = testnet.mosaic(&[
+            "testnet",
+            "init",
+            "-n",
+            &n.to_string(),
+            "--api-port",
+            &base.to_string(),
+            "--p2p-port",
+            &(base + n as u16).to_string(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        testnet
+    }
+
+    /// Starts every validator.
+    pub fn start(&self) {
+        let out = self.mosaic(&["testnet", "up", "--detach"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// Edits node i's node.toml.
+    pub fn edit_config(&self, i: usize, edit: impl FnOnce(String) -> String) {
+        let path = self.data().join(format!("node{i}/node.toml"));
+        let toml = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(toml)).unwrap();
+    }
+
+    /// GET `path` from node i's API over HTTP/1.0: (status, body).
+    pub fn get(&self, i: usize, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.api_port + i as u16)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).ok()?;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let (head, body) = answer.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    }
+
+    /// Node i's process id, if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        let status = self.json(&["testnet", "status"]);
+        status["nodes"][i]["pid"].as_u64().map(|p| p as u32)
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.api_port + i as u16)
+    }
+
+    /// Runs `mosaic ARGS` (testnet commands get --dir).
+    pub fn mosaic(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(binary());
+        command.args(args);
+        if args.first() == Some(&"testnet") {
+            command.arg("--dir").arg(self.data());
+        }
+        command.env_remove("MOSAIC_NODE").output().unwrap()
+    }
+
+    /// Runs a command with --json and parses its output.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        let out = self.mosaic(&with_json);
+        assert!(out.status.success(), "mosaic {args:?}: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+    }
+
+    pub fn client_key(&self, j: usize) -> String {
+        self.data()
+            .join(format!("clients/client{j}.key"))
+            .display()
+            .to_string()
+    }
+
+    pub fn address(&self, j: usize) -> String {
+        self.json(&["keys", "show", &self.client_key(j)])["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn balance(&self, node: usize, address: &str) -> Option<u64> {
+        let out = self.mosaic(&["account", address, "--node", &self.url(node), "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let value: Value = serde_json::from_slice(&out.stdout).ok()?;
+        value["balance"].as_u64()
+    }
+
+    pub fn height(&self, node: usize) -> Option<u64> {
+        self.json(&["testnet", "status"])["nodes"][node]["height"].as_u64()
+    }
+
+    /// Sends a transfer through node `via` and waits for its commit.
+    pub fn transfer(&self, from: usize, to: &str, amount: u64, via: usize) -> Value {
+        self.json(&[
+            "tx",
+            "transfer",
+            "--key",
+            &self.client_key(from),
+            "--to",
+            to,
+            "--amount",
+            &amount.to_string(),
+            "--wait",
+            "--timeout",
+            "60",
+            "--node",
+            &self.url(via),
+        ])
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        let _ = self.mosaic(&["testnet", "stop"]);
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < LIMIT {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out after {LIMIT:?} waiting for {what}");
+}

@@ -1,0 +1,305 @@
+//! One or two Byzantine validators (`mosaic node run --maverick MODE`, a test build
+//! only) in a real testnet: the honest validators stay safe, keep committing, let a
+//! validator that was away longer than the sync window catch up, keep their memory
+//! bounded, and charge the maverick for what it sends.
+//!
+//! Each run commits a fixed number of transfers one by one through honest nodes,
+//! first with every validator honest and then with the mavericks running, and
+//! prints both rates. The rate under attack must be at least 1/[`RATE_FACTOR`] of the
+//! honest one (a view change to replace a Byzantine primary costs about one view
+//! timeout, which is shortened here to 1 s).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::time::Instant;
+
+use common::{Testnet, text, wait_until};
+use serde_json::Value;
+
+/// The slowest commit rate under attack, as a fraction of the honest one.
+const RATE_FACTOR: f64 = 10.0;
+/// Transfers each phase commits (one per block).
+const TRANSFERS: usize = 8;
+/// The sync window (consensus.window) of these testnets, in blocks.
+const WINDOW: u64 = 6;
+/// Peak resident memory any honest node may reach.
+const MEMORY_MAX_BYTES: u64 = 1536 << 20;
+
+struct Run {
+    net: Testnet,
+    mavericks: Vec<usize>,
+    honest: Vec<usize>,
+    /// Honest nodes that take transfers (the rest of the honest ones but the victim).
+    via: Vec<usize>,
+    victim: usize,
+    recipient: String,
+    sent: usize,
+}
+
+impl Run {
+    /// An n-validator testnet with a short window, view timeout and body window
+    /// (so catching up after an absence needs state transfer and fragments).
+    fn new(n: usize, mavericks: &[usize]) -> Run {
+        let net = Testnet::init(n);
+        for i in 0..n {
+            net.edit_config(i, |toml| {
+                toml.replace("checkpoint_interval = 16", "checkpoint_interval = 2")
+                    .replace("window = 64", &format!("window = {WINDOW}"))
+                    .replace(
+                        "view_change_timeout_ms = 2000",
+                        "view_change_timeout_ms = 1000",
+                    )
+                    .replace("body_window_blocks = 1024", "body_window_blocks = 4")
+            });
+        }
+        net.start();
+        let honest: Vec<usize> = (0..n).filter(|i| !mavericks.contains(i)).collect();
+        let victim = *honest.last().unwrap();
+        let via = honest.iter().copied().filter(|i| *i != victim).collect();
+        let recipient = net.address(7);
+        Run {
+            net,
+            mavericks: mavericks.to_vec(),
+            honest,
+            via,
+            victim,
+            recipient,
+            sent: 0,
+        }
+    }
+
+    /// Commits `count` transfers one by one through the `via` nodes; returns the rate.
+    fn commit(&mut self, count: usize) -> f64 {
+        let start = Instant::now();
+        for _ in 0..count {
+            let via = self.via[self.sent % self.via.len()];
+            let answer = self.net.transfer(self.sent % 4, &self.recipient, 1, via);
+            assert_eq!(answer["status"], "committed", "{answer}");
+            self.sent += 1;
+        }
+        count as f64 / start.elapsed().as_secs_f64()
+    }
+
+    fn height(&self, i: usize) -> u64 {
+        self.net
+            .get(i, "/v1/status")
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|status| status["height"].as_u64())
+            .unwrap_or(0)
+    }
+
+    fn block_hash(&self, i: usize, height: u64) -> String {
+        let (status, body) = self
+            .net
+            .get(i, &format!("/v1/blocks/{height}?view=hashes"))
+            .unwrap_or_else(|| panic!("node {i} does not answer for block {height}"));
+        assert_eq!(status, 200, "node {i} block {height}: {body}");
+        let block: Value = serde_json::from_str(&body).unwrap();
+        block["hash"].as_str().unwrap().to_string()
+    }
+
+    fn metrics(&self, i: usize) -> String {
+        self.net
+            .get(i, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    fn peak_memory(&self, i: usize) -> u64 {
+        let pid = self
+            .net
+            .pid(i)
+            .unwrap_or_else(|| panic!("node {i} is not running"));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+}
+
+/// The whole story for `mavericks` (validator index, mode) in an n-validator
+/// testnet; `charged` are misbehaviour reasons some honest node must record.
+fn attack(n: usize, mavericks: &[(usize, &str)], charged: &[&str]) {
+    let indices: Vec<usize> = mavericks.iter().map(|(i, _)| *i).collect();
+    let mut run = Run::new(n, &indices);
+    let honest_rate = run.commit(TRANSFERS);
+
+    // The victim goes away for more than the sync window, then the mavericks turn.
+    run.net
+        .json(&["testnet", "stop", "--node", &run.victim.to_string()]);
+    run.commit(WINDOW as usize + 4);
+    for (i, mode) in mavericks {
+        run.net.json(&["testnet", "stop", "--node", &i.to_string()]);
+        run.net.json(&[
+            "testnet",
+            "start",
+            "--node",
+            &i.to_string(),
+            "--maverick",
+            mode,
+        ]);
+    }
+    run.net
+        .json(&["testnet", "start", "--node", &run.victim.to_string()]);
+
+    // Liveness under attack, through the honest nodes.
+    let attacked_rate = run.commit(TRANSFERS);
+    let modes: Vec<String> = mavericks.iter().map(|(i, m)| format!("{m}@{i}")).collect();
+    println!(
+        "n={n} mavericks {modes:?}: {honest_rate:.1} transfers/s honest, {attacked_rate:.1}/s under attack"
+    );
+    assert!(
+        attacked_rate * RATE_FACTOR >= honest_rate,
+        "{modes:?}: {attacked_rate:.2}/s under attack against {honest_rate:.2}/s honest"
+    );
+
+    // Catch-up: the victim reaches what the others committed while it was away.
+    let target = run.height(run.via[0]);
+    wait_until("the returning validator catches up", || {
+        run.height(run.victim) >= target
+    });
+
+    // Safety: one hash per height on every honest node, and each chain verifies.
+    let top = run.honest.iter().map(|i| run.height(*i)).min().unwrap_or(0);
+    assert!(top >= target, "honest heights below {target}");
+    for height in 1..=top {
+        let first = run.block_hash(run.honest[0], height);
+        for i in &run.honest[1..] {
+            assert_eq!(
+                run.block_hash(*i, height),
+                first,
+                "{modes:?}: nodes {} and {i} differ at height {height}",
+                run.honest[0]
+            );
+        }
+    }
+    for i in &run.honest {
+        let verified = run
+            .net
+            .json(&["audit", "verify", "--node", &run.net.url(*i)]);
+        assert_eq!(verified["verified"], true, "node {i}: {verified}");
+    }
+
+    // Resources, and the price the mavericks pay.
+    for i in &run.honest {
+        let peak = run.peak_memory(*i);
+        println!("node {i}: peak memory {} MiB", peak >> 20);
+        assert!(
+            peak <= MEMORY_MAX_BYTES,
+            "{modes:?}: node {i} reached {} MiB",
+            peak >> 20
+        );
+    }
+    for i in &run.honest {
+        let metrics = run.metrics(*i);
+        let notable: Vec<&str> = metrics
+            .lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.starts_with("mosaic_misbehaviour_points_total")
+                        || l.starts_with("mosaic_view ")
+                        || l.starts_with("mosaic_view_changes_total")
+                        || l.starts_with("mosaic_peers_banned")
+                        || l.starts_with("mosaic_messages_rejected_total")
+                        || l.starts_with("mosaic_held_bytes"))
+            })
+            .collect();
+        println!("node {i}: {notable:?}");
+    }
+    for reason in charged {
+        let label = format!("mosaic_misbehaviour_points_total{{reason=\"{reason}\"}}");
+        wait_until(&format!("an honest node charges {reason}"), || {
+            run.honest.iter().any(|i| run.metrics(*i).contains(&label))
+        });
+    }
+    // The mavericks are still running: their modes were accepted, not refused.
+    for i in &run.mavericks {
+        assert!(
+            run.net.pid(*i).is_some(),
+            "maverick {i} exited: {}",
+            std::fs::read_to_string(run.net.data().join(format!("node{i}/node.log")))
+                .unwrap_or_default()
+        );
+    }
+}
+
+#[test]
+fn an_equivocating_primary_is_replaced_or_outvoted() {
+    attack(4, &[(0, "equivocate")], &[]);
+}
+
+// A claim of height u64::MAX is not one of the f+1 highest reports that catch-up
+// believes, so the liar is seldom asked at all (and charged when it is: see the
+// node's cluster tests, which make it the only peer ahead).
+#[test]
+fn a_height_liar_answering_errors_does_not_stop_catch_up() {
+    attack(4, &[(3, "lie-height")], &[]);
+}
+
+#[test]
+fn a_height_liar_sending_bad_bodies_does_not_stop_catch_up() {
+    attack(4, &[(3, "lie-height-bodies")], &[]);
+}
+
+#[test]
+fn a_flood_of_held_pre_prepares_stays_in_its_budget() {
+    attack(4, &[(3, "flood-held")], &["pre-prepare-equivocation"]);
+}
+
+#[test]
+fn replayed_consensus_messages_change_nothing() {
+    attack(4, &[(3, "replay")], &[]);
+}
+
+#[test]
+fn bad_fragments_are_refused_and_others_asked() {
+    attack(4, &[(3, "bad-fragments")], &["bad-fragment"]);
+}
+
+#[test]
+fn a_silent_validator_is_tolerated() {
+    attack(4, &[(3, "silent")], &[]);
+}
+
+#[test]
+fn a_garbage_sender_is_banned() {
+    attack(4, &[(3, "garbage")], &["consensus-undecodable"]);
+}
+
+#[test]
+fn seven_validators_survive_an_equivocating_primary_and_a_silent_one() {
+    attack(7, &[(0, "equivocate"), (6, "silent")], &[]);
+}
+
+#[test]
+fn seven_validators_survive_a_flood_and_a_replayer() {
+    attack(
+        7,
+        &[(5, "flood-held"), (6, "replay")],
+        &["pre-prepare-equivocation"],
+    );
+}
+
+#[test]
+fn seven_validators_survive_a_height_liar_and_bad_fragments() {
+    attack(
+        7,
+        &[(5, "lie-height"), (6, "bad-fragments")],
+        &["bad-fragment"],
+    );
+}
+
+#[test]
+fn an_unknown_maverick_mode_is_refused_with_the_list() {
+    // This build has the modes; an unknown one is refused with the list.
+    let net = Testnet::init(4);
+    let out = net.mosaic(&["testnet", "start", "--node", "0", "--maverick", "nonsense"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("equivocate"), "{}", text(&out));
+}
