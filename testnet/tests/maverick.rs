@@ -295,6 +295,15 @@ fn seven_validators_survive_a_height_liar_and_bad_fragments() {
 }
 
 #[test]
+fn seven_validators_survive_a_garbage_sender_and_a_bad_body_liar() {
+    attack(
+        7,
+        &[(5, "garbage"), (6, "lie-height-bodies")],
+        &["consensus-undecodable"],
+    );
+}
+
+#[test]
 fn an_unknown_maverick_mode_is_refused_with_the_list() {
     // This build has the modes; an unknown one is refused with the list.
     let net = Testnet::init(4);
