@@ -417,6 +417,7 @@ fn run(cli: Cli) -> Result<()> {
                 mempool: Default::default(),
                 connections: Default::default(),
                 api: Default::default(),
+                gossip: Default::default(),
             };
             config.check().map_err(|e| anyhow!(e))?;
             let config_path = dir.join("node.toml");

@@ -212,6 +212,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
             mempool: Default::default(),
             connections: Default::default(),
             api: Default::default(),
+            gossip: Default::default(),
         };
         fs::write(node_dir(dir, i).join("node.toml"), config.to_toml()?)?;
     }

@@ -38,6 +38,10 @@
 //! [api]
 //! connections_max = 512
 //! idle_timeout_secs = 60
+//!
+//! [gossip]
+//! peer_waiting_bytes_max = 8388608
+//! others_waiting_bytes_max = 16777216
 //! ```
 
 use std::net::SocketAddr;
@@ -89,6 +93,33 @@ pub struct NodeConfig {
     /// HTTP API limits.
     #[serde(default)]
     pub api: ApiLimits,
+    /// Gossip budgets.
+    #[serde(default)]
+    pub gossip: GossipBudgets,
+}
+
+/// How many bytes of gossiped transfers may wait for (or be in) a signature check.
+/// A message is weighed against its sender's budget before it is decoded; one that
+/// does not fit is dropped (counted as `gossip-dropped-peer-budget` in
+/// `mosaic_messages_rejected`), so no peer can use up another's room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipBudgets {
+    /// Per peer (at least one maximal message, 4 MiB; memory grows by up to a few
+    /// times this per connected validator, as decoded transfers are larger).
+    pub peer_waiting_bytes_max: usize,
+    /// All peers outside the genesis validator set together (at least
+    /// `peer_waiting_bytes_max`; validators never need room in it).
+    pub others_waiting_bytes_max: usize,
+}
+
+impl Default for GossipBudgets {
+    fn default() -> Self {
+        GossipBudgets {
+            peer_waiting_bytes_max: 8 * 1024 * 1024,
+            others_waiting_bytes_max: 16 * 1024 * 1024,
+        }
+    }
 }
 
 /// HTTP API limits: clients that hold connections open without sending can fill
@@ -370,6 +401,23 @@ impl NodeConfig {
         if !(30..=86_400).contains(&self.api.idle_timeout_secs) {
             return Err("api.idle_timeout_secs must be between 30 and 86400 (a handler rebuilding a block from fragments may take 15 s)".into());
         }
+        let g = &self.gossip;
+        if g.peer_waiting_bytes_max < crate::net::GOSSIP_BYTES_MAX
+            || g.peer_waiting_bytes_max > 1 << 30
+        {
+            return Err(format!(
+                "gossip.peer_waiting_bytes_max must be between {} (one maximal message) and 1073741824",
+                crate::net::GOSSIP_BYTES_MAX
+            ));
+        }
+        if g.others_waiting_bytes_max < g.peer_waiting_bytes_max
+            || g.others_waiting_bytes_max > 1 << 30
+        {
+            return Err(
+                "gossip.others_waiting_bytes_max must be between gossip.peer_waiting_bytes_max and 1073741824"
+                    .into(),
+            );
+        }
         if self.listen.is_empty() {
             return Err("listen needs at least one address".into());
         }
@@ -483,6 +531,14 @@ mod tests {
             (
                 "key_file = \"k\"\ngenesis_file = \"g\"\n[api]\nidle_timeout_secs = 29\n",
                 "api.idle_timeout_secs",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[gossip]\npeer_waiting_bytes_max = 1000\n",
+                "gossip.peer_waiting_bytes_max",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[gossip]\nothers_waiting_bytes_max = 4194304\n",
+                "gossip.others_waiting_bytes_max",
             ),
         ];
         for (text, expect) in cases {

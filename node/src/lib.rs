@@ -27,6 +27,7 @@ pub mod block;
 pub mod chain;
 pub mod config;
 pub mod genesis;
+pub mod gossip;
 pub mod held;
 pub mod ledger;
 pub mod links;

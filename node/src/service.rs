@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use crate::block::{BODY_BYTES_MAX, Block};
 use crate::chain::{BlockCheck, Chain, CheckedBlocks, ExecuteError, Layout, Shared, Tip, lock};
 use crate::config::NodeConfig;
 use crate::genesis::{Genesis, GenesisError};
+use crate::gossip::{Admission, Gossip, GossipLimits, Judgement, Results as GossipResults, Ticket};
 use crate::held::{Held, HeldLimits, HoldError};
 use crate::ledger::{Ledger, SignedTransfer};
 use crate::links::{self, Inbound, Links};
@@ -57,24 +58,15 @@ const CONSENSUS_INBOUND_QUEUE: usize = 1_024;
 const GOSSIP_QUEUE_MAX: usize = 200_000;
 /// Gossip checking requests in the signature queue at once, at most (this bounds
 /// what gossip puts in [`crate::sigbatch`]). While they wait or run, later messages
-/// wait here and are then handed over together: the busier the node, the larger and
-/// cheaper per signature the batches.
+/// wait in [`Gossip`] and are then handed over together: the busier the node, the
+/// larger and cheaper per signature the batches.
 const GOSSIP_VERIFY_IN_FLIGHT_MAX: usize = 2;
 /// Transactions one gossip checking job takes from waiting messages, at most (it
 /// always takes at least one message). Batches past ~100 signatures switch to the
 /// cheaper multi-scalar method; past ~1,000 the gain is small and the wait grows.
 const GOSSIP_VERIFY_JOB_TXS_MAX: usize = 1_024;
-/// Gossiped transactions waiting for verification, at most (a batch may hold tens
-/// of thousands, so the budget counts transactions, not batches).
-const GOSSIP_WAITING_TXS_MAX: usize = 100_000;
 /// One checking job's verdicts, per gossip message, from the pool to the event loop.
-type GossipResult = Vec<GossipVerdict>;
-type GossipVerdict = (
-    PeerId,
-    gossipsub::MessageId,
-    // None: the check did not run to the end (a panic), so no verdict.
-    Option<Vec<Result<crate::ledger::VerifiedTransfer, crate::ledger::TxError>>>,
-);
+type GossipResult = Vec<(Ticket, GossipResults)>;
 /// How long to wait for fragments from peers.
 const FRAGMENT_GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fragment gatherings in flight at most.
@@ -570,9 +562,16 @@ pub async fn start(
         maverick,
         last_pending_check: Instant::now(),
         fatal: None,
-        gossip_in_flight: 0,
-        gossip_waiting: VecDeque::new(),
-        gossip_waiting_txs: verify_backlog,
+        gossip: Gossip::new(
+            GossipLimits {
+                message_bytes_max: GOSSIP_BYTES_MAX,
+                peer_bytes_max: config.gossip.peer_waiting_bytes_max,
+                others_bytes_max: config.gossip.others_waiting_bytes_max,
+                job_txs_max: GOSSIP_VERIFY_JOB_TXS_MAX,
+                jobs_in_flight_max: GOSSIP_VERIFY_IN_FLIGHT_MAX,
+            },
+            verify_backlog,
+        ),
         signatures,
         gossip_results,
         links,
@@ -675,10 +674,8 @@ struct EventLoop {
     last_pending_check: Instant,
     /// A fatal error raised where it could not be returned; the next tick stops.
     fatal: Option<NodeError>,
-    gossip_in_flight: usize,
-    gossip_waiting: VecDeque<(PeerId, gossipsub::MessageId, Vec<SignedTransfer>)>,
-    /// Transactions in `gossip_waiting` (the API refuses submissions when high).
-    gossip_waiting_txs: Arc<AtomicUsize>,
+    /// Gossiped transfers waiting for signature checks, per peer.
+    gossip: Gossip,
     /// The signature-check queue, shared with the API.
     signatures: SigBatcher,
     gossip_results: mpsc::UnboundedSender<GossipResult>,
@@ -1329,122 +1326,86 @@ impl EventLoop {
         Ok(())
     }
 
-    /// A gossiped batch: decoded here, its signatures checked on a checking thread
-    /// (at most a few requests at once) so consensus messages are not kept waiting;
-    /// the result comes back through [`Self::on_gossip_verified`].
+    /// A gossiped batch: weighed against its source's budget, decoded, and its
+    /// signatures checked on a checking thread (at most a few jobs at once) so
+    /// consensus messages are not kept waiting; see [`crate::gossip`].
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, data: &[u8]) {
         self.metrics.message_in("gossip-transactions");
-        let txs = match codec::decode::<Vec<SignedTransfer>>(data, GOSSIP_BYTES_MAX) {
-            Ok(txs) => txs,
-            Err(_) => {
-                self.misbehaved(source, "gossip-undecodable", 5);
-                self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Reject);
-                return;
+        let validator = self.validator_index(&source).is_some();
+        let mempool_full = lock(&self.shared).mempool.is_full();
+        let acceptance = match self
+            .gossip
+            .admit(source, id.clone(), data, validator, mempool_full)
+        {
+            Admission::Queued => None,
+            Admission::Dropped { reason } => {
+                self.metrics.rejected(reason, 1);
+                Some(gossipsub::MessageAcceptance::Ignore)
+            }
+            Admission::Rejected { reason, points } => {
+                self.misbehaved(source, reason, points);
+                Some(gossipsub::MessageAcceptance::Reject)
             }
         };
-        let full = lock(&self.shared).mempool.is_full();
-        let waiting = self.gossip_waiting_txs.load(Ordering::Relaxed);
-        if full || waiting + txs.len() > GOSSIP_WAITING_TXS_MAX {
-            // No room: neither accepted nor blamed.
-            self.metrics.rejected("gossip-dropped-full", 1);
-            self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Ignore);
-            return;
+        if let Some(acceptance) = acceptance {
+            self.report_gossip(&id, &source, acceptance);
         }
-        self.gossip_waiting_txs
-            .fetch_add(txs.len(), Ordering::Relaxed);
-        self.gossip_waiting.push_back((source, id, txs));
         self.start_gossip_verification();
     }
 
+    /// Queues jobs for the signature checks while the room lets them start (each
+    /// message a group, checked with whatever else waits: see [`crate::sigbatch`]).
+    /// Transactions already verified here (e.g. in a proposal that overtook the
+    /// gossip) are not checked again.
     fn start_gossip_verification(&mut self) {
-        while self.gossip_in_flight < GOSSIP_VERIFY_IN_FLIGHT_MAX {
-            let mut job = Vec::new();
-            let mut txs_in_job = 0;
-            while let Some((_, _, txs)) = self.gossip_waiting.front() {
-                if !job.is_empty() && txs_in_job + txs.len() > GOSSIP_VERIFY_JOB_TXS_MAX {
-                    break;
-                }
-                let Some(message) = self.gossip_waiting.pop_front() else {
-                    break;
+        while let Some(job) = self.gossip.next_job() {
+            let results = self.gossip_results.clone();
+            let tickets = job.tickets;
+            self.signatures.submit(job.groups, move |verified| {
+                let verdicts: GossipResult = match verified {
+                    Some(per_message) => tickets
+                        .into_iter()
+                        .zip(per_message)
+                        .map(|(ticket, results)| (ticket, Some(results)))
+                        .collect(),
+                    None => tickets.into_iter().map(|ticket| (ticket, None)).collect(),
                 };
-                txs_in_job += message.2.len();
-                job.push(message);
-            }
-            if job.is_empty() {
-                return;
-            }
-            self.gossip_waiting_txs
-                .fetch_sub(txs_in_job, Ordering::Relaxed);
-            self.spawn_gossip_verification(job);
+                let _ = results.send(verdicts);
+            });
         }
-    }
-
-    /// Queues several gossip messages for one signature check (each message a group,
-    /// checked with whatever else waits: see [`crate::sigbatch`]). Transactions
-    /// already verified here (e.g. in a proposal that overtook the gossip) are not
-    /// checked again.
-    fn spawn_gossip_verification(
-        &mut self,
-        job: Vec<(PeerId, gossipsub::MessageId, Vec<SignedTransfer>)>,
-    ) {
-        self.gossip_in_flight += 1;
-        let results = self.gossip_results.clone();
-        let mut sources: Vec<(PeerId, gossipsub::MessageId)> = Vec::with_capacity(job.len());
-        let mut groups: Vec<Vec<SignedTransfer>> = Vec::with_capacity(job.len());
-        for (source, id, txs) in job {
-            sources.push((source, id));
-            groups.push(txs);
-        }
-        self.signatures.submit(groups, move |verified| {
-            let verdicts: GossipResult = match verified {
-                Some(per_message) => sources
-                    .into_iter()
-                    .zip(per_message)
-                    .map(|((source, id), results)| (source, id, Some(results)))
-                    .collect(),
-                None => sources
-                    .into_iter()
-                    .map(|(source, id)| (source, id, None))
-                    .collect(),
-            };
-            let _ = results.send(verdicts);
-        });
     }
 
     fn on_gossip_job_done(&mut self, verdicts: GossipResult) {
-        self.gossip_in_flight = self.gossip_in_flight.saturating_sub(1);
-        for (source, id, verified) in verdicts {
-            self.on_gossip_verified(source, id, verified);
+        self.gossip.job_done();
+        for (ticket, results) in verdicts {
+            self.on_gossip_verified(&ticket, results);
         }
+        #[cfg(debug_assertions)]
+        self.gossip.check_invariants();
         self.start_gossip_verification();
     }
 
-    fn on_gossip_verified(
-        &mut self,
-        source: PeerId,
-        id: gossipsub::MessageId,
-        verified: Option<Vec<Result<crate::ledger::VerifiedTransfer, crate::ledger::TxError>>>,
-    ) {
-        let Some(verified) = verified else {
-            tracing::error!("a gossip signature check failed unexpectedly; message ignored");
-            self.report_gossip(&id, &source, gossipsub::MessageAcceptance::Ignore);
-            return;
-        };
-        let invalid = verified.iter().any(Result::is_err);
-        {
+    fn on_gossip_verified(&mut self, ticket: &Ticket, results: GossipResults) {
+        let judgement = self.gossip.judge(ticket, &results);
+        if let Some(verified) = results {
             let mut shared = lock(&self.shared);
             let Shared {
                 mempool, ledger, ..
             } = &mut *shared;
             mempool.add_verified(verified, ledger);
         }
-        let acceptance = if invalid {
-            self.misbehaved(source, "gossip-invalid-transaction", 5);
-            gossipsub::MessageAcceptance::Reject
-        } else {
-            gossipsub::MessageAcceptance::Accept
+        let acceptance = match judgement {
+            Judgement::Accept => gossipsub::MessageAcceptance::Accept,
+            Judgement::Ignore => {
+                tracing::error!("a gossip signature check failed unexpectedly; message ignored");
+                gossipsub::MessageAcceptance::Ignore
+            }
+            Judgement::Reject { reason, points } => {
+                self.misbehaved(ticket.source, reason, points);
+                gossipsub::MessageAcceptance::Reject
+            }
         };
-        self.report_gossip(&id, &source, acceptance);
+        self.report_gossip(&ticket.id, &ticket.source, acceptance);
     }
 
     fn report_gossip(
