@@ -223,6 +223,14 @@ pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
     if let Some((i, _)) = options.maverick.iter().find(|(i, _)| *i >= n) {
         bail!("--maverick {i}=...: there are validators 0..{n} only");
     }
+    let mut indices: Vec<usize> = options.maverick.iter().map(|(i, _)| *i).collect();
+    indices.sort_unstable();
+    if indices.windows(2).any(|w| w[0] == w[1]) {
+        bail!(
+            "--maverick names validator {} twice: one mode each",
+            indices[0]
+        );
+    }
     if options.maverick.len() * 3 >= n {
         bail!("{n} validators tolerate at most {} mavericks", (n - 1) / 3);
     }

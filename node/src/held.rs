@@ -79,7 +79,8 @@ pub enum HoldError {
         /// The seq.
         seq: u64,
     },
-    /// Exactly this PRE-PREPARE is held already (a resend or a replay).
+    /// Exactly this PRE-PREPARE is held already (a link's rewrite after a failed
+    /// write, or a replay).
     #[error("this pre-prepare is held already")]
     Duplicate,
     /// A PRE-PREPARE of a later view is held for the same `(seq, sender)`.

@@ -253,10 +253,11 @@ mod enabled {
             index: u32,
             window: u64,
             payload_bytes_max: usize,
-        ) -> Option<Maverick> {
-            let key = Keypair::from_secret_bytes(key.secret_bytes()).ok()?;
+        ) -> Result<Maverick, String> {
+            let key = Keypair::from_secret_bytes(key.secret_bytes())
+                .map_err(|e| format!("maverick {mode}: cannot copy the validator key: {e}"))?;
             tracing::warn!(mode = %mode, "running as a Byzantine validator (test build)");
-            Some(Maverick {
+            Ok(Maverick {
                 mode,
                 key,
                 validators,
@@ -690,7 +691,7 @@ mod disabled {
             _index: u32,
             _window: u64,
             _payload_bytes_max: usize,
-        ) -> Option<Maverick> {
+        ) -> Result<Maverick, String> {
             match mode {}
         }
 

@@ -356,16 +356,20 @@ pub async fn start(
             delivered,
         })
     };
-    let maverick = options.maverick.and_then(|mode| {
-        Maverick::new(
-            mode,
-            &key,
-            validators.clone(),
-            index,
-            config.consensus.window,
-            payload_bytes_max,
-        )
-    });
+    let maverick = options
+        .maverick
+        .map(|mode| {
+            Maverick::new(
+                mode,
+                &key,
+                validators.clone(),
+                index,
+                config.consensus.window,
+                payload_bytes_max,
+            )
+        })
+        .transpose()
+        .map_err(NodeError::Config)?;
     let identity = net::identity_of(&key)?;
     let checked = CheckedBlocks::default();
     let replica = Replica::new(
@@ -560,6 +564,7 @@ pub async fn start(
         entered_first_view: false,
         rejections_seen: BTreeMap::new(),
         maverick,
+        status_dirty: false,
         last_pending_check: Instant::now(),
         fatal: None,
         gossip: Gossip::new(
@@ -671,6 +676,8 @@ struct EventLoop {
     rejections_seen: BTreeMap<&'static str, u64>,
     /// The Byzantine behaviour of a test build's maverick validator.
     maverick: Option<Maverick>,
+    /// The API's status is behind the connections (refreshed on the next tick).
+    status_dirty: bool,
     last_pending_check: Instant,
     /// A fatal error raised where it could not be returned; the next tick stops.
     fatal: Option<NodeError>,
@@ -1120,7 +1127,8 @@ impl EventLoop {
                 // Its header names the state after seq - 1: hold it until that is
                 // executed. Only what the view's primary signed, within the window
                 // and the sender's budget, is held.
-                let from_primary = self.info.validators.primary(pre_prepare.body.view) == from;
+                let from_primary = self.info.validators.primary(pre_prepare.body.view) == from
+                    && pre_prepare.signer == from;
                 if !from_primary || pre_prepare.verify(&self.info.validators).is_err() {
                     self.misbehaved(peer, "pre-prepare-forged", 5);
                 } else if seq.0 > tip + 1 + self.config.consensus.window {
@@ -1138,9 +1146,10 @@ impl EventLoop {
                             self.misbehaved(peer, "pre-prepare-equivocation", 10);
                         }
                         Err(HoldError::Duplicate) => {
-                            // An honest primary resends now and then (a point fades in a
-                            // second); copies at a rate are a replay.
-                            self.misbehaved(peer, "pre-prepare-replayed", 1);
+                            // Not charged: a link that fails mid-batch writes the batch
+                            // again on a new stream, so an honest primary's frames can
+                            // arrive twice. A copy costs one signature check.
+                            self.metrics.rejected("pre-prepare-duplicate", 1);
                         }
                         Err(HoldError::Stale { .. } | HoldError::NotPrePrepare) => {
                             self.metrics.rejected("pre-prepare-stale", 1);
@@ -1266,8 +1275,8 @@ impl EventLoop {
                 self.metrics
                     .peers_connected
                     .set(self.connected.len() as i64);
-                // The API's peer list follows the connections at once.
-                self.update_status();
+                // The API's peer list follows the connections on the next tick.
+                self.status_dirty = true;
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -1286,8 +1295,8 @@ impl EventLoop {
                 self.metrics
                     .peers_connected
                     .set(self.connected.len() as i64);
-                // The API's peer list follows the connections at once.
-                self.update_status();
+                // The API's peer list follows the connections on the next tick.
+                self.status_dirty = true;
             }
             SwarmEvent::IncomingConnectionError {
                 error: libp2p::swarm::ListenError::Denied { cause },
@@ -2011,6 +2020,10 @@ impl EventLoop {
                 tip: self.chain.tip().height,
                 view: self.replica.view(),
             });
+        }
+        if self.status_dirty {
+            self.status_dirty = false;
+            self.update_status();
         }
         self.flush_gossip();
         self.pump()?;
