@@ -2,7 +2,9 @@
 //! replica, the libp2p swarm and the timers; it feeds the replica its inputs and
 //! carries out its outputs in order (persist before send, execute on deliver). The
 //! HTTP API runs beside it and talks to it through [`Command`]s and the shared
-//! state.
+//! state. Each concern's state lives in a room the loop calls ([`crate::held`],
+//! [`crate::sync`], [`crate::peers`], [`crate::gossip`], [`crate::serve`],
+//! [`crate::gather`]); the loop does what they decide with the swarm and the store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
