@@ -60,6 +60,21 @@ pub struct BenchOptions {
     /// With --sweep: draw latency against committed throughput into this SVG file.
     #[arg(long, requires = "sweep")]
     pub plot: Option<PathBuf>,
+    /// Test builds only: run validator I as a Byzantine one in MODE (repeat); the
+    /// load goes to the other validators only.
+    #[arg(long, hide = true, value_name = "I=MODE", value_parser = parse_maverick)]
+    pub maverick: Vec<(usize, String)>,
+}
+
+fn parse_maverick(text: &str) -> Result<(usize, String), String> {
+    let (index, mode) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected I=MODE, e.g. 3=silent"))?;
+    let index = index
+        .parse()
+        .map_err(|_| format!("{index:?} is not a validator index"))?;
+    mosaic_node::maverick::Mode::parse(mode).map_err(|e| e.to_string())?;
+    Ok((index, mode.to_string()))
 }
 
 /// Runs one fresh benchmark per rate of `options.sweep` and returns
@@ -205,6 +220,12 @@ const BENCH_BODY_WINDOW_MIB: u64 = 2;
 pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
     let n = options.validators;
     let dir = &options.dir;
+    if let Some((i, _)) = options.maverick.iter().find(|(i, _)| *i >= n) {
+        bail!("--maverick {i}=...: there are validators 0..{n} only");
+    }
+    if options.maverick.len() * 3 >= n {
+        bail!("{n} validators tolerate at most {} mavericks", (n - 1) / 3);
+    }
     if dir.exists() {
         for i in 0..n {
             testnet::stop_node(dir, i, Duration::from_secs(10));
@@ -234,7 +255,13 @@ pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
     }
     let mut children = Vec::new();
     for i in 0..n {
-        children.push(testnet::start_node(dir, i, &[])?);
+        let extra: Vec<String> = options
+            .maverick
+            .iter()
+            .filter(|(m, _)| *m == i)
+            .flat_map(|(_, mode)| ["--maverick".to_string(), mode.clone()])
+            .collect();
+        children.push(testnet::start_node(dir, i, &extra)?);
     }
     let result = measure(options, &file, quiet);
     for i in 0..n {
@@ -335,7 +362,14 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
     let end = start + Duration::from_secs(total_seconds);
     // Submitters: `connections` threads per node, batches dealt round-robin over
     // all of them (submitter t sends to node t mod n), each paced at its share.
-    let submitters = n * usize::from(options.connections);
+    let honest: Vec<&testnet::NodeEntry> = file
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !options.maverick.iter().any(|(m, _)| m == i))
+        .map(|(_, node)| node)
+        .collect();
+    let submitters = honest.len() * usize::from(options.connections);
     let per_submitter: Vec<Vec<&Batch>> = (0..submitters)
         .map(|t| batches.iter().skip(t).step_by(submitters).collect())
         .collect();
@@ -345,7 +379,7 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
     let (submitted, observed): (Vec<Submitted>, Vec<SeenBlock>) = std::thread::scope(|scope| {
         let handles: Vec<_> = per_submitter
             .into_iter()
-            .zip(file.nodes.iter().cycle())
+            .zip(honest.iter().cycle())
             .map(|(batches, node)| {
                 let stop = stop.clone();
                 scope.spawn(move || {
@@ -394,7 +428,7 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
             })
             .collect();
         // Follow the chain on node 0 meanwhile.
-        let observed = follow(&file.nodes[0].api, end + Duration::from_secs(5));
+        let observed = follow(&honest[0].api, end + Duration::from_secs(5));
         stop.store(true, Ordering::Relaxed);
         let all: Vec<Submitted> = handles
             .into_iter()
@@ -452,6 +486,7 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
     let full_replication = committed_body_bytes.max(1) as f64;
     Ok(json!({
         "validators": n,
+        "mavericks": options.maverick.iter().map(|(i, mode)| json!({"validator": i, "mode": mode})).collect::<Vec<_>>(),
         "accounts": options.accounts,
         "offered_rate": options.rate,
         "connections_per_node": options.connections,

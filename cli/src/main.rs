@@ -79,6 +79,16 @@ enum Top {
         after_help = "Examples:\n  mosaic bench --rate 2000 --duration 30\n  mosaic bench -n 7 --json\n  mosaic bench --sweep 1000,2000,4000 --duration 20 --plot docs/bench-sweep.svg"
     )]
     Bench(bench::BenchOptions),
+    /// Test builds only: flood a local testnet from outside its validator set
+    /// (gossip of badly signed transfers, fragment and block requests in a loop).
+    #[command(hide = true)]
+    Flood {
+        #[command(flatten)]
+        dir: DirArg,
+        /// How long.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -466,6 +476,28 @@ fn run(cli: Cli) -> Result<()> {
         Top::Bench(options) if !options.sweep.is_empty() => {
             let report = bench::sweep(&options, json)?;
             print(json, &report, || sweep_table(&report));
+        }
+        Top::Flood { dir, seconds } => {
+            let file = testnet::read(&dir.dir)?;
+            let chain = mosaic_crypto::ChainId::new(file.chain_id.clone())?;
+            let addresses = file
+                .nodes
+                .iter()
+                .map(|n| format!("{}/p2p/{}", n.p2p, n.peer_id))
+                .collect();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let report = runtime
+                .block_on(maverick::flood(
+                    chain,
+                    addresses,
+                    Duration::from_secs(seconds),
+                ))
+                .map_err(anyhow::Error::msg)?;
+            let value = serde_json::to_value(&report)?;
+            print(json, &value, || value.to_string());
         }
         Top::Bench(options) => {
             let report = bench::run(&options, json)?;

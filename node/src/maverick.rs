@@ -121,6 +121,52 @@ impl fmt::Display for Mode {
     }
 }
 
+/// What a [`flood`] did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FloodReport {
+    /// Gossip messages of badly signed transfers published.
+    pub gossip_published: u64,
+    /// Fragment and block requests sent.
+    pub requests_sent: u64,
+    /// Answers received to them.
+    pub answers: u64,
+    /// Connections that were established, and closed.
+    pub connections: u64,
+    /// Connections closed.
+    pub disconnections: u64,
+    /// Dials that failed (a ban refuses them).
+    pub dials_failed: u64,
+}
+
+/// A non-validator flooder: from a fresh identity, dials `addresses` (with their
+/// `/p2p/` ids, as multiaddress text) of the validators of `chain` and, for `duration`, publishes gossip of
+/// badly signed transfers and sends fragment and block requests in a loop.
+#[cfg(feature = "byzantine")]
+pub async fn flood(
+    chain: mosaic_crypto::ChainId,
+    addresses: Vec<String>,
+    duration: std::time::Duration,
+) -> Result<FloodReport, String> {
+    let addresses = addresses
+        .iter()
+        .map(|a| {
+            a.parse()
+                .map_err(|e| format!("{a:?} is not a multiaddress: {e}"))
+        })
+        .collect::<Result<Vec<libp2p::Multiaddr>, String>>()?;
+    flooder::flood(chain, addresses, duration).await
+}
+
+/// Refused: this build has no Byzantine behaviours.
+#[cfg(not(feature = "byzantine"))]
+pub async fn flood(
+    _chain: mosaic_crypto::ChainId,
+    _addresses: Vec<String>,
+    _duration: std::time::Duration,
+) -> Result<FloodReport, String> {
+    Err(ModeError::NotBuilt.to_string())
+}
+
 #[cfg(feature = "byzantine")]
 pub use enabled::Maverick;
 
@@ -480,6 +526,141 @@ mod enabled {
                 signature,
             })
         }
+    }
+}
+
+#[cfg(feature = "byzantine")]
+mod flooder {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{Multiaddr, Swarm, noise, tcp, yamux};
+    use mosaic_crypto::{ChainId, Keypair, Signature, codec};
+
+    use super::FloodReport;
+    use crate::ledger::{SignedTransfer, Transfer};
+    use crate::net::{self, Behaviour, BehaviourEvent, SyncRequest};
+
+    /// Transfers per gossip message, and messages per round.
+    const GOSSIP_TXS: u64 = 200;
+    const ROUND: Duration = Duration::from_millis(20);
+    /// Requests in flight per peer at most.
+    const REQUESTS_IN_FLIGHT: u64 = 8;
+
+    pub(super) async fn flood(
+        chain: ChainId,
+        addresses: Vec<Multiaddr>,
+        duration: Duration,
+    ) -> Result<FloodReport, String> {
+        let identity = libp2p::identity::Keypair::generate_ed25519();
+        let behaviour = Behaviour::new(
+            &identity,
+            &chain,
+            false,
+            &crate::config::ConnectionLimits::default(),
+            &[],
+        )
+        .map_err(|e| e.to_string())?;
+        let mut swarm: Swarm<Behaviour> = libp2p::SwarmBuilder::with_existing_identity(identity)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| e.to_string())?
+            .with_behaviour(|_| behaviour)
+            .map_err(|e| e.to_string())?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        let topic = net::tx_topic(&chain);
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| e.to_string())?;
+        let sender = Keypair::generate().map_err(|e| e.to_string())?.public();
+        let recipient = Keypair::generate().map_err(|e| e.to_string())?.public();
+        let mut report = FloodReport::default();
+        let mut in_flight: std::collections::HashMap<libp2p::PeerId, u64> = Default::default();
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut round = tokio::time::interval(ROUND);
+        let mut redial = tokio::time::interval(Duration::from_secs(1));
+        let mut nonce = 0u64;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = redial.tick() => {
+                    for address in &addresses {
+                        let _ = swarm.dial(address.clone());
+                    }
+                }
+                _ = round.tick() => {
+                    let txs: Vec<SignedTransfer> = (0..GOSSIP_TXS)
+                        .map(|i| SignedTransfer {
+                            transfer: Transfer {
+                                chain: chain.clone(),
+                                from: sender,
+                                to: recipient,
+                                amount: 1,
+                                nonce: nonce + i,
+                            },
+                            signature: Signature::from_bytes([0x11; 64]),
+                        })
+                        .collect();
+                    nonce += GOSSIP_TXS;
+                    if let Ok(bytes) = codec::encode(&txs)
+                        && swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes).is_ok()
+                    {
+                        report.gossip_published += 1;
+                    }
+                    let peers: Vec<libp2p::PeerId> = swarm.connected_peers().copied().collect();
+                    for peer in peers {
+                        let count = in_flight.entry(peer).or_insert(0);
+                        while *count < REQUESTS_IN_FLIGHT {
+                            let request = if nonce.is_multiple_of(2) {
+                                SyncRequest::Fragment { height: nonce % 64 + 1 }
+                            } else {
+                                SyncRequest::Blocks { from: 1, count: 64 }
+                            };
+                            nonce += 1;
+                            if let Ok(bytes) = codec::encode(&request) {
+                                swarm.behaviour_mut().sync.send_request(&peer, bytes);
+                                *count += 1;
+                                report.requests_sent += 1;
+                            }
+                        }
+                    }
+                }
+                event = swarm.select_next_some() => match event {
+                    SwarmEvent::ConnectionEstablished { .. } => report.connections += 1,
+                    SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
+                        report.disconnections += 1;
+                        if num_established == 0 {
+                            in_flight.remove(&peer_id);
+                        }
+                    }
+                    SwarmEvent::OutgoingConnectionError { .. } => report.dials_failed += 1,
+                    SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => {
+                        use libp2p::request_response::{Event, Message};
+                        let peer = match event {
+                            Event::Message { peer, message: Message::Response { .. }, .. } => {
+                                report.answers += 1;
+                                Some(peer)
+                            }
+                            Event::OutboundFailure { peer, .. } => Some(peer),
+                            _ => None,
+                        };
+                        if let Some(count) = peer.and_then(|p| in_flight.get_mut(&p)) {
+                            *count = count.saturating_sub(1);
+                        }
+                    }
+                    _ => {}
+                },
+            }
+        }
+        Ok(report)
     }
 }
 

@@ -295,6 +295,15 @@ fn seven_validators_survive_a_height_liar_and_bad_fragments() {
 }
 
 #[test]
+fn seven_validators_survive_a_garbage_sender_and_a_bad_body_liar() {
+    attack(
+        7,
+        &[(5, "garbage"), (6, "lie-height-bodies")],
+        &["consensus-undecodable"],
+    );
+}
+
+#[test]
 fn an_unknown_maverick_mode_is_refused_with_the_list() {
     // This build has the modes; an unknown one is refused with the list.
     let net = Testnet::init(4);
@@ -302,4 +311,47 @@ fn an_unknown_maverick_mode_is_refused_with_the_list() {
     assert!(!out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("equivocate"), "{}", text(&out));
+}
+
+/// A peer outside the validator set floods gossip of badly signed transfers and
+/// fragment and block requests: the validators keep committing, stay within their
+/// memory, and charge and ban it.
+#[test]
+fn a_non_validator_flooder_is_charged_and_banned() {
+    let run = Run::new(4, &[]);
+    let dir = run.net.data();
+    let flooder = std::thread::spawn(move || {
+        let out = std::process::Command::new(common::binary())
+            .args(["flood", "--seconds", "8", "--json", "--dir"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    });
+    let mut run = run;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let rate = run.commit(TRANSFERS);
+    let report = flooder.join().unwrap();
+    println!("flooder: {report}; {rate:.1} transfers/s committed meanwhile");
+    assert!(report["gossip_published"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["requests_sent"].as_u64().unwrap() > 0, "{report}");
+    wait_until("a validator bans the flooder", || {
+        (0..4).any(|i| {
+            let metrics = run.metrics(i);
+            metrics
+                .contains("mosaic_misbehaviour_points_total{reason=\"gossip-invalid-transaction\"}")
+                && metrics
+                    .lines()
+                    .any(|l| l.starts_with("mosaic_peers_banned ") && !l.ends_with(" 0"))
+        })
+    });
+    for i in 0..4 {
+        let peak = run.peak_memory(i);
+        assert!(
+            peak <= MEMORY_MAX_BYTES,
+            "node {i} reached {} MiB",
+            peak >> 20
+        );
+    }
 }
