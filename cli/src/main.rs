@@ -418,6 +418,7 @@ fn run(cli: Cli) -> Result<()> {
                 connections: Default::default(),
                 api: Default::default(),
                 gossip: Default::default(),
+                sync_serving: Default::default(),
             };
             config.check().map_err(|e| anyhow!(e))?;
             let config_path = dir.join("node.toml");

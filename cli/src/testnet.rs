@@ -213,6 +213,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
             connections: Default::default(),
             api: Default::default(),
             gossip: Default::default(),
+            sync_serving: Default::default(),
         };
         fs::write(node_dir(dir, i).join("node.toml"), config.to_toml()?)?;
     }

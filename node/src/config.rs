@@ -42,6 +42,12 @@
 //! [gossip]
 //! peer_waiting_bytes_max = 8388608
 //! others_waiting_bytes_max = 16777216
+//!
+//! [sync_serving]
+//! requests_per_second = 100
+//! requests_burst = 200
+//! queued_per_peer_max = 16
+//! reads_running_max = 8
 //! ```
 
 use std::net::SocketAddr;
@@ -96,6 +102,42 @@ pub struct NodeConfig {
     /// Gossip budgets.
     #[serde(default)]
     pub gossip: GossipBudgets,
+    /// What other validators may make this node read for sync.
+    #[serde(default)]
+    pub sync_serving: SyncServing,
+}
+
+/// Budgets for serving sync requests (status, certified blocks, fragments) to
+/// other validators; see [`crate::serve`]. Keep them equal across the validators:
+/// a node that asks faster than its peers serve is told "busy" and rests them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncServing {
+    /// Tokens each peer's bucket gains per second: a status or fragment request
+    /// costs 1, a batch of up to 32 blocks 4. Honest validators ask for a status
+    /// once a second, for blocks one batch at a time while catching up, and for one
+    /// fragment per block they rebuild.
+    pub requests_per_second: u32,
+    /// Tokens a bucket holds at most. Without tokens a request is answered "busy"
+    /// for free until the peer is this many tokens in debt; from then on each
+    /// request costs it a misbehaviour point.
+    pub requests_burst: u32,
+    /// Block and fragment reads waiting or running for one peer, at most (one runs
+    /// at a time per peer); more are answered "busy".
+    pub queued_per_peer_max: usize,
+    /// Reads running at once for all peers (each on a blocking thread).
+    pub reads_running_max: usize,
+}
+
+impl Default for SyncServing {
+    fn default() -> Self {
+        SyncServing {
+            requests_per_second: 100,
+            requests_burst: 200,
+            queued_per_peer_max: 16,
+            reads_running_max: 8,
+        }
+    }
 }
 
 /// How many bytes of gossiped transfers may wait for (or be in) a signature check.
@@ -418,6 +460,25 @@ impl NodeConfig {
                     .into(),
             );
         }
+        let v = &self.sync_serving;
+        if !(1..=1_000_000).contains(&v.requests_per_second) {
+            return Err("sync_serving.requests_per_second must be between 1 and 1000000".into());
+        }
+        if v.requests_burst < crate::serve::BLOCKS_COST || v.requests_burst > 1_000_000 {
+            return Err(format!(
+                "sync_serving.requests_burst must be between {} (one block request) and 1000000",
+                crate::serve::BLOCKS_COST
+            ));
+        }
+        if !(1..=4_096).contains(&v.queued_per_peer_max) {
+            return Err("sync_serving.queued_per_peer_max must be between 1 and 4096".into());
+        }
+        if !(1..=256).contains(&v.reads_running_max) {
+            return Err(
+                "sync_serving.reads_running_max must be between 1 and 256 (blocking threads)"
+                    .into(),
+            );
+        }
         if self.listen.is_empty() {
             return Err("listen needs at least one address".into());
         }
@@ -539,6 +600,22 @@ mod tests {
             (
                 "key_file = \"k\"\ngenesis_file = \"g\"\n[gossip]\nothers_waiting_bytes_max = 4194304\n",
                 "gossip.others_waiting_bytes_max",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[sync_serving]\nrequests_per_second = 0\n",
+                "sync_serving.requests_per_second",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[sync_serving]\nrequests_burst = 3\n",
+                "sync_serving.requests_burst",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[sync_serving]\nqueued_per_peer_max = 0\n",
+                "sync_serving.queued_per_peer_max",
+            ),
+            (
+                "key_file = \"k\"\ngenesis_file = \"g\"\n[sync_serving]\nreads_running_max = 0\n",
+                "sync_serving.reads_running_max",
             ),
         ];
         for (text, expect) in cases {

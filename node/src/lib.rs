@@ -1,8 +1,11 @@
 //! The Mosaic validator node: the account ledger ([`ledger`]), the [`mempool`], the
 //! [`block`] format, the [`genesis`] file and node [`config`], the replicated
 //! [`chain`] (payload check and execution), the store [`schema`], libp2p
-//! networking ([`net`]), the HTTP [`api`], [`metrics`], and the event loop that
-//! wires them ([`service`]).
+//! networking ([`net`], [`links`]), the HTTP [`api`], [`metrics`], and the event
+//! loop that wires them ([`service`]) with its rooms, each owning one concern's
+//! state: held PRE-PREPAREs ([`held`]), catch-up ([`sync`]), peer scores
+//! ([`peers`]), gossip checks ([`gossip`]), sync serving ([`serve`]) and fragment
+//! gathering ([`gather`]).
 //!
 //! Invariants: a block is executed only after consensus delivered it with its
 //! commit certificate, and it is durable in the store before anything reports it;
@@ -26,6 +29,7 @@ pub mod api_listener;
 pub mod block;
 pub mod chain;
 pub mod config;
+pub mod gather;
 pub mod genesis;
 pub mod gossip;
 pub mod held;
@@ -37,6 +41,7 @@ pub mod metrics;
 pub mod net;
 pub mod peers;
 pub mod schema;
+pub mod serve;
 pub mod service;
 pub mod sigbatch;
 pub mod sync;

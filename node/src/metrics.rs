@@ -52,6 +52,8 @@ pub struct Metrics {
     pub held_bytes: Gauge,
     /// Misbehaviour points charged to peers, by reason.
     pub misbehaviour_points: Family<Labels, Counter>,
+    /// Sync reads (blocks, fragments) for peers running or waiting.
+    pub sync_reads_queued: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -89,6 +91,12 @@ impl Metrics {
         let block_transactions_unchecked = Counter::default();
         let held_bytes = Gauge::default();
         let misbehaviour_points = Family::<Labels, Counter>::default();
+        let sync_reads_queued = Gauge::default();
+        registry.register(
+            "sync_reads_queued",
+            "Sync reads (blocks, fragments) for peers running or waiting, off the event loop",
+            sync_reads_queued.clone(),
+        );
         registry.register(
             "held_bytes",
             "Payload bytes of PRE-PREPAREs held until their parent is executed",
@@ -197,6 +205,7 @@ impl Metrics {
             block_transactions_unchecked,
             held_bytes,
             misbehaviour_points,
+            sync_reads_queued,
         }
     }
 

@@ -5,8 +5,9 @@
 //! - `/mosaic/<chain>/consensus/2`: one long-lived stream from each validator to each
 //!   other, carrying length-prefixed consensus messages in order ([`crate::links`]);
 //!   only genesis validators may open one.
-//! - `/mosaic/<chain>/sync/1`: request-response for status, certified blocks and
-//!   fragments ([`SyncRequest`], [`SyncResponse`]).
+//! - `/mosaic/<chain>/sync/2`: request-response for status, certified blocks and
+//!   fragments ([`SyncRequest`], [`SyncResponse`]), served to validators within
+//!   per-peer budgets ([`crate::serve`]); `sync/1` had no `Busy` answer.
 //! - gossipsub topic `mosaic/<chain>/tx/2`: batches of signed transfers, verified
 //!   before they are forwarded. Messages are anonymous (no author, sequence number or
 //!   gossipsub signature; each transfer is signed); `tx/1` carried signed messages.
@@ -112,6 +113,9 @@ pub enum SyncResponse {
     Fragment(Option<Fragment>),
     /// The request could not be served.
     Error(String),
+    /// The responder is serving this peer as much as it will now: ask another
+    /// peer, or this one again later (see [`crate::serve`]).
+    Busy,
 }
 
 /// Length-prefixed byte frames with per-direction limits.
@@ -317,7 +321,7 @@ impl Behaviour {
         let sync = request_response::Behaviour::with_codec(
             FrameCodec::new(SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX),
             [(
-                protocol(chain, "sync/1")?,
+                protocol(chain, "sync/2")?,
                 request_response::ProtocolSupport::Full,
             )],
             request_response::Config::default()

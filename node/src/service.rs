@@ -2,7 +2,9 @@
 //! replica, the libp2p swarm and the timers; it feeds the replica its inputs and
 //! carries out its outputs in order (persist before send, execute on deliver). The
 //! HTTP API runs beside it and talks to it through [`Command`]s and the shared
-//! state.
+//! state. Each concern's state lives in a room the loop calls ([`crate::held`],
+//! [`crate::sync`], [`crate::peers`], [`crate::gossip`], [`crate::serve`],
+//! [`crate::gather`]); the loop does what they decide with the swarm and the store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -29,6 +31,7 @@ use crate::api;
 use crate::block::{BODY_BYTES_MAX, Block};
 use crate::chain::{BlockCheck, Chain, CheckedBlocks, ExecuteError, Layout, Shared, Tip, lock};
 use crate::config::NodeConfig;
+use crate::gather::{Answer, Gather, GatherLimits, Start};
 use crate::genesis::{Genesis, GenesisError};
 use crate::gossip::{Admission, Gossip, GossipLimits, Judgement, Results as GossipResults, Ticket};
 use crate::held::{Held, HeldLimits, HoldError};
@@ -39,10 +42,11 @@ use crate::mempool::{Mempool, MempoolConfig};
 use crate::metrics::Metrics;
 use crate::net::{
     self, Behaviour, BehaviourEvent, CONSENSUS_FRAME_MAX, GOSSIP_BYTES_MAX, NetError,
-    SYNC_BLOCKS_MAX, SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX, SyncBlock, SyncRequest, SyncResponse,
+    SYNC_BLOCKS_MAX, SYNC_RESPONSE_MAX, SyncRequest, SyncResponse,
 };
 use crate::peers::{ConsensusBlame, Peers};
 use crate::schema::{NodeStore, PersistedConsensus};
+use crate::serve::{self, Decision, Read, Serve, ServeLimits};
 use crate::sigbatch::SigBatcher;
 use crate::sync::{CatchUp, Queued};
 use crate::verify_pool::VerifyPool;
@@ -519,6 +523,8 @@ pub async fn start(
 
     // Bounded by GOSSIP_VERIFY_IN_FLIGHT_MAX jobs, each sending one result.
     let (gossip_results, gossip_verified) = mpsc::unbounded_channel();
+    // Bounded by sync_serving.reads_running_max reads, each sending one answer.
+    let (served_tx, served_rx) = mpsc::unbounded_channel();
     let chain_exec = Chain::new(
         shared.clone(),
         store.clone(),
@@ -559,7 +565,10 @@ pub async fn start(
         peers: Peers::new(),
         requests: HashMap::new(),
         sync: CatchUp::new(validator_peers.len()),
-        gatherings: BTreeMap::new(),
+        gather: Gather::new(GatherLimits {
+            gatherings_max: GATHERINGS_MAX,
+            timeout: FRAGMENT_GATHER_TIMEOUT,
+        }),
         proposal_seen: BTreeMap::new(),
         entered_first_view: false,
         rejections_seen: BTreeMap::new(),
@@ -577,6 +586,13 @@ pub async fn start(
             },
             verify_backlog,
         ),
+        serving: Serve::new(ServeLimits {
+            requests_per_second: config.sync_serving.requests_per_second,
+            requests_burst: config.sync_serving.requests_burst,
+            queued_per_peer_max: config.sync_serving.queued_per_peer_max,
+            reads_running_max: config.sync_serving.reads_running_max,
+        }),
+        served: served_tx,
         signatures,
         gossip_results,
         links,
@@ -588,7 +604,7 @@ pub async fn start(
     let first = node.replica.start();
     node.apply_outputs(first)?;
     node.redial();
-    let task = tokio::spawn(node.run(shutdown_rx, gossip_verified, consensus_in));
+    let task = tokio::spawn(node.run(shutdown_rx, gossip_verified, consensus_in, served_rx));
     tracing::info!(
         chain = %chain, validator = index, %peer_id, height = tip_height,
         api = %api_address, listen = ?listen_addresses, "node started"
@@ -617,12 +633,10 @@ enum Waiter {
     Sync,
 }
 
-struct Gathering {
-    commitment: FragmentCommitment,
-    fragments: BTreeMap<u32, Fragment>,
-    outstanding: usize,
-    deadline: Instant,
-    waiters: Vec<Waiter>,
+/// A sync read that ended: `None` if it panicked.
+struct Served {
+    read: Read<ResponseChannel<Vec<u8>>>,
+    response: Option<SyncResponse>,
 }
 
 /// Consensus writes not yet made durable (see [`EventLoop::apply_outputs`]).
@@ -669,7 +683,8 @@ struct EventLoop {
     peers: Peers,
     requests: HashMap<OutboundRequestId, (PeerId, Purpose)>,
     sync: CatchUp,
-    gatherings: BTreeMap<u64, Gathering>,
+    /// Fragment gatherings in flight.
+    gather: Gather<Waiter>,
     /// When each in-flight height's proposal reached this node (commit latency).
     proposal_seen: BTreeMap<u64, Instant>,
     entered_first_view: bool,
@@ -683,6 +698,10 @@ struct EventLoop {
     fatal: Option<NodeError>,
     /// Gossiped transfers waiting for signature checks, per peer.
     gossip: Gossip,
+    /// Sync requests of peers: budgets and reads.
+    serving: Serve<ResponseChannel<Vec<u8>>>,
+    /// Where sync reads send their answers (at most `reads_running_max` at once).
+    served: mpsc::UnboundedSender<Served>,
     /// The signature-check queue, shared with the API.
     signatures: SigBatcher,
     gossip_results: mpsc::UnboundedSender<GossipResult>,
@@ -698,6 +717,7 @@ impl EventLoop {
         mut shutdown: watch::Receiver<bool>,
         mut gossip_verified: mpsc::UnboundedReceiver<GossipResult>,
         mut consensus_in: mpsc::Receiver<Inbound>,
+        mut served: mpsc::UnboundedReceiver<Served>,
     ) -> Result<(), NodeError> {
         let mut tick = tokio::time::interval(Duration::from_millis(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -727,6 +747,10 @@ impl EventLoop {
                     self.on_gossip_job_done(verdicts);
                     Ok(())
                 }
+                Some(done) = served.recv() => {
+                    self.on_served(done);
+                    Ok(())
+                }
                 _ = tokio::time::sleep_until(next_timer.into()) => self.fire_timers(),
                 _ = tick.tick() => self.on_tick(),
                 _ = slow_tick.tick() => self.on_slow_tick(),
@@ -739,6 +763,20 @@ impl EventLoop {
         if let Some(compaction) = self.compaction.take() {
             // It holds the store: let it finish its merge (crash-safe if killed).
             let _ = compaction.await;
+        }
+        // Running sync reads hold the store too: the store is closed only when
+        // they ended.
+        self.serving.close();
+        while self.serving.running() > 0 {
+            match tokio::time::timeout(Duration::from_secs(10), served.recv()).await {
+                Ok(Some(done)) => {
+                    self.serving.finished(&done.read.peer);
+                }
+                Ok(None) | Err(_) => {
+                    tracing::warn!("sync reads still running at stop");
+                    break;
+                }
+            }
         }
         tracing::info!("node stopped");
         result
@@ -1562,48 +1600,95 @@ impl EventLoop {
             Purpose::Fragment { height } => {
                 // A failed request is only one missing fragment; fatal errors of the
                 // rebuild that may follow surface through the next sync response.
-                if let Err(e) = self.fragment_arrived(height, None) {
+                if let Err(e) = self.fragment_answer(height, peer, Answer::Failed) {
                     self.fatal = Some(e);
                 }
             }
         }
     }
 
+    /// A sync request: weighed by [`Serve`] (validators only, a token bucket per
+    /// peer, one read at a time per peer), then answered now (a status) or after a
+    /// read off the event loop ([`Self::on_served`]).
     fn serve_sync(&mut self, peer: PeerId, request: &[u8], channel: ResponseChannel<Vec<u8>>) {
         self.metrics.message_in("sync-request");
-        let request = match codec::decode::<SyncRequest>(request, SYNC_REQUEST_MAX) {
-            Ok(request) => request,
-            Err(_) => {
-                self.misbehaved(peer, "sync-undecodable", 5);
-                self.respond(channel, &SyncResponse::Error("undecodable request".into()));
-                return;
+        let validator = self.validator_index(&peer).is_some();
+        match self
+            .serving
+            .request(peer, validator, request, channel, Instant::now())
+        {
+            Decision::Status(channel) => {
+                let height = self.chain.tip().height;
+                self.answer(
+                    &SyncRequest::Status,
+                    SyncResponse::Status { height },
+                    channel,
+                );
             }
-        };
-        let response = match &request {
-            SyncRequest::Status => SyncResponse::Status {
-                height: self.chain.tip().height,
-            },
-            SyncRequest::Blocks { from, count } => {
-                if self.validator_index(&peer).is_some() {
-                    self.blocks_for(*from, *count)
+            Decision::Read(read) => self.start_read(read),
+            Decision::Queued => {}
+            Decision::Refused {
+                channel,
+                response,
+                reason,
+                points,
+            } => {
+                if points > 0 {
+                    self.misbehaved(peer, reason, points);
                 } else {
-                    SyncResponse::Error(
-                        "blocks are served to validators; clients use the HTTP API".into(),
-                    )
+                    self.metrics.rejected(reason, 1);
                 }
+                self.respond(channel, &response);
             }
-            SyncRequest::Fragment { height } => match self.store.own_fragment(*height) {
-                Ok(fragment) => {
-                    if fragment.is_some() {
-                        self.metrics.fragments_served.inc();
-                    }
-                    SyncResponse::Fragment(fragment)
-                }
-                Err(e) => SyncResponse::Error(e.to_string()),
-            },
-        };
+        }
+        self.metrics
+            .sync_reads_queued
+            .set(self.serving.queued() as i64);
+    }
+
+    /// Runs a block or fragment read on a blocking thread; its answer comes back
+    /// through `served` (also when the read panics, so its slot is freed).
+    fn start_read(&mut self, read: Read<ResponseChannel<Vec<u8>>>) {
+        let store = self.store.clone();
+        let tip = self.chain.tip().height;
+        let served = self.served.clone();
+        let request = read.request.clone();
+        tokio::spawn(async move {
+            let response = tokio::task::spawn_blocking(move || serve::read(&store, tip, &request))
+                .await
+                .ok();
+            let _ = served.send(Served { read, response });
+        });
+    }
+
+    /// A read ended: the peer's next read (or another peer's) may start, and the
+    /// answer goes out.
+    fn on_served(&mut self, served: Served) {
+        let Served { read, response } = served;
+        for next in self.serving.finished(&read.peer) {
+            self.start_read(next);
+        }
+        self.metrics
+            .sync_reads_queued
+            .set(self.serving.queued() as i64);
+        let response = response.unwrap_or_else(|| {
+            tracing::error!(peer = %read.peer, "a sync read failed unexpectedly");
+            SyncResponse::Error("internal error".into())
+        });
+        if matches!(response, SyncResponse::Fragment(Some(_))) {
+            self.metrics.fragments_served.inc();
+        }
+        self.answer(&read.request, response, read.channel);
+    }
+
+    fn answer(
+        &mut self,
+        request: &SyncRequest,
+        response: SyncResponse,
+        channel: ResponseChannel<Vec<u8>>,
+    ) {
         let response = match self.maverick.as_mut() {
-            Some(maverick) => maverick.answer(&request, response),
+            Some(maverick) => maverick.answer(request, response),
             None => Some(response),
         };
         if let Some(response) = response {
@@ -1619,31 +1704,6 @@ impl EventLoop {
                 .sync
                 .send_response(channel, bytes);
         }
-    }
-
-    fn blocks_for(&self, from: u64, count: u64) -> SyncResponse {
-        let tip = self.chain.tip().height;
-        let mut blocks = Vec::new();
-        let mut bytes = 0usize;
-        let last = from.saturating_add(count.min(SYNC_BLOCKS_MAX)).min(tip + 1);
-        for height in from.max(1)..last {
-            let (Ok(Some(header)), Ok(Some(certificate))) =
-                (self.store.header(height), self.store.certificate(height))
-            else {
-                break;
-            };
-            let body = self.store.body(height).ok().flatten();
-            bytes += body.as_ref().map_or(0, Vec::len) + 4096;
-            blocks.push(SyncBlock {
-                header,
-                certificate,
-                body,
-            });
-            if bytes > SYNC_RESPONSE_MAX / 2 {
-                break;
-            }
-        }
-        SyncResponse::Blocks(blocks)
     }
 
     fn on_sync_response(
@@ -1693,7 +1753,17 @@ impl EventLoop {
                 self.feed_sync_queue()?;
             }
             (Purpose::Fragment { height }, SyncResponse::Fragment(fragment)) => {
-                self.fragment_arrived(height, fragment.map(|f| (peer, f)))?;
+                self.fragment_answer(height, peer, Answer::Fragment(fragment))?;
+            }
+            (Purpose::Fragment { height }, SyncResponse::Busy) => {
+                // Not a fault: it serves us as much as it will now. It rests.
+                tracing::debug!(%peer, height, "peer is busy");
+                self.fragment_answer(height, peer, Answer::Busy)?;
+            }
+            (purpose, SyncResponse::Busy) => {
+                // Not a fault: it serves us as much as it will now. Ask others.
+                tracing::debug!(%peer, ?purpose, "peer is busy");
+                self.sync_request_failed(peer, purpose);
             }
             (purpose, SyncResponse::Error(reason)) => {
                 tracing::debug!(%peer, reason, "peer could not serve sync request");
@@ -1731,7 +1801,7 @@ impl EventLoop {
                 Some(body) => body.clone(),
                 None => {
                     let commitment = block.header.fragments;
-                    if !self.gatherings.contains_key(&height) {
+                    if !self.gather.is_gathering(height) {
                         self.gather_fragments(height, commitment, Waiter::Sync)?;
                     }
                     return Ok(());
@@ -1869,33 +1939,19 @@ impl EventLoop {
         );
     }
 
+    /// Gathers the fragments of `height` from the connected validators for
+    /// `waiter` (see [`crate::gather`]).
     fn gather_fragments(
         &mut self,
         height: u64,
         commitment: FragmentCommitment,
         waiter: Waiter,
     ) -> Result<(), NodeError> {
-        if let Some(g) = self.gatherings.get_mut(&height) {
-            g.waiters.push(waiter);
-            return Ok(());
-        }
-        if self.gatherings.len() >= GATHERINGS_MAX {
-            match waiter {
-                Waiter::Api(reply) => {
-                    let _ = reply.send(Vec::new());
-                }
-                Waiter::Sync => {
-                    // Try again shortly rather than leave the queue stuck.
-                    self.sync.queue.clear();
-                    self.sync.backoff_until = Some(Instant::now() + Duration::from_secs(1));
-                }
-            }
-            return Ok(());
-        }
-        let mut fragments = BTreeMap::new();
-        if let Ok(Some(own)) = self.store.own_fragment(height) {
-            fragments.insert(own.index, own);
-        }
+        let own = if self.gather.is_gathering(height) {
+            None
+        } else {
+            self.store.own_fragment(height).ok().flatten()
+        };
         let peers: Vec<PeerId> = self
             .info
             .validator_peers
@@ -1903,75 +1959,61 @@ impl EventLoop {
             .filter(|p| **p != self.info.peer_id && self.connected.contains_key(*p))
             .copied()
             .collect();
-        let mut outstanding = 0;
-        for peer in peers {
-            if self.send_sync(
-                peer,
-                &SyncRequest::Fragment { height },
-                Purpose::Fragment { height },
-            ) {
-                outstanding += 1;
+        let now = Instant::now();
+        match self
+            .gather
+            .start(height, commitment, own, &peers, waiter, now)
+        {
+            Start::Joined => {}
+            Start::Full(Waiter::Api(reply)) => {
+                let _ = reply.send(Vec::new());
+            }
+            Start::Full(Waiter::Sync) => {
+                // Try again shortly rather than leave the queue stuck.
+                self.sync.queue.clear();
+                self.sync.backoff_until = Some(now + Duration::from_secs(1));
+            }
+            Start::Ask(peers) => {
+                for peer in peers {
+                    let sent = self.send_sync(
+                        peer,
+                        &SyncRequest::Fragment { height },
+                        Purpose::Fragment { height },
+                    );
+                    if !sent {
+                        self.gather.arrived(height, peer, Answer::Failed, now);
+                    }
+                }
             }
         }
-        self.gatherings.insert(
-            height,
-            Gathering {
-                commitment,
-                fragments,
-                outstanding,
-                deadline: Instant::now() + FRAGMENT_GATHER_TIMEOUT,
-                waiters: vec![waiter],
-            },
-        );
-        self.maybe_finish_gathering(height)
+        self.finish_gatherings()
     }
 
-    fn fragment_arrived(
+    /// `peer` answered (or failed to answer) the fragment request for `height`.
+    fn fragment_answer(
         &mut self,
         height: u64,
-        fragment: Option<(PeerId, Fragment)>,
+        peer: PeerId,
+        answer: Answer,
     ) -> Result<(), NodeError> {
-        let mut bad_peer = None;
-        if let Some(g) = self.gatherings.get_mut(&height) {
-            g.outstanding = g.outstanding.saturating_sub(1);
-            if let Some((peer, fragment)) = fragment {
-                match fragment.check(&g.commitment) {
-                    Ok(checked) => {
-                        let f = checked.into_fragment();
-                        g.fragments.insert(f.index, f);
-                    }
-                    Err(e) => {
-                        tracing::warn!(%peer, height, error = %e, "peer sent a bad fragment");
-                        bad_peer = Some(peer);
-                    }
-                }
-            }
+        if let Some((reason, points)) = self.gather.arrived(height, peer, answer, Instant::now()) {
+            self.misbehaved(peer, reason, points);
         }
-        if let Some(peer) = bad_peer {
-            self.misbehaved(peer, "bad-fragment", 10);
-        }
-        self.maybe_finish_gathering(height)
+        self.finish_gatherings()
     }
 
-    fn maybe_finish_gathering(&mut self, height: u64) -> Result<(), NodeError> {
-        let done = self.gatherings.get(&height).is_some_and(|g| {
-            g.fragments.len() >= g.commitment.params.k()
-                || g.outstanding == 0
-                || g.deadline <= Instant::now()
-        });
-        if !done {
-            return Ok(());
-        }
-        let Some(g) = self.gatherings.remove(&height) else {
-            return Ok(());
-        };
-        let fragments: Vec<Fragment> = g.fragments.into_values().collect();
-        for waiter in g.waiters {
-            match waiter {
-                Waiter::Api(reply) => {
-                    let _ = reply.send(fragments.clone());
+    /// Hands every finished gathering to its waiters.
+    fn finish_gatherings(&mut self) -> Result<(), NodeError> {
+        for done in self.gather.take_done(Instant::now()) {
+            for waiter in done.waiters {
+                match waiter {
+                    Waiter::Api(reply) => {
+                        let _ = reply.send(done.fragments.clone());
+                    }
+                    Waiter::Sync => {
+                        self.rebuild_synced_body(done.height, &done.commitment, &done.fragments)?
+                    }
                 }
-                Waiter::Sync => self.rebuild_synced_body(height, &g.commitment, &fragments)?,
             }
         }
         Ok(())
@@ -2031,15 +2073,8 @@ impl EventLoop {
             self.last_pending_check = Instant::now();
             self.signal_pending()?;
         }
-        let expired: Vec<u64> = self
-            .gatherings
-            .iter()
-            .filter(|(_, g)| g.deadline <= Instant::now())
-            .map(|(h, _)| *h)
-            .collect();
-        for height in expired {
-            self.maybe_finish_gathering(height)?;
-        }
+        // Gatherings past their deadline.
+        self.finish_gatherings()?;
         if let Some(e) = self.fatal.take() {
             return Err(e);
         }
