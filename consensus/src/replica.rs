@@ -680,25 +680,46 @@ impl Replica {
         });
     }
 
-    /// Keeps a verified message of a view not entered yet: only for the view we are
-    /// moving to (or the next one), bounded per sender and in bytes, so a Byzantine
-    /// peer can neither exhaust memory nor push out honest messages.
-    fn buffer_future(&mut self, from: ReplicaId, view: View, message: Message) {
+    /// Whether a message of a view not entered yet, of `bytes` payload bytes, would
+    /// be kept: only for the view we are moving to (or the next one), not a copy of
+    /// one kept from the same sender, and within the sender's share and the byte
+    /// bound, so a Byzantine peer can neither exhaust memory nor push out honest
+    /// messages. Asked before the signature is checked: a replayed or surplus message
+    /// costs no signature check.
+    fn future_room(
+        &mut self,
+        from: ReplicaId,
+        view: View,
+        bytes: usize,
+        same: impl Fn(&Message) -> bool,
+    ) -> bool {
         if view > self.target_view().max(self.view.next()) {
             self.reject("too-far-in-the-future");
-            return;
+            return false;
         }
-        let bytes = match &message {
-            Message::PrePrepare { payload, .. } => payload.len(),
-            _ => 0,
-        };
+        let mut from_sender = 0;
+        for (f, kept) in &self.future {
+            if *f == from {
+                if same(kept) {
+                    self.reject("future-duplicate");
+                    return false;
+                }
+                from_sender += 1;
+            }
+        }
         let per_sender = (self.config.future_messages_max / self.config.validators.len()).max(1);
-        let from_sender = self.future.iter().filter(|(f, _)| *f == from).count();
         if from_sender >= per_sender || self.future_bytes + bytes > self.config.future_bytes_max {
             self.reject("future-buffer-full");
-            return;
+            return false;
         }
-        self.future_bytes += bytes;
+        true
+    }
+
+    /// Keeps a verified message that [`Self::future_room`] admitted.
+    fn buffer_future(&mut self, from: ReplicaId, message: Message) {
+        if let Message::PrePrepare { payload, .. } = &message {
+            self.future_bytes += payload.len();
+        }
         self.future.push_back((from, message));
     }
 
@@ -715,6 +736,10 @@ impl Replica {
                 self.reject("oversized-payload");
                 return;
             }
+            let same = |kept: &Message| matches!(kept, Message::PrePrepare { pre_prepare: k, .. } if *k == pre_prepare);
+            if !self.future_room(from, pp.view, payload.len(), same) {
+                return;
+            }
             if pre_prepare.signer != self.config.validators.primary(pp.view)
                 || pre_prepare.verify(&self.config.validators).is_err()
             {
@@ -723,7 +748,6 @@ impl Replica {
             }
             self.buffer_future(
                 from,
-                pp.view,
                 Message::PrePrepare {
                     pre_prepare,
                     payload,
@@ -858,11 +882,15 @@ impl Replica {
     fn on_prepare(&mut self, from: ReplicaId, prepare: Signed<Prepare>, out: &mut Vec<Output>) {
         let p = prepare.body;
         if p.view > self.view || (p.view == self.view && self.status != Status::Normal) {
+            let same = |kept: &Message| matches!(kept, Message::Prepare(k) if *k == prepare);
+            if !self.future_room(from, p.view, 0, same) {
+                return;
+            }
             if prepare.verify(&self.config.validators).is_err() {
                 self.reject("bad-signature");
                 return;
             }
-            self.buffer_future(from, p.view, Message::Prepare(prepare));
+            self.buffer_future(from, Message::Prepare(prepare));
             return;
         }
         if p.view < self.view {
@@ -973,11 +1001,15 @@ impl Replica {
     fn on_commit(&mut self, from: ReplicaId, commit: Signed<Commit>, out: &mut Vec<Output>) {
         let c = commit.body;
         if c.view > self.view || (c.view == self.view && self.status != Status::Normal) {
+            let same = |kept: &Message| matches!(kept, Message::Commit(k) if *k == commit);
+            if !self.future_room(from, c.view, 0, same) {
+                return;
+            }
             if commit.verify(&self.config.validators).is_err() {
                 self.reject("bad-signature");
                 return;
             }
-            self.buffer_future(from, c.view, Message::Commit(commit));
+            self.buffer_future(from, Message::Commit(commit));
             return;
         }
         if c.view < self.view {
