@@ -227,14 +227,7 @@ async fn a_restarted_node_catches_up_and_pruned_bodies_are_rebuilt_from_fragment
             assert_eq!(status, 202, "{body}");
             hashes.push(tx.hash().to_string());
             // One block per transfer, roughly: wait for each.
-            let url = cluster.url(via);
-            let hash = tx.hash().to_string();
-            wait_until("a transfer commits", LIMIT, || {
-                let url = url.clone();
-                let hash = hash.clone();
-                async move { tx_status(&url, &hash).await["status"] == "committed" }
-            })
-            .await;
+            wait_committed(cluster, via, &tx.hash().to_string()).await;
         }
         hashes
     };
@@ -354,15 +347,18 @@ async fn commit_one_by_one(cluster: &Cluster, via: usize, first_nonce: u64, coun
         let tx = transfer(0, &recipient, 1, nonce);
         let (status, body) = submit(&cluster.url(via), &tx).await;
         assert_eq!(status, 202, "{body}");
-        let url = cluster.url(via);
-        let hash = tx.hash().to_string();
-        wait_until("a transfer commits", LIMIT, || {
-            let url = url.clone();
-            let hash = hash.clone();
-            async move { tx_status(&url, &hash).await["status"] == "committed" }
-        })
-        .await;
+        wait_committed(cluster, via, &tx.hash().to_string()).await;
     }
+}
+
+/// Waits until node `via` reports transfer `hash` committed.
+async fn wait_committed(cluster: &Cluster, via: usize, hash: &str) {
+    let url = cluster.url(via);
+    wait_until("a transfer commits", LIMIT, || {
+        let url = url.clone();
+        async move { tx_status(&url, hash).await["status"] == "committed" }
+    })
+    .await;
 }
 
 /// Node 2 reports `u64::MAX` and answers block requests with `lie`; node 3 falls
