@@ -39,6 +39,10 @@
 //!   parent, and a slot blocked by the chaining rule, are re-examined whenever the
 //!   parent is delivered (own slot, commits, catch-up) or becomes the stable
 //!   checkpoint.
+//! - A current-view message for a height just above the window (one window ahead
+//!   at most) is kept, within its sender's share, and fed again when the stable
+//!   checkpoint moves: a backup whose CHECKPOINTs lag its commits still votes for
+//!   the primary's next height instead of leaving it a vote short.
 //! - Budgets are per peer: certified payloads kept for catch-up are bounded per
 //!   sender; help to a lagging replica (certified payloads, checkpoint proofs, the
 //!   NEW-VIEW) and answers to FETCH-PAYLOAD are given once per peer per help period
@@ -74,6 +78,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod ahead;
 pub mod messages;
 pub mod replica;
 pub mod safety;

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::ahead::Ahead;
 use crate::messages::{
     Checkpoint, CheckpointProof, Commit, CommitCertificate, Message, NewView, PrePrepare, Prepare,
     PreparedCertificate, Signed, ViewChange,
@@ -298,6 +299,11 @@ pub struct Replica {
     view_changes: BTreeMap<ReplicaId, Signed<ViewChange>>,
     future: VecDeque<(ReplicaId, Message)>,
     future_bytes: usize,
+    /// Current-view messages just above the window, fed again when it moves.
+    ahead: Ahead,
+    /// Steps that fed buffered messages again (their rejections are not all the
+    /// step's sender's).
+    replays: u64,
     next_proposal: SeqNum,
     proposal_wanted: Option<SeqNum>,
     /// Payloads asked for: (seq, digest) -> the parent they must extend.
@@ -390,6 +396,8 @@ impl Replica {
             view_changes: BTreeMap::new(),
             future: VecDeque::new(),
             future_bytes: 0,
+            ahead: Ahead::default(),
+            replays: 0,
             next_proposal: last_delivered.next(),
             // (raised in start() above the primary's own recorded votes)
             proposal_wanted: None,
@@ -474,6 +482,12 @@ impl Replica {
     /// The stable checkpoint.
     pub fn stable_checkpoint(&self) -> &CheckpointProof {
         &self.stable
+    }
+    /// How many steps so far fed buffered messages again (messages of other
+    /// senders kept for a later view or window): the rejections of such a step are
+    /// not all its sender's, so the host blames nobody for them.
+    pub fn replays(&self) -> u64 {
+        self.replays
     }
     /// Messages refused so far, by reason (for metrics).
     pub fn rejections(&self) -> &BTreeMap<&'static str, u64> {
@@ -723,6 +737,53 @@ impl Replica {
         self.future.push_back((from, message));
     }
 
+    /// A current-view message outside the window: below it, or more than a window
+    /// above it, it is refused; just above it, it is kept for when the window moves
+    /// (see [`Ahead`]). Its signature is checked first, so a forged one is charged to
+    /// its sender now, not to whoever moves the window later.
+    fn out_of_window(&mut self, from: ReplicaId, seq: SeqNum, message: Message, bytes: usize) {
+        let high = self.low().0 + self.config.window;
+        if seq.0 <= high || seq.0 > high + self.config.window {
+            self.reject("out-of-window");
+            return;
+        }
+        let n = self.config.validators.len();
+        let messages_max = (3 * self.config.window as usize)
+            .min(self.config.future_messages_max / n)
+            .max(1);
+        let bytes_max = self.config.future_bytes_max / n;
+        let verified = match &message {
+            Message::PrePrepare { pre_prepare, .. } => {
+                pre_prepare.verify(&self.config.validators).is_ok()
+            }
+            Message::Prepare(p) => p.verify(&self.config.validators).is_ok(),
+            Message::Commit(c) => c.verify(&self.config.validators).is_ok(),
+            _ => false,
+        };
+        if !verified {
+            self.reject("bad-signature");
+            return;
+        }
+        if let Err(refused) = self
+            .ahead
+            .admit(from, message, bytes, messages_max, bytes_max)
+        {
+            self.reject(refused.reason());
+        }
+    }
+
+    /// Feeds again what [`Self::out_of_window`] kept (the window moved).
+    fn replay_ahead(&mut self, out: &mut Vec<Output>) {
+        let kept = self.ahead.take();
+        if kept.is_empty() {
+            return;
+        }
+        self.replays += 1;
+        for (from, message) in kept {
+            self.on_message(from, message, out);
+        }
+    }
+
     fn on_pre_prepare(
         &mut self,
         from: ReplicaId,
@@ -763,12 +824,17 @@ impl Replica {
             self.reject("pre-prepare-not-from-primary");
             return;
         }
-        if !self.in_window(pp.seq) {
-            self.reject("out-of-window");
-            return;
-        }
         if payload.len() > self.config.payload_bytes_max {
             self.reject("oversized-payload");
+            return;
+        }
+        if !self.in_window(pp.seq) {
+            let bytes = payload.len();
+            let message = Message::PrePrepare {
+                pre_prepare,
+                payload,
+            };
+            self.out_of_window(from, pp.seq, message, bytes);
             return;
         }
         if let Some(existing) = self.slots.get(&pp.seq).and_then(|s| s.pre_prepare.as_ref()) {
@@ -898,7 +964,7 @@ impl Replica {
             return;
         }
         if !self.in_window(p.seq) {
-            self.reject("out-of-window");
+            self.out_of_window(from, p.seq, Message::Prepare(prepare), 0);
             return;
         }
         if prepare.signer == self.config.validators.primary(p.view) {
@@ -1017,7 +1083,7 @@ impl Replica {
             return;
         }
         if !self.in_window(c.seq) {
-            self.reject("out-of-window");
+            self.out_of_window(from, c.seq, Message::Commit(commit), 0);
             return;
         }
         if self
@@ -1357,6 +1423,7 @@ impl Replica {
             self.settled(seq, out);
         }
         self.want_proposal(out);
+        self.replay_ahead(out);
     }
 
     // ----- state transfer -----
@@ -2157,8 +2224,12 @@ impl Replica {
                 }
             }
         }
+        self.ahead.clear();
         let buffered: Vec<(ReplicaId, Message)> = self.future.drain(..).collect();
         self.future_bytes = 0;
+        if !buffered.is_empty() {
+            self.replays += 1;
+        }
         for (from, message) in buffered {
             self.on_message(from, message, out);
         }
@@ -2207,6 +2278,12 @@ impl Replica {
         assert!(self.delivered_certs.len() as u64 <= self.config.window + 1);
         assert!(self.delivered.len() as u64 <= self.config.window + 2);
         assert!(self.future.len() <= self.config.future_messages_max);
+        let n = self.config.validators.len();
+        for id in self.config.validators.ids() {
+            assert!(self.ahead.count(id) <= (3 * self.config.window as usize).max(1));
+            assert!(self.ahead.bytes(id) <= self.config.future_bytes_max / n);
+        }
+        assert!(self.ahead.senders() <= n);
         assert!(self.future_bytes <= self.config.future_bytes_max);
         assert!(self.waiting.len() <= self.config.window as usize);
         assert!(self.reissued.keys().all(|s| self.in_window(*s)));

@@ -287,3 +287,69 @@ fn repeated_requests_do_not_multiply_help() {
         "50 copies of one fetch were answered {answers} times"
     );
 }
+
+/// The primary proposes the first height above a backup's window when its own
+/// window has moved but the backup has not seen 2f+1 CHECKPOINTs yet (commits
+/// outran them). The backup keeps the PRE-PREPARE and votes for it as soon as the
+/// checkpoint is stable, instead of dropping it and leaving the height one vote
+/// short until the view times out.
+#[test]
+fn a_pre_prepare_just_above_the_window_is_voted_for_once_the_window_moves() {
+    let net = Net::new();
+    let blocks = Net::blocks(9);
+    let mut config = Config::new(ReplicaId(3), net.vs.clone(), Digest(Hash::ZERO));
+    config.window = 8;
+    config.checkpoint_interval = 4;
+    let mut r3 = Replica::new(
+        config,
+        Keypair::from_seed_for_tests(3),
+        Box::new(ParentFirst),
+        None,
+    );
+    let _ = r3.start();
+    for s in 1..=8u64 {
+        let (payload, digest) = &blocks[s as usize - 1];
+        let out = feed(
+            &mut r3,
+            0,
+            &[Message::Certified {
+                payload: payload.clone(),
+                certificate: net.certificate(s, *digest),
+            }],
+        );
+        assert_eq!(delivered(&out), vec![(s, *digest)]);
+    }
+    let out = feed(
+        &mut r3,
+        0,
+        &[net.pre_prepare(9, blocks[7].1, &blocks[8].0, blocks[8].1)],
+    );
+    assert!(
+        sent(&out, "prepare").is_empty(),
+        "s9 is above the window until s8 is a stable checkpoint"
+    );
+    let mut out = Vec::new();
+    for from in [0u32, 1] {
+        let checkpoint = Message::Checkpoint(sign(
+            &net.keys[from as usize],
+            from,
+            &net.chain,
+            Checkpoint {
+                seq: SeqNum(8),
+                digest: blocks[7].1,
+            },
+        ));
+        out.extend(feed(&mut r3, from, &[checkpoint]));
+    }
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::CheckpointStable(p) if p.seq == SeqNum(8))),
+        "s8 is stable"
+    );
+    assert_eq!(
+        seqs_of_votes(&sent(&out, "prepare")),
+        vec![9],
+        "the kept PRE-PREPARE for s9 is voted for once the window moves"
+    );
+    assert_eq!(r3.rejections().get("out-of-window"), None);
+}

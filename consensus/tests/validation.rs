@@ -194,9 +194,9 @@ fn invalid_messages_are_dropped_with_a_reason() {
             "bad-signature",
         ),
         (
-            "beyond the window",
+            "more than a window beyond the window",
             ReplicaId(0),
-            pre_prepare(0, 0, 9, genesis(), "a"),
+            pre_prepare(0, 0, 17, genesis(), "a"),
             "out-of-window",
         ),
         (

@@ -824,7 +824,7 @@ impl EventLoop {
                 let sender = match &input {
                     Input::Message { from, .. } => Some((
                         *from,
-                        self.replica.view(),
+                        (self.replica.view(), self.replica.replays()),
                         ConsensusBlame::before(self.replica.rejections()),
                     )),
                     _ => None,
@@ -996,10 +996,16 @@ impl EventLoop {
     }
 
     /// Charges `from` for the blamed rejections its message raised. A message that
-    /// moved the view (a NEW-VIEW) replays others' buffered messages in the same
-    /// step, so what it raised is not all its own: nothing is charged then.
-    fn blame_consensus_sender(&mut self, from: ReplicaId, view: View, blame: &ConsensusBlame) {
-        if self.replica.view() != view {
+    /// moved the view (a NEW-VIEW) or the window (a CHECKPOINT) can make the replica
+    /// feed others' buffered messages in the same step, so what it raised is not all
+    /// its own: nothing is charged then.
+    fn blame_consensus_sender(
+        &mut self,
+        from: ReplicaId,
+        (view, replays): (View, u64),
+        blame: &ConsensusBlame,
+    ) {
+        if self.replica.view() != view || self.replica.replays() != replays {
             return;
         }
         let charged = blame.charged(self.replica.rejections());
