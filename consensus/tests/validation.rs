@@ -311,3 +311,77 @@ fn an_out_of_order_pre_prepare_waits_for_its_parent() {
         "both prepared-for once the parent arrives: {out:?}"
     );
 }
+
+/// A VIEW-CHANGE is refused if any certificate it carries is of the view being
+/// moved to (or later), at or below its stable checkpoint, past the window above
+/// it, or a second one for a height: each alone, with every signature valid.
+#[test]
+fn a_view_change_with_a_misplaced_certificate_is_refused() {
+    use mosaic_consensus::{CheckpointProof, PreparedCertificate, ViewChange};
+    let cert = |view: u64, seq: u64| {
+        let parent = genesis();
+        let digest = Digest(Hash::of(format!("{view}/{seq}").as_bytes()));
+        let primary = view as u32 % N as u32;
+        let body = Prepare {
+            view: View(view),
+            seq: SeqNum(seq),
+            digest,
+            parent,
+        };
+        PreparedCertificate {
+            pre_prepare: sign(
+                primary,
+                PrePrepare {
+                    view: View(view),
+                    seq: SeqNum(seq),
+                    digest,
+                    parent,
+                },
+            ),
+            prepares: (0..N as u32)
+                .filter(|i| *i != primary)
+                .take(2)
+                .map(|i| sign(i, body))
+                .collect(),
+        }
+    };
+    let view_change = |prepared: Vec<PreparedCertificate>| {
+        Message::ViewChange(sign(
+            2,
+            ViewChange {
+                new_view: View(1),
+                stable: CheckpointProof::genesis(genesis()),
+                prepared,
+                last_delivered: SeqNum(0),
+            },
+        ))
+    };
+    let mut r = backup();
+    r.handle(Input::Message {
+        from: ReplicaId(2),
+        message: view_change(vec![cert(0, 1), cert(0, 8)]),
+    });
+    assert!(r.rejections().is_empty(), "{:?}", r.rejections());
+    for (story, prepared) in [
+        ("a certificate of the new view", vec![cert(1, 1)]),
+        ("a certificate at the stable checkpoint", vec![cert(0, 0)]),
+        ("a certificate past the window", vec![cert(0, 9)]),
+        (
+            "two certificates for one height",
+            vec![cert(0, 1), cert(0, 1)],
+        ),
+    ] {
+        let mut r = backup();
+        let out = r.handle(Input::Message {
+            from: ReplicaId(2),
+            message: view_change(prepared),
+        });
+        assert_eq!(votes(&out), 0, "{story}: no vote may follow, got {out:?}");
+        assert_eq!(
+            r.rejections().get("bad-prepared-certificate"),
+            Some(&1),
+            "{story}: got {:?}",
+            r.rejections()
+        );
+    }
+}

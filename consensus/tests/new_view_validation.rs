@@ -1,0 +1,263 @@
+//! NEW-VIEW validation, driven by hand against one replica: a valid NEW-VIEW is
+//! entered, and each one wrong in a single way is refused under its reason. The
+//! random simulator seldom builds these shapes; each case kills a mutant of
+//! `Replica::on_new_view` that the seeds let live (docs/MUTANTS.md).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use mosaic_consensus::{
+    CheckpointProof, Config, Digest, Input, Message, NewView, PayloadCheck, PrePrepare, Prepare,
+    PreparedCertificate, Replica, ReplicaId, SeqNum, Signed, Status, ValidatorSet, View,
+    ViewChange,
+};
+use mosaic_crypto::{ChainId, Hash, Keypair};
+
+/// Payloads are "seq:parent-hex:anything"; the digest is their hash.
+struct TestCheck;
+
+impl PayloadCheck for TestCheck {
+    fn check(&self, seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String> {
+        let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
+        let mut parts = text.splitn(3, ':');
+        let ok =
+            parts.next() == Some(&seq.0.to_string()) && parts.next() == Some(&parent.0.to_string());
+        if ok {
+            Ok(Digest(Hash::of(payload)))
+        } else {
+            Err("wrong position".into())
+        }
+    }
+}
+
+const N: u32 = 4;
+const PAYLOAD_MAX: usize = 1024;
+/// The view the NEW-VIEWs are for; its primary is replica 2.
+const VIEW: u64 = 2;
+
+fn keys() -> Vec<Keypair> {
+    (0..N as u64).map(Keypair::from_seed_for_tests).collect()
+}
+
+fn validators() -> ValidatorSet {
+    ValidatorSet::new(
+        ChainId::new("new-view").unwrap(),
+        keys().iter().map(|k| k.public()).collect(),
+    )
+    .unwrap()
+}
+
+fn genesis() -> Digest {
+    Digest(Hash::ZERO)
+}
+
+fn replica() -> Replica {
+    let mut config = Config::new(ReplicaId(1), validators(), genesis());
+    config.payload_bytes_max = PAYLOAD_MAX;
+    config.window = 8;
+    config.checkpoint_interval = 4;
+    let mut r = Replica::new(
+        config,
+        Keypair::from_seed_for_tests(1),
+        Box::new(TestCheck),
+        None,
+    );
+    let _ = r.start();
+    r
+}
+
+fn sign<T: mosaic_consensus::messages::Body>(signer: u32, body: T) -> Signed<T> {
+    let bytes = Signed::signing_bytes(&body).unwrap();
+    let signature = keys()[signer as usize].sign(T::DOMAIN, validators().chain(), &bytes);
+    Signed {
+        body,
+        signer: ReplicaId(signer),
+        signature,
+    }
+}
+
+/// A payload for height 1 on genesis of exactly `len` bytes.
+fn payload_of(len: usize) -> Vec<u8> {
+    let prefix = format!("1:{}:", genesis().0);
+    let mut bytes = prefix.into_bytes();
+    bytes.resize(len, b'x');
+    bytes
+}
+
+/// A certificate that height 1 was prepared in view 0 with `payload`.
+fn prepared(payload: &[u8]) -> PreparedCertificate {
+    let digest = Digest(Hash::of(payload));
+    let body = Prepare {
+        view: View(0),
+        seq: SeqNum(1),
+        digest,
+        parent: genesis(),
+    };
+    PreparedCertificate {
+        pre_prepare: sign(
+            0,
+            PrePrepare {
+                view: View(0),
+                seq: SeqNum(1),
+                digest,
+                parent: genesis(),
+            },
+        ),
+        prepares: vec![sign(1, body), sign(2, body)],
+    }
+}
+
+fn view_change(signer: u32, view: u64, certs: Vec<PreparedCertificate>) -> Signed<ViewChange> {
+    sign(
+        signer,
+        ViewChange {
+            new_view: View(view),
+            stable: CheckpointProof::genesis(genesis()),
+            prepared: certs,
+            last_delivered: SeqNum(0),
+        },
+    )
+}
+
+/// The parts of a NEW-VIEW, to be spoilt one at a time.
+#[derive(Clone)]
+struct Parts {
+    signer: u32,
+    view_changes: Vec<Signed<ViewChange>>,
+    pre_prepares: Vec<Signed<PrePrepare>>,
+    payloads: Vec<Option<Vec<u8>>>,
+}
+
+/// A valid NEW-VIEW for `VIEW` re-issuing height 1 with a payload of `len` bytes.
+fn valid(len: usize) -> Parts {
+    let payload = payload_of(len);
+    let cert = prepared(&payload);
+    let pre_prepare = PrePrepare {
+        view: View(VIEW),
+        seq: SeqNum(1),
+        digest: cert.pre_prepare.body.digest,
+        parent: genesis(),
+    };
+    Parts {
+        signer: 2,
+        view_changes: vec![
+            view_change(0, VIEW, vec![cert]),
+            view_change(2, VIEW, vec![]),
+            view_change(3, VIEW, vec![]),
+        ],
+        pre_prepares: vec![sign(2, pre_prepare)],
+        payloads: vec![Some(payload)],
+    }
+}
+
+fn message(p: &Parts) -> Message {
+    Message::NewView {
+        new_view: sign(
+            p.signer,
+            NewView {
+                view: View(VIEW),
+                view_changes: p.view_changes.clone(),
+                pre_prepares: p.pre_prepares.clone(),
+            },
+        ),
+        payloads: p.payloads.clone(),
+    }
+}
+
+fn entered(r: &Replica) -> bool {
+    r.view() == View(VIEW) && r.status() == Status::Normal
+}
+
+#[test]
+fn a_valid_new_view_is_entered_once_and_then_counts_as_old() {
+    // A payload of exactly the limit is allowed.
+    let parts = valid(PAYLOAD_MAX);
+    let mut r = replica();
+    r.handle(Input::Message {
+        from: ReplicaId(2),
+        message: message(&parts),
+    });
+    assert!(entered(&r), "entered: {:?} {:?}", r.view(), r.rejections());
+    assert!(r.rejections().is_empty(), "{:?}", r.rejections());
+    r.handle(Input::Message {
+        from: ReplicaId(2),
+        message: message(&parts),
+    });
+    assert_eq!(r.rejections().get("old-view"), Some(&1));
+}
+
+#[test]
+fn a_new_view_wrong_in_one_way_is_refused() {
+    let good = valid(100);
+    let mut cases: Vec<(&str, Parts, &str)> = Vec::new();
+    let mut p = good.clone();
+    p.view_changes[1] = view_change(0, VIEW, vec![]);
+    cases.push(("two view changes from one replica", p, "bad-new-view"));
+    let mut p = good.clone();
+    p.view_changes[2] = view_change(3, VIEW + 1, vec![]);
+    cases.push(("a view change for another view", p, "bad-new-view"));
+    let mut p = good.clone();
+    p.view_changes.pop();
+    cases.push(("2f view changes", p, "bad-new-view"));
+    let mut p = good.clone();
+    let extra = PrePrepare {
+        seq: SeqNum(2),
+        ..p.pre_prepares[0].body
+    };
+    p.pre_prepares.push(sign(2, extra));
+    p.payloads.push(None);
+    cases.push(("a re-issued height nobody prepared", p, "bad-new-view"));
+    let mut p = good.clone();
+    p.payloads.clear();
+    cases.push(("payloads missing from the list", p, "bad-new-view"));
+    let mut p = good.clone();
+    p.pre_prepares[0] = sign(0, p.pre_prepares[0].body);
+    cases.push((
+        "a re-issued pre-prepare of another signer",
+        p,
+        "bad-new-view",
+    ));
+    let mut p = good.clone();
+    p.pre_prepares[0] = sign(
+        2,
+        PrePrepare {
+            digest: Digest(Hash::of(b"other")),
+            ..p.pre_prepares[0].body
+        },
+    );
+    cases.push((
+        "a re-issued pre-prepare with another digest",
+        p,
+        "bad-new-view",
+    ));
+    let mut p = good.clone();
+    p.payloads[0] = Some(payload_of(101));
+    cases.push((
+        "a payload that is not the prepared one",
+        p,
+        "invalid-payload",
+    ));
+    let mut p = valid(PAYLOAD_MAX + 1);
+    p.payloads[0] = Some(payload_of(PAYLOAD_MAX + 1));
+    cases.push(("a prepared payload over the limit", p, "invalid-payload"));
+    let mut p = good.clone();
+    p.signer = 3;
+    cases.push((
+        "signed by a replica not the view's primary",
+        p,
+        "new-view-not-from-primary",
+    ));
+
+    for (story, parts, reason) in cases {
+        let mut r = replica();
+        r.handle(Input::Message {
+            from: ReplicaId(2),
+            message: message(&parts),
+        });
+        assert!(!entered(&r), "{story}: the NEW-VIEW was entered");
+        assert_eq!(
+            r.rejections().get(reason),
+            Some(&1),
+            "{story}: expected {reason}, got {:?}",
+            r.rejections()
+        );
+    }
+}
