@@ -261,3 +261,136 @@ fn a_new_view_wrong_in_one_way_is_refused() {
         );
     }
 }
+
+fn replica_with(id: u32, message_bytes_max: usize) -> Replica {
+    let mut config = Config::new(ReplicaId(id), validators(), genesis());
+    config.payload_bytes_max = PAYLOAD_MAX;
+    config.window = 8;
+    config.checkpoint_interval = 4;
+    config.message_bytes_max = message_bytes_max;
+    let mut r = Replica::new(
+        config,
+        Keypair::from_seed_for_tests(id as u64),
+        Box::new(TestCheck),
+        None,
+    );
+    let _ = r.start();
+    r
+}
+
+fn broadcasts(out: &[mosaic_consensus::Output]) -> Vec<Message> {
+    out.iter()
+        .filter_map(|o| match o {
+            mosaic_consensus::Output::Broadcast(m) => Some(m.clone()),
+            mosaic_consensus::Output::Send { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The new primary (replica 2) of `VIEW` gathers view changes, fetches the payload
+/// it lacks, and returns the NEW-VIEW it broadcasts.
+fn new_view_from_primary(message_bytes_max: usize, payload: &[u8]) -> Message {
+    let mut r2 = replica_with(2, message_bytes_max);
+    let mut out = Vec::new();
+    for (from, certs) in [(0u32, vec![prepared(payload)]), (3, vec![])] {
+        out.extend(r2.handle(Input::Message {
+            from: ReplicaId(from),
+            message: Message::ViewChange(view_change(from, VIEW, certs)),
+        }));
+    }
+    assert!(
+        broadcasts(&out)
+            .iter()
+            .any(|m| matches!(m, Message::FetchPayload { seq, .. } if *seq == SeqNum(1))),
+        "the new primary asks for the payload it lacks: {out:?}"
+    );
+    let out = r2.handle(Input::Message {
+        from: ReplicaId(0),
+        message: Message::Payload {
+            seq: SeqNum(1),
+            payload: payload.to_vec(),
+        },
+    });
+    broadcasts(&out)
+        .into_iter()
+        .find(|m| matches!(m, Message::NewView { .. }))
+        .expect("a NEW-VIEW once the payload is in")
+}
+
+fn encoded_len(m: &Message) -> usize {
+    mosaic_crypto::codec::encode(m).unwrap().len()
+}
+
+/// A NEW-VIEW never outgrows the frame: a re-issued payload that does not fit is
+/// left out, and a replica that lacks it fetches it and checks it before it votes.
+#[test]
+fn a_new_view_leaves_out_a_payload_that_does_not_fit_and_replicas_fetch_it() {
+    let payload = payload_of(PAYLOAD_MAX);
+    let full = new_view_from_primary(usize::MAX / 2, &payload);
+    let Message::NewView { payloads, .. } = &full else {
+        unreachable!()
+    };
+    assert_eq!(
+        payloads,
+        &vec![Some(payload.clone())],
+        "room for everything"
+    );
+    let limit = encoded_len(&full) - 1;
+    let trimmed = new_view_from_primary(limit, &payload);
+    let Message::NewView { payloads, .. } = &trimmed else {
+        unreachable!()
+    };
+    assert_eq!(
+        payloads,
+        &vec![None],
+        "the payload does not fit: it is left out"
+    );
+    assert!(
+        encoded_len(&trimmed) <= limit,
+        "the NEW-VIEW fits the frame"
+    );
+
+    let mut r1 = replica_with(1, limit);
+    let out = r1.handle(Input::Message {
+        from: ReplicaId(2),
+        message: trimmed,
+    });
+    assert!(entered(&r1), "{:?}", r1.rejections());
+    let sent = broadcasts(&out);
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, Message::FetchPayload { seq, .. } if *seq == SeqNum(1))),
+        "the replica asks for the payload left out: {sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|m| matches!(m, Message::Prepare(_))),
+        "no vote before the payload is checked"
+    );
+    // A wrong payload is refused; the right one is voted for.
+    let out = r1.handle(Input::Message {
+        from: ReplicaId(0),
+        message: Message::Payload {
+            seq: SeqNum(1),
+            payload: payload_of(PAYLOAD_MAX - 1),
+        },
+    });
+    assert!(
+        !broadcasts(&out)
+            .iter()
+            .any(|m| matches!(m, Message::Prepare(_)))
+    );
+    let out = r1.handle(Input::Message {
+        from: ReplicaId(3),
+        message: Message::Payload {
+            seq: SeqNum(1),
+            payload,
+        },
+    });
+    assert!(
+        broadcasts(&out).iter().any(
+            |m| matches!(m, Message::Prepare(p) if p.body.seq == SeqNum(1) && p.body.view == View(VIEW))
+        ),
+        "the fetched payload is voted for: {out:?}"
+    );
+}
