@@ -120,6 +120,15 @@ pub enum Input {
     Pending(bool),
     /// A timer set with [`Output::SetTimer`] fired.
     Timeout(Timer),
+    /// The host's connection to `peer` came up again (after a partition, a restart,
+    /// a dead link replaced). A replica changing view sends that peer its
+    /// VIEW-CHANGE at once: the others may have moved on to other views while they
+    /// could not hear each other, and waiting for the next retransmission would
+    /// keep a healed quorum apart for that long.
+    Reconnected {
+        /// The replica now reachable.
+        peer: ReplicaId,
+    },
     /// A payload with its certificate, fetched for [`Output::StateTransfer`].
     CertifiedPayload {
         /// The payload.
@@ -544,6 +553,7 @@ impl Replica {
                 self.arm_progress_timer(&mut out);
             }
             Input::Timeout(timer) => self.on_timeout(timer, &mut out),
+            Input::Reconnected { peer } => self.on_reconnected(peer, &mut out),
             Input::CertifiedPayload {
                 payload,
                 certificate,
@@ -1629,6 +1639,25 @@ impl Replica {
                     after_ticks: self.config.view_change_timeout_ticks,
                 });
             }
+        }
+    }
+
+    fn on_reconnected(&mut self, peer: ReplicaId, out: &mut Vec<Output>) {
+        let Status::ViewChanging(t) = self.status else {
+            return;
+        };
+        if peer == self.config.id || self.config.validators.key(peer).is_none() {
+            return;
+        }
+        if let Some(vc) = self
+            .view_changes
+            .get(&self.config.id)
+            .filter(|v| v.body.new_view == t)
+        {
+            out.push(Output::Send {
+                to: peer,
+                message: Message::ViewChange(vc.clone()),
+            });
         }
     }
 

@@ -1742,7 +1742,19 @@ impl Sim {
     pub fn heal(&mut self) {
         self.log("heal".into());
         self.blocks.clear();
-        self.partition = None;
+        // Links across the partition come back: each side hears of it, as the
+        // node's connection events tell its replica.
+        if let Some(groups) = self.partition.take() {
+            let group_of = |id: u32| groups.iter().position(|g| g.contains(&id));
+            let n = self.nodes.len() as u32;
+            for a in 0..n {
+                for b in 0..n {
+                    if a != b && group_of(a) != group_of(b) {
+                        self.step(ReplicaId(a), Input::Reconnected { peer: ReplicaId(b) });
+                    }
+                }
+            }
+        }
         self.drop_per_mille = 0;
         self.dup_per_mille = 0;
         self.crash_mid_step_per_mille = 0;
@@ -1795,6 +1807,23 @@ impl Sim {
             last.0, restored.record.view
         ));
         self.boot(ReplicaId(id), Some(restored));
+        // Its connections come up: both ends hear of it.
+        for other in 0..self.nodes.len() as u32 {
+            if other != id && self.is_up(other) {
+                self.step(
+                    ReplicaId(id),
+                    Input::Reconnected {
+                        peer: ReplicaId(other),
+                    },
+                );
+                self.step(
+                    ReplicaId(other),
+                    Input::Reconnected {
+                        peer: ReplicaId(id),
+                    },
+                );
+            }
+        }
     }
 
     /// Whether replica `id` is running.
@@ -2150,6 +2179,46 @@ mod tests {
         assert_eq!(sim.committed_height(), 0, "no side has 2f+1");
         sim.heal();
         sim.run_until_committed(&requests, 100_000).unwrap();
+    }
+
+    /// However long a partition lasts, once it heals commits resume within a few
+    /// base timeouts: the timeouts that doubled during the outage do not hold the
+    /// healed replicas apart.
+    #[test]
+    fn commits_resume_soon_after_a_long_partition_heals() {
+        let base = 400;
+        let cases: [(usize, &[&[u32]]); 5] = [
+            (4, &[&[0, 1], &[2, 3]]),
+            (4, &[&[0], &[1, 2, 3]]),
+            (4, &[&[3], &[0, 1, 2]]),
+            (7, &[&[0, 1, 2], &[3, 4, 5, 6]]),
+            (7, &[&[0, 1], &[2, 3, 4, 5, 6]]),
+        ];
+        for (n, groups) in cases {
+            for hold in [5_000u64, 100_000] {
+                let mut sim = honest_sim(n, 21);
+                sim.network(0, 0, (1, 10));
+                let early = sim.submit(8);
+                sim.run_until_committed(&early, 20_000).unwrap();
+                sim.partition(groups);
+                for _ in 0..hold / 1_000 {
+                    sim.submit(2);
+                    sim.run_for(1_000);
+                }
+                sim.heal();
+                let after = sim.submit(8);
+                let ticks = sim
+                    .run_until_committed(&after, 200_000)
+                    .unwrap_or_else(|e| panic!("n={n} {groups:?} held {hold}: {e}"));
+                println!(
+                    "n={n} groups {groups:?} held {hold} ticks: commits {ticks} ticks after heal"
+                );
+                assert!(
+                    ticks <= base + 200,
+                    "n={n} {groups:?} held {hold}: commits {ticks} ticks after heal, more than 1.5 base timeouts"
+                );
+            }
+        }
     }
 
     #[test]

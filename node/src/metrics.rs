@@ -20,6 +20,8 @@ pub struct Metrics {
     pub view: Gauge,
     /// Views entered after the first.
     pub view_changes: Counter,
+    /// Connections closed because their peer stopped answering pings.
+    pub connections_dead: Counter,
     /// Pending transactions.
     pub mempool_transactions: Gauge,
     /// Committed blocks.
@@ -75,6 +77,7 @@ impl Metrics {
         let height = Gauge::default();
         let view = Gauge::default();
         let view_changes = Counter::default();
+        let connections_dead = Counter::default();
         let mempool_transactions = Gauge::default();
         let blocks_committed = Counter::default();
         let transactions_committed = Counter::default();
@@ -113,6 +116,11 @@ impl Metrics {
             "view_changes",
             "Views entered after the first",
             view_changes.clone(),
+        );
+        registry.register(
+            "connections_dead",
+            "Connections closed because the peer stopped answering pings (a partition or a dead link); the peer is dialled again",
+            connections_dead.clone(),
         );
         registry.register(
             "mempool_transactions",
@@ -189,6 +197,7 @@ impl Metrics {
             height,
             view,
             view_changes,
+            connections_dead,
             mempool_transactions,
             blocks_committed,
             transactions_committed,

@@ -33,6 +33,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::BlockHeader;
 
+/// How often every connection is pinged. A connection through a partition keeps
+/// its TCP state and its queued bytes, and after the heal TCP resends them only on
+/// its next backed-off retry (a minute or more after a long outage): a failed ping
+/// closes it instead, and the peer is dialled afresh.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a ping may take before its connection counts as dead.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long dialling a peer (TCP, noise, yamux) may take: a dial into a partition
+/// holds back the next one to that peer until it gives up.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Largest consensus message (a NEW-VIEW re-issues up to a window of payloads).
 pub const CONSENSUS_FRAME_MAX: usize = 64 * 1024 * 1024;
 /// Largest sync request.
@@ -368,7 +379,11 @@ impl Behaviour {
             gossipsub,
             consensus,
             sync,
-            ping: ping::Behaviour::new(ping::Config::new()),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_INTERVAL)
+                    .with_timeout(PING_TIMEOUT),
+            ),
             mdns: Toggle::from(mdns),
         })
     }

@@ -415,6 +415,7 @@ pub async fn start(
             c.with_idle_connection_timeout(Duration::from_secs(3600))
                 .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
         })
+        .with_connection_timeout(net::DIAL_TIMEOUT)
         .build();
     // Consensus links: inbound streams are read by their own tasks and handed to the
     // event loop through a bounded channel; outbound ones are written by one task per
@@ -1314,6 +1315,9 @@ impl EventLoop {
                     tracing::debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
                     if let Some(i) = self.validator_index(&peer_id) {
                         tracing::info!(validator = i.0, peer = %peer_id, "validator connected");
+                        // A healed partition: tell the replica, which re-sends its
+                        // view change to that validator now.
+                        self.drive(Input::Reconnected { peer: i })?;
                     }
                 }
                 self.metrics
@@ -1353,6 +1357,15 @@ impl EventLoop {
                 let reason = net::denial_reason(&cause);
                 tracing::debug!(reason, "connection denied");
                 self.metrics.connection_denied(reason);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            })) => {
+                tracing::info!(%peer, %error, "peer stopped answering pings; closing the connection and dialling again");
+                self.metrics.connections_dead.inc();
+                self.swarm.close_connection(connection);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
