@@ -419,6 +419,7 @@ fn run(cli: Cli) -> Result<()> {
                 api: Default::default(),
                 gossip: Default::default(),
                 sync_serving: Default::default(),
+                scrub: Default::default(),
             };
             config.check().map_err(|e| anyhow!(e))?;
             let config_path = dir.join("node.toml");
