@@ -62,6 +62,11 @@ pub struct BenchOptions {
     pub plot: Option<PathBuf>,
     /// Test builds only: run validator I as a Byzantine one in MODE (repeat); the
     /// load goes to the other validators only.
+    /// The validators' scrub read rate in bytes per second, with no rest between
+    /// passes, so the scrub reads at that rate all along (0: scrub off; default:
+    /// the node's own settings). Measures what the scrub costs under load.
+    #[arg(long)]
+    pub scrub_bytes_per_second: Option<u64>,
     #[arg(long, hide = true, value_name = "I=MODE", value_parser = parse_maverick)]
     pub maverick: Vec<(usize, String)>,
 }
@@ -259,6 +264,14 @@ pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
         let mut config: NodeConfig = toml::from_str(&fs::read_to_string(&path)?)?;
         config.storage.body_window_blocks = BENCH_BODY_WINDOW_BLOCKS;
         config.storage.body_window_mib = BENCH_BODY_WINDOW_MIB;
+        match options.scrub_bytes_per_second {
+            Some(0) => config.scrub.enabled = false,
+            Some(rate) => {
+                config.scrub.bytes_per_second = rate;
+                config.scrub.pass_pause_secs = 0;
+            }
+            None => {}
+        }
         fs::write(&path, config.to_toml()?)?;
     }
     let mut children = Vec::new();

@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// The default node: validator 0 of the local testnet.
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:8000";
+/// Largest answer read by default (a full block's JSON fits).
+pub const ANSWER_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// A node's API.
 #[derive(Debug, Clone)]
@@ -46,13 +47,22 @@ impl Client {
     fn answer(
         &self,
         path: &str,
+        response: ureq::http::Response<ureq::Body>,
+    ) -> Result<(u16, Value)> {
+        self.answer_within(path, response, ANSWER_BYTES_MAX)
+    }
+
+    fn answer_within(
+        &self,
+        path: &str,
         mut response: ureq::http::Response<ureq::Body>,
+        limit: u64,
     ) -> Result<(u16, Value)> {
         let status = response.status().as_u16();
         let text = response
             .body_mut()
             .with_config()
-            .limit(256 * 1024 * 1024)
+            .limit(limit)
             .read_to_string()
             .map_err(|e| anyhow!("reading the answer to {path} from {}: {e}", self.base))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -79,6 +89,29 @@ impl Client {
         self.answer(path, response)
     }
 
+    /// GET `path`, an answer of at most `limit` bytes parsed as JSON while it is
+    /// read (no copy of the text is kept); a non-2xx answer becomes an error.
+    pub fn get_json_within(&self, path: &str, limit: u64) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut response = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let (status, value) = self.answer_within(path, response, 64 * 1024)?;
+            bail!("{}", error_text(status, &value));
+        }
+        let reader = response.body_mut().with_config().limit(limit).reader();
+        serde_json::from_reader(std::io::BufReader::new(reader)).map_err(|e| {
+            anyhow!(
+                "the answer to {path} from {} is not JSON within {limit} bytes: {e}",
+                self.base
+            )
+        })
+    }
+
     /// GET `path` as text (metrics).
     pub fn get_text(&self, path: &str) -> Result<String> {
         match self.get_raw(path)? {
@@ -86,12 +119,6 @@ impl Client {
             (200, other) => Ok(other.to_string()),
             (status, value) => bail!("{}", error_text(status, &value)),
         }
-    }
-
-    /// GET `path` as a typed value.
-    pub fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let value = self.get(path)?;
-        serde_json::from_value(value).with_context(|| format!("unexpected answer to {path}"))
     }
 
     /// POST JSON: status and body, whatever the status.

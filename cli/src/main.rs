@@ -299,6 +299,14 @@ struct SourceArgs {
     /// An exported folder instead of nodes.
     #[arg(long = "from-dir")]
     from_dir: Option<PathBuf>,
+    /// The genesis file to trust (the auditor's own copy). Without it or
+    /// --genesis-hash the source's genesis is trusted, with a warning.
+    #[arg(long, conflicts_with = "genesis_hash")]
+    genesis: Option<PathBuf>,
+    /// The hash of the genesis to trust (64 hex characters): the source's genesis
+    /// is used only if it has this hash.
+    #[arg(long = "genesis-hash")]
+    genesis_hash: Option<String>,
 }
 
 impl SourceArgs {
@@ -308,6 +316,16 @@ impl SourceArgs {
             None if self.nodes.is_empty() => audit::Source::Nodes(vec![Client::new(DEFAULT_NODE)]),
             None => audit::Source::Nodes(self.nodes.iter().map(|u| Client::new(u)).collect()),
         }
+    }
+
+    fn trust(&self) -> Result<audit::Trust> {
+        Ok(match (&self.genesis, &self.genesis_hash) {
+            (Some(path), _) => audit::Trust::File(path.clone()),
+            (None, Some(hex)) => audit::Trust::Hash(hex.parse().map_err(|e| {
+                anyhow!("--genesis-hash {hex:?} is not a hash (64 hex characters): {e}")
+            })?),
+            (None, None) => audit::Trust::Source,
+        })
     }
 }
 
@@ -346,6 +364,21 @@ enum AuditCmd {
         #[command(flatten)]
         source: SourceArgs,
     },
+    /// How many good fragments of each height the validators hold, worst first.
+    /// Exits 1 if a height has fewer than k (it cannot be rebuilt).
+    #[command(
+        after_help = "Examples:\n  mosaic audit availability --genesis genesis.json --node http://127.0.0.1:8000,http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003\n  mosaic audit availability --from 100 --to 200 --json --node ..."
+    )]
+    Availability {
+        /// First height (default 1).
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last height (default the highest any node reports).
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -362,6 +395,42 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn availability_table(value: &Value) -> String {
+    let mut out = format!(
+        "heights {}..={}: k = {}, n = {}, fewest good fragments {}\n",
+        value["from"], value["to"], value["k"], value["n"], value["min_good"]
+    );
+    for row in value["heights_by_good_fragments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        out += &format!(
+            "  {} heights with {} good fragments\n",
+            row["heights"], row["good"]
+        );
+    }
+    out += "worst heights:\n";
+    for row in value["worst"].as_array().into_iter().flatten() {
+        out += &format!("  height {:>8}  {} good\n", row["height"], row["good"]);
+    }
+    for node in value["nodes"].as_array().into_iter().flatten() {
+        out += &format!(
+            "  {} (validator {}): {} good, {} bad{}\n",
+            node["node"].as_str().unwrap_or_default(),
+            node["validator"],
+            node["good_fragments"],
+            node["bad_count"],
+            node["error"]
+                .as_str()
+                .map(|e| format!(", error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    out += &audit::trust_line(value);
+    out
 }
 
 fn print(json: bool, value: &Value, text: impl FnOnce() -> String) {
@@ -419,6 +488,7 @@ fn run(cli: Cli) -> Result<()> {
                 api: Default::default(),
                 gossip: Default::default(),
                 sync_serving: Default::default(),
+                scrub: Default::default(),
             };
             config.check().map_err(|e| anyhow!(e))?;
             let config_path = dir.join("node.toml");
@@ -504,24 +574,28 @@ fn run(cli: Cli) -> Result<()> {
             print(json, &report, || bench_table(&report));
         }
         Top::Audit(AuditCmd::Verify { source }) => {
-            let value = audit::verify(&source.source(), json)?;
+            let value = audit::verify(&source.source(), &source.trust()?, json)?;
             print(json, &value, || {
                 format!(
-                    "chain {} verified from genesis to height {}: links, certificates, {} transaction signatures and state roots all check",
+                    "chain {} verified from genesis to height {}: links, certificates, {} transaction signatures and state roots all check\n{}",
                     value["chain_id"].as_str().unwrap_or_default(),
                     value["height"],
-                    value["transactions"]
+                    value["transactions"],
+                    audit::trust_line(&value)
                 )
             });
         }
         Top::Audit(AuditCmd::Export { out, source }) => {
-            let value = audit::export(&source.source(), &out, json)?;
+            let value = audit::export(&source.source(), &source.trust()?, &out, json)?;
             print(json, &value, || {
                 format!(
-                    "exported {} blocks and {} fragments to {}",
+                    "exported {} blocks and {} fragments (each checked) to {}; refused {}; heights with fewer than k fragments: [{}]\n{}",
                     value["blocks"],
                     value["fragments"],
-                    out.display()
+                    out.display(),
+                    value["refused_fragments"].as_array().map_or(0, Vec::len),
+                    audit::ranges_text(&value["heights_below_k"]),
+                    audit::trust_line(&value)
                 )
             });
         }
@@ -530,18 +604,39 @@ fn run(cli: Cli) -> Result<()> {
             out,
             source,
         }) => {
-            let value = audit::reconstruct(&source.source(), height, out.as_deref())?;
+            let value =
+                audit::reconstruct(&source.source(), &source.trust()?, height, out.as_deref())?;
             print(json, &value, || {
                 let f = &value["fragments"];
                 format!(
-                    "rebuilt block {height} ({} transactions) into {}\ngood fragments {}\nbad {}\nmissing {}",
+                    "rebuilt block {height} ({} transactions) into {}\ngood fragments {}\nbad {}\nmissing {}\n{}",
                     value["transactions"],
                     value["written"].as_str().unwrap_or_default(),
                     f["good"],
                     f["bad"],
-                    f["missing"]
+                    f["missing"],
+                    audit::trust_line(&value)
                 )
             });
+        }
+        Top::Audit(AuditCmd::Availability { from, to, source }) => {
+            let (value, lost) =
+                audit::availability(&source.source(), &source.trust()?, from, to, json)?;
+            print(json, &value, || availability_table(&value));
+            let below_n = audit::ranges_text(&value["heights_below_n"]);
+            if lost {
+                bail!(
+                    "heights [{}] have fewer than k = {} good fragments and cannot be rebuilt",
+                    audit::ranges_text(&value["heights_below_k"]),
+                    value["k"]
+                );
+            }
+            if !below_n.is_empty() {
+                eprintln!(
+                    "warning: heights [{below_n}] have fewer than n = {} good fragments (still rebuildable; the validators' scrub repairs them)",
+                    value["n"]
+                );
+            }
         }
     }
     Ok(())

@@ -214,6 +214,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
             api: Default::default(),
             gossip: Default::default(),
             sync_serving: Default::default(),
+            scrub: Default::default(),
         };
         fs::write(node_dir(dir, i).join("node.toml"), config.to_toml()?)?;
     }

@@ -12,6 +12,7 @@
 //! | GET | `/v1/blocks/{height}` | header, certificate, transactions (rebuilt from fragments when pruned); `?view=hashes`: transaction ids only |
 //! | GET | `/v1/blocks/{height}/fragments/{index}` | a fragment with its proof |
 //! | GET | `/v1/headers?from=H&count=N` | certified headers (for audits) |
+//! | GET | `/v1/own-fragments?from=H&count=N[&view=ranges]` | this validator's own fragments of heights H.. with their proofs (at most 1,024 heights and about 4 MiB; `to` says where it stopped), and the ranges of heights it holds good ones for and lacks; `view=ranges`: the ranges only (up to 16,384 heights) |
 //! | GET | `/metrics` | Prometheus |
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +48,12 @@ pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const BATCH_TXS_MAX: usize = 10_000;
 /// Headers per request at most.
 pub const HEADERS_MAX: u64 = 256;
+/// Heights per `/v1/own-fragments` answer with fragments, at most.
+pub const OWN_FRAGMENTS_MAX: u64 = 1_024;
+/// Heights per `/v1/own-fragments?view=ranges` answer, at most.
+pub const OWN_RANGES_MAX: u64 = 16_384;
+/// Fragment bytes per `/v1/own-fragments` answer, about (it always holds one).
+pub const OWN_FRAGMENT_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -152,6 +159,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/blocks/{height}/fragments/{index}", get(fragment))
         .route("/v1/headers", get(headers))
+        .route("/v1/own-fragments", get(own_fragments))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found("no such endpoint: see the API table in node/src/api.rs")
@@ -635,10 +643,12 @@ async fn fragment(
     }
     let own = placement::fragment_of(state.info.index, height, n as u16);
     let fragment = if index == own {
-        state
-            .store
-            .own_fragment(height)
-            .map_err(|e| ApiError::internal(e.to_string()))?
+        // A corrupt own fragment is not served: the body (if kept) still is.
+        match state.store.own_fragment(height) {
+            Ok(f) => f,
+            Err(mosaic_storage::StoreError::Corrupt { .. }) => None,
+            Err(e) => return Err(ApiError::internal(e.to_string())),
+        }
     } else {
         None
     };
@@ -712,6 +722,108 @@ async fn headers(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Ap
     Ok(ok(json!({ "headers": out })))
 }
 
+/// Adds `height` to ranges of consecutive heights.
+fn push_range(ranges: &mut Vec<[u64; 2]>, height: u64) {
+    match ranges.last_mut() {
+        Some(last) if last[1] + 1 == height => last[1] = height,
+        _ => ranges.push([height, height]),
+    }
+}
+
+/// `GET /v1/own-fragments?from=H&count=N[&view=ranges]`: which heights this
+/// validator holds a good own fragment for (read and checked against the block's
+/// commitment now), and unless `view=ranges` the fragments themselves, so an
+/// auditor checks every proof with one request per few MiB instead of per height.
+async fn own_fragments(State(state): State<ApiState>, RawQuery(query): RawQuery) -> ApiResult {
+    let mut from = 1u64;
+    let mut count = OWN_FRAGMENTS_MAX;
+    let mut ranges_only = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = || {
+            value.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("query parameter {key}={value:?} is not an integer"))
+            })
+        };
+        match (key, value) {
+            ("from", _) => from = number()?.max(1),
+            ("count", _) => count = number()?,
+            ("view", "ranges") => ranges_only = true,
+            ("view", "fragments") => ranges_only = false,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {pair:?}: use from, count and view=ranges|fragments"
+                )));
+            }
+        }
+    }
+    let count = count.clamp(
+        1,
+        if ranges_only {
+            OWN_RANGES_MAX
+        } else {
+            OWN_FRAGMENTS_MAX
+        },
+    );
+    let store = state.store.clone();
+    let tip = lock(&state.shared).tip.height;
+    let index = state.info.index;
+    let answer = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let mut held = Vec::new();
+        let mut missing = Vec::new();
+        let mut fragments = Vec::new();
+        let mut bytes = 0usize;
+        let mut to = from.saturating_sub(1);
+        let last = from.saturating_add(count - 1).min(tip);
+        for height in from..=last {
+            let fragment = match store.own_fragment(height) {
+                Ok(f) => f,
+                Err(mosaic_storage::StoreError::Corrupt { .. }) => None,
+                Err(e) => return Err(ApiError::internal(e.to_string())),
+            };
+            to = height;
+            match fragment {
+                Some(fragment) => {
+                    push_range(&mut held, height);
+                    if !ranges_only {
+                        let encoded = codec::encode(&fragment)
+                            .map_err(|e| ApiError::internal(e.to_string()))?;
+                        bytes += encoded.len();
+                        fragments.push(json!({
+                            "height": height,
+                            "index": fragment.index,
+                            "fragment": hex::encode(encoded),
+                        }));
+                    }
+                }
+                None => push_range(&mut missing, height),
+            }
+            if bytes >= OWN_FRAGMENT_BYTES_MAX {
+                break;
+            }
+        }
+        let mut answer = json!({
+            "validator": index,
+            "tip": tip,
+            "from": from,
+            "to": to,
+            "held": held,
+            "missing": missing,
+        });
+        if !ranges_only {
+            answer["fragments"] = json!(fragments);
+        }
+        Ok(answer)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("fragment read stopped: {e}")))??;
+    Ok(ok(answer))
+}
+
 async fn metrics(State(state): State<ApiState>) -> Response {
     (
         [(
@@ -728,6 +840,15 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+
+    #[test]
+    fn heights_fold_into_ranges() {
+        let mut ranges = Vec::new();
+        for h in [1, 2, 3, 5, 7, 8] {
+            push_range(&mut ranges, h);
+        }
+        assert_eq!(ranges, vec![[1, 3], [5, 5], [7, 8]]);
+    }
 
     const CHUNK: usize = 64 * 1024;
 

@@ -48,6 +48,11 @@
 //! requests_burst = 200
 //! queued_per_peer_max = 16
 //! reads_running_max = 8
+//!
+//! [scrub]
+//! enabled = true
+//! bytes_per_second = 4194304
+//! pass_pause_secs = 60
 //! ```
 
 use std::net::SocketAddr;
@@ -105,6 +110,9 @@ pub struct NodeConfig {
     /// What other validators may make this node read for sync.
     #[serde(default)]
     pub sync_serving: SyncServing,
+    /// The scrub of own fragments.
+    #[serde(default)]
+    pub scrub: ScrubTuning,
 }
 
 /// Budgets for serving sync requests (status, certified blocks, fragments) to
@@ -210,6 +218,28 @@ pub struct ConsensusTuning {
     pub view_change_timeout_ms: u64,
     /// Cap of the doubling timeout.
     pub view_change_timeout_max_ms: u64,
+}
+
+/// The scrub of own fragments ([`crate::scrub`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubTuning {
+    /// Whether the scrub runs (it should: it is what keeps every block rebuildable).
+    pub enabled: bool,
+    /// Fragment bytes read per second at most.
+    pub bytes_per_second: u64,
+    /// Seconds of rest between passes.
+    pub pass_pause_secs: u64,
+}
+
+impl Default for ScrubTuning {
+    fn default() -> Self {
+        ScrubTuning {
+            enabled: true,
+            bytes_per_second: 4 << 20,
+            pass_pause_secs: 60,
+        }
+    }
 }
 
 /// Storage tunables.
@@ -423,6 +453,12 @@ impl NodeConfig {
             return Err(
                 "storage.body_window_mib must be at most 1048576 (1 TiB; 0 for no bound)".into(),
             );
+        }
+        if self.scrub.bytes_per_second < 4096 || self.scrub.bytes_per_second > 1 << 40 {
+            return Err("scrub.bytes_per_second must be between 4096 and 1099511627776".into());
+        }
+        if self.scrub.pass_pause_secs > 7 * 86_400 {
+            return Err("scrub.pass_pause_secs must be at most 604800 (a week)".into());
         }
         let n = &self.connections;
         if n.incoming_max == 0 {

@@ -5,7 +5,8 @@
 //! loop that wires them ([`service`]) with its rooms, each owning one concern's
 //! state: held PRE-PREPAREs ([`held`]), catch-up ([`sync`]), peer scores
 //! ([`peers`]), gossip checks ([`gossip`]), sync serving ([`serve`]) and fragment
-//! gathering ([`gather`]).
+//! gathering ([`gather`]); beside it the [`scrub`] keeps every own fragment present
+//! and intact.
 //!
 //! Invariants: a block is executed only after consensus delivered it with its
 //! commit certificate, and it is durable in the store before anything reports it;
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod net;
 pub mod peers;
 pub mod schema;
+pub mod scrub;
 pub mod serve;
 pub mod service;
 pub mod sigbatch;

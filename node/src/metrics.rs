@@ -56,6 +56,8 @@ pub struct Metrics {
     pub misbehaviour_points: Family<Labels, Counter>,
     /// Sync reads (blocks, fragments) for peers running or waiting.
     pub sync_reads_queued: Gauge,
+    /// The scrub of own fragments ([`crate::scrub`]).
+    pub scrub: crate::scrub::ScrubMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -95,6 +97,37 @@ impl Metrics {
         let held_bytes = Gauge::default();
         let misbehaviour_points = Family::<Labels, Counter>::default();
         let sync_reads_queued = Gauge::default();
+        let scrub = crate::scrub::ScrubMetrics::default();
+        registry.register(
+            "scrub_fragments_checked",
+            "Own fragments the scrub read and checked against their block's commitment",
+            scrub.checked.clone(),
+        );
+        registry.register(
+            "scrub_fragments_missing",
+            "Own fragments the scrub found missing or corrupt",
+            scrub.missing.clone(),
+        );
+        registry.register(
+            "scrub_fragments_repaired",
+            "Own fragments re-derived (from the body or peers' fragments) and stored",
+            scrub.repaired.clone(),
+        );
+        registry.register(
+            "scrub_repairs_failed",
+            "Repairs that failed (too few good fragments from peers); the next pass retries",
+            scrub.failed.clone(),
+        );
+        registry.register(
+            "scrub_position",
+            "The height the scrub is checking (0 between passes)",
+            scrub.position.clone(),
+        );
+        registry.register(
+            "scrub_passes",
+            "Full scrub passes over every committed height",
+            scrub.passes.clone(),
+        );
         registry.register(
             "sync_reads_queued",
             "Sync reads (blocks, fragments) for peers running or waiting, off the event loop",
@@ -215,6 +248,7 @@ impl Metrics {
             held_bytes,
             misbehaviour_points,
             sync_reads_queued,
+            scrub,
         }
     }
 

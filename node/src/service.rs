@@ -5,6 +5,8 @@
 //! state. Each concern's state lives in a room the loop calls ([`crate::held`],
 //! [`crate::sync`], [`crate::peers`], [`crate::gossip`], [`crate::serve`],
 //! [`crate::gather`]); the loop does what they decide with the swarm and the store.
+//! The scrub ([`crate::scrub`]) runs beside it too and asks it only for peers'
+//! fragments.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -46,6 +48,7 @@ use crate::net::{
 };
 use crate::peers::{ConsensusBlame, Peers};
 use crate::schema::{NodeStore, PersistedConsensus};
+use crate::scrub::{GatheredByNode, Scrub, ScrubConfig};
 use crate::serve::{self, Decision, Read, Serve, ServeLimits};
 use crate::sigbatch::SigBatcher;
 use crate::sync::{CatchUp, Queued};
@@ -198,6 +201,7 @@ pub struct NodeHandle {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), NodeError>>,
     api_task: JoinHandle<()>,
+    scrub_task: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -215,6 +219,7 @@ impl NodeHandle {
             Err(e) => Err(NodeError::Task(e.to_string())),
         };
         let _ = self.api_task.await;
+        let _ = self.scrub_task.await;
         result
     }
 
@@ -227,6 +232,7 @@ impl NodeHandle {
         };
         let _ = self.shutdown.send(true);
         let _ = self.api_task.await;
+        let _ = self.scrub_task.await;
         result
     }
 
@@ -511,7 +517,7 @@ pub async fn start(
         info: info.clone(),
         status: status.clone(),
         metrics: metrics.clone(),
-        commands: commands_tx,
+        commands: commands_tx.clone(),
         verify_backlog: verify_backlog.clone(),
         signatures: signatures.clone(),
     };
@@ -521,6 +527,17 @@ pub async fn start(
         Duration::from_secs(config.api.idle_timeout_secs),
     );
     let api_task = tokio::spawn(api::serve(listener, api_state, shutdown_rx.clone()));
+    let scrub = Scrub::new(
+        store.clone(),
+        GatheredByNode::new(commands_tx),
+        ScrubConfig {
+            enabled: config.scrub.enabled,
+            bytes_per_second: config.scrub.bytes_per_second,
+            pass_pause: Duration::from_secs(config.scrub.pass_pause_secs),
+        },
+        metrics.scrub.clone(),
+    );
+    let scrub_task = tokio::spawn(scrub.run(shutdown_rx.clone()));
 
     // Bounded by GOSSIP_VERIFY_IN_FLIGHT_MAX jobs, each sending one result.
     let (gossip_results, gossip_verified) = mpsc::unbounded_channel();
@@ -617,6 +634,7 @@ pub async fn start(
         shutdown,
         task,
         api_task,
+        scrub_task,
     })
 }
 

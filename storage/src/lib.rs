@@ -35,4 +35,7 @@ pub use coding::{
     CheckedFragment, CodecId, CodingError, CodingParams, Fragment, FragmentCommitment,
     FragmentError, check_encoding, decode, default_data_shards, encode, reconstruct,
 };
-pub use store::{CommittedBlock, Rebuilt, Schema, Store, StoreConfig, StoreError};
+pub use segments::Damage;
+pub use store::{
+    CommittedBlock, FragmentState, OpenDamage, Rebuilt, Schema, Store, StoreConfig, StoreError,
+};

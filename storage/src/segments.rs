@@ -48,6 +48,18 @@ pub(crate) struct LogEnd {
     pub end: u64,
 }
 
+/// A committed segment file found shorter than its committed end when the log
+/// opened (a truncated or deleted file): the bytes past `found` are lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    /// The segment number.
+    pub segment: u64,
+    /// Its committed length.
+    pub committed: u64,
+    /// The length found on disk.
+    pub found: u64,
+}
+
 /// When to start a new segment file.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Roll {
@@ -148,13 +160,15 @@ pub(crate) fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
 
 impl Log {
     /// Opens the log in `dir`, cutting it back to `committed` (`None`: nothing was
-    /// ever committed, so every segment file is removed).
+    /// ever committed, so every segment file is removed). A committed segment found
+    /// shorter than its committed end (or gone) is padded back and reported as
+    /// [`Damage`]: the records it lost read as corrupt, and the store opens anyway.
     pub(crate) fn open(
         dir: PathBuf,
         name: &'static str,
         roll: Roll,
         committed: Option<LogEnd>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<(Self, Option<Damage>), StoreError> {
         create_dir_durably(&dir)
             .map_err(|e| io_error(name, format!("cannot create {}", dir.display()), e))?;
         let mut on_disk = BTreeSet::new();
@@ -198,31 +212,39 @@ impl Log {
         }
         on_disk.retain(|s| *s < segment || (committed.is_some() && *s == segment));
         let mut file = None;
+        let mut damage = None;
         if committed.is_some() && len > 0 {
             let path = log.path(segment);
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
+                .create(true)
+                .truncate(false)
                 .open(&path)
                 .map_err(|e| io_error(name, format!("cannot open {}", path.display()), e))?;
             let actual = f
                 .metadata()
                 .map_err(|e| io_error(name, format!("cannot stat {}", path.display()), e))?
                 .len();
-            if actual < len {
-                return Err(StoreError::Corrupt {
-                    table: name,
-                    key: format!("segment {segment:016x}"),
-                    reason: format!(
-                        "file is {actual} bytes but {len} were committed: committed records are missing"
-                    ),
-                });
-            }
-            if actual > len {
+            if actual != len {
+                // A longer file holds an append whose transaction never committed.
+                // A shorter one lost committed records: it is padded back to its
+                // committed length so that later appends keep their offsets, and
+                // the lost records read as corrupt until the scrub re-derives them.
+                if actual < len {
+                    damage = Some(Damage {
+                        segment,
+                        committed: len,
+                        found: actual,
+                    });
+                }
                 f.set_len(len)
-                    .map_err(|e| io_error(name, format!("cannot cut {}", path.display()), e))?;
+                    .map_err(|e| io_error(name, format!("cannot resize {}", path.display()), e))?;
                 f.sync_all()
                     .map_err(|e| io_error(name, format!("cannot sync {}", path.display()), e))?;
+                sync_dir(&log.dir)
+                    .map_err(|e| io_error(name, format!("cannot sync {}", log.dir.display()), e))?;
+                on_disk.insert(segment);
             }
             file = Some(f);
         }
@@ -233,7 +255,7 @@ impl Log {
             w.len = len;
             w.on_disk = on_disk;
         }
-        Ok(log)
+        Ok((log, damage))
     }
 
     fn lock(&self) -> MutexGuard<'_, Writer> {
@@ -487,7 +509,7 @@ mod tests {
             bogus_len in any::<u32>(),
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let log = Log::open(dir.path().join("log"), "bodies", roll(), None).unwrap();
+            let (log, _) = Log::open(dir.path().join("log"), "bodies", roll(), None).unwrap();
             let mut locs = Vec::new();
             {
                 let mut appender = log.appender();
@@ -530,7 +552,7 @@ mod tests {
             bytes: 100,
             records: 3,
         };
-        let log = Log::open(dir.path().join("log"), "fragments", roll, None).unwrap();
+        let (log, _) = Log::open(dir.path().join("log"), "fragments", roll, None).unwrap();
         let mut locs = Vec::new();
         let end = {
             let mut appender = log.appender();
@@ -556,7 +578,8 @@ mod tests {
             segment: locs[7].segment,
             end: locs[7].offset + (RECORD_HEADER + 40) as u64,
         };
-        let log = Log::open(dir.path().join("log"), "fragments", roll, Some(committed)).unwrap();
+        let (log, _) =
+            Log::open(dir.path().join("log"), "fragments", roll, Some(committed)).unwrap();
         for (h, loc) in locs.iter().enumerate().take(8) {
             assert_eq!(log.read(*loc, h as u64).unwrap(), Some(vec![h as u8; 40]));
         }

@@ -31,7 +31,7 @@ use crate::coding::{
     self, CodingError, Fragment, FragmentCommitment, FragmentError, Reconstruction,
 };
 use crate::placement;
-use crate::segments::{Loc, Log, LogEnd, Roll};
+use crate::segments::{Damage, Loc, Log, LogEnd, Roll};
 use crate::txindex::{self, RunRecord, Runs};
 
 /// The types the node stores. One production implementation (the node's) and test
@@ -414,8 +414,48 @@ pub struct Store<S: Schema> {
     /// Payload bytes of the bodies in the `bodies` table (changed only by a commit,
     /// which holds the body log's appender).
     body_bytes: std::sync::atomic::AtomicU64,
+    /// Segment files found short when the store opened.
+    damage: OpenDamage,
     config: StoreConfig,
     _schema: PhantomData<fn() -> S>,
+}
+
+/// Segment files found shorter than their committed end when the store opened
+/// (truncated or deleted by something other than the store). The store opens
+/// degraded: the records they lost read as missing, own fragments are re-derived by
+/// [`Store::repair`] and bodies rebuilt from fragments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenDamage {
+    /// The fragment log's damaged segment.
+    pub fragments: Option<Damage>,
+    /// The body log's damaged segment.
+    pub bodies: Option<Damage>,
+}
+
+impl OpenDamage {
+    /// Whether anything was found damaged.
+    pub fn is_degraded(&self) -> bool {
+        self.fragments.is_some() || self.bodies.is_some()
+    }
+}
+
+/// The state of this validator's own fragment at one height.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FragmentState {
+    /// No block is committed at that height.
+    NoBlock,
+    /// Present and checked against the block's commitment; its size in bytes.
+    Good {
+        /// Encoded bytes read.
+        bytes: u64,
+    },
+    /// Not stored (never written, forgotten, or in a lost segment file).
+    Missing,
+    /// Stored but failing its checksum, decoding or proof.
+    Corrupt {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl<S: Schema> Debug for Store<S> {
@@ -509,7 +549,7 @@ impl<S: Schema> Store<S> {
             bytes
         };
         let dir = segments_dir(path);
-        let fragments = Log::open(
+        let (fragments, fragment_damage) = Log::open(
             dir.join("fragments"),
             FRAGMENTS.name,
             Roll {
@@ -520,7 +560,7 @@ impl<S: Schema> Store<S> {
         )?;
         // Bodies roll every quarter window (in blocks and in bytes), so a pruned
         // body's file goes at most a quarter window after it.
-        let bodies = Log::open(
+        let (bodies, body_damage) = Log::open(
             dir.join("bodies"),
             BODIES.name,
             Roll {
@@ -541,6 +581,10 @@ impl<S: Schema> Store<S> {
             compacting: std::sync::Mutex::new(()),
             recent: std::sync::Mutex::new(recent),
             body_bytes: std::sync::atomic::AtomicU64::new(body_bytes),
+            damage: OpenDamage {
+                fragments: fragment_damage,
+                bodies: body_damage,
+            },
             config,
             _schema: PhantomData,
         };
@@ -1022,9 +1066,61 @@ impl<S: Schema> Store<S> {
             })
     }
 
-    /// The stored body at `height`, if still inside the window.
+    /// The stored body at `height`, if still inside the window. A body whose
+    /// record fails its checksum counts as pruned: callers rebuild it from
+    /// fragments, which are checked against the header's commitment.
     pub fn body(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read_loc(BODIES, &self.bodies, height)
+        match self.read_loc(BODIES, &self.bodies, height) {
+            Err(StoreError::Corrupt { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Segment files found short when the store opened (see [`OpenDamage`]).
+    pub fn open_damage(&self) -> OpenDamage {
+        self.damage
+    }
+
+    /// Reads and checks this validator's own fragment at `height` (the scrub's
+    /// unit of work).
+    pub fn own_fragment_state(&self, height: u64) -> Result<FragmentState, StoreError> {
+        let Some(commitment) = self.commitment(height)? else {
+            return Ok(FragmentState::NoBlock);
+        };
+        let bytes = match self.read_loc(FRAGMENTS, &self.fragments, height) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(FragmentState::Missing),
+            Err(StoreError::Corrupt { reason, .. }) => {
+                return Ok(FragmentState::Corrupt { reason });
+            }
+            Err(e) => return Err(e),
+        };
+        let fragment: Fragment = match codec::decode(&bytes, VALUE_BYTES_MAX) {
+            Ok(f) => f,
+            Err(e) => {
+                return Ok(FragmentState::Corrupt {
+                    reason: format!("does not decode: {e}"),
+                });
+            }
+        };
+        let own_index = placement::fragment_of(
+            self.config.validator_index,
+            height,
+            commitment.params.total_shards,
+        );
+        if fragment.index != own_index {
+            return Ok(FragmentState::Corrupt {
+                reason: format!("holds fragment {} instead of {own_index}", fragment.index),
+            });
+        }
+        match fragment.check(&commitment) {
+            Ok(_) => Ok(FragmentState::Good {
+                bytes: bytes.len() as u64,
+            }),
+            Err(e) => Ok(FragmentState::Corrupt {
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// An account's state.

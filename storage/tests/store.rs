@@ -4,7 +4,7 @@
 mod common;
 
 use common::{K, TestSchema, block, body_for, peer_fragment, tx_id};
-use mosaic_storage::{CodingError, Store, StoreConfig, StoreError, placement};
+use mosaic_storage::{CodingError, FragmentState, Store, StoreConfig, StoreError, placement};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -263,11 +263,16 @@ fn a_flipped_byte_on_disk_is_reported_not_served() -> TestResult {
         // Either the database itself notices ...
         Err(StoreError::Corrupt { .. }) | Err(StoreError::Database(_)) => {}
         Ok(store) => {
-            // ... or our checksum does, on read.
+            // ... or our checksum does, on read: the body counts as pruned (it
+            // is rebuilt from fragments) and the fragment as corrupt (repaired).
             match store.body(marker_height) {
-                Err(StoreError::Corrupt { table, .. }) => assert_eq!(table, "bodies"),
+                Ok(None) => {}
                 other => panic!("corrupt body must not be served: {other:?}"),
             }
+            assert!(!matches!(
+                store.own_fragment_state(marker_height)?,
+                FragmentState::Missing | FragmentState::NoBlock
+            ));
             // Other heights are still fine.
             assert_eq!(store.body(1)?, Some(body_for(1)));
             assert!(store.own_fragment(1)?.is_some());
@@ -443,29 +448,86 @@ fn bytes_appended_but_never_committed_are_cut_off_on_open() -> TestResult {
 }
 
 #[test]
-fn a_segment_file_shorter_than_committed_is_reported() -> TestResult {
+fn a_store_with_short_segment_files_opens_degraded_and_repairs() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("s.redb");
     {
-        let store = Store::<TestSchema>::open(&path, config(0, 100))?;
-        for h in 1..=3 {
-            store.commit_block(block(h, 0))?;
+        let store = Store::<TestSchema>::open(&path, config(1, 100))?;
+        for h in 1..=6 {
+            store.commit_block(block(h, 1))?;
         }
     }
-    let bodies = segment_files(&path, "bodies");
-    let last = bodies.last().ok_or("no body segment")?;
-    let len = std::fs::metadata(last)?.len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(last)?
-        .set_len(len - 10)?;
-    match Store::<TestSchema>::open(&path, config(0, 100)) {
-        Err(StoreError::Corrupt { table, reason, .. }) => {
-            assert_eq!(table, "bodies");
-            assert!(reason.contains("committed"), "{reason}");
-        }
-        other => panic!("expected Corrupt, got {other:?}"),
+    // The fragment file loses its second half, the body file a few bytes (height
+    // 6's body).
+    for (log, keep) in [("fragments", 2u64), ("bodies", 0)] {
+        let files = segment_files(&path, log);
+        let last = files.last().ok_or("no segment")?;
+        let len = std::fs::metadata(last)?.len();
+        let cut = len.checked_div(keep).unwrap_or(len - 10);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(last)?
+            .set_len(cut)?;
     }
+    let store = Store::<TestSchema>::open(&path, config(1, 100))?;
+    let damage = store.open_damage();
+    assert!(damage.is_degraded());
+    assert!(damage.fragments.is_some_and(|d| d.found < d.committed));
+    assert!(damage.bodies.is_some());
+    // What survived is served; what was lost reads as missing or corrupt.
+    assert_eq!(store.own_fragment(1)?, Some(block(1, 1).own_fragment));
+    assert_eq!(store.body(1)?, Some(body_for(1)));
+    assert_eq!(store.body(6)?, None);
+    let lost: Vec<u64> = (1..=6)
+        .filter(|h| !matches!(store.own_fragment_state(*h), Ok(FragmentState::Good { .. })))
+        .collect();
+    assert!(lost.contains(&6) && !lost.contains(&1), "{lost:?}");
+    assert_eq!(store.missing_fragments(1, 6)?, lost);
+    // Repair: from the body where it is kept, from peers otherwise.
+    for h in &lost {
+        store.repair(*h, |i| peer_fragment(*h, i))?;
+    }
+    assert!(store.missing_fragments(1, 6)?.is_empty());
+    // The store goes on committing, and reopens clean.
+    store.commit_block(block(7, 1))?;
+    drop(store);
+    let store = Store::<TestSchema>::open(&path, config(1, 100))?;
+    assert!(!store.open_damage().is_degraded());
+    for h in 1..=7 {
+        assert_eq!(
+            store.own_fragment(h)?,
+            Some(block(h, 1).own_fragment),
+            "{h}"
+        );
+    }
+    assert_eq!(
+        store.own_fragment_state(8)?,
+        FragmentState::NoBlock,
+        "no block at 8"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_deleted_fragment_segment_file_opens_degraded() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.redb");
+    {
+        let store = Store::<TestSchema>::open(&path, config(2, 2))?;
+        for h in 1..=4 {
+            store.commit_block(block(h, 2))?;
+        }
+    }
+    for file in segment_files(&path, "fragments") {
+        std::fs::remove_file(file)?;
+    }
+    let store = Store::<TestSchema>::open(&path, config(2, 2))?;
+    assert!(store.open_damage().fragments.is_some());
+    assert_eq!(store.missing_fragments(1, 4)?, vec![1, 2, 3, 4]);
+    for h in 1..=4 {
+        store.repair(h, |i| peer_fragment(h, i))?;
+    }
+    assert!(store.missing_fragments(1, 4)?.is_empty());
     Ok(())
 }
 
