@@ -328,6 +328,20 @@ fn a_pre_prepare_just_above_the_window_is_voted_for_once_the_window_moves() {
         sent(&out, "prepare").is_empty(),
         "s9 is above the window until s8 is a stable checkpoint"
     );
+    // The others' votes for s9 arrive before the checkpoint too.
+    let (d9, p8) = (blocks[8].1, blocks[7].1);
+    for from in [1u32, 2] {
+        assert!(feed(&mut r3, from, &[net.prepare(from, 9, d9, p8)]).is_empty());
+    }
+    for from in [0u32, 1] {
+        assert!(feed(&mut r3, from, &[net.commit(from, 9, d9)]).is_empty());
+    }
+    // Up to a full window above the window is kept; beyond it, refused.
+    feed(&mut r3, 2, &[net.prepare(2, 16, d9, p8)]);
+    assert_eq!(r3.rejections().get("out-of-window"), None);
+    feed(&mut r3, 2, &[net.prepare(2, 17, d9, p8)]);
+    assert_eq!(r3.rejections().get("out-of-window"), Some(&1));
+    let replays = r3.replays();
     let mut out = Vec::new();
     for from in [0u32, 1] {
         let checkpoint = Message::Checkpoint(sign(
@@ -351,5 +365,82 @@ fn a_pre_prepare_just_above_the_window_is_voted_for_once_the_window_moves() {
         vec![9],
         "the kept PRE-PREPARE for s9 is voted for once the window moves"
     );
-    assert_eq!(r3.rejections().get("out-of-window"), None);
+    assert_eq!(
+        delivered(&out),
+        vec![(9, d9)],
+        "the kept PREPAREs and COMMITs complete s9"
+    );
+    assert!(r3.replays() > replays, "the host is told a replay happened");
+}
+
+/// Each sender's share of the messages kept above the window is bounded.
+#[test]
+fn one_sender_cannot_keep_more_than_its_share_above_the_window() {
+    let net = Net::new();
+    let mut config = Config::new(ReplicaId(3), net.vs.clone(), Digest(Hash::ZERO));
+    config.window = 8;
+    config.checkpoint_interval = 4;
+    let mut r3 = Replica::new(
+        config,
+        Keypair::from_seed_for_tests(3),
+        Box::new(ParentFirst),
+        None,
+    );
+    let _ = r3.start();
+    let g = Digest(Hash::ZERO);
+    // Three kinds of vote per height, for the 8 heights above the window: 24.
+    let mut kept = 0;
+    for seq in 9..=16u64 {
+        for tag in 0..4u8 {
+            let digest = Digest(Hash::of(&[seq as u8, tag]));
+            feed(&mut r3, 1, &[net.prepare(1, seq, digest, g)]);
+            kept += 1;
+        }
+    }
+    assert_eq!(kept, 32);
+    assert_eq!(r3.rejections().get("ahead-buffer-full"), Some(&8));
+    feed(&mut r3, 2, &[net.prepare(2, 9, g, g)]);
+    assert_eq!(
+        r3.rejections().get("ahead-buffer-full"),
+        Some(&8),
+        "another sender still has room"
+    );
+    feed(&mut r3, 2, &[net.prepare(2, 9, g, g)]);
+    assert_eq!(r3.rejections().get("ahead-duplicate"), Some(&1));
+}
+
+/// A reconnection tells only a replica changing view to send its VIEW-CHANGE, and
+/// only to another validator.
+#[test]
+fn a_reconnection_resends_the_view_change_to_that_peer_only() {
+    let net = Net::new();
+    let mut r3 = net.replica(3);
+    assert!(
+        r3.handle(Input::Reconnected { peer: ReplicaId(1) })
+            .is_empty(),
+        "normal: nothing to say"
+    );
+    let _ = r3.handle(Input::Pending(true));
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        out = r3.handle(Input::Timeout(Timer::Progress { view: View(0) }));
+        if r3.status() != Status::Normal {
+            break;
+        }
+    }
+    assert_eq!(r3.status(), Status::ViewChanging(View(1)), "{out:?}");
+    for peer in [3u32, 9] {
+        assert!(
+            r3.handle(Input::Reconnected {
+                peer: ReplicaId(peer)
+            })
+            .is_empty(),
+            "never to itself or a stranger ({peer})"
+        );
+    }
+    let out = r3.handle(Input::Reconnected { peer: ReplicaId(1) });
+    assert!(
+        matches!(&out[..], [Output::Send { to: ReplicaId(1), message: Message::ViewChange(vc) }] if vc.body.new_view == View(1)),
+        "{out:?}"
+    );
 }
