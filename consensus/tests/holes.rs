@@ -35,6 +35,21 @@ impl Net {
         r
     }
 
+    /// Replica `id` with a window of 8 and checkpoints every 4.
+    fn small_window_replica(&self, id: u32) -> Replica {
+        let mut config = Config::new(ReplicaId(id), self.vs.clone(), Digest(Hash::ZERO));
+        config.window = 8;
+        config.checkpoint_interval = 4;
+        let mut r = Replica::new(
+            config,
+            Keypair::from_seed_for_tests(id as u64),
+            Box::new(ParentFirst),
+            None,
+        );
+        let _ = r.start();
+        r
+    }
+
     fn pre_prepare(&self, seq: u64, parent: Digest, payload: &[u8], digest: Digest) -> Message {
         Message::PrePrepare {
             pre_prepare: sign(
@@ -297,16 +312,7 @@ fn repeated_requests_do_not_multiply_help() {
 fn a_pre_prepare_just_above_the_window_is_voted_for_once_the_window_moves() {
     let net = Net::new();
     let blocks = Net::blocks(9);
-    let mut config = Config::new(ReplicaId(3), net.vs.clone(), Digest(Hash::ZERO));
-    config.window = 8;
-    config.checkpoint_interval = 4;
-    let mut r3 = Replica::new(
-        config,
-        Keypair::from_seed_for_tests(3),
-        Box::new(ParentFirst),
-        None,
-    );
-    let _ = r3.start();
+    let mut r3 = net.small_window_replica(3);
     for s in 1..=8u64 {
         let (payload, digest) = &blocks[s as usize - 1];
         let out = feed(
@@ -377,16 +383,7 @@ fn a_pre_prepare_just_above_the_window_is_voted_for_once_the_window_moves() {
 #[test]
 fn one_sender_cannot_keep_more_than_its_share_above_the_window() {
     let net = Net::new();
-    let mut config = Config::new(ReplicaId(3), net.vs.clone(), Digest(Hash::ZERO));
-    config.window = 8;
-    config.checkpoint_interval = 4;
-    let mut r3 = Replica::new(
-        config,
-        Keypair::from_seed_for_tests(3),
-        Box::new(ParentFirst),
-        None,
-    );
-    let _ = r3.start();
+    let mut r3 = net.small_window_replica(3);
     let g = Digest(Hash::ZERO);
     // Three kinds of vote per height, for the 8 heights above the window: 24.
     let mut kept = 0;
