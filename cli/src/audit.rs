@@ -462,7 +462,14 @@ fn check_body(
         .map_err(|e| format!("body does not match the header's fragment root: {e}"))?;
     let mut verified = Vec::with_capacity(txs.len());
     for (i, result) in ledger::verify_batch(txs, chain).into_iter().enumerate() {
-        verified.push(result.map_err(|e| format!("transaction {i}: {e}"))?);
+        let tx = result.map_err(|e| format!("transaction {i}: {e}"))?;
+        if tx.transfer().valid_until < header.height {
+            return Err(format!(
+                "transaction {i} is expired (valid until height {}): validators must refuse a block that includes it",
+                tx.transfer().valid_until
+            ));
+        }
+        verified.push(tx);
     }
     let root = ledger.state_root();
     if header.state_root != root {
@@ -471,7 +478,7 @@ fn check_body(
             header.state_root
         ));
     }
-    ledger.apply(&verified);
+    ledger.apply(header.height, &verified);
     Ok(())
 }
 

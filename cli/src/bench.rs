@@ -60,13 +60,18 @@ pub struct BenchOptions {
     /// With --sweep: draw latency against committed throughput into this SVG file.
     #[arg(long, requires = "sweep")]
     pub plot: Option<PathBuf>,
-    /// Test builds only: run validator I as a Byzantine one in MODE (repeat); the
-    /// load goes to the other validators only.
     /// The validators' scrub read rate in bytes per second, with no rest between
     /// passes, so the scrub reads at that rate all along (0: scrub off; default:
     /// the node's own settings). Measures what the scrub costs under load.
     #[arg(long)]
     pub scrub_bytes_per_second: Option<u64>,
+    /// Each validator in its own network namespace, on its own address (Linux,
+    /// root; see `mosaic testnet init --netns`): the load crosses veth pairs and a
+    /// bridge instead of loopback.
+    #[arg(long)]
+    pub netns: bool,
+    /// Test builds only: run validator I as a Byzantine one in MODE (repeat); the
+    /// load goes to the other validators only.
     #[arg(long, hide = true, value_name = "I=MODE", value_parser = parse_maverick)]
     pub maverick: Vec<(usize, String)>,
 }
@@ -191,6 +196,9 @@ fn presign(keys: &[Keypair], chain: &ChainId, per_account: u64) -> Vec<SignedTra
                                         to,
                                         amount: 1,
                                         nonce,
+                                        // A fresh testnet starts at height 0: as
+                                        // long as its validators accept.
+                                        valid_until: mosaic_node::mempool::VALID_FOR_MAX,
                                     }
                                     .sign(key)
                                 })
@@ -243,8 +251,16 @@ pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
         for i in 0..n {
             testnet::stop_node(dir, i, Duration::from_secs(10));
         }
+        if let Ok(old) = testnet::read(dir) {
+            testnet::remove_network(dir, &old)?;
+        }
         fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     }
+    let plan = if options.netns {
+        Some(crate::netns::plan(n)?)
+    } else {
+        None
+    };
     let file = testnet::init(
         dir,
         &testnet::InitOptions {
@@ -255,6 +271,7 @@ pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
             hosts: Vec::new(),
             chain_id: "mosaic-bench".into(),
             data_shards: None,
+            netns: plan,
         },
     )?;
     // Bodies are pruned after 64 blocks or 2 MiB so stored bytes show the erasure
@@ -275,22 +292,26 @@ pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
         fs::write(&path, config.to_toml()?)?;
     }
     let mut children = Vec::new();
-    for i in 0..n {
-        let extra: Vec<String> = options
-            .maverick
-            .iter()
-            .filter(|(m, _)| *m == i)
-            .flat_map(|(_, mode)| ["--maverick".to_string(), mode.clone()])
-            .collect();
-        children.push(testnet::start_node(dir, i, &extra)?);
-    }
-    let result = measure(options, &file, quiet);
+    let started = testnet::ensure_network(dir, &file).and_then(|()| {
+        for i in 0..n {
+            let extra: Vec<String> = options
+                .maverick
+                .iter()
+                .filter(|(m, _)| *m == i)
+                .flat_map(|(_, mode)| ["--maverick".to_string(), mode.clone()])
+                .collect();
+            children.push(testnet::start_node(dir, i, &extra)?);
+        }
+        Ok(())
+    });
+    let result = started.and_then(|()| measure(options, &file, quiet));
     for i in 0..n {
         testnet::stop_node(dir, i, Duration::from_secs(15));
     }
     for child in children.iter_mut() {
         let _ = child.wait();
     }
+    testnet::remove_network(dir, &file)?;
     // redb keeps slack at the end of its file while open and trims it on a clean
     // close: stored bytes are reported both ways.
     let mut report = result?;
@@ -507,6 +528,7 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
     let full_replication = committed_body_bytes.max(1) as f64;
     Ok(json!({
         "validators": n,
+        "network": if file.netns.is_some() { "netns" } else { "loopback" },
         "mavericks": options.maverick.iter().map(|(i, mode)| json!({"validator": i, "mode": mode})).collect::<Vec<_>>(),
         "accounts": options.accounts,
         "offered_rate": options.rate,

@@ -21,9 +21,15 @@ pub struct Client {
 impl Client {
     /// A client for the node at `url` (e.g. `http://127.0.0.1:8000`).
     pub fn new(url: &str) -> Self {
+        Self::with_timeout(url, Duration::from_secs(30))
+    }
+
+    /// [`Client::new`] whose requests give up after `timeout` (a node that hangs
+    /// is then treated like one that is down).
+    pub fn with_timeout(url: &str, timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
+            .timeout_global(Some(timeout))
             .build()
             .into();
         Client {

@@ -5,19 +5,20 @@
 mod audit;
 mod bench;
 mod client;
+mod lifecycle;
+mod netns;
 mod plot;
 mod testnet;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use mosaic_crypto::{ChainId, Keypair, PublicKey, keyfile};
+use mosaic_crypto::{Keypair, PublicKey, keyfile};
 use mosaic_node::config::NodeConfig;
 use mosaic_node::genesis::Genesis;
-use mosaic_node::ledger::Transfer;
 use mosaic_node::maverick;
 use mosaic_node::service::{self, TestOptions};
 use serde_json::{Value, json};
@@ -93,9 +94,38 @@ enum Top {
 
 #[derive(Args, Clone)]
 struct NodeArg {
-    /// The node's HTTP API (default: validator 0 of the local testnet).
-    #[arg(long, env = "MOSAIC_NODE", default_value = DEFAULT_NODE)]
-    node: String,
+    /// The nodes' HTTP APIs, tried in order (repeat, or comma-separated). Default:
+    /// every validator of the local testnet in testnet/data, else
+    /// http://127.0.0.1:8000.
+    #[arg(long = "node", env = "MOSAIC_NODE", value_delimiter = ',')]
+    nodes: Vec<String>,
+}
+
+impl NodeArg {
+    /// The nodes to use, in order.
+    fn urls(&self) -> Vec<String> {
+        if !self.nodes.is_empty() {
+            return self.nodes.clone();
+        }
+        match testnet::read(Path::new(lifecycle::TESTNET_DIR)) {
+            Ok(file) if !file.nodes.is_empty() => file.nodes.into_iter().map(|n| n.api).collect(),
+            _ => vec![DEFAULT_NODE.to_string()],
+        }
+    }
+
+    /// GET `path` from the first node that answers (an answer with an error
+    /// status is an answer).
+    fn get(&self, path: &str) -> Result<Value> {
+        let mut unreachable = Vec::new();
+        for url in self.urls() {
+            match Client::new(&url).get_raw(path) {
+                Ok((status, value)) if (200..300).contains(&status) => return Ok(value),
+                Ok((status, value)) => bail!("{}", client::error_text(status, &value)),
+                Err(e) => unreachable.push(format!("{e:#}")),
+            }
+        }
+        bail!("no node answered: {}", unreachable.join("; "))
+    }
 }
 
 #[derive(Subcommand)]
@@ -187,6 +217,12 @@ enum TestnetCmd {
         /// Delete an existing testnet in the folder first.
         #[arg(long)]
         fresh: bool,
+        /// Each validator in its own network namespace on this machine (Linux,
+        /// root), on its own address of a private subnet 10.222.X.0/24 the testnet
+        /// owns; `up` creates the namespaces, `stop` removes them. Enables
+        /// `partition`, `heal` and `flap`.
+        #[arg(long, conflicts_with = "hosts")]
+        netns: bool,
     },
     /// Start every validator; stops them all on Ctrl-C (unless --detach).
     #[command(after_help = "Example: mosaic testnet up")]
@@ -242,6 +278,43 @@ enum TestnetCmd {
         #[arg(long)]
         node: usize,
     },
+    /// Cut the validators of a --netns testnet into groups that cannot reach each
+    /// other (the host still reaches every API). Replaces an earlier partition.
+    #[command(
+        after_help = "Examples:\n  mosaic testnet partition --groups 0,1/2,3\n  mosaic testnet partition --isolate 0"
+    )]
+    Partition {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Groups split by '/', validators by ','; every validator in one group.
+        #[arg(long, required_unless_present = "isolate", conflicts_with = "isolate")]
+        groups: Option<String>,
+        /// Cut one validator off from all the others.
+        #[arg(long)]
+        isolate: Option<usize>,
+    },
+    /// End the partition and any flapping link: every validator reaches every other.
+    #[command(after_help = "Example: mosaic testnet heal")]
+    Heal {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Take one validator's link down and up again and again (a --netns testnet),
+    /// until --duration, `mosaic testnet heal` or Ctrl-C; leaves the link up.
+    #[command(after_help = "Example: mosaic testnet flap --node 2 --period 2s --duration 60s")]
+    Flap {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The validator.
+        #[arg(long)]
+        node: usize,
+        /// How long the link stays down, then up (e.g. 2s, 500ms).
+        #[arg(long, default_value = "2s", value_parser = netns::parse_duration)]
+        period: Duration,
+        /// Stop after this long (default: until heal or Ctrl-C).
+        #[arg(long, value_parser = netns::parse_duration)]
+        duration: Option<Duration>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -272,11 +345,16 @@ enum TxCmd {
         /// Nonce (default: the account's next nonce, asked from the node).
         #[arg(long)]
         nonce: Option<u64>,
-        /// Wait until it is committed or failed.
+        /// Heights after the tip it stays valid for: after height tip + N it can
+        /// never commit, and its nonce may be used again.
+        #[arg(long = "valid-for", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+        valid_for: u64,
+        /// Wait until it is committed, failed, dropped or expired; when the node
+        /// stops answering, send the same signed transfer to the next --node.
         #[arg(long)]
         wait: bool,
-        /// How long --wait waits, in seconds.
-        #[arg(long, default_value_t = 30)]
+        /// How long --wait waits at most, in seconds.
+        #[arg(long, default_value_t = 120)]
         timeout: u64,
         #[command(flatten)]
         node: NodeArg,
@@ -517,16 +595,29 @@ fn run(cli: Cli) -> Result<()> {
             to,
             amount,
             nonce,
+            valid_for,
             wait,
             timeout,
             node,
-        }) => transfer(&key, to, amount, nonce, wait, timeout, &node.node, json)?,
+        }) => lifecycle::transfer(
+            &lifecycle::TransferArgs {
+                key_file: key,
+                to,
+                amount,
+                nonce,
+                valid_for,
+                wait,
+                timeout: Duration::from_secs(timeout),
+            },
+            &node.urls(),
+            json,
+        )?,
         Top::Tx(TxCmd::Status { hash, node }) => {
-            let value = Client::new(&node.node).get(&format!("/v1/transactions/{hash}"))?;
-            print(json, &value, || describe_status(&value));
+            let value = lifecycle::status(&hash, &node.urls())?;
+            print(json, &value, || lifecycle::describe_status(&value));
         }
         Top::Account { address, node } => {
-            let value = Client::new(&node.node).get(&format!("/v1/accounts/{address}"))?;
+            let value = node.get(&format!("/v1/accounts/{address}"))?;
             print(json, &value, || {
                 format!(
                     "address {}\nbalance {}\nnext nonce {}\n(at height {})",
@@ -538,7 +629,7 @@ fn run(cli: Cli) -> Result<()> {
             });
         }
         Top::Block { height, node } => {
-            let value = Client::new(&node.node).get(&format!("/v1/blocks/{height}"))?;
+            let value = node.get(&format!("/v1/blocks/{height}"))?;
             print(json, &value, || {
                 serde_json::to_string_pretty(&value).unwrap_or_default()
             });
@@ -777,104 +868,6 @@ fn bench_table(r: &Value) -> String {
         .join("\n")
 }
 
-fn describe_status(value: &Value) -> String {
-    let hash = value["hash"].as_str().unwrap_or_default();
-    match value["status"].as_str().unwrap_or_default() {
-        "committed" => format!(
-            "{hash} committed at height {} (index {})",
-            value["height"], value["index"]
-        ),
-        "failed" => format!(
-            "{hash} failed at height {}: {}",
-            value["height"],
-            value["reason"].as_str().unwrap_or_default()
-        ),
-        "pending" => format!("{hash} pending"),
-        _ => format!("{hash} unknown to this node"),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn transfer(
-    key_file: &Path,
-    to: PublicKey,
-    amount: u64,
-    nonce: Option<u64>,
-    wait: bool,
-    timeout: u64,
-    url: &str,
-    json: bool,
-) -> Result<()> {
-    let key = keyfile::read_key_file(key_file)?;
-    let client = Client::new(url);
-    let status = client.get("/v1/status")?;
-    let chain = ChainId::new(
-        status["chain_id"]
-            .as_str()
-            .ok_or_else(|| anyhow!("node status has no chain id"))?,
-    )?;
-    let nonce = match nonce {
-        Some(n) => n,
-        None => client.get(&format!("/v1/accounts/{}", key.public()))?["nonce"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("node did not return a nonce"))?,
-    };
-    let tx = Transfer {
-        chain,
-        from: key.public(),
-        to,
-        amount,
-        nonce,
-    }
-    .sign(&key);
-    let hash = tx.hash().to_string();
-    let (code, answer) = client.post("/v1/transactions", &tx)?;
-    if code != 202 {
-        bail!("{}", client::error_text(code, &answer));
-    }
-    if !json {
-        println!("{hash}");
-    }
-    if !wait {
-        if json {
-            println!(
-                "{}",
-                json!({ "hash": hash, "status": "pending", "nonce": nonce })
-            );
-        }
-        return Ok(());
-    }
-    let start = Instant::now();
-    loop {
-        let value = client.get(&format!("/v1/transactions/{hash}"))?;
-        match value["status"].as_str() {
-            Some("committed") => {
-                print(json, &value, || {
-                    format!("committed at height {}", value["height"])
-                });
-                return Ok(());
-            }
-            Some("failed") => {
-                if json {
-                    println!("{value}");
-                }
-                bail!(
-                    "transaction failed at height {}: {}",
-                    value["height"],
-                    value["reason"].as_str().unwrap_or_default()
-                );
-            }
-            _ => {}
-        }
-        if start.elapsed() > Duration::from_secs(timeout) {
-            bail!(
-                "not committed within {timeout} s; it may still commit: check with `mosaic tx status {hash} --node {url}`"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn run_node(config_path: &Path, maverick: Option<&str>) -> Result<()> {
     use std::io::IsTerminal;
     let maverick = maverick.map(maverick::Mode::parse).transpose()?;
@@ -939,15 +932,24 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
             chain_id,
             data_shards,
             fresh,
+            netns: in_namespaces,
         } => {
             let dir = dir.dir;
             if fresh && dir.exists() {
                 for i in 0..64 {
                     testnet::stop_node(&dir, i, Duration::from_secs(10));
                 }
+                if let Ok(old) = testnet::read(&dir) {
+                    testnet::remove_network(&dir, &old)?;
+                }
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("cannot remove {}", dir.display()))?;
             }
+            let plan = if in_namespaces {
+                Some(netns::plan(validators)?)
+            } else {
+                None
+            };
             let file = testnet::init(
                 &dir,
                 &testnet::InitOptions {
@@ -958,16 +960,27 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
                     hosts,
                     chain_id,
                     data_shards,
+                    netns: plan,
                 },
             )?;
             let value = serde_json::to_value(&file)?;
             print(json, &value, || {
-                format!(
+                let mut out = format!(
                     "wrote a {}-validator testnet to {} (chain {})",
                     file.nodes.len(),
                     dir.display(),
                     file.chain_id
-                )
+                );
+                if let Some(plan) = &file.netns {
+                    out += &format!(
+                        "\neach validator in its own namespace on {} (mz{}-n<i>, address {} for validator 0, the host {}); `mosaic testnet up` creates them",
+                        plan.cidr(),
+                        plan.tag,
+                        plan.address(0),
+                        plan.host_address()
+                    );
+                }
+                out
             });
         }
         TestnetCmd::Up { dir, detach } => up(&dir.dir, detach, json)?,
@@ -986,9 +999,11 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
                     "peers": status.as_ref().map(|s| s["connected_peers"].clone()),
                 }));
             }
-            let value = json!({ "nodes": rows });
+            let network = network_json(&dir.dir, &file)?;
+            let value = json!({ "nodes": rows, "network": network });
             print(json, &value, || {
-                let mut out = format!(
+                let mut out = network_text(&network);
+                out += &format!(
                     "{:<5} {:<24} {:<8} {:<8} {:<6} {}",
                     "node", "api", "pid", "height", "view", "peers"
                 );
@@ -1023,9 +1038,21 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
                 .into_iter()
                 .filter(|i| testnet::stop_node(&dir.dir, *i, Duration::from_secs(15)))
                 .collect();
-            print(json, &json!({ "stopped": stopped }), || {
-                format!("stopped {stopped:?}")
-            });
+            let removed = node.is_none() && file.netns.is_some();
+            if node.is_none() {
+                testnet::remove_network(&dir.dir, &file)?;
+            }
+            print(
+                json,
+                &json!({ "stopped": stopped, "namespaces_removed": removed }),
+                || {
+                    let mut out = format!("stopped {stopped:?}");
+                    if removed {
+                        out += "; removed the namespaces, veth pairs and bridge";
+                    }
+                    out
+                },
+            );
         }
         TestnetCmd::Kill { dir, node } => {
             let file = testnet::read(&dir.dir)?;
@@ -1050,6 +1077,7 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
                 }
                 None => Vec::new(),
             };
+            testnet::ensure_network(&dir.dir, &file)?;
             testnet::start_node(&dir.dir, i, &extra)?;
             testnet::wait_ready(&file.nodes[i], Duration::from_secs(60))?;
             print(json, &json!({ "started": i }), || {
@@ -1060,14 +1088,148 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
             let file = testnet::read(&dir.dir)?;
             let i = check_index(&file, node)?;
             testnet::stop_node(&dir.dir, i, Duration::from_secs(15));
+            testnet::ensure_network(&dir.dir, &file)?;
             testnet::start_node(&dir.dir, i, &[])?;
             testnet::wait_ready(&file.nodes[i], Duration::from_secs(60))?;
             print(json, &json!({ "restarted": i }), || {
                 format!("restarted node {i}")
             });
         }
+        TestnetCmd::Partition {
+            dir,
+            groups,
+            isolate,
+        } => {
+            let file = testnet::read(&dir.dir)?;
+            let plan = netns_plan(&dir.dir, &file)?;
+            let groups = match (groups, isolate) {
+                (_, Some(i)) => netns::isolate(i, plan.validators)?,
+                (Some(text), None) => netns::parse_groups(&text, plan.validators)?,
+                (None, None) => bail!("give --groups 0,1/2,3 or --isolate I"),
+            };
+            let state = netns::partition(&dir.dir, plan, &groups)?;
+            print(json, &json!({ "partition": state }), || {
+                format!(
+                    "partitioned: {} (the host still reaches every API; `mosaic testnet heal` ends it)",
+                    netns::groups_text(&state.groups)
+                )
+            });
+        }
+        TestnetCmd::Heal { dir } => {
+            let file = testnet::read(&dir.dir)?;
+            let plan = netns_plan(&dir.dir, &file)?;
+            let before = netns::partition_state(&dir.dir)?;
+            netns::heal(&dir.dir, plan)?;
+            print(json, &json!({ "healed": before }), || match &before {
+                Some(state) => format!(
+                    "healed the partition {}: every validator reaches every other",
+                    netns::groups_text(&state.groups)
+                ),
+                None => "no partition; every link is up".to_string(),
+            });
+        }
+        TestnetCmd::Flap {
+            dir,
+            node,
+            period,
+            duration,
+        } => {
+            let file = testnet::read(&dir.dir)?;
+            let plan = netns_plan(&dir.dir, &file)?;
+            file.node(node)?;
+            if !json {
+                eprintln!(
+                    "validator {node}'s link goes down and up every {period:?}{}; Ctrl-C or `mosaic testnet heal` stops it",
+                    duration.map_or(String::new(), |d| format!(" for {d:?}"))
+                );
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut wait = |pause: Duration| {
+                runtime.block_on(async {
+                    tokio::select! {
+                        _ = wait_for_signal() => false,
+                        _ = tokio::time::sleep(pause) => true,
+                    }
+                })
+            };
+            let downs = netns::flap(&dir.dir, plan, node, period, duration, &mut wait)?;
+            print(json, &json!({ "node": node, "downs": downs }), || {
+                format!("validator {node}'s link went down {downs} times; it is up")
+            });
+        }
     }
     Ok(())
+}
+
+/// The namespace plan of a --netns testnet, or an error saying how to get one.
+fn netns_plan<'a>(dir: &Path, file: &'a testnet::TestnetFile) -> Result<&'a netns::NetnsPlan> {
+    file.netns.as_ref().with_context(|| {
+        format!(
+            "the testnet in {} runs on 127.0.0.1, where a partition cannot be made: make one with `mosaic testnet init --netns` (Linux, root)",
+            dir.display()
+        )
+    })
+}
+
+/// How a testnet's validators are connected, and the partition and flapping link.
+fn network_json(dir: &Path, file: &testnet::TestnetFile) -> Result<Value> {
+    let Some(plan) = &file.netns else {
+        return Ok(json!({ "kind": if file.local { "loopback" } else { "hosts" } }));
+    };
+    let flap = netns::flap_state(dir)?.map(|state| {
+        let alive = netns::flapper_alive(&state);
+        json!({ "node": state.node, "period_ms": state.period_ms, "pid": state.pid,
+                "since_unix": state.since_unix, "running": alive })
+    });
+    Ok(json!({
+        "kind": "netns",
+        "subnet": plan.cidr(),
+        "bridge": plan.bridge(),
+        "host_address": plan.host_address().to_string(),
+        "namespaces": (0..plan.validators).map(|i| plan.namespace(i)).collect::<Vec<_>>(),
+        "up": netns::is_up(plan)?,
+        "partition": netns::partition_state(dir)?,
+        "flap": flap,
+    }))
+}
+
+fn network_text(network: &Value) -> String {
+    if network["kind"] != "netns" {
+        return String::new();
+    }
+    let mut out = format!(
+        "network: namespaces {} on {} (bridge {}, host {}){}\n",
+        network["namespaces"][0].as_str().unwrap_or_default(),
+        network["subnet"].as_str().unwrap_or_default(),
+        network["bridge"].as_str().unwrap_or_default(),
+        network["host_address"].as_str().unwrap_or_default(),
+        if network["up"] == true {
+            ""
+        } else {
+            ", not created (testnet up creates them)"
+        }
+    );
+    let groups: Option<Vec<Vec<usize>>> =
+        serde_json::from_value(network["partition"]["groups"].clone()).ok();
+    out += &match groups {
+        Some(groups) => format!("partition: {}\n", netns::groups_text(&groups)),
+        None => "partition: none\n".to_string(),
+    };
+    if network["flap"].is_object() {
+        out += &format!(
+            "flapping: validator {}'s link every {} ms{}\n",
+            network["flap"]["node"],
+            network["flap"]["period_ms"],
+            if network["flap"]["running"] == true {
+                ""
+            } else {
+                " (its process is gone: `mosaic testnet heal` brings the link up)"
+            }
+        );
+    }
+    out
 }
 
 fn check_index(file: &testnet::TestnetFile, i: usize) -> Result<usize> {
@@ -1087,15 +1249,32 @@ fn up(dir: &Path, detach: bool, json: bool) -> Result<()> {
             "this testnet was made for several hosts (--hosts): copy node<i>/ and genesis.json to each host and run `mosaic node run --config node.toml` there (docs/DEPLOY.md)"
         );
     }
+    let was_running = file
+        .nodes
+        .iter()
+        .any(|n| testnet::running_pid(dir, n.index).is_some());
     let mut children = Vec::new();
-    for node in &file.nodes {
-        match testnet::running_pid(dir, node.index) {
-            Some(_) => {}
-            None => children.push((node.index, testnet::start_node(dir, node.index, &[])?)),
+    let started = testnet::ensure_network(dir, &file).and_then(|()| {
+        for node in &file.nodes {
+            if testnet::running_pid(dir, node.index).is_none() {
+                children.push((node.index, testnet::start_node(dir, node.index, &[])?));
+            }
         }
-    }
-    for node in &file.nodes {
-        testnet::wait_ready(node, Duration::from_secs(60))?;
+        for node in &file.nodes {
+            testnet::wait_ready(node, Duration::from_secs(60))?;
+        }
+        Ok(())
+    });
+    if let Err(e) = started {
+        // Nothing of a failed start is left behind (what ran before stays).
+        for (i, child) in children.iter_mut() {
+            testnet::stop_node(dir, *i, Duration::from_secs(15));
+            let _ = child.wait();
+        }
+        if !was_running {
+            testnet::remove_network(dir, &file)?;
+        }
+        return Err(e);
     }
     let client = testnet::client_key_path(dir, 0);
     let recipient = keyfile::read_key_file(&testnet::client_key_path(dir, 1))
@@ -1174,6 +1353,7 @@ fn up(dir: &Path, detach: bool, json: bool) -> Result<()> {
     for (_, child) in children.iter_mut() {
         let _ = child.wait();
     }
+    testnet::remove_network(dir, &file)?;
     eprintln!("stopped");
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! node<i>/data/           its store
 //! node<i>/node.log        its log
 //! node<i>/pid             its process id while running
+//! netns.json, partition.json, flap.json   with --netns (see the netns module)
 //! ```
 
 use std::fs;
@@ -27,6 +28,7 @@ use mosaic_node::net;
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
+use crate::netns::{self, NetnsPlan};
 
 /// Funds of each generated client account.
 pub const CLIENT_FUNDS: u64 = 1_000_000_000;
@@ -53,6 +55,21 @@ pub struct TestnetFile {
     pub nodes: Vec<NodeEntry>,
     /// Whether the nodes run on this machine (`up` can start them).
     pub local: bool,
+    /// With `init --netns`: the namespaces each validator runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsPlan>,
+}
+
+impl TestnetFile {
+    /// The node entry of validator i, or an error naming the valid range.
+    pub fn node(&self, i: usize) -> Result<&NodeEntry> {
+        self.nodes.get(i).with_context(|| {
+            format!(
+                "--node {i}: this testnet has validators 0..{}",
+                self.nodes.len().saturating_sub(1)
+            )
+        })
+    }
 }
 
 /// Options of `testnet init`.
@@ -72,6 +89,9 @@ pub struct InitOptions {
     pub chain_id: String,
     /// Data fragments k (default f+1).
     pub data_shards: Option<u16>,
+    /// Each validator in its own network namespace on this machine (see
+    /// [`crate::netns`]); every node then uses the same ports on its own address.
+    pub netns: Option<NetnsPlan>,
 }
 
 fn node_dir(dir: &Path, i: usize) -> PathBuf {
@@ -104,6 +124,19 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
     let n = options.validators;
     if n < 4 || !(n - 1).is_multiple_of(3) {
         bail!("-n must be 3f+1 with f >= 1 (4, 7, 10, 13, ...); got {n}");
+    }
+    if options.netns.is_some() && !options.hosts.is_empty() {
+        bail!(
+            "--netns and --hosts exclude each other: --netns gives each validator its own address on this machine"
+        );
+    }
+    if let Some(plan) = &options.netns
+        && plan.validators != n
+    {
+        bail!(
+            "the namespace plan is for {} validators, not {n}",
+            plan.validators
+        );
     }
     if !options.hosts.is_empty() && options.hosts.len() != n {
         bail!(
@@ -159,39 +192,57 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
         serde_json::to_string_pretty(&genesis)? + "\n",
     )?;
 
-    let local = options.hosts.is_empty();
+    let hosts: Vec<String> = match &options.netns {
+        Some(plan) => (0..n).map(|i| plan.address(i).to_string()).collect(),
+        None => options.hosts.clone(),
+    };
+    // Namespaced validators run on this machine, each on its own address.
+    let local = hosts.is_empty() || options.netns.is_some();
+    let own_address = !hosts.is_empty();
     let mut nodes = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let peer_id = net::peer_id_of(&key.public())?.to_string();
-        let (host, p2p_port, api_port) = if local {
+        let (host, p2p_port, api_port) = if own_address {
+            (hosts[i].clone(), options.p2p_port, options.api_port)
+        } else {
             (
                 "127.0.0.1".to_string(),
                 options.p2p_port + i as u16,
                 options.api_port + i as u16,
             )
-        } else {
-            (options.hosts[i].clone(), options.p2p_port, options.api_port)
         };
         nodes.push(NodeEntry {
             index: i,
-            api: format!(
-                "http://{}:{api_port}",
-                if local { "127.0.0.1" } else { host.as_str() }
-            ),
+            api: format!("http://{host}:{api_port}"),
             p2p: p2p_multiaddr(&host, p2p_port),
             peer_id,
         });
     }
     for i in 0..n {
-        let (listen, api_address) = if local {
+        let (listen, api_address) = if let Some(plan) = &options.netns {
+            // Inside its namespace the node has one address besides loopback: both
+            // its API and its p2p listener bind it, so the host reaches the API at
+            // the URL in testnet.json.
+            (
+                nodes[i].p2p.clone(),
+                SocketAddr::new(IpAddr::V4(plan.address(i)), options.api_port),
+            )
+        } else if !own_address {
             (
                 nodes[i].p2p.clone(),
                 SocketAddr::from(([127, 0, 0, 1], options.api_port + i as u16)),
             )
         } else {
+            // The API binds the host's own address when it is one, so that the URL
+            // in testnet.json is where the node answers; a host name cannot be
+            // bound, so such a node answers on every interface.
+            let api_address = match hosts[i].parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, options.api_port),
+                Err(_) => SocketAddr::from(([0, 0, 0, 0], options.api_port)),
+            };
             (
                 format!("/ip4/0.0.0.0/tcp/{}", options.p2p_port),
-                SocketAddr::from(([127, 0, 0, 1], options.api_port)),
+                api_address,
             )
         };
         let config = NodeConfig {
@@ -222,6 +273,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
         chain_id: chain.to_string(),
         nodes,
         local,
+        netns: options.netns.clone(),
     };
     fs::write(
         dir.join("testnet.json"),
@@ -278,7 +330,16 @@ pub fn start_node(dir: &Path, i: usize, extra_args: &[String]) -> Result<Child> 
         .open(node.join("node.log"))
         .with_context(|| format!("cannot open {}", node.join("node.log").display()))?;
     let exe = std::env::current_exe().context("cannot find the mosaic binary")?;
-    let child = Command::new(exe)
+    let plan = read(dir).ok().and_then(|file| file.netns);
+    let mut command = match &plan {
+        Some(plan) => {
+            let mut command = netns::exec_prefix(plan, i);
+            command.arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
+    let child = command
         .args(["node", "run", "--config"])
         .arg(node.join("node.toml"))
         .args(extra_args)
@@ -293,6 +354,35 @@ pub fn start_node(dir: &Path, i: usize, extra_args: &[String]) -> Result<Child> 
         .with_context(|| format!("cannot start node {i}"))?;
     fs::write(node.join("pid"), child.id().to_string())?;
     Ok(child)
+}
+
+/// With `--netns`, makes sure the testnet's namespaces exist before a node starts.
+/// When no validator runs, whatever an earlier run left (a crashed or killed CLI)
+/// is removed first and the network is made anew, without any partition.
+pub fn ensure_network(dir: &Path, file: &TestnetFile) -> Result<()> {
+    let Some(plan) = &file.netns else {
+        return Ok(());
+    };
+    let running = (0..file.nodes.len()).any(|i| running_pid(dir, i).is_some());
+    if running {
+        if netns::is_up(plan)? {
+            return Ok(());
+        }
+        bail!(
+            "validators of this testnet run but its namespaces are gone: stop them (`mosaic testnet stop --dir {}`) and start it again",
+            dir.display()
+        );
+    }
+    netns::setup(dir, plan)
+}
+
+/// With `--netns`, stops whatever still runs in the testnet's namespaces and removes
+/// them, the veth pairs and the bridge.
+pub fn remove_network(dir: &Path, file: &TestnetFile) -> Result<()> {
+    match &file.netns {
+        Some(plan) => netns::teardown(dir, plan),
+        None => Ok(()),
+    }
 }
 
 /// Stops node i: SIGTERM, then SIGKILL after `grace`. Returns whether it was running.
@@ -350,4 +440,39 @@ pub fn log_path(dir: &Path, i: usize) -> PathBuf {
 /// The first client key file.
 pub fn client_key_path(dir: &Path, j: usize) -> PathBuf {
     dir.join(format!("clients/client{j}.key"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+    use super::*;
+
+    #[test]
+    fn hosts_configs_bind_the_api_that_testnet_json_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "validator-3.example"];
+        let file = init(
+            dir.path(),
+            &InitOptions {
+                validators: 4,
+                clients: 1,
+                api_port: 8000,
+                p2p_port: 9000,
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                chain_id: "hosts-test".into(),
+                data_shards: None,
+                netns: None,
+            },
+        )
+        .unwrap();
+        for (i, host) in hosts.iter().enumerate() {
+            let text = fs::read_to_string(node_dir(dir.path(), i).join("node.toml")).unwrap();
+            let config: NodeConfig = toml::from_str(&text).unwrap();
+            assert_eq!(file.nodes[i].api, format!("http://{host}:8000"));
+            match host.parse::<IpAddr>() {
+                Ok(ip) => assert_eq!(config.api_address, SocketAddr::new(ip, 8000)),
+                Err(_) => assert_eq!(config.api_address, "0.0.0.0:8000".parse().unwrap()),
+            }
+        }
+    }
 }

@@ -107,10 +107,13 @@ impl Domain {
         Domain::NewView,
     ];
 
-    /// The tag mixed into signed bytes. Never change an existing tag.
+    /// The tag mixed into signed bytes. Never change an existing tag: a message
+    /// whose signed layout changes gets a new tag, and the old one is retired, never
+    /// reused (retired: `transaction`, transfers without `valid_until`), so a
+    /// signature over the old layout never verifies as the new one.
     pub const fn tag(self) -> &'static [u8] {
         match self {
-            Domain::Transaction => b"transaction",
+            Domain::Transaction => b"transaction-v2",
             Domain::PrePrepare => b"pbft-pre-prepare",
             Domain::Prepare => b"pbft-prepare",
             Domain::Commit => b"pbft-commit",

@@ -37,6 +37,7 @@ use crate::block::{BODY_BYTES_MAX, BlockHeader};
 use crate::chain::{Shared, lock};
 use crate::ledger::{SignedTransfer, TxOutcome};
 use crate::mempool::MempoolError;
+use crate::mempool_log::MempoolLog;
 use crate::metrics::Metrics;
 use crate::schema::NodeStore;
 use crate::service::{Command, NodeInfo, StatusInfo};
@@ -74,6 +75,8 @@ pub struct ApiState {
     pub verify_backlog: Arc<AtomicUsize>,
     /// Where signature checks are queued (shared with gossip).
     pub signatures: SigBatcher,
+    /// Where accepted transactions are made durable before the answer.
+    pub log: MempoolLog,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -303,8 +306,10 @@ fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Val
         ),
         Err(e) => {
             let status = match e {
-                MempoolError::Invalid(_) => StatusCode::BAD_REQUEST,
-                MempoolError::Full { .. } | MempoolError::Busy { .. } => {
+                MempoolError::Invalid(_)
+                | MempoolError::Expired { .. }
+                | MempoolError::ValidTooLong { .. } => StatusCode::BAD_REQUEST,
+                MempoolError::Full { .. } | MempoolError::Busy { .. } | MempoolError::Log(_) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 _ => StatusCode::CONFLICT,
@@ -339,11 +344,7 @@ async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, V
                     .map(|hash| admission(hash, Err(MempoolError::Busy { waiting })))
                     .collect();
             };
-            let mut shared = lock(&state.shared);
-            let Shared {
-                mempool, ledger, ..
-            } = &mut *shared;
-            mempool.add_verified(verified, ledger)
+            logged_admission(state, verified).await
         }
     };
     let admitted: Vec<SignedTransfer> = txs
@@ -363,6 +364,92 @@ async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, V
         .into_iter()
         .zip(results)
         .map(|(hash, result)| admission(hash, result))
+        .collect()
+}
+
+/// Admits verified transactions durably: those the pool would take are written to
+/// the mempool log (one group commit with whatever else arrives meanwhile) and only
+/// then put in the pool, so whatever is answered 202 survives a crash of this node.
+/// The log refusing them (full, disk error) refuses them here too.
+async fn logged_admission(
+    state: &ApiState,
+    verified: Vec<Result<crate::ledger::VerifiedTransfer, crate::ledger::TxError>>,
+) -> Vec<Result<Hash, MempoolError>> {
+    // On its own task: a client that goes away mid-request drops the handler, and a
+    // logged transfer must still reach the pool (or be forgotten), never stay
+    // pinned in the log.
+    let task_state = state.clone();
+    let count = verified.len();
+    tokio::spawn(async move { admit_logged(&task_state, verified).await })
+        .await
+        .unwrap_or_else(|_| vec![Err(MempoolError::Log("the admission task failed".into())); count])
+}
+
+async fn admit_logged(
+    state: &ApiState,
+    verified: Vec<Result<crate::ledger::VerifiedTransfer, crate::ledger::TxError>>,
+) -> Vec<Result<Hash, MempoolError>> {
+    let mut results: Vec<Option<Result<Hash, MempoolError>>> = Vec::with_capacity(verified.len());
+    let mut candidates = Vec::new();
+    let mut slots = Vec::new();
+    {
+        let mut shared = lock(&state.shared);
+        let Shared {
+            mempool, ledger, ..
+        } = &mut *shared;
+        for result in verified {
+            match result {
+                Ok(tx) => match mempool.reserve(&tx, ledger) {
+                    Ok(()) => {
+                        slots.push(results.len());
+                        results.push(None);
+                        candidates.push(tx);
+                    }
+                    Err(e) => results.push(Some(Err(e))),
+                },
+                Err(e) => results.push(Some(Err(MempoolError::Invalid(e)))),
+            }
+        }
+    }
+    if !candidates.is_empty() {
+        let signed: Vec<SignedTransfer> = candidates.iter().map(|t| t.signed().clone()).collect();
+        match state.log.append(&signed).await {
+            Ok(()) => {
+                let admitted = {
+                    let mut shared = lock(&state.shared);
+                    let Shared {
+                        mempool, ledger, ..
+                    } = &mut *shared;
+                    mempool.add_logged(candidates.into_iter().map(Ok).collect(), ledger)
+                };
+                // Logged but refused after all (the chain moved on meanwhile: it
+                // committed, its nonce was used, it expired): the log forgets them,
+                // and a restart refuses them for the same reason.
+                let refused: Vec<Hash> = signed
+                    .iter()
+                    .zip(&admitted)
+                    .filter(|(_, r)| matches!(r, Err(e) if !matches!(e, MempoolError::AlreadyPending(_))))
+                    .map(|(tx, _)| tx.hash())
+                    .collect();
+                state.log.forget(refused);
+                for (slot, result) in slots.into_iter().zip(admitted) {
+                    results[slot] = Some(result);
+                }
+            }
+            Err(e) => {
+                let hashes: Vec<Hash> = signed.iter().map(SignedTransfer::hash).collect();
+                lock(&state.shared).mempool.release(&hashes);
+                state.metrics.mempool_log_refused.inc_by(slots.len() as u64);
+                tracing::warn!(error = %e, "mempool log refused transfers: answering 503");
+                for slot in slots {
+                    results[slot] = Some(Err(MempoolError::Log(e.to_string())));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(MempoolError::Full { count: 0, bytes: 0 })))
         .collect()
 }
 
@@ -421,11 +508,23 @@ async fn transaction(
 ) -> ApiResult {
     let hash = path_arg(hash)?;
     let id = parse_hash(&hash, "transaction hash")?;
-    if lock(&state.shared).mempool.contains(&id) {
-        return Ok(ok(json!({ "hash": id.to_string(), "status": "pending" })));
+    {
+        let shared = lock(&state.shared);
+        if let Some(pending) = shared.mempool.pending_state(&id, &shared.ledger) {
+            return Ok(ok(pending_answer(&id, shared.tip.height, &pending)));
+        }
+        if let Some(dropped) = shared.mempool.dropped(&id) {
+            return Ok(ok(json!({
+                "hash": id.to_string(), "status": "dropped", "reason": dropped.to_string(),
+                "tip": shared.tip.height,
+            })));
+        }
     }
     let tip = lock(&state.shared).tip.height;
-    let pending = json!({ "hash": id.to_string(), "status": "pending" });
+    let pending = json!({
+        "hash": id.to_string(), "status": "pending",
+        "reason": "in a block that is being executed", "tip": tip,
+    });
     // Failed transfers have a full record per block that carried them; everything
     // committed is in the compact index, whose candidate heights are checked
     // against the blocks themselves (stored bodies first: they cost no network).
@@ -495,8 +594,33 @@ async fn transaction(
                 "hash": hash, "status": "committed", "height": height, "index": record.index,
             }),
         },
-        (None, None, None) => json!({ "hash": hash, "status": "unknown" }),
+        (None, None, None) => json!({
+            "hash": hash, "status": "unknown", "tip": tip,
+            "reason": "this node has not got it: not pending here, not committed, not dropped recently; if the tip is past its valid_until it can never commit",
+        }),
     }))
+}
+
+/// The answer for a transaction pending in this node's pool: why it waits.
+fn pending_answer(id: &Hash, tip: u64, pending: &crate::mempool::PendingState) -> Value {
+    let reason = match pending.waiting_for {
+        None => format!(
+            "in the mempool, next in line for its sender (nonce {}); a block may include it up to height {}",
+            pending.nonce, pending.valid_until
+        ),
+        Some(missing) => format!(
+            "waiting for nonce {missing} of its sender, which this node has not got (this is nonce {}); dropped unless included by height {}",
+            pending.nonce, pending.valid_until
+        ),
+    };
+    let mut answer = json!({
+        "hash": id.to_string(), "status": "pending", "reason": reason,
+        "nonce": pending.nonce, "valid_until": pending.valid_until, "tip": tip,
+    });
+    if let (Some(missing), Some(map)) = (pending.waiting_for, answer.as_object_mut()) {
+        map.insert("waiting_for_nonce".into(), json!(missing));
+    }
+    answer
 }
 
 /// Where in a block body transaction `id` is, if it is there.

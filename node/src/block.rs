@@ -229,6 +229,9 @@ mod tests {
     use crate::ledger::Transfer;
     use mosaic_crypto::Keypair;
 
+    /// The last valid height of the test transfers.
+    const VALID_UNTIL: u64 = 1_000;
+
     fn chain() -> ChainId {
         ChainId::new("blocks").unwrap()
     }
@@ -243,6 +246,7 @@ mod tests {
                     to: Keypair::from_seed_for_tests(2).public(),
                     amount: 1,
                     nonce: n,
+                    valid_until: VALID_UNTIL,
                 }
                 .sign(&k)
             })

@@ -269,7 +269,17 @@ impl PayloadCheck for BlockCheck {
             .into_iter()
             .enumerate()
         {
-            verified.push(result.map_err(|e| format!("transaction {i}: {e}"))?);
+            let tx = result.map_err(|e| format!("transaction {i}: {e}"))?;
+            // Validators refuse to include an expired transaction, so a client that
+            // sees the tip pass its valid_until knows it can never commit.
+            if tx.transfer().valid_until < seq.0 {
+                return Err(format!(
+                    "transaction {i} expired: valid until height {}, proposed at {}",
+                    tx.transfer().valid_until,
+                    seq.0
+                ));
+            }
+            verified.push(tx);
         }
         drop(shared);
         // Ids come with the verified transfers (hashed once).
@@ -447,7 +457,7 @@ impl Chain {
             ]
         }));
         drop(shared);
-        let execution = scratch.apply(&verified);
+        let execution = scratch.apply(height, &verified);
         let mut applied = 0;
         // Every id goes to the compact index; only failures need a full record
         // (their reason cannot be read back from the block).
@@ -491,7 +501,7 @@ impl Chain {
         let Shared {
             mempool, ledger, ..
         } = &mut *shared;
-        mempool.remove_committed(verified.iter(), ledger);
+        mempool.remove_committed(height, verified.iter(), ledger);
         let failed = verified.len() - applied;
         Ok(Executed {
             header,
@@ -509,6 +519,9 @@ mod tests {
     use mosaic_consensus::View;
     use mosaic_crypto::Keypair;
     use mosaic_storage::StoreConfig;
+
+    /// The last valid height of the test transfers.
+    const VALID_UNTIL: u64 = 1_000;
 
     const K: usize = 2;
     const N: usize = 4;
@@ -548,7 +561,7 @@ mod tests {
         };
         let shared = Arc::new(Mutex::new(Shared {
             ledger,
-            mempool: Mempool::new(chain_id(), MempoolConfig::default()),
+            mempool: Mempool::new(chain_id(), MempoolConfig::default(), 0),
             tip,
         }));
         let checked = CheckedBlocks::default();
@@ -566,6 +579,7 @@ mod tests {
                     to: key(from % 3 + 1).public(),
                     amount: 10 + from,
                     nonce,
+                    valid_until: VALID_UNTIL,
                 }
                 .sign(&key(from))
             })
@@ -716,6 +730,7 @@ mod tests {
                 to: key(2).public(),
                 amount: amount + 1,
                 nonce: 0,
+                valid_until: VALID_UNTIL,
             }
             .sign(&key(1));
             let payload = block_after(tip, vec![tx]).to_bytes();
@@ -732,6 +747,7 @@ mod tests {
                     to: key(2).public(),
                     amount: 1,
                     nonce: 0,
+                    valid_until: VALID_UNTIL,
                 }
                 .sign(&key(1)),
             ],

@@ -14,6 +14,7 @@
 //! txs_max = 4000
 //! bytes_max = 2097152
 //! delay_ms = 5
+//! idle_block_ms = 1000  # an empty block this often while only waiting transfers are pending
 //!
 //! [consensus]
 //! checkpoint_interval = 16
@@ -29,6 +30,8 @@
 //! [mempool]
 //! txs_max = 200000
 //! bytes_max = 67108864
+//! valid_for_max = 100000     # how far past the tip a transfer's valid_until may be
+//! log_bytes_max = 268435456  # the mempool log's bound on disk (data_dir/mempool-log)
 //!
 //! [connections]
 //! incoming_max = 256
@@ -204,6 +207,10 @@ pub struct Batching {
     pub bytes_max: usize,
     /// Longest wait for more transactions, in milliseconds.
     pub delay_ms: u64,
+    /// While transactions are pending but none can go in a block (each waits for an
+    /// earlier nonce of its sender), the primary proposes an empty block this often,
+    /// in milliseconds, so heights move on and those transactions expire on time.
+    pub idle_block_ms: u64,
 }
 
 /// Consensus tunables (see the consensus crate).
@@ -264,6 +271,11 @@ pub struct MempoolLimits {
     pub txs_max: usize,
     /// Most pending bytes.
     pub bytes_max: usize,
+    /// How far past the tip a transfer's `valid_until` may lie, in heights.
+    pub valid_for_max: u64,
+    /// Most bytes of the mempool log (`data_dir/mempool-log`): accepted transfers
+    /// not yet committed or dropped. Past it submissions are answered 503.
+    pub log_bytes_max: u64,
 }
 
 /// libp2p connection limits. Genesis validators are never refused for
@@ -298,6 +310,7 @@ impl Default for Batching {
             txs_max: 4_000,
             bytes_max: 2 * 1024 * 1024,
             delay_ms: 5,
+            idle_block_ms: 1_000,
         }
     }
 }
@@ -328,6 +341,8 @@ impl Default for MempoolLimits {
         MempoolLimits {
             txs_max: 50_000,
             bytes_max: 64 * 1024 * 1024,
+            valid_for_max: crate::mempool::VALID_FOR_MAX,
+            log_bytes_max: 256 * 1024 * 1024,
         }
     }
 }

@@ -326,6 +326,9 @@ impl Gossip {
 mod tests {
     use mosaic_crypto::{ChainId, Keypair};
 
+    /// The last valid height of the test transfers.
+    const VALID_UNTIL: u64 = 1_000;
+
     use super::*;
     use crate::ledger::Transfer;
 
@@ -352,6 +355,7 @@ mod tests {
                     to: Keypair::from_seed_for_tests(999).public(),
                     amount: 1,
                     nonce,
+                    valid_until: VALID_UNTIL,
                 }
                 .sign(&key)
             })

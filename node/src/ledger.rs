@@ -5,8 +5,10 @@
 //! - A transfer is signed by `from` under [`Domain::Transaction`] and the chain id, and
 //!   names the chain inside too; its hash (the transaction id) is the blake3 of the
 //!   canonical bytes of the unsigned transfer.
-//! - Executing a transfer: if `nonce` is not the sender's next nonce, it fails with
-//!   `BadNonce`; if the sender's balance is below `amount`, `InsufficientBalance`; if
+//! - Executing a transfer in the block at height h: if `valid_until` < h, it fails
+//!   with `Expired` (validators refuse blocks that carry one, so only a chain that
+//!   broke this rule could show it); if `nonce` is not the sender's next nonce, it
+//!   fails with `BadNonce`; if the sender's balance is below `amount`, `InsufficientBalance`; if
 //!   the recipient's balance would overflow, `BalanceOverflow`. A failed transfer
 //!   leaves the state untouched (the nonce does not move). Otherwise the amount moves
 //!   and the sender's nonce goes up by one. A transfer to oneself only bumps the nonce.
@@ -42,6 +44,9 @@ pub struct Transfer {
     pub amount: u64,
     /// The sender's nonce: its count of applied transfers before this one.
     pub nonce: u64,
+    /// The last height whose block may include it. After that height it can never
+    /// commit, so a client that sees the tip pass it may send the nonce again.
+    pub valid_until: u64,
 }
 
 /// A transfer with the sender's signature. Unverified.
@@ -89,22 +94,23 @@ impl Transfer {
     /// Written out by hand because it is on every node's hot path (ids, signatures,
     /// block checks); the layout is exactly what the canonical codec produces for this
     /// struct (a test compares them): the chain id with its u64 length, both keys, then
-    /// amount and nonce as little-endian u64.
+    /// amount, nonce and valid_until as little-endian u64.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let chain = self.chain.as_str().as_bytes();
-        let mut out = Vec::with_capacity(8 + chain.len() + 32 + 32 + 8 + 8);
+        let mut out = Vec::with_capacity(8 + chain.len() + 32 + 32 + 8 + 8 + 8);
         out.extend_from_slice(&(chain.len() as u64).to_le_bytes());
         out.extend_from_slice(chain);
         out.extend_from_slice(self.from.as_bytes());
         out.extend_from_slice(self.to.as_bytes());
         out.extend_from_slice(&self.amount.to_le_bytes());
         out.extend_from_slice(&self.nonce.to_le_bytes());
+        out.extend_from_slice(&self.valid_until.to_le_bytes());
         out
     }
 
     /// Bytes of this transfer with its signature in the canonical codec.
     pub fn signed_len(&self) -> usize {
-        8 + self.chain.as_str().len() + 32 + 32 + 8 + 8 + mosaic_crypto::sign::SIGNATURE_LEN
+        8 + self.chain.as_str().len() + 32 + 32 + 8 + 8 + 8 + mosaic_crypto::sign::SIGNATURE_LEN
     }
 
     /// The transaction id.
@@ -320,6 +326,14 @@ pub enum FailReason {
     /// The recipient's balance would exceed u64::MAX.
     #[error("recipient balance would overflow")]
     BalanceOverflow,
+    /// Included after its last valid height.
+    #[error("expired: valid until height {valid_until}, included at {height}")]
+    Expired {
+        /// The transfer's last valid height.
+        valid_until: u64,
+        /// The block's height.
+        height: u64,
+    },
 }
 
 /// What happened to one transaction of a block.
@@ -415,8 +429,14 @@ impl Ledger {
         self.accounts.root()
     }
 
-    /// Executes one transfer against the state.
-    fn apply_one(&mut self, tx: &Transfer) -> TxOutcome {
+    /// Executes one transfer of the block at `height` against the state.
+    fn apply_one(&mut self, height: u64, tx: &Transfer) -> TxOutcome {
+        if tx.valid_until < height {
+            return TxOutcome::Failed(FailReason::Expired {
+                valid_until: tx.valid_until,
+                height,
+            });
+        }
         let sender = self.account(&tx.from);
         if tx.nonce != sender.nonce {
             return TxOutcome::Failed(FailReason::BadNonce {
@@ -478,11 +498,11 @@ impl Ledger {
     }
 
     /// Executes a block's transactions in order.
-    pub fn apply(&mut self, txs: &[VerifiedTransfer]) -> Execution {
+    pub fn apply(&mut self, height: u64, txs: &[VerifiedTransfer]) -> Execution {
         let mut outcomes = Vec::with_capacity(txs.len());
         let mut touched = Vec::new();
         for tx in txs {
-            let outcome = self.apply_one(tx.transfer());
+            let outcome = self.apply_one(height, tx.transfer());
             if outcome == TxOutcome::Applied {
                 touched.push(tx.transfer().from);
                 touched.push(tx.transfer().to);
@@ -505,6 +525,9 @@ mod tests {
     use mosaic_crypto::codec;
     use proptest::prelude::*;
 
+    /// The last valid height of the test transfers (executed at height 1).
+    const VALID_UNTIL: u64 = 1_000;
+
     fn chain() -> ChainId {
         ChainId::new("ledger-test").unwrap()
     }
@@ -520,6 +543,7 @@ mod tests {
             to: key(to).public(),
             amount,
             nonce,
+            valid_until: VALID_UNTIL,
         }
         .sign(&key(from))
         .verify(&chain())
@@ -534,7 +558,7 @@ mod tests {
     fn transfers_move_funds_and_nonces() {
         let mut ledger = funded();
         let root_before = ledger.state_root();
-        let exec = ledger.apply(&[transfer(1, 2, 30, 0), transfer(1, 3, 10, 1)]);
+        let exec = ledger.apply(1, &[transfer(1, 2, 30, 0), transfer(1, 3, 10, 1)]);
         assert!(exec.outcomes.iter().all(|(_, o)| *o == TxOutcome::Applied));
         assert_eq!(
             ledger.account(&key(1).public()),
@@ -577,7 +601,7 @@ mod tests {
         for (tx, reason) in cases {
             let mut ledger = funded();
             let root = ledger.state_root();
-            let exec = ledger.apply(&[tx]);
+            let exec = ledger.apply(1, &[tx]);
             assert_eq!(exec.outcomes[0].1, TxOutcome::Failed(reason));
             assert_eq!(
                 ledger.state_root(),
@@ -589,7 +613,7 @@ mod tests {
         }
         let mut rich =
             Ledger::from_balances(&[(key(1).public(), 10), (key(2).public(), u64::MAX)]).unwrap();
-        let exec = rich.apply(&[transfer(1, 2, 1, 0)]);
+        let exec = rich.apply(1, &[transfer(1, 2, 1, 0)]);
         assert_eq!(
             exec.outcomes[0].1,
             TxOutcome::Failed(FailReason::BalanceOverflow)
@@ -597,9 +621,31 @@ mod tests {
     }
 
     #[test]
+    fn a_transfer_executes_up_to_its_last_valid_height_and_fails_after() {
+        let mut ledger = funded();
+        let exec = ledger.apply(VALID_UNTIL, &[transfer(1, 2, 10, 0)]);
+        assert_eq!(exec.outcomes[0].1, TxOutcome::Applied);
+        let mut ledger = funded();
+        let exec = ledger.apply(VALID_UNTIL + 1, &[transfer(1, 2, 10, 0)]);
+        assert_eq!(
+            exec.outcomes[0].1,
+            TxOutcome::Failed(FailReason::Expired {
+                valid_until: VALID_UNTIL,
+                height: VALID_UNTIL + 1
+            })
+        );
+        assert!(exec.changes.is_empty());
+        assert_eq!(
+            ledger,
+            funded(),
+            "an expired transfer leaves the state untouched"
+        );
+    }
+
+    #[test]
     fn self_transfer_only_bumps_the_nonce() {
         let mut ledger = funded();
-        ledger.apply(&[transfer(1, 1, 40, 0)]);
+        ledger.apply(1, &[transfer(1, 1, 40, 0)]);
         assert_eq!(
             ledger.account(&key(1).public()),
             Account {
@@ -617,6 +663,7 @@ mod tests {
             to: key(2).public(),
             amount: 5,
             nonce: 0,
+            valid_until: VALID_UNTIL,
         };
         let other = ChainId::new("other").unwrap();
         assert!(matches!(
@@ -653,6 +700,7 @@ mod tests {
                 to: key(2).public(),
                 amount: 1,
                 nonce: n,
+                valid_until: VALID_UNTIL,
             }
             .sign(&key(1))
         };
@@ -678,13 +726,14 @@ mod tests {
 
         /// The hand-written canonical bytes are the codec's bytes.
         #[test]
-        fn canonical_bytes_are_the_codec_bytes(chain_len in 1usize..=64, from: u64, to: u64, amount: u64, nonce: u64) {
+        fn canonical_bytes_are_the_codec_bytes(chain_len in 1usize..=64, from: u64, to: u64, amount: u64, nonce: u64, valid_until: u64) {
             let transfer = Transfer {
                 chain: ChainId::new("a".repeat(chain_len)).map_err(|e| TestCaseError::fail(e.to_string()))?,
                 from: key(from).public(),
                 to: key(to).public(),
                 amount,
                 nonce,
+                valid_until,
             };
             let codec_bytes = codec::encode(&transfer).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(transfer.canonical_bytes(), codec_bytes);
@@ -715,6 +764,7 @@ mod tests {
                                 to: key(9).public(),
                                 amount: 1 + i as u64,
                                 nonce: i as u64,
+                                valid_until: VALID_UNTIL,
                             }
                             .sign(&key(g as u64));
                             if forge {
@@ -749,8 +799,8 @@ mod tests {
             let txs: Vec<VerifiedTransfer> = ops.iter().map(|&(f, t, a, n)| transfer(f, t, a, n)).collect();
             let mut a = start.clone();
             let mut b = start.clone();
-            let ea = a.apply(&txs);
-            let eb = b.apply(&txs);
+            let ea = a.apply(1, &txs);
+            let eb = b.apply(1, &txs);
             prop_assert_eq!(&ea, &eb);
             let total: u64 = (0..4).map(|i| a.account(&key(i).public()).balance).sum();
             prop_assert_eq!(total, 300);

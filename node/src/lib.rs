@@ -38,6 +38,7 @@ pub mod ledger;
 pub mod links;
 pub mod maverick;
 pub mod mempool;
+pub mod mempool_log;
 pub mod metrics;
 pub mod net;
 pub mod peers;

@@ -606,6 +606,7 @@ mod flooder {
                                 to: recipient,
                                 amount: 1,
                                 nonce: nonce + i,
+                                valid_until: u64::MAX,
                             },
                             signature: Signature::from_bytes([0x11; 64]),
                         })

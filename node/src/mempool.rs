@@ -7,8 +7,12 @@
 //!   transactions contiguously from its next nonce, round-robin over senders.
 //! - Bounded in count and bytes ("mempool full" is an answer, not a crash); refuses
 //!   duplicates, stale nonces, nonces too far ahead, and transactions it saw committed.
+//! - Expiry: a transaction is admitted only while `valid_until` lies after the tip and
+//!   at most [`MempoolConfig::valid_for_max`] heights ahead of it; once the tip reaches
+//!   its `valid_until` it can no longer be included, so it is dropped. A bounded memory
+//!   of dropped transactions says why, for the status API.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use mosaic_crypto::{ChainId, Hash, PublicKey};
 
@@ -30,6 +34,11 @@ pub struct MempoolConfig {
     /// Committed transaction ids remembered to refuse re-gossip (at least half this
     /// many of the latest).
     pub committed_memory_max: usize,
+    /// How far past the tip a transaction's `valid_until` may lie, in heights.
+    pub valid_for_max: u64,
+    /// Dropped transactions remembered with their reason (at least half this many of
+    /// the latest).
+    pub dropped_memory_max: usize,
 }
 
 impl Default for MempoolConfig {
@@ -40,9 +49,15 @@ impl Default for MempoolConfig {
             nonce_ahead_max: 1_000,
             verified_cache_max: 400_000,
             committed_memory_max: 200_000,
+            valid_for_max: VALID_FOR_MAX,
+            dropped_memory_max: 200_000,
         }
     }
 }
+
+/// Default of [`MempoolConfig::valid_for_max`]: 100,000 heights, over an hour at
+/// 20 blocks/s and a day at one block per second.
+pub const VALID_FOR_MAX: u64 = 100_000;
 
 /// Why a transaction was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +114,82 @@ pub enum MempoolError {
         /// The pending transaction's id.
         pending: TxHash,
     },
+    /// This node could not write it to its mempool log (disk full, log full,
+    /// unwritable): it is not accepted here.
+    #[error(
+        "this node cannot keep the transfer on disk ({0}); send it to another validator or try again later"
+    )]
+    Log(String),
+    /// Its last valid height is already executed: it can never be included.
+    #[error(
+        "expired: valid until height {valid_until}, and the chain is at height {tip}; sign it again with a later valid_until"
+    )]
+    Expired {
+        /// The transaction's last valid height.
+        valid_until: u64,
+        /// The tip's height.
+        tip: u64,
+    },
+    /// Valid for longer than this node holds transactions.
+    #[error(
+        "valid_until {valid_until} is more than {max} heights past the tip {tip}; sign it with valid_until at most {}", tip.saturating_add(*max)
+    )]
+    ValidTooLong {
+        /// The transaction's last valid height.
+        valid_until: u64,
+        /// The tip's height.
+        tip: u64,
+        /// The allowed distance.
+        max: u64,
+    },
+}
+
+/// Why a pending transaction left the pool without being committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// The tip reached its last valid height before a block included it (often
+    /// because an earlier nonce of its sender never arrived).
+    Expired {
+        /// Its last valid height.
+        valid_until: u64,
+        /// The sender's next nonce when it was dropped.
+        next_nonce: u64,
+    },
+    /// Another transaction of the same sender and nonce committed.
+    NonceUsed {
+        /// The nonce.
+        nonce: u64,
+    },
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dropped::Expired {
+                valid_until,
+                next_nonce,
+            } => write!(
+                f,
+                "expired at height {valid_until} without being included (the sender's next nonce was {next_nonce}); it can never commit: the same nonce may be sent again"
+            ),
+            Dropped::NonceUsed { nonce } => write!(
+                f,
+                "another transfer of the sender with nonce {nonce} committed first; this one can never commit"
+            ),
+        }
+    }
+}
+
+/// Where a pending transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingState {
+    /// Its nonce.
+    pub nonce: u64,
+    /// Its last valid height.
+    pub valid_until: u64,
+    /// `None`: it is next in line for its sender (a block may include it now).
+    /// `Some(n)`: it waits for nonce `n` of its sender, which this node has not got.
+    pub waiting_for: Option<u64>,
 }
 
 /// A set that remembers at least its last `⌈max/2⌉` and at most its last
@@ -107,31 +198,56 @@ pub enum MempoolError {
 /// Each value is stored once (no separate order queue).
 #[derive(Debug, Clone)]
 struct BoundedSet<T: Eq + std::hash::Hash> {
-    current: HashSet<T>,
-    previous: HashSet<T>,
-    max: usize,
+    map: BoundedMap<T, ()>,
 }
 
 impl<T: Eq + std::hash::Hash> BoundedSet<T> {
     fn new(max: usize) -> Self {
         BoundedSet {
-            current: HashSet::new(),
-            previous: HashSet::new(),
-            max,
+            map: BoundedMap::new(max),
         }
     }
     fn insert(&mut self, value: T) {
-        if self.max == 0 || self.current.contains(&value) {
+        self.map.insert(value, ());
+    }
+    fn contains(&self, value: &T) -> bool {
+        self.map.get(value).is_some()
+    }
+}
+
+/// [`BoundedSet`]'s two generations, with a value per key. Inserting a key again
+/// replaces its value and makes it new.
+#[derive(Debug, Clone)]
+struct BoundedMap<K: Eq + std::hash::Hash, V> {
+    current: HashMap<K, V>,
+    previous: HashMap<K, V>,
+    max: usize,
+}
+
+impl<K: Eq + std::hash::Hash, V> BoundedMap<K, V> {
+    fn new(max: usize) -> Self {
+        BoundedMap {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            max,
+        }
+    }
+    fn insert(&mut self, key: K, value: V) {
+        if self.max == 0 {
             return;
         }
-        self.previous.remove(&value);
+        if let Some(slot) = self.current.get_mut(&key) {
+            *slot = value;
+            return;
+        }
+        self.previous.remove(&key);
         if self.current.len() >= self.max.div_ceil(2) {
             self.previous = std::mem::take(&mut self.current);
         }
-        self.current.insert(value);
+        self.current.insert(key, value);
     }
-    fn contains(&self, value: &T) -> bool {
-        self.current.contains(value) || self.previous.contains(value)
+    fn get(&self, key: &K) -> Option<&V> {
+        self.current.get(key).or_else(|| self.previous.get(key))
     }
 }
 
@@ -145,6 +261,21 @@ fn verified_key(hash: &TxHash, signature: &mosaic_crypto::Signature) -> Hash {
 struct Entry {
     tx: VerifiedTransfer,
     bytes: usize,
+    /// In this node's mempool log: its departure is reported
+    /// ([`Mempool::take_departed`]) so the log can forget it.
+    logged: bool,
+    /// The [`Mempool::stale`] round it was admitted or last handed out in.
+    round: u64,
+}
+
+/// A submission on its way through the mempool log ([`Mempool::reserve`]).
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    from: PublicKey,
+    nonce: u64,
+    bytes: usize,
+    /// Submissions of these same bytes in flight at once.
+    holders: u32,
 }
 
 /// The pool of pending transactions.
@@ -160,9 +291,29 @@ pub struct Mempool {
     // senders late in that order wait for the next one (as with key order before).
     entries: HashMap<TxHash, Box<Entry>>,
     by_sender: HashMap<PublicKey, BTreeMap<u64, TxHash>>,
+    /// (valid_until, id) of every entry: what expires next comes first.
+    by_expiry: BTreeSet<(u64, TxHash)>,
     bytes: usize,
     verified: BoundedSet<Hash>,
     committed: BoundedSet<TxHash>,
+    dropped: BoundedMap<TxHash, Dropped>,
+    /// The height of the last executed block: admission and expiry are relative to it.
+    tip: u64,
+    /// Logged entries that left the pool since the last [`Mempool::take_departed`].
+    departed: Vec<TxHash>,
+    /// Entries dropped (expired or superseded) since the last
+    /// [`Mempool::take_departed`].
+    dropped_since: u64,
+    /// Rounds of [`Mempool::stale`] so far.
+    round: u64,
+    /// Submissions between [`Mempool::reserve`] and [`Mempool::add_logged`] (their
+    /// write to the mempool log in flight): each holds its sender's nonce and counts
+    /// against the pool's limits, so the pool takes whatever got that far and a log
+    /// never holds two transfers of one sender and nonce that a restart would have to
+    /// choose between.
+    reserved: HashMap<TxHash, Reservation>,
+    reserved_nonces: HashMap<(PublicKey, u64), TxHash>,
+    reserved_bytes: usize,
     /// Transactions of blocks whose signatures this node had not checked before the
     /// block carried them, since the last [`Mempool::take_unchecked_in_blocks`].
     unchecked_in_blocks: u64,
@@ -173,18 +324,110 @@ fn encoded_len(tx: &SignedTransfer) -> usize {
 }
 
 impl Mempool {
-    /// An empty pool for `chain`.
-    pub fn new(chain: ChainId, config: MempoolConfig) -> Self {
+    /// An empty pool for `chain` whose executed tip is at height `tip`.
+    pub fn new(chain: ChainId, config: MempoolConfig, tip: u64) -> Self {
         Mempool {
             verified: BoundedSet::new(config.verified_cache_max),
             committed: BoundedSet::new(config.committed_memory_max),
+            dropped: BoundedMap::new(config.dropped_memory_max),
             config,
             chain,
             entries: HashMap::new(),
             by_sender: HashMap::new(),
+            by_expiry: BTreeSet::new(),
             bytes: 0,
+            tip,
+            departed: Vec::new(),
+            dropped_since: 0,
+            round: 0,
             unchecked_in_blocks: 0,
+            reserved: HashMap::new(),
+            reserved_nonces: HashMap::new(),
+            reserved_bytes: 0,
         }
+    }
+
+    /// The height admission and expiry are relative to.
+    pub fn tip(&self) -> u64 {
+        self.tip
+    }
+
+    /// Where pending transaction `hash` stands, if it is pending.
+    pub fn pending_state(&self, hash: &TxHash, ledger: &Ledger) -> Option<PendingState> {
+        let entry = self.entries.get(hash)?;
+        let t = entry.tx.transfer();
+        let next = ledger.account(&t.from).nonce;
+        // The first nonce from `next` on that this pool lacks, if it is below this one.
+        let mut expected = next;
+        if let Some(by_nonce) = self.by_sender.get(&t.from) {
+            for (&nonce, _) in by_nonce.range(next..t.nonce) {
+                if nonce != expected {
+                    break;
+                }
+                expected += 1;
+            }
+        }
+        Some(PendingState {
+            nonce: t.nonce,
+            valid_until: t.valid_until,
+            waiting_for: (expected < t.nonce).then_some(expected),
+        })
+    }
+
+    /// Why `hash` was dropped, if it was (recently).
+    pub fn dropped(&self, hash: &TxHash) -> Option<Dropped> {
+        self.dropped.get(hash).copied()
+    }
+
+    /// Logged transactions that left the pool (committed, dropped or made stale)
+    /// since the last call: the mempool log forgets them.
+    pub fn take_departed(&mut self) -> Vec<TxHash> {
+        std::mem::take(&mut self.departed)
+    }
+
+    /// Starts a new round and returns up to `max` transactions that have been
+    /// pending since at least `age` rounds ago and were not handed out since, ready
+    /// ones first (they are what a block could take now). The node gossips them
+    /// again: a transaction whose gossip missed the primary (it was down, or the
+    /// queue was full) would otherwise wait in this pool only, and its sender's
+    /// later nonces with it, forever.
+    pub fn stale(&mut self, age: u64, max: usize, ledger: &Ledger) -> Vec<SignedTransfer> {
+        self.round += 1;
+        let round = self.round;
+        let mut ready = Vec::new();
+        let mut waiting = Vec::new();
+        for (hash, entry) in &self.entries {
+            if entry.round + age > round {
+                continue;
+            }
+            let t = entry.tx.transfer();
+            if ledger.account(&t.from).nonce == t.nonce {
+                ready.push(*hash);
+            } else if waiting.len() < max {
+                waiting.push(*hash);
+            }
+        }
+        ready.extend(waiting);
+        ready.truncate(max);
+        // Rotating the order from round to round keeps a repeated batch from being
+        // identical (gossip drops a message it saw in the last two minutes).
+        if !ready.is_empty() {
+            let turn = (round as usize) % ready.len();
+            ready.rotate_left(turn);
+        }
+        ready
+            .iter()
+            .filter_map(|hash| {
+                let entry = self.entries.get_mut(hash)?;
+                entry.round = round;
+                Some(entry.tx.signed().clone())
+            })
+            .collect()
+    }
+
+    /// How many entries were dropped (expired or superseded) since the last call.
+    pub fn take_dropped_count(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped_since)
     }
 
     /// Transactions held.
@@ -256,7 +499,7 @@ impl Mempool {
                 Ok(tx) => {
                     self.verified
                         .insert(verified_key(&tx.hash(), &tx.signed().signature));
-                    self.admit(tx, ledger)
+                    self.admit(tx, ledger, false)
                 }
                 Err(e) => Err(MempoolError::Invalid(e)),
             });
@@ -274,21 +517,121 @@ impl Mempool {
         txs: Vec<Result<VerifiedTransfer, TxError>>,
         ledger: &Ledger,
     ) -> Vec<Result<TxHash, MempoolError>> {
+        self.add_checked(txs, ledger, false)
+    }
+
+    /// [`Mempool::add_verified`] for transactions already in this node's mempool
+    /// log: each admitted one, and each one that was already pending, is marked
+    /// logged, so its departure is reported by [`Mempool::take_departed`].
+    pub fn add_logged(
+        &mut self,
+        txs: Vec<Result<VerifiedTransfer, TxError>>,
+        ledger: &Ledger,
+    ) -> Vec<Result<TxHash, MempoolError>> {
+        self.add_checked(txs, ledger, true)
+    }
+
+    fn add_checked(
+        &mut self,
+        txs: Vec<Result<VerifiedTransfer, TxError>>,
+        ledger: &Ledger,
+        logged: bool,
+    ) -> Vec<Result<TxHash, MempoolError>> {
         txs.into_iter()
             .map(|result| {
                 let tx = result?;
                 let hash = tx.hash();
                 if self.committed.contains(&hash) {
+                    if logged {
+                        self.unreserve(&hash);
+                    }
                     return Err(MempoolError::AlreadyCommitted(hash));
                 }
-                if self.entries.contains_key(&hash) {
+                if let Some(entry) = self.entries.get_mut(&hash) {
+                    entry.logged |= logged;
+                    if logged {
+                        self.unreserve(&hash);
+                    }
                     return Err(MempoolError::AlreadyPending(hash));
                 }
                 self.verified
                     .insert(verified_key(&hash, &tx.signed().signature));
-                self.admit(tx, ledger)
+                let admitted = self.admit(tx, ledger, logged);
+                if logged {
+                    if admitted.is_ok() {
+                        // Pending now: other submissions of the same bytes find the
+                        // entry, so nothing more is held for them.
+                        self.drop_reservation(&hash);
+                    } else {
+                        self.unreserve(&hash);
+                    }
+                }
+                admitted
             })
             .collect()
+    }
+
+    /// Whether [`Mempool::add_logged`] will take `tx`: admit it, or mark it logged
+    /// when it is pending but not logged yet (it came by gossip). A new one is
+    /// reserved: its sender's nonce and its room are held for it until
+    /// [`Mempool::add_logged`] takes it or [`Mempool::release`] gives them back, so
+    /// once it is in the log, only the chain moving on (it committed, its nonce was
+    /// used, it expired) can keep the pool from taking it, and a restart that reads
+    /// the log back decides the same way.
+    pub fn reserve(&mut self, tx: &VerifiedTransfer, ledger: &Ledger) -> Result<(), MempoolError> {
+        let hash = tx.hash();
+        if self.committed.contains(&hash) {
+            return Err(MempoolError::AlreadyCommitted(hash));
+        }
+        match self.entries.get(&hash) {
+            Some(entry) if entry.logged => return Err(MempoolError::AlreadyPending(hash)),
+            Some(_) => return Ok(()),
+            None => {}
+        }
+        if let Some(r) = self.reserved.get_mut(&hash) {
+            r.holders += 1;
+            return Ok(());
+        }
+        self.admissible(tx, ledger)?;
+        let t = tx.transfer();
+        let bytes = encoded_len(tx.signed());
+        self.reserved.insert(
+            hash,
+            Reservation {
+                from: t.from,
+                nonce: t.nonce,
+                bytes,
+                holders: 1,
+            },
+        );
+        self.reserved_nonces.insert((t.from, t.nonce), hash);
+        self.reserved_bytes += bytes;
+        Ok(())
+    }
+
+    /// Gives back what [`Mempool::reserve`] held for `hashes` (their write to the log
+    /// failed).
+    pub fn release(&mut self, hashes: &[TxHash]) {
+        for hash in hashes {
+            self.unreserve(hash);
+        }
+    }
+
+    fn unreserve(&mut self, hash: &TxHash) {
+        let Some(r) = self.reserved.get_mut(hash) else {
+            return;
+        };
+        r.holders -= 1;
+        if r.holders == 0 {
+            self.drop_reservation(hash);
+        }
+    }
+
+    fn drop_reservation(&mut self, hash: &TxHash) {
+        if let Some(r) = self.reserved.remove(hash) {
+            self.reserved_nonces.remove(&(r.from, r.nonce));
+            self.reserved_bytes -= r.bytes;
+        }
     }
 
     /// Why a new submission would be refused before its signatures are checked, if
@@ -310,12 +653,26 @@ impl Mempool {
 
     /// Whether the pool is at its count limit (callers skip verification then).
     pub fn is_full(&self) -> bool {
-        self.entries.len() >= self.config.count_max
+        self.entries.len() + self.reserved.len() >= self.config.count_max
     }
 
-    fn admit(&mut self, tx: VerifiedTransfer, ledger: &Ledger) -> Result<TxHash, MempoolError> {
-        let hash = tx.hash();
+    /// The admission rules that depend on the pool's state and the ledger, not on
+    /// whether the transaction is already known.
+    fn admissible(&self, tx: &VerifiedTransfer, ledger: &Ledger) -> Result<(), MempoolError> {
         let t = tx.transfer();
+        if t.valid_until <= self.tip {
+            return Err(MempoolError::Expired {
+                valid_until: t.valid_until,
+                tip: self.tip,
+            });
+        }
+        if t.valid_until - self.tip > self.config.valid_for_max {
+            return Err(MempoolError::ValidTooLong {
+                valid_until: t.valid_until,
+                tip: self.tip,
+                max: self.config.valid_for_max,
+            });
+        }
         let next = ledger.account(&t.from).nonce;
         if t.nonce < next {
             return Err(MempoolError::StaleNonce { next, got: t.nonce });
@@ -327,26 +684,61 @@ impl Mempool {
                 max: self.config.nonce_ahead_max,
             });
         }
-        if let Some(pending) = self.by_sender.get(&t.from).and_then(|m| m.get(&t.nonce)) {
+        let pending = self
+            .by_sender
+            .get(&t.from)
+            .and_then(|m| m.get(&t.nonce))
+            .or_else(|| {
+                self.reserved_nonces
+                    .get(&(t.from, t.nonce))
+                    .filter(|h| **h != tx.hash())
+            });
+        if let Some(pending) = pending {
             return Err(MempoolError::NonceTaken {
                 nonce: t.nonce,
                 pending: *pending,
             });
         }
         let bytes = encoded_len(tx.signed());
-        if self.entries.len() >= self.config.count_max || self.bytes + bytes > self.config.bytes_max
-        {
-            return Err(MempoolError::Full {
-                count: self.entries.len(),
-                bytes: self.bytes,
-            });
+        // A transfer's own reservation is the room it takes, not room taken from it.
+        let (own_count, own_bytes) = self
+            .reserved
+            .get(&tx.hash())
+            .map_or((0, 0), |r| (1, r.bytes));
+        let count = self.entries.len() + self.reserved.len() - own_count;
+        let held = self.bytes + self.reserved_bytes - own_bytes;
+        if count >= self.config.count_max || held + bytes > self.config.bytes_max {
+            return Err(MempoolError::Full { count, bytes: held });
         }
+        Ok(())
+    }
+
+    fn admit(
+        &mut self,
+        tx: VerifiedTransfer,
+        ledger: &Ledger,
+        logged: bool,
+    ) -> Result<TxHash, MempoolError> {
+        self.admissible(&tx, ledger)?;
+        let hash = tx.hash();
+        let t = tx.transfer();
+        let bytes = encoded_len(tx.signed());
         self.by_sender
             .entry(t.from)
             .or_default()
             .insert(t.nonce, hash);
+        self.by_expiry.insert((t.valid_until, hash));
         self.bytes += bytes;
-        self.entries.insert(hash, Box::new(Entry { tx, bytes }));
+        let round = self.round;
+        self.entries.insert(
+            hash,
+            Box::new(Entry {
+                tx,
+                bytes,
+                logged,
+                round,
+            }),
+        );
         Ok(hash)
     }
 
@@ -369,7 +761,12 @@ impl Mempool {
         let mut bytes = 0;
         'rounds: while !queues.is_empty() {
             for queue in queues.iter_mut() {
-                let Some(entry) = queue.0.get(&queue.1).and_then(|h| self.entries.get(h)) else {
+                let Some(entry) = queue
+                    .0
+                    .get(&queue.1)
+                    .and_then(|h| self.entries.get(h))
+                    .filter(|e| e.tx.transfer().valid_until > self.tip)
+                else {
                     // Mark the run as ended; removed after the round.
                     queue.1 = u64::MAX;
                     continue;
@@ -437,12 +834,15 @@ impl Mempool {
         std::mem::take(&mut self.unchecked_in_blocks)
     }
 
-    /// Forgets what a committed block contained, and whatever its execution made stale.
+    /// Forgets what the committed block at `height` contained, whatever its execution
+    /// made stale, and whatever can no longer be included after it (expired).
     pub fn remove_committed<'a>(
         &mut self,
+        height: u64,
         committed: impl IntoIterator<Item = &'a VerifiedTransfer>,
         ledger: &Ledger,
     ) {
+        self.tip = self.tip.max(height);
         let mut senders = BTreeSet::new();
         for tx in committed {
             self.committed.insert(tx.hash());
@@ -451,14 +851,35 @@ impl Mempool {
         }
         for sender in senders {
             let next = ledger.account(&sender).nonce;
-            let stale: Vec<TxHash> = self
+            let stale: Vec<(u64, TxHash)> = self
                 .by_sender
                 .get(&sender)
-                .map(|m| m.range(..next).map(|(_, h)| *h).collect())
+                .map(|m| m.range(..next).map(|(n, h)| (*n, *h)).collect())
                 .unwrap_or_default();
-            for hash in stale {
+            for (nonce, hash) in stale {
                 self.remove(&hash);
+                self.dropped.insert(hash, Dropped::NonceUsed { nonce });
+                self.dropped_since += 1;
             }
+        }
+        while let Some(&(valid_until, hash)) = self.by_expiry.first() {
+            if valid_until > self.tip {
+                break;
+            }
+            let next_nonce = self
+                .entries
+                .get(&hash)
+                .map(|e| ledger.account(&e.tx.transfer().from).nonce)
+                .unwrap_or_default();
+            self.remove(&hash);
+            self.dropped_since += 1;
+            self.dropped.insert(
+                hash,
+                Dropped::Expired {
+                    valid_until,
+                    next_nonce,
+                },
+            );
         }
     }
 
@@ -466,6 +887,10 @@ impl Mempool {
         if let Some(entry) = self.entries.remove(hash) {
             self.bytes -= entry.bytes;
             let t = entry.tx.transfer();
+            self.by_expiry.remove(&(t.valid_until, *hash));
+            if entry.logged {
+                self.departed.push(*hash);
+            }
             if let Some(m) = self.by_sender.get_mut(&t.from) {
                 m.remove(&t.nonce);
                 if m.is_empty() {
@@ -481,8 +906,13 @@ impl Mempool {
         assert_eq!(bytes, self.bytes);
         let indexed: usize = self.by_sender.values().map(BTreeMap::len).sum();
         assert_eq!(indexed, self.entries.len());
-        assert!(self.entries.len() <= self.config.count_max);
-        assert!(self.bytes <= self.config.bytes_max);
+        assert_eq!(self.by_expiry.len(), self.entries.len());
+        assert!(self.by_expiry.first().is_none_or(|(v, _)| *v > self.tip));
+        assert!(self.entries.len() + self.reserved.len() <= self.config.count_max);
+        assert!(self.bytes + self.reserved_bytes <= self.config.bytes_max);
+        assert_eq!(self.reserved.len(), self.reserved_nonces.len());
+        let reserved: usize = self.reserved.values().map(|r| r.bytes).sum();
+        assert_eq!(reserved, self.reserved_bytes);
     }
 }
 
@@ -576,6 +1006,9 @@ mod tests {
     use crate::ledger::Transfer;
     use mosaic_crypto::Keypair;
 
+    /// The last valid height of the test transactions.
+    const VALID_UNTIL: u64 = 100;
+
     fn chain() -> ChainId {
         ChainId::new("pool").unwrap()
     }
@@ -591,6 +1024,7 @@ mod tests {
             to: key(99).public(),
             amount: 1,
             nonce,
+            valid_until: VALID_UNTIL,
         }
         .sign(&key(from))
     }
@@ -608,7 +1042,16 @@ mod tests {
                 nonce_ahead_max: 10,
                 ..MempoolConfig::default()
             },
+            0,
         )
+    }
+
+    fn tx_until(from: u64, nonce: u64, valid_until: u64) -> SignedTransfer {
+        Transfer {
+            valid_until,
+            ..tx(from, nonce).transfer
+        }
+        .sign(&key(from))
     }
 
     #[test]
@@ -636,6 +1079,7 @@ mod tests {
             to: key(98).public(),
             amount: 1,
             nonce: 0,
+            valid_until: VALID_UNTIL,
         }
         .sign(&key(1));
         assert!(matches!(
@@ -724,7 +1168,7 @@ mod tests {
             set.insert(i);
             // The latest max/2 are always there; never more than max in all.
             assert!((i.saturating_sub(4)..=i).all(|j| set.contains(&j)), "{i}");
-            assert!(set.current.len() + set.previous.len() <= 10);
+            assert!(set.map.current.len() + set.map.previous.len() <= 10);
         }
         assert!(!set.contains(&0));
         // Inserting again keeps a value alive across rotations.
@@ -762,8 +1206,8 @@ mod tests {
             p.add(tx(1, n), &l).unwrap();
         }
         let block = p.select(|k| l.account(k).nonce, 2, usize::MAX);
-        l.apply(&block);
-        p.remove_committed(&block, &l);
+        l.apply(1, &block);
+        p.remove_committed(1, &block, &l);
         assert_eq!(p.len(), 1);
         assert!(matches!(
             p.add(block[0].signed().clone(), &l),
@@ -803,5 +1247,221 @@ mod tests {
         assert_eq!(results[0].as_ref().map(|t| t.hash()), Ok(tx(2, 0).hash()));
         assert_eq!(results[1].as_ref().map(|t| t.hash()), Ok(tx(1, 0).hash()));
         assert!(matches!(results[2], Err(TxError::BadSignature { .. })));
+    }
+
+    #[test]
+    fn validity_is_bounded_on_both_sides_of_the_tip() {
+        let l = ledger();
+        let mut p = Mempool::new(
+            chain(),
+            MempoolConfig {
+                valid_for_max: 50,
+                ..MempoolConfig::default()
+            },
+            10,
+        );
+        let err = p.add(tx_until(1, 0, 10), &l).unwrap_err();
+        assert_eq!(
+            err,
+            MempoolError::Expired {
+                valid_until: 10,
+                tip: 10
+            }
+        );
+        assert!(err.to_string().contains("expired"), "{err}");
+        let err = p.add(tx_until(1, 0, 61), &l).unwrap_err();
+        assert!(matches!(err, MempoolError::ValidTooLong { max: 50, .. }));
+        assert!(err.to_string().contains("at most 60"), "{err}");
+        assert!(p.add(tx_until(1, 0, 11), &l).is_ok());
+        assert!(p.add(tx_until(2, 0, 60), &l).is_ok());
+        p.check_invariants();
+    }
+
+    #[test]
+    fn expired_and_superseded_transactions_are_dropped_with_a_reason() {
+        let mut l = ledger();
+        let mut p = pool(100);
+        // Sender 1: nonce 0 missing, nonce 1 waits and expires at 5. Sender 2: ready,
+        // valid until 5 as well, but committed first.
+        let gapped = p.add(tx_until(1, 1, 5), &l).unwrap();
+        let ready = p.add(tx_until(2, 0, 5), &l).unwrap();
+        // Sender 3: two transfers with nonce 0 reach different nodes; the other commits.
+        let loser = p.add(tx_until(3, 0, 50), &l).unwrap();
+        let winner = Transfer {
+            to: key(97).public(),
+            ..tx_until(3, 0, 50).transfer
+        }
+        .sign(&key(3))
+        .verify(&chain())
+        .unwrap();
+        assert_eq!(
+            p.pending_state(&gapped, &l),
+            Some(PendingState {
+                nonce: 1,
+                valid_until: 5,
+                waiting_for: Some(0)
+            })
+        );
+        assert_eq!(
+            p.pending_state(&ready, &l).map(|s| s.waiting_for),
+            Some(None)
+        );
+        let block = p.select(|k| l.account(k).nonce, 1, usize::MAX);
+        assert_eq!(block.len(), 1);
+        let block = vec![winner];
+        l.apply(4, &block);
+        p.remove_committed(4, &block, &l);
+        assert_eq!(p.dropped(&loser), Some(Dropped::NonceUsed { nonce: 0 }));
+        assert!(p.contains(&gapped) && p.contains(&ready));
+        // Height 5 is the last at which they could go in; after it they are gone.
+        p.remove_committed(5, &[], &l);
+        assert_eq!(
+            p.dropped(&gapped),
+            Some(Dropped::Expired {
+                valid_until: 5,
+                next_nonce: 0
+            })
+        );
+        assert!(
+            p.dropped(&gapped)
+                .unwrap()
+                .to_string()
+                .contains("may be sent again")
+        );
+        assert!(matches!(p.dropped(&ready), Some(Dropped::Expired { .. })));
+        assert!(p.is_empty());
+        p.check_invariants();
+        // A dropped transaction is not readmitted: it is expired now.
+        assert!(matches!(
+            p.add(tx_until(1, 1, 5), &l),
+            Err(MempoolError::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn a_proposal_never_takes_what_expires_at_the_tip() {
+        let l = ledger();
+        let mut p = pool(100);
+        p.add(tx_until(1, 0, 3), &l).unwrap();
+        p.add(tx_until(1, 1, 9), &l).unwrap();
+        assert_eq!(p.select(|k| l.account(k).nonce, 10, usize::MAX).len(), 2);
+        // Executed through height 3 without including them (a block of others):
+        // nonce 0 expires, and nonce 1 waits behind it.
+        p.remove_committed(3, &[], &l);
+        assert!(p.select(|k| l.account(k).nonce, 10, usize::MAX).is_empty());
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn only_logged_transactions_report_their_departure() {
+        let mut l = ledger();
+        let mut p = pool(100);
+        let gossiped = p.add(tx(1, 0), &l).unwrap();
+        let unlogged = p.add(tx(4, 0), &l).unwrap();
+        let signed = vec![tx(2, 0).verify(&chain()), tx(2, 1).verify(&chain())];
+        let results = p.add_logged(signed, &l);
+        assert!(results.iter().all(Result::is_ok));
+        assert!(p.take_departed().is_empty());
+        // The same transaction arriving through the log later marks it logged.
+        let again = p.add_logged(vec![tx(1, 0).verify(&chain())], &l);
+        assert!(matches!(again[0], Err(MempoolError::AlreadyPending(_))));
+        let block = p.select(|k| l.account(k).nonce, 10, usize::MAX);
+        assert_eq!(block.len(), 4);
+        l.apply(1, &block);
+        p.remove_committed(1, &block, &l);
+        assert!(p.is_empty());
+        let mut departed = p.take_departed();
+        departed.sort();
+        let mut expected: Vec<TxHash> = block
+            .iter()
+            .map(|t| t.hash())
+            .filter(|h| *h != unlogged)
+            .collect();
+        expected.sort();
+        assert_eq!(departed, expected);
+        assert!(departed.contains(&gossiped));
+        assert!(p.take_departed().is_empty(), "taken once");
+        assert!(p.reserve(&tx(2, 1).verify(&chain()).unwrap(), &l).is_err());
+        assert!(p.reserve(&tx(3, 0).verify(&chain()).unwrap(), &l).is_ok());
+    }
+
+    #[test]
+    fn long_pending_transactions_are_handed_out_again_ready_ones_first_and_not_every_round() {
+        let l = ledger();
+        let mut p = pool(100);
+        p.add(tx(1, 0), &l).unwrap();
+        p.add(tx(2, 5), &l).unwrap();
+        assert!(p.stale(2, 10, &l).is_empty(), "round 1: too young");
+        let handed = p.stale(2, 1, &l);
+        assert_eq!(
+            handed,
+            vec![tx(1, 0)],
+            "round 2: the ready one first, within max"
+        );
+        assert_eq!(p.stale(2, 10, &l), vec![tx(2, 5)], "round 3: the other one");
+        assert_eq!(
+            p.stale(2, 10, &l),
+            vec![tx(1, 0)],
+            "round 4: two rounds after the first"
+        );
+        assert_eq!(
+            p.stale(2, 10, &l),
+            vec![tx(2, 5)],
+            "round 5: the other again"
+        );
+        p.add(tx(3, 0), &l).unwrap();
+        assert_eq!(
+            p.stale(2, 10, &l),
+            vec![tx(1, 0)],
+            "round 6: the first again; the new one is too young"
+        );
+    }
+
+    #[test]
+    fn a_reservation_holds_its_nonce_and_room_until_the_log_answers() {
+        let l = ledger();
+        let mut p = pool(3);
+        let verify = |t: SignedTransfer| t.verify(&chain()).unwrap();
+        let a = tx(1, 0);
+        // Another transfer of the same sender and nonce (a different amount).
+        let b = Transfer {
+            amount: 2,
+            ..a.transfer.clone()
+        }
+        .sign(&key(1));
+        p.reserve(&verify(a.clone()), &l).unwrap();
+        // Two submissions of the same bytes at once both go to the log.
+        p.reserve(&verify(a.clone()), &l).unwrap();
+        let taken = p.reserve(&verify(b.clone()), &l).unwrap_err();
+        assert!(
+            matches!(taken, MempoolError::NonceTaken { nonce: 0, .. }),
+            "{taken}"
+        );
+        // Gossip cannot take the nonce meanwhile either.
+        assert!(matches!(
+            p.add(b.clone(), &l),
+            Err(MempoolError::NonceTaken { .. })
+        ));
+        // The reservation counts against the pool's room.
+        p.reserve(&verify(tx(2, 0)), &l).unwrap();
+        p.add(tx(3, 0), &l).unwrap();
+        assert!(p.is_full());
+        assert!(matches!(
+            p.add(tx(4, 0), &l),
+            Err(MempoolError::Full { .. })
+        ));
+        p.check_invariants();
+        // The first answer admits it, the second finds it pending.
+        let first = p.add_logged(vec![Ok(verify(a.clone()))], &l);
+        assert_eq!(first, vec![Ok(a.hash())]);
+        let second = p.add_logged(vec![Ok(verify(a.clone()))], &l);
+        assert_eq!(second, vec![Err(MempoolError::AlreadyPending(a.hash()))]);
+        // A failed write gives back what it held.
+        p.release(&[tx(2, 0).hash()]);
+        p.check_invariants();
+        assert!(!p.is_full());
+        p.add(tx(4, 0), &l).unwrap();
+        assert_eq!(p.len(), 3);
+        p.check_invariants();
     }
 }

@@ -46,6 +46,12 @@ pub struct Metrics {
     pub tx_index_runs: Gauge,
     /// Transactions submitted through this node's API.
     pub transactions_submitted: Counter,
+    /// Pending transactions gossiped again because no block took them for a while.
+    pub transactions_regossiped: Counter,
+    /// Transactions refused because the mempool log could not keep them.
+    pub mempool_log_refused: Counter,
+    /// Logged transactions expired or superseded before a block included them.
+    pub transactions_dropped: Counter,
     /// Consensus messages not sent: the validator was unreachable or its queue full.
     pub consensus_dropped: Counter,
     /// Transactions of blocks whose signatures this node checked only then.
@@ -92,6 +98,9 @@ impl Metrics {
         let connections_denied = Family::<Labels, Counter>::default();
         let tx_index_runs = Gauge::default();
         let transactions_submitted = Counter::default();
+        let mempool_log_refused = Counter::default();
+        let transactions_regossiped = Counter::default();
+        let transactions_dropped = Counter::default();
         let consensus_dropped = Counter::default();
         let block_transactions_unchecked = Counter::default();
         let held_bytes = Gauge::default();
@@ -216,6 +225,21 @@ impl Metrics {
             transactions_submitted.clone(),
         );
         registry.register(
+            "transactions_regossiped",
+            "Pending transactions gossiped again because no block included them within a few seconds",
+            transactions_regossiped.clone(),
+        );
+        registry.register(
+            "mempool_log_refused",
+            "Submitted transactions refused (503) because the mempool log could not write them (log full, disk error)",
+            mempool_log_refused.clone(),
+        );
+        registry.register(
+            "transactions_dropped",
+            "Pending transactions dropped without being committed: expired, or their nonce used by another",
+            transactions_dropped.clone(),
+        );
+        registry.register(
             "consensus_messages_dropped",
             "Consensus messages not sent: the validator was unreachable or its link's queue full",
             consensus_dropped.clone(),
@@ -243,6 +267,9 @@ impl Metrics {
             connections_denied,
             tx_index_runs,
             transactions_submitted,
+            mempool_log_refused,
+            transactions_regossiped,
+            transactions_dropped,
             consensus_dropped,
             block_transactions_unchecked,
             held_bytes,

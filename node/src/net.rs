@@ -1,7 +1,7 @@
 //! libp2p: the validator's identity, the network behaviour and the wire formats.
 //!
-//! - Transport: TCP + Noise + Yamux; the validator's ed25519 key is its libp2p
-//!   identity, so an authenticated connection's peer id *is* a validator.
+//! - Transport: TCP + Noise + Yamux ([`transport`]); the validator's ed25519 key is
+//!   its libp2p identity, so an authenticated connection's peer id *is* a validator.
 //! - `/mosaic/<chain>/consensus/2`: one long-lived stream from each validator to each
 //!   other, carrying length-prefixed consensus messages in order ([`crate::links`]);
 //!   only genesis validators may open one.
@@ -38,8 +38,18 @@ use crate::block::BlockHeader;
 /// its next backed-off retry (a minute or more after a long outage): a failed ping
 /// closes it instead, and the peer is dialled afresh.
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a ping may take before its connection counts as dead.
-pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a ping may take before it fails. libp2p reports a connection's second
+/// failed ping in a row (the first is free), so a dead connection is closed within
+/// `PING_INTERVAL + 2 x PING_TIMEOUT + PING_INTERVAL` (6 s) of its last answer: a
+/// partition healed before that waits at most about as long as it lasted for TCP's
+/// next retry, and one healed later finds the peer dialled afresh within a second.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long bytes sent to a peer may stay unacknowledged before the kernel drops
+/// the connection (`TCP_USER_TIMEOUT`). Pings go out every second, so a connection
+/// into a partition always has such bytes and dies this long after the cut, at
+/// once, without a graceful close that would wait on the cut link; until then a
+/// heal is picked up by TCP's next retry. Without it Linux retries for minutes.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long dialling a peer (TCP, noise, yamux) may take: a dial into a partition
 /// holds back the next one to that peer until it gives up.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -64,6 +74,34 @@ pub enum NetError {
     /// A behaviour could not be built.
     #[error("cannot build the network: {0}")]
     Build(String),
+}
+
+/// The transport of a node: TCP without Nagle's delay and with
+/// [`TCP_USER_TIMEOUT`] on every socket, Noise, Yamux.
+pub fn transport(
+    key: &identity::Keypair,
+) -> Result<libp2p::core::transport::Boxed<(PeerId, libp2p::core::muxing::StreamMuxerBox)>, NetError>
+{
+    use libp2p::core::Transport as _;
+    use libp2p::core::muxing::StreamMuxerBox;
+    use libp2p::{noise, tcp, yamux};
+    let noise = noise::Config::new(key).map_err(|e| NetError::Build(e.to_string()))?;
+    Ok(
+        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+            .map(|stream: tcp::tokio::TcpStream, _| {
+                let millis = u32::try_from(TCP_USER_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
+                if let Err(e) = rustix::net::sockopt::set_tcp_user_timeout(&stream.0, millis) {
+                    // Only slower failure detection: the pings still close it.
+                    tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+                }
+                stream
+            })
+            .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+            .authenticate(noise)
+            .multiplex(yamux::Config::default())
+            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            .boxed(),
+    )
 }
 
 /// The libp2p identity of a validator key.

@@ -19,7 +19,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify};
 use mosaic_consensus::{
     CheckpointProof, CommitCertificate, Config as ConsensusConfig, Digest, Input, Message, Output,
     Replica, ReplicaId, Restored, SeqNum, Timer, ValidatorSet, View,
@@ -41,6 +41,7 @@ use crate::ledger::{Ledger, SignedTransfer};
 use crate::links::{self, Inbound, Links};
 use crate::maverick::{self, Maverick};
 use crate::mempool::{Mempool, MempoolConfig};
+use crate::mempool_log::{self, LogConfig, MempoolLog};
 use crate::metrics::Metrics;
 use crate::net::{
     self, Behaviour, BehaviourEvent, CONSENSUS_FRAME_MAX, GOSSIP_BYTES_MAX, NetError,
@@ -63,6 +64,11 @@ const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 const CONSENSUS_INBOUND_QUEUE: usize = 1_024;
 /// Transactions waiting to be gossiped, at most.
 const GOSSIP_QUEUE_MAX: usize = 200_000;
+/// Slow ticks (seconds) a transaction stays pending before it is gossiped again.
+const REGOSSIP_AGE_ROUNDS: u64 = 3;
+/// Transactions gossiped again per slow tick at most: a stalled chain costs each
+/// node at most this much gossip a second.
+const REGOSSIP_TXS_MAX: usize = 4_096;
 /// Gossip checking requests in the signature queue at once, at most (this bounds
 /// what gossip puts in [`crate::sigbatch`]). While they wait or run, later messages
 /// wait in [`Gossip`] and are then handed over together: the busier the node, the
@@ -104,6 +110,9 @@ pub enum NodeError {
     /// Network setup failed.
     #[error("network: {0}")]
     Net(#[from] NetError),
+    /// The mempool log could not be read back or started.
+    #[error("{0}")]
+    MempoolLog(#[from] mempool_log::LogError),
     /// A listen address could not be used.
     #[error("cannot listen on {address}: {reason}")]
     Listen {
@@ -312,7 +321,7 @@ pub async fn start(
         hash: tip_hash,
         state_root: ledger.state_root(),
     };
-    let mempool = Mempool::new(
+    let mut mempool = Mempool::new(
         chain.clone(),
         MempoolConfig {
             count_max: config.mempool.txs_max,
@@ -322,9 +331,51 @@ pub async fn start(
                 .txs_max
                 .saturating_mul(2)
                 .max(MempoolConfig::default().verified_cache_max),
+            valid_for_max: config.mempool.valid_for_max,
             ..MempoolConfig::default()
         },
+        tip_height,
     );
+    if config.mempool.log_bytes_max < 3 * config.mempool.bytes_max as u64 {
+        // Compaction keeps the log within its bound while what is pending takes at
+        // most about 3/8 of it; a pool allowed to hold more answers 503 when full.
+        tracing::warn!(
+            log_bytes_max = config.mempool.log_bytes_max,
+            bytes_max = config.mempool.bytes_max,
+            "mempool.log_bytes_max is below 3 x mempool.bytes_max: the mempool log may refuse transfers (503) before the pool is full; raise it"
+        );
+    }
+    // What this node accepted before it stopped: re-checked like any input, what is
+    // still admissible goes back into the pool (and out by gossip again), the rest
+    // (committed or expired meanwhile) is dropped from the log.
+    let recovered = mempool_log::recover(
+        &config.data_dir.join("mempool-log"),
+        LogConfig {
+            bytes_max: config.mempool.log_bytes_max,
+            ..LogConfig::default()
+        },
+    )?;
+    let reloaded_total = recovered.transfers.len();
+    let reloaded: Vec<SignedTransfer> = recovered
+        .transfers
+        .iter()
+        .cloned()
+        .zip(mempool.add_logged(
+            crate::ledger::verify_batch(recovered.transfers.clone(), &chain),
+            &ledger,
+        ))
+        .filter(|(_, r)| r.is_ok())
+        .map(|(tx, _)| tx)
+        .collect();
+    if reloaded_total > 0 || recovered.cut_bytes > 0 {
+        tracing::info!(
+            reloaded = reloaded.len(),
+            left_out = reloaded_total - reloaded.len(),
+            cut_bytes = recovered.cut_bytes,
+            "mempool log read back: accepted transfers pending again (left out: committed, expired or invalid meanwhile)"
+        );
+    }
+    let mempool_log = recovered.start(&reloaded)?;
     let shared = Arc::new(Mutex::new(Shared {
         ledger,
         mempool,
@@ -407,13 +458,10 @@ pub async fn start(
         &config.connections,
         &validator_peers,
     )?;
+    let transport = net::transport(&identity)?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_other_transport(|_| transport)
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_behaviour(|_| behaviour)
         .map_err(|e| NetError::Build(e.to_string()))?
@@ -520,6 +568,7 @@ pub async fn start(
         commands: commands_tx.clone(),
         verify_backlog: verify_backlog.clone(),
         signatures: signatures.clone(),
+        log: mempool_log.clone(),
     };
     let listener = crate::api_listener::LimitedListener::new(
         listener,
@@ -615,7 +664,9 @@ pub async fn start(
         gossip_results,
         links,
         links_dropped_seen: 0,
+        mempool_log,
     };
+    node.gossip_out.extend(reloaded);
     for address in &config.bootstrap {
         node.add_bootstrap(address);
     }
@@ -728,6 +779,8 @@ struct EventLoop {
     links: Links,
     /// `links.dropped()` at the last metrics update.
     links_dropped_seen: u64,
+    /// Where accepted transactions are kept until they commit or drop.
+    mempool_log: MempoolLog,
 }
 
 impl EventLoop {
@@ -979,6 +1032,15 @@ impl EventLoop {
     ) -> Result<(), NodeError> {
         let view = certificate.view.0;
         let executed = self.chain.execute(seq, digest, payload, certificate)?;
+        let (departed, dropped) = {
+            let mut shared = lock(&self.shared);
+            (
+                shared.mempool.take_departed(),
+                shared.mempool.take_dropped_count(),
+            )
+        };
+        self.mempool_log.forget(departed);
+        self.metrics.transactions_dropped.inc_by(dropped);
         let txs = executed.header.tx_count;
         self.metrics.blocks_committed.inc();
         self.metrics.transactions_committed.inc_by(u64::from(txs));
@@ -1063,13 +1125,14 @@ impl EventLoop {
     }
 
     /// The primary proposes once consensus asked, the parent is executed here (the
-    /// header names the state after it) and the batch is full or old enough.
+    /// header names the state after it) and the batch is full or old enough (or, with
+    /// nothing that can go in, `idle_block_ms` old: an empty block).
     fn maybe_propose(&mut self) {
         let Some((seq, parent)) = self.wanted else {
             return;
         };
         let batching = &self.config.batching;
-        let (txs, tip) = {
+        let (txs, tip, since) = {
             let shared = lock(&self.shared);
             if shared.tip.height + 1 != seq.0 || shared.tip.hash != parent.0 {
                 return;
@@ -1090,9 +1153,11 @@ impl EventLoop {
                 batching.txs_max,
                 batching.bytes_max,
             );
-            (txs, shared.tip)
+            (txs, shared.tip, since)
         };
-        if txs.is_empty() {
+        // Nothing can go in: an empty block now and then still moves the height on,
+        // so waiting transactions reach their expiry.
+        if txs.is_empty() && since.elapsed() < Duration::from_millis(batching.idle_block_ms) {
             return;
         }
         if let Some(maverick) = self.maverick.as_mut() {
@@ -1354,6 +1419,10 @@ impl EventLoop {
                     self.sync.forget(&peer_id);
                     if let Some(i) = self.validator_index(&peer_id) {
                         tracing::info!(validator = i.0, peer = %peer_id, "validator disconnected");
+                        // Dial it again now rather than on the next slow tick: a
+                        // connection the kernel dropped after a healed cut comes back
+                        // at once.
+                        self.redial();
                     }
                 } else {
                     self.connected.insert(peer_id, num_established);
@@ -2141,6 +2210,20 @@ impl EventLoop {
 
     fn on_slow_tick(&mut self) -> Result<(), NodeError> {
         self.redial();
+        let stale = {
+            let mut shared = lock(&self.shared);
+            let Shared {
+                mempool, ledger, ..
+            } = &mut *shared;
+            mempool.stale(REGOSSIP_AGE_ROUNDS, REGOSSIP_TXS_MAX, ledger)
+        };
+        if !stale.is_empty() {
+            self.metrics
+                .transactions_regossiped
+                .inc_by(stale.len() as u64);
+            let room = GOSSIP_QUEUE_MAX.saturating_sub(self.gossip_out.len());
+            self.gossip_out.extend(stale.into_iter().take(room));
+        }
         self.compact_index();
         for peer in self.peers.second_passed(Instant::now()) {
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);

@@ -243,6 +243,9 @@ mod tests {
     use crate::mempool::{Mempool, MempoolConfig};
     use mosaic_crypto::{Hash, Keypair};
 
+    /// The last valid height of the test transfers.
+    const VALID_UNTIL: u64 = 1_000;
+
     fn chain() -> ChainId {
         ChainId::new("chain-test").unwrap()
     }
@@ -255,6 +258,7 @@ mod tests {
             to: Keypair::from_seed_for_tests(seed + 1_000).public(),
             amount: 1,
             nonce,
+            valid_until: VALID_UNTIL,
         }
         .sign(&key)
     }
@@ -268,7 +272,7 @@ mod tests {
                 state_root: ledger.state_root(),
             },
             ledger,
-            mempool: Mempool::new(chain(), MempoolConfig::default()),
+            mempool: Mempool::new(chain(), MempoolConfig::default(), 0),
         }));
         SigBatcher::new(chain(), shared, VerifyPool::start(2).unwrap())
     }

@@ -222,8 +222,10 @@ impl StoreError {
     }
 }
 
-/// Version of the on-disk layout.
-pub const STORE_FORMAT: u64 = 2;
+/// Version of the on-disk layout, and of what it holds: 3 stores block bodies whose
+/// transfers carry `valid_until` (a store of format 2 holds bodies this build cannot
+/// decode).
+pub const STORE_FORMAT: u64 = 3;
 const CHECKSUM_LEN: usize = 16;
 /// Largest value the store decodes (bodies are at most coding::BODY_BYTES_MAX).
 const VALUE_BYTES_MAX: usize = coding::BODY_BYTES_MAX + 1024 * 1024;

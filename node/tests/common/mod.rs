@@ -42,6 +42,9 @@ pub fn genesis(n: usize, clients: usize) -> Genesis {
     }
 }
 
+/// The last valid height of the test transfers (far enough for any test chain).
+pub const VALID_UNTIL: u64 = 100_000;
+
 pub fn transfer(from: usize, to: &PublicKey, amount: u64, nonce: u64) -> SignedTransfer {
     Transfer {
         chain: ChainId::new(CHAIN).unwrap(),
@@ -49,6 +52,7 @@ pub fn transfer(from: usize, to: &PublicKey, amount: u64, nonce: u64) -> SignedT
         to: *to,
         amount,
         nonce,
+        valid_until: VALID_UNTIL,
     }
     .sign(&client_key(from))
 }

@@ -1,0 +1,348 @@
+//! A transfer's life seen from the client: signed once with a last valid height,
+//! submitted to one of several nodes, and followed until it commits, fails, is
+//! dropped or expires. When the node in use stops answering, the same signed bytes
+//! go to the next one (same hash, so at most one inclusion can ever apply).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use mosaic_crypto::{ChainId, PublicKey, keyfile};
+use mosaic_node::ledger::{SignedTransfer, Transfer};
+use serde_json::{Value, json};
+
+use crate::client::{self, Client};
+
+/// The local testnet whose validators are the default nodes.
+pub const TESTNET_DIR: &str = "testnet/data";
+/// How long one request to one node may take before the next node is tried.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often --wait asks.
+const POLL: Duration = Duration::from_millis(100);
+/// How often --wait sends the transfer again to a node that does not know it.
+const RESEND: Duration = Duration::from_secs(2);
+
+/// What `mosaic tx transfer` was asked.
+#[derive(Debug, Clone)]
+pub struct TransferArgs {
+    /// The sender's key file.
+    pub key_file: PathBuf,
+    /// Recipient.
+    pub to: PublicKey,
+    /// Amount.
+    pub amount: u64,
+    /// Nonce (default: asked from the node).
+    pub nonce: Option<u64>,
+    /// Heights past the tip it stays valid.
+    pub valid_for: u64,
+    /// Follow it to the end.
+    pub wait: bool,
+    /// Longest wait.
+    pub timeout: Duration,
+}
+
+/// The nodes, with the one in use first; rotating moves to the next.
+struct Nodes {
+    urls: Vec<String>,
+    at: usize,
+    /// Say nothing on stderr (--json).
+    quiet: bool,
+}
+
+impl Nodes {
+    fn new(urls: &[String], quiet: bool) -> Result<Self> {
+        if urls.is_empty() {
+            bail!("no node given: pass --node URL");
+        }
+        Ok(Nodes {
+            urls: urls.to_vec(),
+            at: 0,
+            quiet,
+        })
+    }
+    fn client(&self) -> Client {
+        Client::with_timeout(&self.urls[self.at], REQUEST_TIMEOUT)
+    }
+    fn url(&self) -> &str {
+        &self.urls[self.at]
+    }
+    fn rotate(&mut self) {
+        self.at = (self.at + 1) % self.urls.len();
+    }
+}
+
+/// Answers of one node's GET `path`, trying the nodes in turn (a node that
+/// answers with an error status counts as an answer).
+fn get_first(nodes: &mut Nodes, path: &str) -> Result<Value> {
+    let mut errors = Vec::new();
+    for _ in 0..nodes.urls.len() {
+        match nodes.client().get_raw(path) {
+            Ok((status, value)) if (200..300).contains(&status) => return Ok(value),
+            Ok((status, value)) => bail!("{}", client::error_text(status, &value)),
+            Err(e) => {
+                errors.push(format!("{e:#}"));
+                let from = nodes.url().to_string();
+                nodes.rotate();
+                if !nodes.quiet && nodes.urls.len() > 1 {
+                    eprintln!("{from} did not answer; trying {}", nodes.url());
+                }
+            }
+        }
+    }
+    bail!("no node answered: {}", errors.join("; "))
+}
+
+/// How a submission went at one node.
+enum Submitted {
+    Accepted,
+    /// The node could not take it now (503): another may.
+    Busy(String),
+    /// The node did not answer.
+    Unreachable(String),
+}
+
+fn submit(nodes: &Nodes, tx: &SignedTransfer) -> Result<Submitted> {
+    match nodes.client().post("/v1/transactions", tx) {
+        Ok((202, _)) => Ok(Submitted::Accepted),
+        // The same signed bytes are already in a block (an earlier node took them
+        // and answered too late): follow it to its end like an accepted one.
+        Ok((409, answer))
+            if answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("already committed")) =>
+        {
+            Ok(Submitted::Accepted)
+        }
+        Ok((503, answer)) => Ok(Submitted::Busy(client::error_text(503, &answer))),
+        Ok((code, answer)) => bail!("{}", client::error_text(code, &answer)),
+        Err(e) => Ok(Submitted::Unreachable(format!("{e:#}"))),
+    }
+}
+
+/// Submits `tx` to the nodes in turn until one answers 202.
+fn submit_somewhere(nodes: &mut Nodes, tx: &SignedTransfer, json: bool) -> Result<()> {
+    let mut refusals = Vec::new();
+    for _ in 0..nodes.urls.len() {
+        match submit(nodes, tx)? {
+            Submitted::Accepted => return Ok(()),
+            Submitted::Busy(why) | Submitted::Unreachable(why) => {
+                let from = nodes.url().to_string();
+                nodes.rotate();
+                if !json && nodes.urls.len() > 1 {
+                    eprintln!(
+                        "{from} did not accept it ({why}); sending the same signed transfer to {}",
+                        nodes.url()
+                    );
+                }
+                refusals.push(format!("{from}: {why}"));
+            }
+        }
+    }
+    bail!(
+        "no node accepted transfer {}: {}. A node that failed mid-request may still have it: \
+         check `mosaic tx status {}`; after height {} it can never commit and its nonce may be sent again",
+        tx.hash(),
+        refusals.join("; "),
+        tx.hash(),
+        tx.transfer.valid_until
+    )
+}
+
+/// `mosaic tx transfer`.
+pub fn transfer(args: &TransferArgs, urls: &[String], json: bool) -> Result<()> {
+    let key = keyfile::read_key_file(&args.key_file)?;
+    let mut nodes = Nodes::new(urls, json)?;
+    let status = get_first(&mut nodes, "/v1/status")?;
+    let chain = ChainId::new(
+        status["chain_id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("node status has no chain id"))?,
+    )?;
+    let tip = status["height"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("node status has no height"))?;
+    let nonce = match args.nonce {
+        Some(n) => n,
+        None => get_first(&mut nodes, &format!("/v1/accounts/{}", key.public()))?["nonce"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("node did not return a nonce"))?,
+    };
+    let tx = Transfer {
+        chain,
+        from: key.public(),
+        to: args.to,
+        amount: args.amount,
+        nonce,
+        valid_until: tip.saturating_add(args.valid_for),
+    }
+    .sign(&key);
+    let hash = tx.hash().to_string();
+    submit_somewhere(&mut nodes, &tx, json)?;
+    if !json {
+        println!("{hash}");
+    }
+    if !args.wait {
+        if json {
+            println!(
+                "{}",
+                json!({ "hash": hash, "status": "pending", "nonce": nonce, "valid_until": tx.transfer.valid_until, "node": nodes.url() })
+            );
+        }
+        return Ok(());
+    }
+    follow(&mut nodes, &tx, args.timeout, json)
+}
+
+/// Waits for `tx` to end, moving to another node (and submitting it there again)
+/// whenever the one in use stops answering.
+fn follow(nodes: &mut Nodes, tx: &SignedTransfer, timeout: Duration, json: bool) -> Result<()> {
+    let hash = tx.hash().to_string();
+    let valid_until = tx.transfer.valid_until;
+    let start = Instant::now();
+    let mut last_sent = Instant::now();
+    loop {
+        match nodes.client().get_raw(&format!("/v1/transactions/{hash}")) {
+            Ok((200, value)) => {
+                let tip = value["tip"].as_u64().unwrap_or(0);
+                match value["status"].as_str() {
+                    Some("committed") => {
+                        crate::print(json, &value, || {
+                            format!("committed at height {}", value["height"])
+                        });
+                        return Ok(());
+                    }
+                    Some("failed") => {
+                        if json {
+                            println!("{value}");
+                        }
+                        bail!(
+                            "transaction failed at height {}: {}",
+                            value["height"],
+                            value["reason"].as_str().unwrap_or_default()
+                        );
+                    }
+                    Some("dropped") => {
+                        if json {
+                            println!("{value}");
+                        }
+                        bail!(
+                            "transaction {hash} dropped: {}",
+                            value["reason"].as_str().unwrap_or_default()
+                        );
+                    }
+                    Some("unknown") if tip > valid_until => {
+                        if json {
+                            println!(
+                                "{}",
+                                json!({ "hash": hash, "status": "expired", "valid_until": valid_until, "tip": tip })
+                            );
+                        }
+                        bail!(
+                            "transaction {hash} expired: valid until height {valid_until}, the chain is at {tip} and it is not committed, so it never will be; the nonce {} may be sent again",
+                            tx.transfer.nonce
+                        );
+                    }
+                    Some("unknown") if last_sent.elapsed() >= RESEND => {
+                        // This node has not got it (it came here after another one
+                        // failed, or gossip did not reach it): hand it over again.
+                        last_sent = Instant::now();
+                        if let Ok(Submitted::Busy(why)) = submit(nodes, tx) {
+                            if !json {
+                                eprintln!(
+                                    "{} cannot take it now ({why}); trying the next node",
+                                    nodes.url()
+                                );
+                            }
+                            nodes.rotate();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok((code, value)) => {
+                if !json {
+                    eprintln!("{}: {}", nodes.url(), client::error_text(code, &value));
+                }
+                nodes.rotate();
+            }
+            Err(e) => {
+                let from = nodes.url().to_string();
+                nodes.rotate();
+                if !json {
+                    eprintln!(
+                        "{from} stopped answering ({e:#}); sending the same signed transfer to {} and waiting there",
+                        nodes.url()
+                    );
+                }
+                if let Ok(Submitted::Accepted) = submit(nodes, tx) {
+                    last_sent = Instant::now();
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "not committed within {} s; it may still commit up to height {valid_until}: check with `mosaic tx status {hash}`",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// How final an answer is: a node that saw the end outranks one that did not.
+fn rank(value: &Value) -> u8 {
+    match value["status"].as_str() {
+        Some("committed" | "failed") => 3,
+        Some("dropped") => 2,
+        Some("pending") => 1,
+        _ => 0,
+    }
+}
+
+/// `mosaic tx status`: asks every node and reports the most final answer.
+pub fn status(hash: &str, urls: &[String]) -> Result<Value> {
+    let mut best: Option<Value> = None;
+    let mut errors = Vec::new();
+    for url in urls {
+        match Client::with_timeout(url, REQUEST_TIMEOUT)
+            .get_raw(&format!("/v1/transactions/{hash}"))
+        {
+            Ok((200, mut value)) => {
+                if let Some(map) = value.as_object_mut() {
+                    map.insert("node".into(), json!(url));
+                }
+                if best.as_ref().is_none_or(|b| rank(&value) > rank(b)) {
+                    best = Some(value);
+                }
+                if best.as_ref().is_some_and(|b| rank(b) == 3) {
+                    break;
+                }
+            }
+            Ok((code, value)) => {
+                errors.push(format!("{url}: {}", client::error_text(code, &value)))
+            }
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    best.ok_or_else(|| anyhow!("no node answered: {}", errors.join("; ")))
+}
+
+/// One line for a status answer.
+pub fn describe_status(value: &Value) -> String {
+    let hash = value["hash"].as_str().unwrap_or_default();
+    let reason = value["reason"].as_str().unwrap_or_default();
+    let node = value["node"].as_str().unwrap_or_default();
+    match value["status"].as_str().unwrap_or_default() {
+        "committed" => format!(
+            "{hash} committed at height {} (index {})",
+            value["height"], value["index"]
+        ),
+        "failed" => format!("{hash} failed at height {}: {reason}", value["height"]),
+        "dropped" => format!("{hash} dropped: {reason} ({node})"),
+        "pending" => format!("{hash} pending at {node}: {reason} (tip {})", value["tip"]),
+        _ => format!(
+            "{hash} unknown to every node asked (tip {}): {reason}",
+            value["tip"]
+        ),
+    }
+}

@@ -1,0 +1,972 @@
+//! The mempool log: every transfer this node answers 202 to is on its disk first.
+//!
+//! - Records go to segment files `<seq>.log` in one folder, each record
+//!   `[length u32 LE][first 8 bytes of blake3(payload)][payload]`, the payload the
+//!   canonical encoding of the signed transfer. A segment starts with [`MAGIC`].
+//! - One writer thread owns the files. It takes every append queued while it was
+//!   busy, writes them together and syncs once (group commit), then answers each: a
+//!   burst of submissions costs one fsync, not one each.
+//! - A logged transfer that leaves the mempool (committed, expired, superseded) is
+//!   forgotten; a segment whose transfers were all forgotten is deleted, and when
+//!   the log passes half its byte bound, the live records of the segments with the
+//!   largest share of dead bytes move to the newest, so the log stays bounded by
+//!   what is pending, however the long-pending transfers are spread.
+//! - A segment's magic goes out with its first records, so a segment file is
+//!   empty or starts with the magic.
+//! - On start the node reads every segment ([`recover`]): a torn or corrupt record
+//!   ends its segment (a crash mid-write leaves a torn tail; that is cut, never
+//!   fatal), the transfers are re-checked by the caller like any input, and the ones
+//!   kept are written to a fresh segment before the old ones are deleted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use mosaic_crypto::{Hash, codec};
+use tokio::sync::oneshot;
+
+use crate::ledger::{SignedTransfer, TX_BYTES_MAX, TxHash};
+
+/// The first bytes of every segment file.
+pub const MAGIC: &[u8; 8] = b"mosmplg1";
+/// Bytes before each record's payload.
+const RECORD_HEADER: usize = 4 + 8;
+/// A current segment with nothing live in it is closed (and deleted) past this size.
+const SPENT_CLOSE_BYTES: u64 = 64 * 1024;
+/// Segments compacted after one group commit at most (the next group goes on).
+const COMPACTIONS_PER_ROUND: usize = 4;
+
+/// Bounds of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Most bytes on disk; an append past it is refused (the node answers 503).
+    pub bytes_max: u64,
+    /// A segment is closed and a new one started past this size (and past a
+    /// quarter of `bytes_max`).
+    pub segment_bytes: u64,
+    /// Most bytes of appends waiting for the writer; more are refused at once.
+    pub queued_bytes_max: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            bytes_max: 256 * 1024 * 1024,
+            segment_bytes: 8 * 1024 * 1024,
+            queued_bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why the log could not keep a transfer, or could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    /// A file operation failed (disk full, read-only, removed folder).
+    #[error(
+        "mempool log {path}: {what} failed: {error}; check the disk (free space, permissions) of the node's data_dir"
+    )]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// The operation.
+        what: &'static str,
+        /// The OS error.
+        error: String,
+    },
+    /// The log holds as many bytes as it may.
+    #[error("mempool log full ({bytes} bytes, at most {max}); try again later")]
+    Full {
+        /// Bytes on disk.
+        bytes: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// Too many appends wait for the writer.
+    #[error("mempool log busy ({queued} bytes waiting to be written); try again later")]
+    Busy {
+        /// Bytes waiting.
+        queued: usize,
+    },
+    /// The writer thread is gone (the node is stopping).
+    #[error("mempool log stopped")]
+    Stopped,
+    /// A transfer could not be encoded.
+    #[error("cannot encode a transfer for the mempool log: {0}")]
+    Encode(String),
+}
+
+fn io_error(path: &Path, what: &'static str, error: std::io::Error) -> LogError {
+    LogError::Io {
+        path: path.display().to_string(),
+        what,
+        error: error.to_string(),
+    }
+}
+
+fn checksum(payload: &[u8]) -> [u8; 8] {
+    let mut out = [0; 8];
+    out.copy_from_slice(&Hash::of(payload).as_bytes()[..8]);
+    out
+}
+
+fn record(tx: &SignedTransfer) -> Result<Vec<u8>, LogError> {
+    let payload = codec::encode(tx).map_err(|e| LogError::Encode(e.to_string()))?;
+    let mut out = Vec::with_capacity(RECORD_HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&checksum(&payload));
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016}.log"))
+}
+
+/// The segments in `dir`, oldest first. Files that are not segments are left alone.
+fn segments(dir: &Path) -> Result<Vec<u64>, LogError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_error(dir, "listing", e))? {
+        let entry = entry.map_err(|e| io_error(dir, "listing", e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name
+            .strip_suffix(".log")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            out.push(seq);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// One segment's records, up to the first that is torn or corrupt, and the length
+/// of the good prefix.
+struct SegmentRead {
+    records: Vec<(TxHash, SignedTransfer, Vec<u8>)>,
+    good_len: u64,
+    file_len: u64,
+}
+
+fn read_segment(path: &Path) -> Result<SegmentRead, LogError> {
+    let file = File::open(path).map_err(|e| io_error(path, "opening", e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| io_error(path, "reading the size of", e))?
+        .len();
+    let mut reader = std::io::BufReader::new(file);
+    let mut records = Vec::new();
+    let mut magic = [0; MAGIC.len()];
+    if file_len < MAGIC.len() as u64 || reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return Ok(SegmentRead {
+            records,
+            good_len: 0,
+            file_len,
+        });
+    }
+    let mut at = MAGIC.len() as u64;
+    // Each record's length is checked against TX_BYTES_MAX before its payload is
+    // read; a torn, rotten or undecodable record ends the segment.
+    let mut header = [0; RECORD_HEADER];
+    while file_len - at >= RECORD_HEADER as u64 {
+        if reader.read_exact(&mut header).is_err() {
+            break;
+        }
+        let mut len = [0; 4];
+        len.copy_from_slice(&header[..4]);
+        let len = u32::from_le_bytes(len) as usize;
+        if len > TX_BYTES_MAX || file_len - at - (RECORD_HEADER as u64) < len as u64 {
+            break;
+        }
+        let mut bytes = vec![0; RECORD_HEADER + len];
+        bytes[..RECORD_HEADER].copy_from_slice(&header);
+        if reader.read_exact(&mut bytes[RECORD_HEADER..]).is_err() {
+            break;
+        }
+        let payload = &bytes[RECORD_HEADER..];
+        if checksum(payload) != header[4..] {
+            break;
+        }
+        let Ok(tx) = codec::decode::<SignedTransfer>(payload, TX_BYTES_MAX) else {
+            break;
+        };
+        records.push((tx.hash(), tx, bytes));
+        at += (RECORD_HEADER + len) as u64;
+    }
+    Ok(SegmentRead {
+        records,
+        good_len: at,
+        file_len,
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, "syncing the folder", e))
+}
+
+/// What [`recover`] read back.
+#[derive(Debug)]
+pub struct Recovered {
+    dir: PathBuf,
+    config: LogConfig,
+    old: Vec<u64>,
+    /// The logged transfers, oldest first (not verified: the caller checks them).
+    pub transfers: Vec<SignedTransfer>,
+    /// Bytes after the last good record of some segment (a torn tail or rot).
+    pub cut_bytes: u64,
+}
+
+/// Reads every segment in `dir` (created if missing).
+pub fn recover(dir: &Path, config: LogConfig) -> Result<Recovered, LogError> {
+    fs::create_dir_all(dir).map_err(|e| io_error(dir, "creating", e))?;
+    let old = segments(dir)?;
+    let mut transfers = Vec::new();
+    let mut cut_bytes = 0;
+    let mut good_bytes = 0;
+    // Every segment is read whole, whatever the bound is now: a bound lowered since
+    // the records were written must not lose transfers that were answered 202.
+    for &seq in &old {
+        let path = segment_path(dir, seq);
+        let read = read_segment(&path)?;
+        good_bytes += read.good_len;
+        if read.good_len < read.file_len {
+            cut_bytes += read.file_len - read.good_len;
+            tracing::warn!(
+                segment = %path.display(),
+                good = read.good_len,
+                cut = read.file_len - read.good_len,
+                "mempool log: a torn or corrupt tail is cut off"
+            );
+        }
+        transfers.extend(read.records.into_iter().map(|(_, tx, _)| tx));
+    }
+    if good_bytes > config.bytes_max {
+        tracing::warn!(
+            bytes = good_bytes,
+            max = config.bytes_max,
+            "mempool log: more on disk than mempool.log_bytes_max; every record is read back"
+        );
+    }
+    Ok(Recovered {
+        dir: dir.to_path_buf(),
+        config,
+        old,
+        transfers,
+        cut_bytes,
+    })
+}
+
+impl Recovered {
+    /// Writes `keep` (the recovered transfers the node admitted again) to a fresh
+    /// segment, syncs it, deletes the old segments and starts the writer.
+    pub fn start(self, keep: &[SignedTransfer]) -> Result<MempoolLog, LogError> {
+        let seq = self.old.last().map_or(0, |s| s + 1);
+        let mut writer = Writer::create(self.dir.clone(), self.config, seq)?;
+        let mut buffer = Vec::new();
+        for tx in keep {
+            let bytes = record(tx)?;
+            writer.index(tx.hash(), seq, bytes.len() as u64);
+            buffer.extend_from_slice(&bytes);
+        }
+        writer.write_synced(&buffer)?;
+        for old in &self.old {
+            let path = segment_path(&self.dir, *old);
+            fs::remove_file(&path).map_err(|e| io_error(&path, "deleting", e))?;
+        }
+        sync_dir(&self.dir)?;
+        let (requests, receive) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let thread_queued = queued.clone();
+        std::thread::Builder::new()
+            .name("mempool-log".into())
+            .spawn(move || writer.run(receive, thread_queued))
+            .map_err(|e| io_error(&self.dir, "starting the writer thread for", e))?;
+        Ok(MempoolLog {
+            requests,
+            queued,
+            queued_max: self.config.queued_bytes_max,
+        })
+    }
+}
+
+enum Request {
+    Append {
+        records: Vec<(TxHash, Vec<u8>)>,
+        bytes: usize,
+        done: oneshot::Sender<Result<(), LogError>>,
+    },
+    Forget(Vec<TxHash>),
+}
+
+/// The handle to the log (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct MempoolLog {
+    requests: mpsc::Sender<Request>,
+    queued: Arc<AtomicUsize>,
+    queued_max: usize,
+}
+
+impl MempoolLog {
+    /// Writes `txs` durably; resolves once they are synced to disk (or refused).
+    pub async fn append(&self, txs: &[SignedTransfer]) -> Result<(), LogError> {
+        let mut records = Vec::with_capacity(txs.len());
+        let mut bytes = 0;
+        for tx in txs {
+            let r = record(tx)?;
+            bytes += r.len();
+            records.push((tx.hash(), r));
+        }
+        let queued = self.queued.fetch_add(bytes, Ordering::Relaxed);
+        if queued + bytes > self.queued_max {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(LogError::Busy { queued });
+        }
+        let (done, answer) = oneshot::channel();
+        if self
+            .requests
+            .send(Request::Append {
+                records,
+                bytes,
+                done,
+            })
+            .is_err()
+        {
+            self.queued.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(LogError::Stopped);
+        }
+        answer.await.unwrap_or(Err(LogError::Stopped))
+    }
+
+    /// Forgets logged transfers that left the mempool.
+    pub fn forget(&self, hashes: Vec<TxHash>) {
+        if !hashes.is_empty() {
+            // A stopped writer has nothing left to forget.
+            let _ = self.requests.send(Request::Forget(hashes));
+        }
+    }
+}
+
+struct Segment {
+    /// Records in it that are live.
+    live: usize,
+    /// Their bytes.
+    live_bytes: u64,
+    /// Bytes in the file.
+    bytes: u64,
+}
+
+impl Segment {
+    const EMPTY: Segment = Segment {
+        live: 0,
+        live_bytes: 0,
+        bytes: 0,
+    };
+
+    /// Bytes that compaction would free.
+    fn garbage(&self) -> u64 {
+        self.bytes
+            .saturating_sub(self.live_bytes + MAGIC.len() as u64)
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    config: LogConfig,
+    current: u64,
+    file: File,
+    segments: BTreeMap<u64, Segment>,
+    /// Each logged transfer's segments and record lengths (a transfer appended
+    /// twice has two).
+    placed: HashMap<TxHash, Vec<(u64, u64)>>,
+    /// A failed write left bytes it could not cut: later appends go to a new segment.
+    broken: bool,
+}
+
+impl Writer {
+    fn create(dir: PathBuf, config: LogConfig, seq: u64) -> Result<Writer, LogError> {
+        let file = Self::new_segment(&dir, seq)?;
+        let mut segments = BTreeMap::new();
+        segments.insert(seq, Segment::EMPTY);
+        Ok(Writer {
+            dir,
+            config,
+            current: seq,
+            file,
+            segments,
+            placed: HashMap::new(),
+            broken: false,
+        })
+    }
+
+    fn new_segment(dir: &Path, seq: u64) -> Result<File, LogError> {
+        let path = segment_path(dir, seq);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, "creating", e))?;
+        sync_dir(dir)?;
+        Ok(file)
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.bytes).sum()
+    }
+
+    fn index(&mut self, hash: TxHash, seq: u64, len: u64) {
+        self.placed.entry(hash).or_default().push((seq, len));
+        if let Some(segment) = self.segments.get_mut(&seq) {
+            segment.live += 1;
+            segment.live_bytes += len;
+        }
+    }
+
+    fn dead(&mut self, seq: u64, len: u64) {
+        if let Some(segment) = self.segments.get_mut(&seq) {
+            segment.live -= 1;
+            segment.live_bytes -= len;
+        }
+    }
+
+    fn unindex(&mut self, hash: &TxHash, seq: u64) {
+        if let Some(places) = self.placed.get_mut(hash) {
+            let mut gone = None;
+            if let Some(i) = places.iter().position(|(s, _)| *s == seq) {
+                gone = Some(places.swap_remove(i));
+            }
+            if places.is_empty() {
+                self.placed.remove(hash);
+            }
+            if let Some((seq, len)) = gone {
+                self.dead(seq, len);
+            }
+        }
+    }
+
+    fn forget(&mut self, hash: &TxHash) {
+        for (seq, len) in self.placed.remove(hash).unwrap_or_default() {
+            self.dead(seq, len);
+        }
+    }
+
+    /// Appends `bytes` to the current segment and syncs it. On failure the segment
+    /// is cut back to where it was; if even that fails, the next write starts a
+    /// new segment.
+    fn write_synced(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+        let path = segment_path(&self.dir, self.current);
+        let before = self.segments.get(&self.current).map_or(0, |s| s.bytes);
+        let magic: &[u8] = if before == 0 { MAGIC } else { &[] };
+        let result = self
+            .file
+            .write_all(&[magic, bytes].concat())
+            .and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                if let Some(segment) = self.segments.get_mut(&self.current) {
+                    segment.bytes += (magic.len() + bytes.len()) as u64;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Cut what got in and put the cursor back, so the next write follows
+                // the last good record with no gap; if either fails, the next write
+                // starts a new segment.
+                use std::io::Seek;
+                let cut = self
+                    .file
+                    .set_len(before)
+                    .and_then(|()| self.file.seek(std::io::SeekFrom::Start(before)).map(|_| ()));
+                if cut.is_err() {
+                    self.broken = true;
+                }
+                Err(io_error(&path, "writing", e))
+            }
+        }
+    }
+
+    fn run(mut self, requests: mpsc::Receiver<Request>, queued: Arc<AtomicUsize>) {
+        while let Ok(first) = requests.recv() {
+            let mut batch = vec![first];
+            while batch.len() < 4_096 {
+                match requests.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.group(batch, &queued);
+            self.housekeeping();
+        }
+    }
+
+    /// Writes every append of `batch` with one sync, in order with its forgets.
+    fn group(&mut self, batch: Vec<Request>, queued: &AtomicUsize) {
+        if self.broken
+            && let Err(e) = self.rotate()
+        {
+            tracing::warn!(error = %e, "mempool log: cannot start a new segment");
+        }
+        // A new segment's first write carries the magic too.
+        let magic = match self.segments.get(&self.current) {
+            Some(s) if s.bytes > 0 => 0,
+            _ => MAGIC.len() as u64,
+        };
+        let room = self
+            .config
+            .bytes_max
+            .saturating_sub(self.total_bytes() + magic);
+        let mut buffer = Vec::new();
+        let mut waiting = Vec::new();
+        let mut refused = Vec::new();
+        for request in batch {
+            match request {
+                Request::Append {
+                    records,
+                    bytes,
+                    done,
+                } => {
+                    queued.fetch_sub(bytes, Ordering::Relaxed);
+                    if self.broken || (buffer.len() + bytes) as u64 > room {
+                        refused.push(done);
+                        continue;
+                    }
+                    let mut hashes = Vec::with_capacity(records.len());
+                    for (hash, bytes) in records {
+                        buffer.extend_from_slice(&bytes);
+                        self.index(hash, self.current, bytes.len() as u64);
+                        hashes.push(hash);
+                    }
+                    waiting.push((hashes, done));
+                }
+                Request::Forget(hashes) => {
+                    for hash in &hashes {
+                        self.forget(hash);
+                    }
+                }
+            }
+        }
+        let full = LogError::Full {
+            bytes: self.total_bytes(),
+            max: self.config.bytes_max,
+        };
+        for done in refused {
+            let _ = done.send(Err(if self.broken {
+                LogError::Io {
+                    path: self.dir.display().to_string(),
+                    what: "writing",
+                    error: "an earlier write failed and no new segment could be started".into(),
+                }
+            } else {
+                full.clone()
+            }));
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        let result = self.write_synced(&buffer);
+        if result.is_err() {
+            for (hashes, _) in &waiting {
+                for hash in hashes {
+                    self.unindex(hash, self.current);
+                }
+            }
+            tracing::warn!(error = ?result, "mempool log: a group commit failed");
+        }
+        for (_, done) in waiting {
+            // A caller that stopped waiting has nothing to be told.
+            let _ = done.send(result.clone());
+        }
+    }
+
+    fn rotate(&mut self) -> Result<(), LogError> {
+        let seq = self.current + 1;
+        self.file = Self::new_segment(&self.dir, seq)?;
+        self.current = seq;
+        self.broken = false;
+        self.segments.insert(seq, Segment::EMPTY);
+        Ok(())
+    }
+
+    /// Deletes segments nothing live is in, starts a new segment past the size
+    /// bound, and past half the byte bound compacts the segments with the most dead
+    /// bytes.
+    fn housekeeping(&mut self) {
+        let dead: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(seq, s)| **seq != self.current && s.live == 0)
+            .map(|(seq, _)| *seq)
+            .collect();
+        let mut deleted = false;
+        for seq in dead {
+            let path = segment_path(&self.dir, seq);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    self.segments.remove(&seq);
+                    deleted = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.segments.remove(&seq);
+                    deleted = true;
+                }
+                Err(e) => {
+                    tracing::warn!(segment = %path.display(), error = %e, "mempool log: cannot delete a spent segment");
+                }
+            }
+        }
+        if deleted && let Err(e) = sync_dir(&self.dir) {
+            tracing::warn!(error = %e, "mempool log");
+        }
+        let (current_bytes, current_live) = self
+            .segments
+            .get(&self.current)
+            .map_or((0, 0), |s| (s.bytes, s.live));
+        // The current segment is closed when it is full, when nothing in it is live
+        // any more (so it can be deleted), or when it holds much of the bound (so
+        // compaction can reach it).
+        let close = current_bytes > self.config.segment_bytes
+            || (current_live == 0 && current_bytes > SPENT_CLOSE_BYTES)
+            || current_bytes > self.config.bytes_max / 4;
+        if close && let Err(e) = self.rotate() {
+            tracing::warn!(error = %e, "mempool log: cannot start a new segment");
+        }
+        for _ in 0..COMPACTIONS_PER_ROUND {
+            if self.total_bytes() <= self.config.bytes_max / 2 {
+                break;
+            }
+            let Some(seq) = self.compaction_candidate() else {
+                break;
+            };
+            if let Err(e) = self.compact(seq) {
+                tracing::warn!(error = %e, "mempool log: cannot compact");
+                break;
+            }
+        }
+    }
+
+    /// The closed segment with the largest share of dead bytes, if at least a
+    /// quarter of it is dead: a segment is only rewritten to free at least a third
+    /// of what it copies, and the log fills up only when most of what it holds is
+    /// pending (the mempool's byte bound keeps that below the log's).
+    fn compaction_candidate(&self) -> Option<u64> {
+        self.segments
+            .iter()
+            .filter(|(seq, s)| **seq != self.current && s.garbage() * 4 >= s.bytes && s.bytes > 0)
+            .max_by(|(_, a), (_, b)| {
+                // a.garbage/a.bytes vs b.garbage/b.bytes without division.
+                (u128::from(a.garbage()) * u128::from(b.bytes))
+                    .cmp(&(u128::from(b.garbage()) * u128::from(a.bytes)))
+            })
+            .map(|(seq, _)| *seq)
+    }
+
+    /// Copies the live records of closed segment `seq` into the current one,
+    /// syncs, and deletes the old segment.
+    fn compact(&mut self, seq: u64) -> Result<(), LogError> {
+        if seq == self.current {
+            return Ok(());
+        }
+        let path = segment_path(&self.dir, seq);
+        let read = read_segment(&path)?;
+        let mut buffer = Vec::new();
+        let mut moved = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (hash, _, bytes) in read.records {
+            if self
+                .placed
+                .get(&hash)
+                .is_some_and(|places| places.iter().any(|(s, _)| *s == seq))
+                && seen.insert(hash)
+            {
+                buffer.extend_from_slice(&bytes);
+                moved.push((hash, bytes.len() as u64));
+            }
+        }
+        self.write_synced(&buffer)?;
+        for (hash, len) in &moved {
+            self.unindex(hash, seq);
+            self.index(*hash, self.current, *len);
+        }
+        // Whatever was not found in the file (rot) cannot be moved: it is dropped
+        // from the index with the file.
+        let leftover: Vec<TxHash> = self
+            .placed
+            .iter()
+            .filter(|(_, places)| places.iter().any(|(s, _)| *s == seq))
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in leftover {
+            self.unindex(&hash, seq);
+        }
+        fs::remove_file(&path).map_err(|e| io_error(&path, "deleting", e))?;
+        self.segments.remove(&seq);
+        sync_dir(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Transfer;
+    use mosaic_crypto::{ChainId, Keypair};
+
+    fn tx(nonce: u64) -> SignedTransfer {
+        let key = Keypair::from_seed_for_tests(1);
+        Transfer {
+            chain: ChainId::new("log-test").unwrap(),
+            from: key.public(),
+            to: Keypair::from_seed_for_tests(2).public(),
+            amount: 1,
+            nonce,
+            valid_until: 100,
+        }
+        .sign(&key)
+    }
+
+    fn open(dir: &Path, config: LogConfig) -> (MempoolLog, Vec<SignedTransfer>) {
+        let recovered = recover(dir, config).unwrap();
+        let transfers = recovered.transfers.clone();
+        (recovered.start(&transfers).unwrap(), transfers)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn files(dir: &Path) -> Vec<u64> {
+        segments(dir).unwrap()
+    }
+
+    #[test]
+    fn appended_transfers_come_back_after_a_restart_and_forgotten_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let (log, none) = open(dir.path(), LogConfig::default());
+        assert!(none.is_empty());
+        let txs: Vec<SignedTransfer> = (0..5).map(tx).collect();
+        // Concurrent appends share group commits; each is answered.
+        rt.block_on(async {
+            let a = log.append(&txs[..2]);
+            let b = log.append(&txs[2..]);
+            let (a, b) = tokio::join!(a, b);
+            a.unwrap();
+            b.unwrap();
+        });
+        log.forget(vec![txs[1].hash()]);
+        rt.block_on(log.append(&[])).unwrap(); // the forget is processed before this
+        drop(log);
+        let (_log, back) = open(dir.path(), LogConfig::default());
+        // Recovery reads every record; the forgotten one is dropped by the caller
+        // (it is committed), here it is still in the old segment.
+        assert_eq!(back.len(), 5);
+        assert_eq!(
+            files(dir.path()).len(),
+            1,
+            "old segments are replaced by one"
+        );
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_the_records_before_it_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let (log, _) = open(dir.path(), LogConfig::default());
+        rt.block_on(log.append(&[tx(0), tx(1)])).unwrap();
+        drop(log);
+        let seq = files(dir.path())[0];
+        let path = segment_path(dir.path(), seq);
+        let mut bytes = fs::read(&path).unwrap();
+        let whole = bytes.len();
+        // A crash mid-record: half of a third record.
+        let third = record(&tx(2)).unwrap();
+        bytes.extend_from_slice(&third[..third.len() / 2]);
+        fs::write(&path, &bytes).unwrap();
+        let recovered = recover(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(recovered.transfers, vec![tx(0), tx(1)]);
+        assert_eq!(recovered.cut_bytes, (bytes.len() - whole) as u64);
+        // Rot inside the second record ends the segment there.
+        let mut rotten = fs::read(&path).unwrap();
+        let last = whole - 3;
+        rotten[last] ^= 0xff;
+        fs::write(&path, &rotten).unwrap();
+        let recovered = recover(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(recovered.transfers, vec![tx(0)]);
+        // Garbage that is not a segment at all is not fatal either.
+        fs::write(&path, b"not a log").unwrap();
+        let recovered = recover(dir.path(), LogConfig::default()).unwrap();
+        assert!(recovered.transfers.is_empty());
+        assert_eq!(recovered.cut_bytes, 9);
+        recovered.start(&[]).unwrap();
+    }
+
+    #[test]
+    fn spent_segments_are_deleted_and_the_byte_bound_refuses_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let one = record(&tx(0)).unwrap().len() as u64;
+        let config = LogConfig {
+            bytes_max: (MAGIC.len() as u64 + one) * 3 + one / 2,
+            segment_bytes: one,
+            queued_bytes_max: 1 << 20,
+        };
+        let (log, _) = open(dir.path(), config);
+        for n in 0..3 {
+            rt.block_on(log.append(&[tx(n)])).unwrap();
+        }
+        assert!(files(dir.path()).len() >= 3, "one segment per record here");
+        let err = rt.block_on(log.append(&[tx(3), tx(4)])).unwrap_err();
+        assert!(matches!(err, LogError::Full { .. }), "{err}");
+        assert!(err.to_string().contains("try again later"));
+        log.forget((0..3).map(|n| tx(n).hash()).collect());
+        // Housekeeping after this group deletes the spent segments.
+        rt.block_on(log.append(&[])).unwrap();
+        rt.block_on(log.append(&[tx(3)])).unwrap();
+        assert!(
+            files(dir.path()).len() <= 2,
+            "spent segments are gone: {:?}",
+            files(dir.path())
+        );
+        drop(log);
+        let recovered = recover(dir.path(), config).unwrap();
+        assert_eq!(recovered.transfers, vec![tx(3)]);
+    }
+
+    #[test]
+    fn a_write_error_is_an_answer_and_the_log_goes_on_afterwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let one = record(&tx(0)).unwrap().len() as u64;
+        let config = LogConfig {
+            segment_bytes: one / 2,
+            ..LogConfig::default()
+        };
+        let (log, _) = open(dir.path(), config);
+        let seq = files(dir.path())[0];
+        // The segment after the first rotation is a full disk.
+        std::os::unix::fs::symlink("/dev/full", segment_path(dir.path(), seq + 1)).unwrap();
+        rt.block_on(log.append(&[tx(0)])).unwrap();
+        let err = rt.block_on(log.append(&[tx(1)])).unwrap_err();
+        assert!(matches!(err, LogError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("check the disk"), "{err}");
+        fs::remove_file(segment_path(dir.path(), seq + 1)).unwrap();
+        rt.block_on(log.append(&[tx(2)])).unwrap();
+        drop(log);
+        let back = recover(dir.path(), config).unwrap().transfers;
+        assert_eq!(
+            back,
+            vec![tx(0), tx(2)],
+            "the refused one is not in the log"
+        );
+    }
+
+    fn bytes_on_disk(dir: &Path) -> u64 {
+        files(dir)
+            .iter()
+            .map(|seq| fs::metadata(segment_path(dir, *seq)).unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn long_pending_records_spread_over_every_segment_do_not_fill_the_log() {
+        // A few transfers in every batch stay pending (say, waiting for a nonce that
+        // never comes) while the rest commit: every segment keeps some live records,
+        // and only compacting the segments with the most dead bytes keeps room.
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let one = record(&tx(0)).unwrap().len() as u64;
+        let config = LogConfig {
+            bytes_max: one * 400,
+            segment_bytes: one * 40,
+            queued_bytes_max: 1 << 20,
+        };
+        let (log, _) = open(dir.path(), config);
+        let mut live = Vec::new();
+        for round in 0..100u64 {
+            let txs: Vec<SignedTransfer> = (round * 20..round * 20 + 20).map(tx).collect();
+            rt.block_on(log.append(&txs))
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            // Four in twenty stay in the first 30 rounds: 120 records, under 3/8 of
+            // the bound, and a fifth of each segment.
+            let keep = |i: usize| round < 30 && i % 5 == 3;
+            live.extend(
+                txs.iter()
+                    .enumerate()
+                    .filter(|(i, _)| keep(*i))
+                    .map(|(_, t)| t.clone()),
+            );
+            log.forget(
+                txs.iter()
+                    .enumerate()
+                    .filter(|(i, _)| !keep(*i))
+                    .map(|(_, t)| t.hash())
+                    .collect(),
+            );
+            assert!(
+                bytes_on_disk(dir.path()) <= config.bytes_max,
+                "round {round}: {} bytes on disk",
+                bytes_on_disk(dir.path())
+            );
+        }
+        rt.block_on(log.append(&[])).unwrap();
+        drop(log);
+        // Forgotten records in segments not yet compacted come back too (the
+        // caller drops them against its ledger); every live one must.
+        let back: std::collections::HashSet<TxHash> = recover(dir.path(), config)
+            .unwrap()
+            .transfers
+            .iter()
+            .map(SignedTransfer::hash)
+            .collect();
+        let lost = live.iter().filter(|t| !back.contains(&t.hash())).count();
+        assert_eq!(lost, 0, "every live record, moved or not, comes back");
+    }
+
+    #[test]
+    fn the_bound_counts_a_new_segments_magic() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let one = record(&tx(0)).unwrap().len() as u64;
+        let magic = MAGIC.len() as u64;
+        // Every group ends its segment; after the first there is room for one more
+        // record but not for the next segment's magic with it.
+        let config = LogConfig {
+            bytes_max: magic + 2 * one,
+            segment_bytes: 1,
+            queued_bytes_max: 1 << 20,
+        };
+        let (log, _) = open(dir.path(), config);
+        rt.block_on(log.append(&[tx(0)])).unwrap();
+        let err = rt.block_on(log.append(&[tx(1)])).unwrap_err();
+        assert!(matches!(err, LogError::Full { .. }), "{err}");
+        assert!(
+            bytes_on_disk(dir.path()) <= config.bytes_max,
+            "{} bytes on disk, at most {}",
+            bytes_on_disk(dir.path()),
+            config.bytes_max
+        );
+    }
+
+    #[test]
+    fn a_lowered_bound_reads_every_record_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let (log, _) = open(dir.path(), LogConfig::default());
+        let txs: Vec<SignedTransfer> = (0..50).map(tx).collect();
+        rt.block_on(log.append(&txs)).unwrap();
+        drop(log);
+        let small = LogConfig {
+            bytes_max: 1024,
+            ..LogConfig::default()
+        };
+        assert_eq!(recover(dir.path(), small).unwrap().transfers, txs);
+    }
+}
