@@ -74,6 +74,19 @@ pub struct BenchOptions {
     /// load goes to the other validators only.
     #[arg(long, hide = true, value_name = "I=MODE", value_parser = parse_maverick)]
     pub maverick: Vec<(usize, String)>,
+    /// How batches are sent: `binary` (the canonical encoding, as
+    /// `application/octet-stream`) or `json`.
+    #[arg(long, value_enum, default_value_t = Encoding::Binary)]
+    pub encoding: Encoding,
+}
+
+/// The submission encoding of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encoding {
+    /// The canonical binary encoding.
+    Binary,
+    /// JSON.
+    Json,
 }
 
 fn parse_maverick(text: &str) -> Result<(usize, String), String> {
@@ -118,11 +131,21 @@ pub fn sweep(options: &BenchOptions, quiet: bool) -> Result<Value> {
 }
 
 struct Submitted<'a> {
-    at: Instant,
+    /// When the batch was first offered.
+    offered: Instant,
+    /// When the attempt that admitted it was sent (the last one).
+    admitted: Instant,
+    /// Transfers accepted (202, or already pending) by the last attempt.
+    accepted: usize,
+    /// Transfer refusals over all attempts (shed, full, busy).
+    refused: usize,
     hashes: &'a [String],
 }
 
-/// One request of the load: its JSON body and its transfers' ids.
+/// Pause before a refused batch is sent again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// One request of the load: its body (JSON or binary) and its transfers' ids.
 struct Batch {
     body: Vec<u8>,
     hashes: Vec<String>,
@@ -381,7 +404,10 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         .chunks(batch_size)
         .map(|chunk| -> Result<Batch> {
             Ok(Batch {
-                body: serde_json::to_vec(chunk)?,
+                body: match options.encoding {
+                    Encoding::Json => serde_json::to_vec(chunk)?,
+                    Encoding::Binary => mosaic_crypto::codec::encode(chunk)?,
+                },
                 hashes: chunk.iter().map(|t| t.hash().to_string()).collect(),
             })
         })
@@ -439,29 +465,44 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
                             }
                             next += interval;
                         }
-                        let at = Instant::now();
-                        // Back off briefly while the mempool is full (503).
-                        loop {
-                            match client.post_json_bytes("/v1/transactions/batch", &batch.body) {
+                        let offered = Instant::now();
+                        let mut accepted = 0;
+                        let mut refused = 0;
+                        // A refused batch is sent again (its senders' later nonces
+                        // would wait behind it otherwise) after a pause: the node
+                        // sheds what it cannot commit soon, and asks for one.
+                        let admitted = loop {
+                            let sent = Instant::now();
+                            let answer = match options.encoding {
+                                Encoding::Json => {
+                                    client.post_json_bytes("/v1/transactions/batch", &batch.body)
+                                }
+                                Encoding::Binary => {
+                                    client.post_binary("/v1/transactions/batch", &batch.body)
+                                }
+                            };
+                            match answer {
                                 Ok((200, answer)) => {
-                                    let accepted = answer["accepted"].as_u64().unwrap_or(0);
-                                    if accepted as usize == batch.hashes.len()
-                                        || Instant::now() >= end
-                                    {
-                                        break;
+                                    accepted = answer["accepted"].as_u64().unwrap_or(0) as usize;
+                                    refused += batch.hashes.len().saturating_sub(accepted);
+                                    if accepted == batch.hashes.len() || Instant::now() >= end {
+                                        break sent;
                                     }
-                                    std::thread::sleep(Duration::from_millis(20));
                                 }
                                 _ => {
+                                    refused += batch.hashes.len();
                                     if Instant::now() >= end {
-                                        break;
+                                        break sent;
                                     }
-                                    std::thread::sleep(Duration::from_millis(20));
                                 }
                             }
-                        }
+                            std::thread::sleep(RETRY_PAUSE);
+                        };
                         out.push(Submitted {
-                            at,
+                            offered,
+                            admitted,
+                            accepted,
+                            refused,
                             hashes: &batch.hashes,
                         });
                     }
@@ -495,15 +536,18 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         .map(|i| dir_bytes(&dir.join(format!("node{i}/data"))))
         .collect();
 
-    // Latency: submit time of each transaction to the time its block was seen.
-    let mut submit_time: HashMap<&str, Instant> = HashMap::new();
+    // Latency: admission (and first offer) of each transaction to the time its
+    // block was seen.
+    let mut submit_time: HashMap<&str, (Instant, Instant)> = HashMap::new();
     for s in &submitted {
         for h in s.hashes {
-            submit_time.insert(h.as_str(), s.at);
+            submit_time.insert(h.as_str(), (s.offered, s.admitted));
         }
     }
     let warm = start + Duration::from_secs(options.warmup);
+    let mut per_second = vec![0u64; options.duration as usize];
     let mut latencies = Vec::new();
+    let mut from_offer = Vec::new();
     let mut committed_in_window = 0u64;
     let mut blocks_in_window = 0u64;
     let mut committed_body_bytes = 0u64;
@@ -514,17 +558,28 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         if block.seen >= warm && block.seen <= end {
             blocks_in_window += 1;
             committed_in_window += block.hashes.len() as u64;
+            let second = block.seen.duration_since(warm).as_secs() as usize;
+            if let Some(bucket) = per_second.get_mut(second) {
+                *bucket += block.hashes.len() as u64;
+            }
             for h in &block.hashes {
-                if let Some(at) = submit_time.get(h.as_str()) {
-                    latencies.push(block.seen.duration_since(*at).as_secs_f64() * 1000.0);
+                if let Some((offered, admitted)) = submit_time.get(h.as_str()) {
+                    let ms = |at: &Instant| block.seen.duration_since(*at).as_secs_f64() * 1000.0;
+                    latencies.push(ms(admitted));
+                    from_offer.push(ms(offered));
                 }
             }
         }
     }
     latencies.sort_by(f64::total_cmp);
+    from_offer.sort_by(f64::total_cmp);
+    let mut rates = per_second.clone();
+    rates.sort_unstable();
     let window = options.duration as f64;
     let tps = committed_in_window as f64 / window;
     let offered: usize = submitted.iter().map(|s| s.hashes.len()).sum();
+    let admitted: usize = submitted.iter().map(|s| s.accepted).sum();
+    let refused: usize = submitted.iter().map(|s| s.refused).sum();
     let full_replication = committed_body_bytes.max(1) as f64;
     Ok(json!({
         "validators": n,
@@ -533,13 +588,27 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         "accounts": options.accounts,
         "offered_rate": options.rate,
         "connections_per_node": options.connections,
+        "encoding": match options.encoding { Encoding::Binary => "binary", Encoding::Json => "json" },
         "submitted": offered,
+        "admitted": admitted,
+        "refusals": refused,
+        "refused_share": if admitted + refused > 0 { refused as f64 / (admitted + refused) as f64 } else { 0.0 },
         "committed_total": committed_total,
         "committed_per_second": tps,
+        "committed_each_second": {
+            "min": rates.first().copied().unwrap_or(0),
+            "median": rates.get(rates.len() / 2).copied().unwrap_or(0),
+            "max": rates.last().copied().unwrap_or(0),
+            "series": per_second,
+        },
         "latency_ms": {
             "p50": percentile(&latencies, 50.0),
             "p90": percentile(&latencies, 90.0),
             "p99": percentile(&latencies, 99.0),
+        },
+        "latency_from_first_offer_ms": {
+            "p50": percentile(&from_offer, 50.0),
+            "p99": percentile(&from_offer, 99.0),
         },
         "blocks_per_second": blocks_in_window as f64 / window,
         "average_block_transactions": if blocks_in_window > 0 { committed_in_window as f64 / blocks_in_window as f64 } else { 0.0 },

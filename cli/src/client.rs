@@ -135,11 +135,21 @@ impl Client {
 
     /// POST a body that already is JSON: status and body, whatever the status.
     pub fn post_json_bytes(&self, path: &str, bytes: &[u8]) -> Result<(u16, Value)> {
+        self.post_bytes(path, "application/json", bytes)
+    }
+
+    /// POSTs the canonical binary encoding (`application/octet-stream`) of a signed
+    /// transfer or a list of them.
+    pub fn post_binary(&self, path: &str, bytes: &[u8]) -> Result<(u16, Value)> {
+        self.post_bytes(path, "application/octet-stream", bytes)
+    }
+
+    fn post_bytes(&self, path: &str, content_type: &str, bytes: &[u8]) -> Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
         let response = self
             .agent
             .post(&url)
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .send(bytes)
             .map_err(|e| self.unreachable(e))?;
         self.answer(path, response)

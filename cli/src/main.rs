@@ -801,14 +801,44 @@ fn bench_table(r: &Value) -> String {
                 .as_u64()
                 .map_or("as fast as accepted".into(), |x| x.to_string()),
         ),
-        ("submitted", r["submitted"].to_string()),
+        (
+            "encoding",
+            r["encoding"].as_str().unwrap_or("-").to_string(),
+        ),
+        ("offered (transfers)", r["submitted"].to_string()),
+        ("admitted (transfers)", r["admitted"].to_string()),
+        (
+            "refusals (shed/full/busy answers, share)",
+            format!(
+                "{} ({:.1}%)",
+                r["refusals"],
+                r["refused_share"].as_f64().unwrap_or(0.0) * 100.0
+            ),
+        ),
         (
             "committed (tx/s, steady state)",
             number(&r["committed_per_second"]),
         ),
+        (
+            "committed each second (min / median / max)",
+            format!(
+                "{} / {} / {}",
+                r["committed_each_second"]["min"],
+                r["committed_each_second"]["median"],
+                r["committed_each_second"]["max"]
+            ),
+        ),
         ("latency p50 (ms)", number(&r["latency_ms"]["p50"])),
         ("latency p90 (ms)", number(&r["latency_ms"]["p90"])),
         ("latency p99 (ms)", number(&r["latency_ms"]["p99"])),
+        (
+            "from first offer p50 / p99 (ms)",
+            format!(
+                "{} / {}",
+                number(&r["latency_from_first_offer_ms"]["p50"]),
+                number(&r["latency_from_first_offer_ms"]["p99"])
+            ),
+        ),
         ("blocks/s", number(&r["blocks_per_second"])),
         (
             "average block (tx)",

@@ -1,12 +1,15 @@
-//! The HTTP API (JSON). Every error is a 4xx/5xx with `{"error": "..."}` saying what
-//! is wrong and what to do.
+//! The HTTP API (JSON; submissions also take the canonical binary encoding). Every
+//! error is a 4xx/5xx with `{"error": "..."}` saying what is wrong and what to do. A
+//! submission refused for load (503: mempool full, signature checks busy, more work
+//! queued than `mempool.backlog_ms_max`) carries `Retry-After`; a batch carries it
+//! when any of its transfers was refused so.
 //!
 //! | Method | Path | What |
 //! |---|---|---|
 //! | GET | `/v1/status` | chain id, height, view, primary, validators, peers |
 //! | GET | `/v1/genesis` | the genesis file |
-//! | POST | `/v1/transactions` | submit one signed transfer |
-//! | POST | `/v1/transactions/batch` | submit up to 10,000 |
+//! | POST | `/v1/transactions` | submit one signed transfer (JSON, or its canonical encoding as `application/octet-stream`) |
+//! | POST | `/v1/transactions/batch` | submit up to 10,000 (a JSON list, or the canonical encoding of the list as `application/octet-stream`) |
 //! | GET | `/v1/transactions/{hash}` | pending / committed / failed / unknown (checked against the block, rebuilt from fragments when pruned: 503 if too few validators are up) |
 //! | GET | `/v1/accounts/{address}` | balance and next nonce |
 //! | GET | `/v1/blocks/{height}` | header, certificate, transactions (rebuilt from fragments when pruned); `?view=hashes`: transaction ids only |
@@ -23,7 +26,7 @@ use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
@@ -309,9 +312,10 @@ fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Val
                 MempoolError::Invalid(_)
                 | MempoolError::Expired { .. }
                 | MempoolError::ValidTooLong { .. } => StatusCode::BAD_REQUEST,
-                MempoolError::Full { .. } | MempoolError::Busy { .. } | MempoolError::Log(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                MempoolError::Full { .. }
+                | MempoolError::Busy { .. }
+                | MempoolError::Overloaded { .. }
+                | MempoolError::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::CONFLICT,
             };
             (
@@ -324,9 +328,24 @@ fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Val
 
 async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, Value)> {
     let hashes: Vec<Hash> = txs.iter().map(SignedTransfer::hash).collect();
-    let refused = lock(&state.shared)
-        .mempool
-        .refusal(state.verify_backlog.load(Ordering::Relaxed) + state.signatures.waiting());
+    let refused = {
+        let mut shared = lock(&state.shared);
+        shared
+            .mempool
+            .refusal(state.verify_backlog.load(Ordering::Relaxed) + state.signatures.waiting())
+            .or_else(|| {
+                shared.backlog.refusal(std::time::Instant::now()).map(|o| {
+                    MempoolError::Overloaded {
+                        queued: o.queued,
+                        limit: o.limit,
+                        rate: o.rate as u64,
+                    }
+                })
+            })
+    };
+    if let Some(MempoolError::Overloaded { .. }) = &refused {
+        state.metrics.submissions_shed.inc_by(txs.len() as u64);
+    }
     let results = match refused {
         // A full pool or a busy node answers at once, without spending signature
         // checks: under overload the node keeps its CPU for the transactions it has.
@@ -418,9 +437,25 @@ async fn admit_logged(
                 let admitted = {
                     let mut shared = lock(&state.shared);
                     let Shared {
-                        mempool, ledger, ..
+                        mempool,
+                        ledger,
+                        backlog,
+                        ..
                     } = &mut *shared;
-                    mempool.add_logged(candidates.into_iter().map(Ok).collect(), ledger)
+                    let admitted =
+                        mempool.add_logged(candidates.into_iter().map(Ok).collect(), ledger);
+                    // Only what a block could take now counts toward the backlog.
+                    let ready = signed
+                        .iter()
+                        .zip(&admitted)
+                        .filter(|(tx, r)| {
+                            let t = &tx.transfer;
+                            r.is_ok()
+                                && mempool.is_ready(&t.from, t.nonce, ledger.account(&t.from).nonce)
+                        })
+                        .count();
+                    backlog.admitted(ready);
+                    admitted
                 };
                 // Logged but refused after all (the chain moved on meanwhile: it
                 // committed, its nonce was used, it expired): the log forgets them,
@@ -453,35 +488,107 @@ async fn admit_logged(
         .collect()
 }
 
-async fn submit(State(state): State<ApiState>, body: Body) -> ApiResult {
+/// Seconds a client refused for overload (503) is told to wait before it retries.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// The media type of the binary submission path: the canonical encoding of one
+/// signed transfer (`/v1/transactions`) or of a list of them, a u64 count and then
+/// each transfer (`/v1/transactions/batch`).
+pub const BINARY: &str = "application/octet-stream";
+
+/// Whether a submission's body is the canonical binary encoding (`Content-Type:
+/// application/octet-stream`); anything else is read as JSON, as before there was
+/// a binary path.
+fn is_binary(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(BINARY))
+}
+
+fn parse_binary<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
+    codec::decode(bytes, REQUEST_BYTES_MAX).map_err(|e| {
+        ApiError::bad_request(format!(
+            "request body is not the canonical encoding of {what}: {e}"
+        ))
+    })
+}
+
+/// Adds `Retry-After` to an answer that refuses for overload, so that clients back
+/// off instead of retrying at once.
+fn with_retry_after(mut response: Response, overloaded: bool) -> Response {
+    if overloaded {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(RETRY_AFTER_SECS),
+        );
+    }
+    response
+}
+
+async fn submit(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> ApiResult {
     let bytes = read_body(body).await?;
-    let tx: SignedTransfer = parse_json(&bytes, "signed transfer")?;
+    let tx: SignedTransfer = if is_binary(&headers) {
+        parse_binary(&bytes, "a signed transfer")?
+    } else {
+        parse_json(&bytes, "signed transfer")?
+    };
     let mut answers = admit(&state, vec![tx]).await;
     let (status, value) = answers
         .pop()
         .ok_or_else(|| ApiError::internal("no admission result"))?;
-    Ok((status, json_body(&value)).into_response())
+    let overloaded = status == StatusCode::SERVICE_UNAVAILABLE;
+    Ok(with_retry_after(
+        (status, json_body(&value)).into_response(),
+        overloaded,
+    ))
 }
 
-async fn submit_batch(State(state): State<ApiState>, body: Body) -> ApiResult {
+async fn submit_batch(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> ApiResult {
     let bytes = read_body(body).await?;
-    let txs: Vec<SignedTransfer> = parse_json(&bytes, "list of signed transfers")?;
+    let txs: Vec<SignedTransfer> = if is_binary(&headers) {
+        // The count comes first: a batch over the limit is refused before any of
+        // it is decoded.
+        let count = bytes
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "request body is not the canonical encoding of a list of signed transfers: it ends before its u64 count",
+                )
+            })?;
+        if count > BATCH_TXS_MAX as u64 {
+            return Err(too_many(count));
+        }
+        parse_binary(&bytes, "a list of signed transfers")?
+    } else {
+        parse_json(&bytes, "list of signed transfers")?
+    };
     if txs.len() > BATCH_TXS_MAX {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} transactions in one batch; at most {BATCH_TXS_MAX}",
-                txs.len()
-            ),
-        ));
+        return Err(too_many(txs.len() as u64));
     }
     let answers = admit(&state, txs).await;
     let accepted = answers
         .iter()
         .filter(|(s, _)| *s == StatusCode::ACCEPTED)
         .count();
+    let overloaded = answers
+        .iter()
+        .any(|(s, _)| *s == StatusCode::SERVICE_UNAVAILABLE);
     let results: Vec<Value> = answers.into_iter().map(|(_, v)| v).collect();
-    Ok(ok(json!({ "accepted": accepted, "results": results })))
+    Ok(with_retry_after(
+        ok(json!({ "accepted": accepted, "results": results })),
+        overloaded,
+    ))
+}
+
+fn too_many(count: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("{count} transactions in one batch; at most {BATCH_TXS_MAX}: split it"),
+    )
 }
 
 /// A path parameter, or a JSON 400 saying why it could not be read.

@@ -43,6 +43,8 @@ pub struct Shared {
     pub mempool: Mempool,
     /// The last executed block.
     pub tip: Tip,
+    /// Queued work against the commit rate, for shedding submissions.
+    pub backlog: crate::backlog::Backlog,
 }
 
 /// Locks the shared state. A poisoned lock means a thread panicked while holding it:
@@ -499,9 +501,14 @@ impl Chain {
             state_root,
         };
         let Shared {
-            mempool, ledger, ..
+            mempool,
+            ledger,
+            backlog,
+            ..
         } = &mut *shared;
         mempool.remove_committed(height, verified.iter(), ledger);
+        let ready = mempool.ready_count(|k| ledger.account(k).nonce);
+        backlog.executed(std::time::Instant::now(), verified.len(), ready);
         let failed = verified.len() - applied;
         Ok(Executed {
             header,
@@ -563,6 +570,7 @@ mod tests {
             ledger,
             mempool: Mempool::new(chain_id(), MempoolConfig::default(), 0),
             tip,
+            backlog: Default::default(),
         }));
         let checked = CheckedBlocks::default();
         let check = BlockCheck::new(shared.clone(), layout(), checked.clone());

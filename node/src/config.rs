@@ -32,6 +32,7 @@
 //! bytes_max = 67108864
 //! valid_for_max = 100000     # how far past the tip a transfer's valid_until may be
 //! log_bytes_max = 268435456  # the mempool log's bound on disk (data_dir/mempool-log)
+//! backlog_ms_max = 1000      # submissions shed (503) past about this much queued work (0: never)
 //!
 //! [connections]
 //! incoming_max = 256
@@ -276,6 +277,9 @@ pub struct MempoolLimits {
     /// Most bytes of the mempool log (`data_dir/mempool-log`): accepted transfers
     /// not yet committed or dropped. Past it submissions are answered 503.
     pub log_bytes_max: u64,
+    /// Queued work admission takes, in milliseconds of commits: past it the API
+    /// answers 503 with `Retry-After` ([`crate::backlog`]). 0 never sheds.
+    pub backlog_ms_max: u64,
 }
 
 /// libp2p connection limits. Genesis validators are never refused for
@@ -343,6 +347,7 @@ impl Default for MempoolLimits {
             bytes_max: 64 * 1024 * 1024,
             valid_for_max: crate::mempool::VALID_FOR_MAX,
             log_bytes_max: 256 * 1024 * 1024,
+            backlog_ms_max: 1_000,
         }
     }
 }
@@ -460,6 +465,12 @@ impl NodeConfig {
                 "batching.bytes_max must be at most {}",
                 crate::block::BODY_BYTES_MAX
             ));
+        }
+        if self.mempool.backlog_ms_max > 600_000 {
+            return Err(
+                "mempool.backlog_ms_max must be at most 600000 (10 minutes of queued work); 0 never sheds"
+                    .into(),
+            );
         }
         if !(1..=65_536).contains(&self.storage.cache_mib) {
             return Err("storage.cache_mib must be between 1 and 65536".into());

@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod api_listener;
+pub mod backlog;
 pub mod block;
 pub mod chain;
 pub mod config;

@@ -114,6 +114,19 @@ pub enum MempoolError {
         /// The pending transaction's id.
         pending: TxHash,
     },
+    /// More work is queued than the validators commit in the configured time
+    /// (`mempool.backlog_ms_max`): shed at the door rather than queued.
+    #[error(
+        "node overloaded: {queued} transfers queued, the bound is {limit} (the chain commits about {rate:.0}/s); retry in a second"
+    )]
+    Overloaded {
+        /// Ready transfers queued.
+        queued: usize,
+        /// The bound.
+        limit: usize,
+        /// Committed transfers per second.
+        rate: u64,
+    },
     /// This node could not write it to its mempool log (disk full, log full,
     /// unwritable): it is not accepted here.
     #[error(
@@ -807,6 +820,40 @@ impl Mempool {
             .collect()
     }
 
+    /// Pending transactions blocks could take one after another: for each sender,
+    /// the run of consecutive nonces from its next one, up to the first gap. Costs
+    /// the ready transactions plus one step per sender, whatever waits behind gaps.
+    pub fn ready_count(&self, next_nonce: impl Fn(&PublicKey) -> u64) -> usize {
+        self.by_sender
+            .iter()
+            .map(|(sender, by_nonce)| {
+                let mut expected = next_nonce(sender);
+                let mut run = 0;
+                for &nonce in by_nonce.range(expected..).map(|(n, _)| n) {
+                    if nonce != expected {
+                        break;
+                    }
+                    run += 1;
+                    expected = expected.saturating_add(1);
+                }
+                run
+            })
+            .sum()
+    }
+
+    /// Whether the pending transfer of `sender` with `nonce` is ready when the
+    /// sender's next nonce is `next`: it and every nonce before it down to `next`
+    /// are pending. Costs at most the distance, which admission bounds by
+    /// `nonce_ahead_max`.
+    pub fn is_ready(&self, sender: &PublicKey, nonce: u64, next: u64) -> bool {
+        let Some(by_nonce) = self.by_sender.get(sender) else {
+            return false;
+        };
+        nonce >= next
+            && u64::try_from(by_nonce.range(next..=nonce).count())
+                .is_ok_and(|n| n == nonce - next + 1)
+    }
+
     /// Verifies a block's transactions, skipping the signature check for those this
     /// node already verified (same id and signature), and remembers the new ones.
     /// Results in input order.
@@ -1196,6 +1243,49 @@ mod tests {
         p.add(tx(3, 0), &l).unwrap();
         assert!(ready(&p));
         assert_eq!(p.select(|k| l.account(k).nonce, 10, usize::MAX).len(), 2);
+    }
+
+    #[test]
+    fn the_ready_count_stops_at_each_senders_first_gap() {
+        let mut l = ledger();
+        let mut p = pool(100);
+        let next = |l: &Ledger, i: u64| l.account(&key(i).public()).nonce;
+        // Sender 1: 0, 1, 2 ready. Sender 2: 0 ready, 2 and 3 behind the gap at 1.
+        // Sender 3: 5 and 6 only, behind a gap at 0.
+        for (from, nonce) in [
+            (1, 0),
+            (1, 1),
+            (1, 2),
+            (2, 0),
+            (2, 2),
+            (2, 3),
+            (3, 5),
+            (3, 6),
+        ] {
+            p.add(tx(from, nonce), &l).unwrap();
+        }
+        assert_eq!(p.ready_count(|k| l.account(k).nonce), 4);
+        assert!(p.is_ready(&key(1).public(), 2, next(&l, 1)));
+        assert!(p.is_ready(&key(2).public(), 0, next(&l, 2)));
+        assert!(!p.is_ready(&key(2).public(), 2, next(&l, 2)));
+        assert!(!p.is_ready(&key(3).public(), 6, next(&l, 3)));
+        assert!(
+            !p.is_ready(&key(4).public(), 0, next(&l, 4)),
+            "nothing pending"
+        );
+        // The gap filled: sender 2's run goes on to 3.
+        p.add(tx(2, 1), &l).unwrap();
+        assert_eq!(p.ready_count(|k| l.account(k).nonce), 7);
+        assert!(p.is_ready(&key(2).public(), 3, next(&l, 2)));
+        // Sender 1's first two commit: its run now starts at 2.
+        let block: Vec<VerifiedTransfer> = [tx(1, 0), tx(1, 1)]
+            .into_iter()
+            .map(|t| t.verify(&chain()).unwrap())
+            .collect();
+        l.apply(1, &block);
+        p.remove_committed(1, &block, &l);
+        assert_eq!(p.ready_count(|k| l.account(k).nonce), 5);
+        assert!(p.is_ready(&key(1).public(), 2, next(&l, 1)));
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub transactions_regossiped: Counter,
     /// Transactions refused because the mempool log could not keep them.
     pub mempool_log_refused: Counter,
+    /// Submitted transactions shed (503) because more work was queued than
+    /// `mempool.backlog_ms_max` allows.
+    pub submissions_shed: Counter,
     /// Logged transactions expired or superseded before a block included them.
     pub transactions_dropped: Counter,
     /// Consensus messages not sent: the validator was unreachable or its queue full.
@@ -99,6 +102,7 @@ impl Metrics {
         let tx_index_runs = Gauge::default();
         let transactions_submitted = Counter::default();
         let mempool_log_refused = Counter::default();
+        let submissions_shed = Counter::default();
         let transactions_regossiped = Counter::default();
         let transactions_dropped = Counter::default();
         let consensus_dropped = Counter::default();
@@ -235,6 +239,11 @@ impl Metrics {
             mempool_log_refused.clone(),
         );
         registry.register(
+            "submissions_shed",
+            "Submitted transactions refused (503, Retry-After) because more work was queued than mempool.backlog_ms_max of commits",
+            submissions_shed.clone(),
+        );
+        registry.register(
             "transactions_dropped",
             "Pending transactions dropped without being committed: expired, or their nonce used by another",
             transactions_dropped.clone(),
@@ -268,6 +277,7 @@ impl Metrics {
             tx_index_runs,
             transactions_submitted,
             mempool_log_refused,
+            submissions_shed,
             transactions_regossiped,
             transactions_dropped,
             consensus_dropped,

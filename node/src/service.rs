@@ -376,10 +376,16 @@ pub async fn start(
         );
     }
     let mempool_log = recovered.start(&reloaded)?;
+    // Shedding bound: about backlog_ms_max of commits, never less than a full block.
+    let backlog = crate::backlog::Backlog::new(
+        config.mempool.backlog_ms_max as f64 / 1000.0,
+        config.batching.txs_max,
+    );
     let shared = Arc::new(Mutex::new(Shared {
         ledger,
         mempool,
         tip,
+        backlog,
     }));
 
     // Consensus, restored from the store.

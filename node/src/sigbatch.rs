@@ -273,6 +273,7 @@ mod tests {
             },
             ledger,
             mempool: Mempool::new(chain(), MempoolConfig::default(), 0),
+            backlog: Default::default(),
         }));
         SigBatcher::new(chain(), shared, VerifyPool::start(2).unwrap())
     }
