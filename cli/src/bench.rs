@@ -74,6 +74,10 @@ pub struct BenchOptions {
     /// load goes to the other validators only.
     #[arg(long, hide = true, value_name = "I=MODE", value_parser = parse_maverick)]
     pub maverick: Vec<(usize, String)>,
+    /// The validators' `mempool.backlog_ms_max`: queued work past which they shed
+    /// submissions (0: never shed; default: the node's own setting).
+    #[arg(long)]
+    pub backlog_ms: Option<u64>,
     /// How batches are sent: `binary` (the canonical encoding, as
     /// `application/octet-stream`) or `json`.
     #[arg(long, value_enum, default_value_t = Encoding::Binary)]
@@ -311,6 +315,9 @@ pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
                 config.scrub.pass_pause_secs = 0;
             }
             None => {}
+        }
+        if let Some(ms) = options.backlog_ms {
+            config.mempool.backlog_ms_max = ms;
         }
         fs::write(&path, config.to_toml()?)?;
     }
@@ -588,6 +595,7 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         "accounts": options.accounts,
         "offered_rate": options.rate,
         "connections_per_node": options.connections,
+        "backlog_ms_max": options.backlog_ms,
         "encoding": match options.encoding { Encoding::Binary => "binary", Encoding::Json => "json" },
         "submitted": offered,
         "admitted": admitted,

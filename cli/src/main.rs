@@ -932,14 +932,19 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        // A closed terminal (SIGHUP) stops like Ctrl-C: cleanly, the links left up.
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hangup)) => {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
+                    _ = hangup.recv() => {}
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
@@ -965,6 +970,13 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
             netns: in_namespaces,
         } => {
             let dir = dir.dir;
+            // What can be refused is refused before --fresh removes anything.
+            testnet::check_validator_count(validators)?;
+            let plan = if in_namespaces {
+                Some(netns::plan(validators)?)
+            } else {
+                None
+            };
             if fresh && dir.exists() {
                 for i in 0..64 {
                     testnet::stop_node(&dir, i, Duration::from_secs(10));
@@ -975,11 +987,6 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("cannot remove {}", dir.display()))?;
             }
-            let plan = if in_namespaces {
-                Some(netns::plan(validators)?)
-            } else {
-                None
-            };
             let file = testnet::init(
                 &dir,
                 &testnet::InitOptions {
@@ -1266,7 +1273,7 @@ fn check_index(file: &testnet::TestnetFile, i: usize) -> Result<usize> {
     if i >= file.nodes.len() {
         bail!(
             "--node {i}: this testnet has validators 0..{}",
-            file.nodes.len() - 1
+            file.nodes.len().saturating_sub(1)
         );
     }
     Ok(i)
@@ -1361,15 +1368,21 @@ fn up(dir: &Path, detach: bool, json: bool) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let mut reported = std::collections::BTreeSet::new();
     runtime.block_on(async {
         let mut check = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = wait_for_signal() => break,
                 _ = check.tick() => {
+                    // Each exit is told once (try_wait keeps answering it).
                     for (i, child) in children.iter_mut() {
+                        if reported.contains(i) {
+                            continue;
+                        }
                         if let Ok(Some(status)) = child.try_wait() {
                             eprintln!("node {i} exited ({status}); see {}", testnet::log_path(dir, *i).display());
+                            reported.insert(*i);
                         }
                     }
                 }

@@ -587,9 +587,19 @@ fn process_alive(pid: u32) -> bool {
     })
 }
 
+/// Whether `pid` is a `mosaic testnet flap` (not an unrelated process that reuses
+/// the pid of one that ended, e.g. across a reboot).
+fn is_flapper(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.windows(2)
+            .any(|w| w == [&b"testnet"[..], &b"flap"[..]])
+    })
+}
+
 /// Whether the flapping process named in flap.json still runs.
 pub fn flapper_alive(state: &FlapState) -> bool {
-    process_alive(state.pid)
+    process_alive(state.pid) && is_flapper(state.pid)
 }
 
 /// Asks a running `mosaic testnet flap` of this testnet to stop (it leaves its link
@@ -598,7 +608,7 @@ fn stop_flapper(dir: &Path) {
     let Ok(Some(state)) = flap_state(dir) else {
         return;
     };
-    if state.pid == std::process::id() || !process_alive(state.pid) {
+    if state.pid == std::process::id() || !process_alive(state.pid) || !is_flapper(state.pid) {
         return;
     }
     signal(state.pid, "TERM");
@@ -702,7 +712,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !seconds.is_finite() || seconds <= 0.0 {
         return Err(format!("{text:?}: must be more than zero"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?}: too long"))
 }
 
 #[cfg(test)]

@@ -119,12 +119,18 @@ fn p2p_multiaddr(host: &str, port: u16) -> String {
     }
 }
 
-/// Writes genesis, keys and configs for a new testnet into `dir`.
-pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
-    let n = options.validators;
+/// Refuses a validator count that is not 3f+1 with f >= 1.
+pub fn check_validator_count(n: usize) -> Result<()> {
     if n < 4 || !(n - 1).is_multiple_of(3) {
         bail!("-n must be 3f+1 with f >= 1 (4, 7, 10, 13, ...); got {n}");
     }
+    Ok(())
+}
+
+/// Writes genesis, keys and configs for a new testnet into `dir`.
+pub fn init(dir: &Path, options: &InitOptions) -> Result<TestnetFile> {
+    let n = options.validators;
+    check_validator_count(n)?;
     if options.netns.is_some() && !options.hosts.is_empty() {
         bail!(
             "--netns and --hosts exclude each other: --netns gives each validator its own address on this machine"
@@ -315,7 +321,21 @@ pub fn running_pid(dir: &Path, i: usize) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    alive(pid).then_some(pid)
+    (alive(pid) && is_node_process(pid, i)).then_some(pid)
+}
+
+/// Whether process `pid` is node i of a testnet (`mosaic node run --config
+/// .../node<i>/node.toml`), so that a pid file left from before a reboot never
+/// makes the CLI signal an unrelated process that got the same pid. Where
+/// `/proc` cannot tell, the pid file is believed.
+fn is_node_process(pid: u32, i: usize) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return !Path::new("/proc/self/cmdline").exists();
+    };
+    let config = format!("node{i}/node.toml");
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.windows(2).any(|w| w == [&b"node"[..], &b"run"[..]])
+        && args.iter().any(|a| a.ends_with(config.as_bytes()))
 }
 
 /// Starts node i in the background (log appended to node<i>/node.log).

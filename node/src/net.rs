@@ -76,6 +76,20 @@ pub enum NetError {
     Build(String),
 }
 
+/// Sets [`TCP_USER_TIMEOUT`] on a socket (Linux; elsewhere the pings alone close a
+/// connection into a partition).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_user_timeout(socket: &tokio::net::TcpStream) {
+    let millis = u32::try_from(TCP_USER_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
+    if let Err(e) = rustix::net::sockopt::set_tcp_user_timeout(socket, millis) {
+        // Only slower failure detection: the pings still close it.
+        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_user_timeout(_socket: &tokio::net::TcpStream) {}
+
 /// The transport of a node: TCP without Nagle's delay and with
 /// [`TCP_USER_TIMEOUT`] on every socket, Noise, Yamux.
 pub fn transport(
@@ -89,11 +103,7 @@ pub fn transport(
     Ok(
         tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
             .map(|stream: tcp::tokio::TcpStream, _| {
-                let millis = u32::try_from(TCP_USER_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
-                if let Err(e) = rustix::net::sockopt::set_tcp_user_timeout(&stream.0, millis) {
-                    // Only slower failure detection: the pings still close it.
-                    tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
-                }
+                set_user_timeout(&stream.0);
                 stream
             })
             .upgrade(libp2p::core::upgrade::Version::V1Lazy)

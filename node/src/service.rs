@@ -62,6 +62,9 @@ const HELD_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Consensus messages read from the links and waiting for the event loop, at most
 /// (the links also cap their bytes per validator).
 const CONSENSUS_INBOUND_QUEUE: usize = 1_024;
+/// Least time between two immediate redials of one validator after its last
+/// connection closed (otherwise the slow tick dials it).
+const QUICK_REDIAL_GAP: Duration = Duration::from_secs(5);
 /// Transactions waiting to be gossiped, at most.
 const GOSSIP_QUEUE_MAX: usize = 200_000;
 /// Slow ticks (seconds) a transaction stays pending before it is gossiped again.
@@ -647,6 +650,7 @@ pub async fn start(
         rejections_seen: BTreeMap::new(),
         maverick,
         status_dirty: false,
+        quick_redials: HashMap::new(),
         last_pending_check: Instant::now(),
         fatal: None,
         gossip: Gossip::new(
@@ -769,6 +773,10 @@ struct EventLoop {
     maverick: Option<Maverick>,
     /// The API's status is behind the connections (refreshed on the next tick).
     status_dirty: bool,
+    /// When each validator was last redialled at once on losing its connection: at
+    /// most once per [`QUICK_REDIAL_GAP`], so a peer that closes every connection
+    /// right after its handshake (it bans us) costs a dial per gap, not a loop.
+    quick_redials: HashMap<PeerId, Instant>,
     last_pending_check: Instant,
     /// A fatal error raised where it could not be returned; the next tick stops.
     fatal: Option<NodeError>,
@@ -1428,7 +1436,15 @@ impl EventLoop {
                         // Dial it again now rather than on the next slow tick: a
                         // connection the kernel dropped after a healed cut comes back
                         // at once.
-                        self.redial();
+                        let now = Instant::now();
+                        let recent = self
+                            .quick_redials
+                            .get(&peer_id)
+                            .is_some_and(|at| now.duration_since(*at) < QUICK_REDIAL_GAP);
+                        if !recent {
+                            self.quick_redials.insert(peer_id, now);
+                            self.redial();
+                        }
                     }
                 } else {
                     self.connected.insert(peer_id, num_established);
