@@ -18,7 +18,7 @@ use mosaic_crypto::{ChainId, Hash, MerkleTree, codec};
 use mosaic_storage::{FragmentCommitment, coding};
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::SignedTransfer;
+use crate::ledger::{SignedTransfer, VerifiedTransfer};
 
 /// Largest block body accepted.
 pub const BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -87,7 +87,12 @@ pub enum BlockError {
 /// The Merkle root of transaction ids (`Hash::ZERO` for none).
 pub fn tx_root(txs: &[SignedTransfer]) -> Hash {
     let ids: Vec<Hash> = txs.iter().map(SignedTransfer::hash).collect();
-    MerkleTree::from_leaves(&ids).map_or(Hash::ZERO, |t| t.root())
+    root_of_ids(&ids)
+}
+
+/// The Merkle root of transaction ids given in block order (`Hash::ZERO` for none).
+pub fn root_of_ids(ids: &[Hash]) -> Hash {
+    MerkleTree::from_leaves(ids).map_or(Hash::ZERO, |t| t.root())
 }
 
 /// The canonical body bytes of a list of transactions.
@@ -169,49 +174,95 @@ impl Block {
         data_shards: usize,
         total_shards: usize,
     ) -> Result<Structure, BlockError> {
-        let h = &self.header;
-        let wrong = |field: &'static str, expected: String, got: String| {
-            Err(BlockError::WrongField {
-                field,
-                expected,
-                got,
-            })
-        };
-        if h.chain != position.chain {
-            return wrong("chain", position.chain.to_string(), h.chain.to_string());
-        }
-        if h.height != position.height {
-            return wrong("height", position.height.to_string(), h.height.to_string());
-        }
-        if h.parent != position.parent {
-            return wrong("parent", position.parent.to_string(), h.parent.to_string());
-        }
-        if h.tx_count as usize != self.txs.len() {
-            return wrong(
-                "tx_count",
-                self.txs.len().to_string(),
-                h.tx_count.to_string(),
-            );
-        }
-        let root = tx_root(&self.txs);
-        if h.tx_root != root {
-            return wrong("tx_root", root.to_string(), h.tx_root.to_string());
-        }
-        let params = h.fragments.params;
-        if params.k() != data_shards || params.n() != total_shards {
-            return wrong(
-                "fragments.k/n",
-                format!("{data_shards}/{total_shards}"),
-                format!("{}/{}", params.k(), params.n()),
-            );
-        }
+        let ids: Vec<Hash> = self.txs.iter().map(SignedTransfer::hash).collect();
         let body = body_bytes(&self.txs);
-        if body.len() > BODY_BYTES_MAX {
-            return Err(BlockError::TooLarge { len: body.len() });
-        }
-        let encoded = coding::check_encoding(&body, &h.fragments)?;
-        Ok(Structure { body, encoded })
+        check_parts(
+            &self.header,
+            &ids,
+            body,
+            position,
+            data_shards,
+            total_shards,
+        )
     }
+
+    /// The payload and structure of the block `header` over `txs`, transfers this
+    /// node verified (so their ids are known), with every check of
+    /// [`Self::check_structure`]: the same bytes as [`Self::to_bytes`] of that block,
+    /// without encoding or hashing the transfers' signed forms again one by one.
+    pub fn assemble(
+        header: &BlockHeader,
+        txs: &[VerifiedTransfer],
+        position: &Position,
+        data_shards: usize,
+        total_shards: usize,
+    ) -> Result<(Vec<u8>, Structure), BlockError> {
+        let ids: Vec<Hash> = txs.iter().map(VerifiedTransfer::hash).collect();
+        let body =
+            codec::encode(&SignedForms(txs)).map_err(|e| BlockError::Malformed(e.to_string()))?;
+        let structure = check_parts(header, &ids, body, position, data_shards, total_shards)?;
+        let mut payload =
+            codec::encode(header).map_err(|e| BlockError::Malformed(e.to_string()))?;
+        payload.extend_from_slice(&structure.body);
+        Ok((payload, structure))
+    }
+}
+
+/// Verified transfers encoded as the list of their signed forms (a block body).
+struct SignedForms<'a>(&'a [VerifiedTransfer]);
+
+impl Serialize for SignedForms<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(VerifiedTransfer::signed))
+    }
+}
+
+/// The checks of [`Block::check_structure`] over a header, the ids of its transfers
+/// in order and their body bytes.
+fn check_parts(
+    h: &BlockHeader,
+    ids: &[Hash],
+    body: Vec<u8>,
+    position: &Position,
+    data_shards: usize,
+    total_shards: usize,
+) -> Result<Structure, BlockError> {
+    let wrong = |field: &'static str, expected: String, got: String| {
+        Err(BlockError::WrongField {
+            field,
+            expected,
+            got,
+        })
+    };
+    if h.chain != position.chain {
+        return wrong("chain", position.chain.to_string(), h.chain.to_string());
+    }
+    if h.height != position.height {
+        return wrong("height", position.height.to_string(), h.height.to_string());
+    }
+    if h.parent != position.parent {
+        return wrong("parent", position.parent.to_string(), h.parent.to_string());
+    }
+    if h.tx_count as usize != ids.len() {
+        return wrong("tx_count", ids.len().to_string(), h.tx_count.to_string());
+    }
+    let root = root_of_ids(ids);
+    if h.tx_root != root {
+        return wrong("tx_root", root.to_string(), h.tx_root.to_string());
+    }
+    let params = h.fragments.params;
+    if params.k() != data_shards || params.n() != total_shards {
+        return wrong(
+            "fragments.k/n",
+            format!("{data_shards}/{total_shards}"),
+            format!("{}/{}", params.k(), params.n()),
+        );
+    }
+    if body.len() > BODY_BYTES_MAX {
+        return Err(BlockError::TooLarge { len: body.len() });
+    }
+    let encoded = coding::check_encoding(&body, &h.fragments)?;
+    Ok(Structure { body, encoded })
 }
 
 /// The body bytes and fragments of a block whose structure was checked.
@@ -274,6 +325,47 @@ mod tests {
             let back = Block::from_bytes(&block.to_bytes()).unwrap();
             assert_eq!(back, block);
             assert_eq!(back.header.hash(), block.header.hash());
+        }
+    }
+
+    #[test]
+    fn assembled_payloads_are_the_built_bytes_and_checked_alike() {
+        for count in [0, 1, 50] {
+            let (block, built) =
+                Block::build(&position(), 3, 1, Hash::of(b"state"), txs(count), 2, 4).unwrap();
+            let verified: Vec<VerifiedTransfer> =
+                crate::ledger::verify_batch(block.txs.clone(), &chain())
+                    .into_iter()
+                    .map(Result::unwrap)
+                    .collect();
+            let (payload, structure) =
+                Block::assemble(&block.header, &verified, &position(), 2, 4).unwrap();
+            assert_eq!(payload, block.to_bytes());
+            assert_eq!(structure.body, built.body);
+            assert_eq!(structure.encoded.commitment(), block.header.fragments);
+        }
+        let (block, _) = Block::build(&position(), 3, 1, Hash::of(b"state"), txs(5), 2, 4).unwrap();
+        let verified: Vec<VerifiedTransfer> =
+            crate::ledger::verify_batch(block.txs.clone(), &chain())
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        let mut swapped = verified.clone();
+        swapped.swap(0, 1);
+        let mut other_root = block.header.clone();
+        other_root.fragments.root = Hash::ZERO;
+        let mut other_height = block.header.clone();
+        other_height.height += 1;
+        for (what, header, txs) in [
+            ("order", &block.header, &swapped[..]),
+            ("missing", &block.header, &verified[1..]),
+            ("fragment root", &other_root, &verified[..]),
+            ("height", &other_height, &verified[..]),
+        ] {
+            assert!(
+                Block::assemble(header, txs, &position(), 2, 4).is_err(),
+                "{what} went unnoticed"
+            );
         }
     }
 

@@ -10,7 +10,7 @@
 //! step as its parent) carries a certificate that 2f+1 replicas voted for after the
 //! full check; for it the structural checks run and execution re-checks the root.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mosaic_consensus::{CommitCertificate, Digest, PayloadCheck, SeqNum};
@@ -96,12 +96,14 @@ struct CheckedBlock {
 #[derive(Debug, Clone, Default)]
 pub struct CheckedBlocks {
     kept: Arc<Mutex<std::collections::VecDeque<(Digest, CheckedBlock)>>>,
-    own: Arc<Mutex<Option<OwnBlock>>>,
+    own: Arc<Mutex<Option<Prebuilt>>>,
+    assembled: Arc<Mutex<std::collections::VecDeque<Prebuilt>>>,
 }
 
-/// A block this node built, with the exact payload it proposes.
+/// A block this node built as primary, or assembled from a compact proposal out of
+/// transfers it verified, with the exact payload handed to consensus.
 #[derive(Debug)]
-struct OwnBlock {
+struct Prebuilt {
     seq: SeqNum,
     parent: Digest,
     payload: Vec<u8>,
@@ -121,7 +123,7 @@ impl CheckedBlocks {
         proposer: u32,
         state_root: Hash,
         txs: Vec<VerifiedTransfer>,
-    ) -> Result<Vec<u8>, BlockError> {
+    ) -> Result<(Vec<u8>, BlockHeader), BlockError> {
         let position = Position {
             chain: layout.chain.clone(),
             height: seq.0,
@@ -138,7 +140,8 @@ impl CheckedBlocks {
             layout.total_shards,
         )?;
         let payload = block.to_bytes();
-        *lock_cache(&self.own) = Some(OwnBlock {
+        let header = block.header.clone();
+        *lock_cache(&self.own) = Some(Prebuilt {
             seq,
             parent,
             payload: payload.clone(),
@@ -149,7 +152,61 @@ impl CheckedBlocks {
                 verified: txs,
             },
         });
+        Ok((payload, header))
+    }
+
+    /// Assembles the block `header` at (`seq`, `parent`) from transfers this node
+    /// verified, in block order (a compact proposal's), with every structural check
+    /// a received payload gets, the fragment root included; returns its payload.
+    /// The check of exactly this payload then reuses the assembled block instead of
+    /// decoding it, and still checks what depends on the state.
+    pub fn assemble(
+        &self,
+        layout: &Layout,
+        (seq, parent): (SeqNum, Digest),
+        header: BlockHeader,
+        txs: Vec<VerifiedTransfer>,
+    ) -> Result<Vec<u8>, BlockError> {
+        let position = Position {
+            chain: layout.chain.clone(),
+            height: seq.0,
+            parent: parent.0,
+        };
+        let (payload, structure) = Block::assemble(
+            &header,
+            &txs,
+            &position,
+            layout.data_shards,
+            layout.total_shards,
+        )?;
+        let mut assembled = lock_cache(&self.assembled);
+        let digest = header.hash();
+        assembled.retain(|b| b.block.header.hash() != digest);
+        if assembled.len() >= CHECKED_KEPT_MAX {
+            assembled.pop_front();
+        }
+        assembled.push_back(Prebuilt {
+            seq,
+            parent,
+            payload: payload.clone(),
+            block: CheckedBlock {
+                header,
+                body: structure.body,
+                encoded: structure.encoded,
+                verified: txs,
+            },
+        });
         Ok(payload)
+    }
+
+    /// The block assembled by [`Self::assemble`] if `payload` is exactly its payload
+    /// at (`seq`, `parent`). Taken: it is checked once.
+    fn take_assembled(&self, seq: SeqNum, parent: Digest, payload: &[u8]) -> Option<CheckedBlock> {
+        let mut assembled = lock_cache(&self.assembled);
+        let at = assembled
+            .iter()
+            .position(|b| b.seq == seq && b.parent == parent && b.payload == payload)?;
+        assembled.remove(at).map(|b| b.block)
     }
 
     /// The block built by [`Self::build_own`] if `payload` is exactly its payload at
@@ -237,6 +294,39 @@ fn check_against_tip(
     Ok(())
 }
 
+fn check_proposer(header: &BlockHeader, validators: usize) -> Result<(), String> {
+    if header.proposer as usize >= validators {
+        return Err(format!("proposer {} is not a validator", header.proposer));
+    }
+    Ok(())
+}
+
+/// The checks of a proposal's verified transfers that the block format cannot
+/// express: none expired at `seq`, none twice.
+fn check_transfers(seq: SeqNum, verified: &[VerifiedTransfer]) -> Result<(), String> {
+    // Validators refuse to include an expired transaction, so a client that sees the
+    // tip pass its valid_until knows it can never commit.
+    if let Some((i, tx)) = verified
+        .iter()
+        .enumerate()
+        .find(|(_, tx)| tx.transfer().valid_until < seq.0)
+    {
+        return Err(format!(
+            "transaction {i} expired: valid until height {}, proposed at {}",
+            tx.transfer().valid_until,
+            seq.0
+        ));
+    }
+    // Ids come with the verified transfers (hashed once).
+    let mut ids = HashSet::with_capacity(verified.len());
+    for tx in verified {
+        if !ids.insert(tx.hash()) {
+            return Err(format!("transaction {} appears twice", tx.hash()));
+        }
+    }
+    Ok(())
+}
+
 impl PayloadCheck for BlockCheck {
     fn check(&self, seq: SeqNum, parent: Digest, payload: &[u8]) -> Result<Digest, String> {
         if let Some(own) = self.checked.take_own(seq, parent, payload) {
@@ -245,6 +335,21 @@ impl PayloadCheck for BlockCheck {
             check_against_tip(&lock(&self.shared).tip, seq, parent, own.header.state_root)?;
             let digest = Digest(own.header.hash());
             self.checked.put(digest, own);
+            return Ok(digest);
+        }
+        if let Some(assembled) = self.checked.take_assembled(seq, parent, payload) {
+            // Structure and fragment root were checked when it was assembled, its
+            // transfers verified by this node: what remains depends on the state.
+            check_proposer(&assembled.header, self.layout.total_shards)?;
+            check_against_tip(
+                &lock(&self.shared).tip,
+                seq,
+                parent,
+                assembled.header.state_root,
+            )?;
+            check_transfers(seq, &assembled.verified)?;
+            let digest = Digest(assembled.header.hash());
+            self.checked.put(digest, assembled);
             return Ok(digest);
         }
         let block = Block::from_bytes(payload).map_err(|e| e.to_string())?;
@@ -256,12 +361,7 @@ impl PayloadCheck for BlockCheck {
         let structure = block
             .check_structure(&position, self.layout.data_shards, self.layout.total_shards)
             .map_err(|e| e.to_string())?;
-        if block.header.proposer as usize >= self.layout.total_shards {
-            return Err(format!(
-                "proposer {} is not a validator",
-                block.header.proposer
-            ));
-        }
+        check_proposer(&block.header, self.layout.total_shards)?;
         let mut shared = lock(&self.shared);
         check_against_tip(&shared.tip, seq, parent, block.header.state_root)?;
         let mut verified = Vec::with_capacity(block.txs.len());
@@ -271,26 +371,10 @@ impl PayloadCheck for BlockCheck {
             .into_iter()
             .enumerate()
         {
-            let tx = result.map_err(|e| format!("transaction {i}: {e}"))?;
-            // Validators refuse to include an expired transaction, so a client that
-            // sees the tip pass its valid_until knows it can never commit.
-            if tx.transfer().valid_until < seq.0 {
-                return Err(format!(
-                    "transaction {i} expired: valid until height {}, proposed at {}",
-                    tx.transfer().valid_until,
-                    seq.0
-                ));
-            }
-            verified.push(tx);
+            verified.push(result.map_err(|e| format!("transaction {i}: {e}"))?);
         }
         drop(shared);
-        // Ids come with the verified transfers (hashed once).
-        let mut ids = BTreeSet::new();
-        for tx in &verified {
-            if !ids.insert(tx.hash()) {
-                return Err(format!("transaction {} appears twice", tx.hash()));
-            }
-        }
+        check_transfers(seq, &verified)?;
         let digest = Digest(block.header.hash());
         self.checked.put(
             digest,
@@ -667,6 +751,7 @@ mod tests {
                 .checked
                 .build_own(&layout(), (SeqNum(1), parent), 0, 0, root, txs)
                 .unwrap()
+                .0
         };
         // Another payload than the one built: checked in full (here: refused).
         build(verified.clone(), tip.state_root);
@@ -703,6 +788,73 @@ mod tests {
             .unwrap();
         assert_eq!(chain.tip(), chain_b.tip());
         assert_eq!(store.header(1).unwrap(), store_b.header(1).unwrap());
+        assert_eq!(store.body(1).unwrap(), store_b.body(1).unwrap());
+        assert_eq!(store.accounts().unwrap(), store_b.accounts().unwrap());
+    }
+
+    /// A block assembled from a compact proposal is checked for what depends on the
+    /// state, gives the digest a full check gives, and executes alike.
+    #[test]
+    fn assembled_blocks_skip_decoding_not_the_state_checks() {
+        let dir_a = tempfile::tempdir().unwrap();
+        let dir_b = tempfile::tempdir().unwrap();
+        let (check, chain, store) = node(dir_a.path());
+        let (check_b, chain_b, store_b) = node(dir_b.path());
+        let tip = chain.tip();
+        let parent = Digest(tip.hash);
+        let verify = |txs: Vec<SignedTransfer>| -> Vec<VerifiedTransfer> {
+            crate::ledger::verify_batch(txs, &chain_id())
+                .into_iter()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let assemble = |block: &Block| {
+            check.checked.assemble(
+                &layout(),
+                (SeqNum(block.header.height), Digest(block.header.parent)),
+                block.header.clone(),
+                verify(block.txs.clone()),
+            )
+        };
+        // A header whose fragment root is not its body's is refused at assembly.
+        let mut bad_root = block_after(tip, transfers(0));
+        bad_root.header.fragments.root = Hash::ZERO;
+        assert!(assemble(&bad_root).is_err());
+        // A stale state root passes assembly (it needs the state) and fails the check.
+        let mut stale = block_after(tip, transfers(0));
+        stale.header.state_root = Hash::of(b"old state");
+        let payload = assemble(&stale).unwrap();
+        assert_eq!(payload, stale.to_bytes());
+        let refused = check.check(SeqNum(1), parent, &payload).unwrap_err();
+        assert!(refused.contains("state root"), "{refused}");
+        // One transfer twice: refused like any proposal.
+        let mut txs = transfers(0);
+        txs.push(txs[0].clone());
+        let twice = block_after(tip, txs);
+        let refused = check
+            .check(SeqNum(1), parent, &assemble(&twice).unwrap())
+            .unwrap_err();
+        assert!(refused.contains("twice"), "{refused}");
+        // The real thing.
+        let block = block_after(tip, transfers(0));
+        let payload = assemble(&block).unwrap();
+        let digest = check.check(SeqNum(1), parent, &payload).unwrap();
+        assert!(
+            lock_cache(&check.checked.assembled).is_empty(),
+            "taken once"
+        );
+        assert_eq!(
+            digest,
+            check_b.check(SeqNum(1), parent, &payload).unwrap(),
+            "a full check gives the same digest"
+        );
+        chain
+            .execute(SeqNum(1), digest, &payload, certificate(1, digest))
+            .unwrap();
+        chain_b
+            .execute(SeqNum(1), digest, &payload, certificate(1, digest))
+            .unwrap();
+        assert_eq!(chain.tip(), chain_b.tip());
         assert_eq!(store.body(1).unwrap(), store_b.body(1).unwrap());
         assert_eq!(store.accounts().unwrap(), store_b.accounts().unwrap());
     }

@@ -43,6 +43,7 @@ pub mod mempool_log;
 pub mod metrics;
 pub mod net;
 pub mod peers;
+pub mod proposal;
 pub mod schema;
 pub mod scrub;
 pub mod serve;

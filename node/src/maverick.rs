@@ -350,7 +350,9 @@ mod enabled {
                 pre_prepare: signed,
                 payload: payload.clone(),
             };
-            codec::encode(&message).ok().map(Arc::new)
+            crate::proposal::consensus_frame(&message)
+                .ok()
+                .map(Arc::new)
         }
 
         /// A consensus frame a validator sent this node.
@@ -492,7 +494,7 @@ mod enabled {
                     pre_prepare: signed,
                     payload,
                 };
-                if let Ok(bytes) = codec::encode(&message) {
+                if let Ok(bytes) = crate::proposal::consensus_frame(&message) {
                     self.send_to_others(ctx, Arc::new(bytes));
                 }
             }

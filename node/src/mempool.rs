@@ -463,6 +463,11 @@ impl Mempool {
         self.entries.contains_key(hash)
     }
 
+    /// The pending transfer `hash`, as this node verified it.
+    pub fn verified(&self, hash: &TxHash) -> Option<VerifiedTransfer> {
+        self.entries.get(hash).map(|e| e.tx.clone())
+    }
+
     /// Whether `hash` was seen committed (recently).
     pub fn was_committed(&self, hash: &TxHash) -> bool {
         self.committed.contains(hash)

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub consensus_dropped: Counter,
     /// Transactions of blocks whose signatures this node checked only then.
     pub block_transactions_unchecked: Counter,
+    /// Transfers of compact proposals this node lacked and fetched from the primary.
+    pub proposal_transfers_fetched: Counter,
     /// Payload bytes of PRE-PREPAREs held until their parent is executed.
     pub held_bytes: Gauge,
     /// Misbehaviour points charged to peers, by reason.
@@ -107,6 +109,7 @@ impl Metrics {
         let transactions_dropped = Counter::default();
         let consensus_dropped = Counter::default();
         let block_transactions_unchecked = Counter::default();
+        let proposal_transfers_fetched = Counter::default();
         let held_bytes = Gauge::default();
         let misbehaviour_points = Family::<Labels, Counter>::default();
         let sync_reads_queued = Gauge::default();
@@ -258,6 +261,11 @@ impl Metrics {
             "Transactions a block carried before this node had checked their signatures (checked then, on the critical path)",
             block_transactions_unchecked.clone(),
         );
+        registry.register(
+            "proposal_transfers_fetched",
+            "Transfers of compact proposals this node lacked and fetched from the primary",
+            proposal_transfers_fetched.clone(),
+        );
         Metrics {
             registry: std::sync::Arc::new(registry),
             height,
@@ -282,6 +290,7 @@ impl Metrics {
             transactions_dropped,
             consensus_dropped,
             block_transactions_unchecked,
+            proposal_transfers_fetched,
             held_bytes,
             misbehaviour_points,
             sync_reads_queued,

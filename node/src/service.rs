@@ -37,7 +37,7 @@ use crate::gather::{Answer, Gather, GatherLimits, Start};
 use crate::genesis::{Genesis, GenesisError};
 use crate::gossip::{Admission, Gossip, GossipLimits, Judgement, Results as GossipResults, Ticket};
 use crate::held::{Held, HeldLimits, HoldError};
-use crate::ledger::{Ledger, SignedTransfer};
+use crate::ledger::{Ledger, SignedTransfer, TxHash, VerifiedTransfer};
 use crate::links::{self, Inbound, Links};
 use crate::maverick::{self, Maverick};
 use crate::mempool::{Mempool, MempoolConfig};
@@ -48,6 +48,7 @@ use crate::net::{
     SYNC_BLOCKS_MAX, SYNC_RESPONSE_MAX, SyncRequest, SyncResponse,
 };
 use crate::peers::{ConsensusBlame, Peers};
+use crate::proposal::{self, Frame, Received, Relay};
 use crate::schema::{NodeStore, PersistedConsensus};
 use crate::scrub::{GatheredByNode, Scrub, ScrubConfig};
 use crate::serve::{self, Decision, Read, Serve, ServeLimits};
@@ -631,6 +632,7 @@ pub async fn start(
             HELD_PER_SENDER_MAX,
             payload_bytes_max,
         )),
+        relay: Relay::new(validator_peers.len()),
         wanted: None,
         batch_ready_since: None,
         pending_sent: None,
@@ -749,6 +751,8 @@ struct EventLoop {
     timers: BTreeMap<Timer, Instant>,
     /// PRE-PREPAREs whose parent is not executed here yet.
     held: Held,
+    /// Compact proposals: own ones to compact and supply, received ones to complete.
+    relay: Relay,
     /// The proposal consensus asked for.
     wanted: Option<(SeqNum, Digest)>,
     batch_ready_since: Option<Instant>,
@@ -963,7 +967,7 @@ impl EventLoop {
                 }
                 Output::Send { to, message } => self.send_consensus(to, &message),
                 Output::Broadcast(message) => {
-                    if let Ok(bytes) = codec::encode(&message) {
+                    if let Some(bytes) = self.frame_of(&message) {
                         let frame = Arc::new(bytes);
                         for to in 0..self.info.validator_peers.len() {
                             if to != self.info.index as usize {
@@ -1046,6 +1050,7 @@ impl EventLoop {
     ) -> Result<(), NodeError> {
         let view = certificate.view.0;
         let executed = self.chain.execute(seq, digest, payload, certificate)?;
+        self.relay.forget_through(seq.0);
         let (departed, dropped) = {
             let mut shared = lock(&self.shared);
             (
@@ -1184,6 +1189,8 @@ impl EventLoop {
                 &signed,
             );
         }
+        let signed: Vec<SignedTransfer> = txs.iter().map(|t| t.signed().clone()).collect();
+        let ids: Vec<TxHash> = txs.iter().map(VerifiedTransfer::hash).collect();
         match self.checked.build_own(
             &self.layout,
             (seq, parent),
@@ -1192,7 +1199,8 @@ impl EventLoop {
             tip.state_root,
             txs,
         ) {
-            Ok(payload) => {
+            Ok((payload, header)) => {
+                self.relay.proposed(header, signed, ids);
                 self.wanted = None;
                 self.batch_ready_since = None;
                 self.inbox.push_back(Input::Propose {
@@ -1206,9 +1214,16 @@ impl EventLoop {
     }
 
     fn send_consensus(&mut self, to: ReplicaId, message: &Message) {
-        if let Ok(bytes) = codec::encode(message) {
+        if let Some(bytes) = self.frame_of(message) {
             self.send_frame(to.0 as usize, message, Arc::new(bytes));
         }
+    }
+
+    /// The frame carrying `message`: an own PRE-PREPARE goes compact.
+    fn frame_of(&self, message: &Message) -> Option<Vec<u8>> {
+        self.relay
+            .compact_frame(message)
+            .or_else(|| proposal::consensus_frame(message).ok())
     }
 
     fn send_frame(&mut self, to: usize, message: &Message, frame: Arc<Vec<u8>>) {
@@ -1250,18 +1265,159 @@ impl EventLoop {
             self.misbehaved(peer, "consensus-from-non-validator", 5);
             return Ok(());
         };
-        let message = match Message::decode(bytes, CONSENSUS_FRAME_MAX) {
-            Ok(m) => m,
+        let frame = match proposal::decode_frame(bytes, CONSENSUS_FRAME_MAX) {
+            Ok(frame) => frame,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "undecodable consensus message");
                 self.misbehaved(peer, "consensus-undecodable", 5);
                 return Ok(());
             }
         };
-        self.metrics.message_in(message.kind());
         if let Some(maverick) = self.maverick.as_mut() {
             maverick.incoming(bytes);
         }
+        match frame {
+            Frame::Consensus(message) => {
+                self.metrics.message_in(message.kind());
+                self.on_message(peer, from, message)
+            }
+            Frame::Proposal(compact) => {
+                self.metrics.message_in("compact-proposal");
+                self.on_compact(peer, from, compact)
+            }
+            Frame::Want(want) => {
+                self.metrics.message_in("want-transfers");
+                match self.relay.answer(from, &want) {
+                    Ok(Some(supply)) => {
+                        if let Ok(bytes) = proposal::supply_frame(&supply) {
+                            self.links.send(from.0 as usize, Arc::new(bytes));
+                        }
+                    }
+                    Ok(None) => self.metrics.rejected("want-unanswered", 1),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "invalid want");
+                        self.misbehaved(peer, "want-invalid", 5);
+                    }
+                }
+                Ok(())
+            }
+            Frame::Supply(supply) => {
+                self.metrics.message_in("supply-transfers");
+                self.on_supply(peer, from, supply)
+            }
+        }
+    }
+
+    /// A compact proposal: completed from the mempool, or waiting for the transfers
+    /// this node lacks, asked of the primary.
+    fn on_compact(
+        &mut self,
+        peer: PeerId,
+        from: ReplicaId,
+        compact: proposal::Compact,
+    ) -> Result<(), NodeError> {
+        let received = {
+            let shared = lock(&self.shared);
+            let mempool = &shared.mempool;
+            self.relay
+                .receive(from, compact, &self.info.validators, |id| {
+                    mempool.verified(id)
+                })
+        };
+        match received {
+            Ok(Received::Complete(assembly)) => self.on_assembled(peer, from, *assembly),
+            Ok(Received::Missing(want)) => {
+                self.metrics
+                    .proposal_transfers_fetched
+                    .inc_by(want.indexes.len() as u64);
+                if let Ok(bytes) = proposal::want_frame(&want) {
+                    self.links.send(from.0 as usize, Arc::new(bytes));
+                }
+                Ok(())
+            }
+            Ok(Received::AlreadyWaiting) => {
+                self.metrics.rejected("compact-proposal-duplicate", 1);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "invalid compact proposal");
+                self.misbehaved(peer, "compact-proposal-invalid", 10);
+                Ok(())
+            }
+        }
+    }
+
+    /// The primary's answer to a want: checked, its signatures verified, and the
+    /// proposal completed.
+    fn on_supply(
+        &mut self,
+        peer: PeerId,
+        from: ReplicaId,
+        supply: proposal::Supply,
+    ) -> Result<(), NodeError> {
+        if let Err(e) = self.relay.supplied(from, &supply) {
+            tracing::debug!(%peer, error = %e, "invalid supply");
+            self.misbehaved(peer, "supply-invalid", 10);
+            return Ok(());
+        }
+        let results = lock(&self.shared).mempool.verify_for_block(supply.txs);
+        let mut verified = Vec::with_capacity(results.len());
+        for result in results {
+            match result {
+                Ok(tx) => verified.push(tx),
+                Err(e) => {
+                    // The primary proposed a transfer that does not verify: its block
+                    // is invalid, and the view change replaces it.
+                    tracing::debug!(%peer, error = %e, "supplied transfer refused");
+                    self.misbehaved(peer, "supply-invalid-transfer", 10);
+                    return Ok(());
+                }
+            }
+        }
+        match self.relay.complete(&supply.digest, verified) {
+            Some(assembly) => self.on_assembled(peer, from, assembly),
+            None => Ok(()),
+        }
+    }
+
+    /// A compact proposal with all its transfers: assembled into the full block and
+    /// handed on as the PRE-PREPARE it stands for.
+    fn on_assembled(
+        &mut self,
+        peer: PeerId,
+        from: ReplicaId,
+        assembly: proposal::Assembly,
+    ) -> Result<(), NodeError> {
+        let pp = assembly.pre_prepare.body;
+        match self.checked.assemble(
+            &self.layout,
+            (pp.seq, pp.parent),
+            assembly.header,
+            assembly.txs,
+        ) {
+            Ok(payload) => {
+                let message = Message::PrePrepare {
+                    pre_prepare: assembly.pre_prepare,
+                    payload,
+                };
+                self.metrics.message_in(message.kind());
+                self.on_message(peer, from, message)
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "compact proposal does not make a valid block");
+                self.misbehaved(peer, "compact-proposal-invalid-block", 10);
+                Ok(())
+            }
+        }
+    }
+
+    /// A consensus message from validator `from`.
+    fn on_message(
+        &mut self,
+        peer: PeerId,
+        from: ReplicaId,
+        message: Message,
+    ) -> Result<(), NodeError> {
         if let Message::PrePrepare { pre_prepare, .. } = &message {
             let seq = pre_prepare.body.seq;
             let tip = self.chain.tip().height;
