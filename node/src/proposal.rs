@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 
 use mosaic_consensus::{Digest, Message, PrePrepare, ReplicaId, SeqNum, Signed, ValidatorSet};
-use mosaic_crypto::{MerkleTree, codec};
+use mosaic_crypto::codec;
 use serde::{Deserialize, Serialize};
 
 use crate::block::BlockHeader;
@@ -34,6 +34,11 @@ const PENDING_MAX: usize = 8;
 /// Answers to one validator's wants for one proposal: a link that fails mid-batch
 /// makes an honest backup ask again.
 const ANSWERS_PER_PEER: u8 = 3;
+/// The smallest signed transfer in the canonical codec (a one-byte chain id).
+const SIGNED_LEN_MIN: usize = 8 + 1 + 32 + 32 + 8 + 8 + 8 + 64;
+/// Ids in one compact proposal, at most: a maximal body of the smallest transfers.
+/// Checked before the ids are hashed into a root.
+const IDS_MAX: usize = crate::block::BODY_BYTES_MAX / SIGNED_LEN_MIN;
 
 /// One frame on a consensus link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +134,20 @@ pub enum RelayError {
     BadSupply(&'static str),
 }
 
+impl RelayError {
+    /// The reason label of the refusal in metrics (a proposal not from the primary
+    /// is counted as the full PRE-PREPARE would be).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RelayError::NotPrimary => "pre-prepare-not-from-primary",
+            RelayError::HeaderMismatch => "compact-proposal-header-mismatch",
+            RelayError::IdsMismatch(_) => "compact-proposal-ids-mismatch",
+            RelayError::BadWant => "want-invalid",
+            RelayError::BadSupply(_) => "supply-invalid",
+        }
+    }
+}
+
 /// What receiving a compact proposal led to.
 #[derive(Debug)]
 pub enum Received {
@@ -136,8 +155,9 @@ pub enum Received {
     Complete(Box<Assembly>),
     /// Some are missing: send this want to the primary.
     Missing(Want),
-    /// A copy of a proposal already waiting for transfers: nothing to do.
-    AlreadyWaiting,
+    /// A copy of a proposal already waiting for transfers: the want again (the
+    /// first one may have been lost with a link).
+    AlreadyWaiting(Want),
 }
 
 /// A proposal with all its transfers, verified by this node, in block order.
@@ -245,20 +265,24 @@ impl Relay {
         {
             return Err(RelayError::HeaderMismatch);
         }
+        if compact.ids.len() > IDS_MAX {
+            return Err(RelayError::IdsMismatch("more than a maximal body holds"));
+        }
         if compact.ids.len() != header.tx_count as usize {
             return Err(RelayError::IdsMismatch("count differs from tx_count"));
         }
-        let root =
-            MerkleTree::from_leaves(&compact.ids).map_or(mosaic_crypto::Hash::ZERO, |t| t.root());
-        if root != header.tx_root {
+        if crate::block::root_of_ids(&compact.ids) != header.tx_root {
             return Err(RelayError::IdsMismatch("root differs from tx_root"));
         }
-        if self
+        if let Some(waiting) = self
             .pending
             .iter()
-            .any(|p| p.pre_prepare.body.digest == pp.digest)
+            .find(|p| p.pre_prepare.body.digest == pp.digest && p.from == from)
         {
-            return Ok(Received::AlreadyWaiting);
+            return Ok(Received::AlreadyWaiting(Want {
+                digest: pp.digest,
+                indexes: waiting.asked.clone(),
+            }));
         }
         let have: Vec<Option<VerifiedTransfer>> = compact.ids.iter().map(&lookup).collect();
         let asked: Vec<u32> = have
@@ -319,16 +343,17 @@ impl Relay {
         }))
     }
 
-    /// Checks a supply from `from` against what this node asked it for and returns
-    /// the transfers to verify; the proposal keeps waiting until
-    /// [`Self::complete`].
-    pub fn supplied(&self, from: ReplicaId, supply: &Supply) -> Result<(), RelayError> {
+    /// Checks a supply from `from` against what this node asked it for: `Ok(true)`
+    /// if it answers a waiting proposal (verify its transfers, then
+    /// [`Self::complete`]), `Ok(false)` if nothing waits for it (already completed,
+    /// or a copy of a frame a failed link wrote again: not the sender's fault).
+    pub fn supplied(&self, from: ReplicaId, supply: &Supply) -> Result<bool, RelayError> {
         let Some(pending) = self
             .pending
             .iter()
             .find(|p| p.pre_prepare.body.digest == supply.digest && p.from == from)
         else {
-            return Err(RelayError::BadSupply("no want of this node"));
+            return Ok(false);
         };
         if supply.txs.len() != pending.asked.len() {
             return Err(RelayError::BadSupply("number of transfers"));
@@ -338,7 +363,7 @@ impl Relay {
                 return Err(RelayError::BadSupply("a transfer with another id"));
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The supplied transfers of proposal `digest`, verified, in the order asked:
@@ -529,12 +554,12 @@ mod tests {
             other => panic!("expected a want, got {other:?}"),
         };
         assert_eq!(want.indexes, vec![1, 4, 5]);
-        assert!(matches!(
-            relay.receive(ReplicaId(1), compact.clone(), &v, |id| some
-                .get(id)
-                .cloned()),
-            Ok(Received::AlreadyWaiting)
-        ));
+        match relay.receive(ReplicaId(1), compact.clone(), &v, |id| {
+            some.get(id).cloned()
+        }) {
+            Ok(Received::AlreadyWaiting(again)) => assert_eq!(again, want, "asked again"),
+            other => panic!("expected the want again, got {other:?}"),
+        }
         // The primary answers from its own proposal.
         let mut primary = Relay::new(4);
         primary.proposed(
@@ -547,11 +572,15 @@ mod tests {
         let mut reordered = supply.clone();
         reordered.txs.swap(0, 1);
         assert!(relay.supplied(ReplicaId(1), &reordered).is_err());
-        assert!(relay.supplied(ReplicaId(3), &supply).is_err());
+        assert_eq!(
+            relay.supplied(ReplicaId(3), &supply),
+            Ok(false),
+            "not asked of it"
+        );
         let mut short = supply.clone();
         short.txs.pop();
         assert!(relay.supplied(ReplicaId(1), &short).is_err());
-        relay.supplied(ReplicaId(1), &supply).unwrap();
+        assert_eq!(relay.supplied(ReplicaId(1), &supply), Ok(true));
         let verified = verify_batch(supply.txs.clone(), &chain())
             .into_iter()
             .map(Result::unwrap)
@@ -559,8 +588,9 @@ mod tests {
         let assembly = relay.complete(&want.digest, verified).unwrap();
         assert_eq!(assembly.txs, txs, "block order restored");
         assert_eq!(relay.waiting(), 0);
-        assert!(
-            relay.supplied(ReplicaId(1), &supply).is_err(),
+        assert_eq!(
+            relay.supplied(ReplicaId(1), &supply),
+            Ok(false),
             "a supply nobody waits for"
         );
     }
@@ -586,6 +616,16 @@ mod tests {
         let mut c = compact.clone();
         c.ids.swap(0, 1);
         cases.push(("ids out of order", ReplicaId(1), c));
+        let mut c = compact.clone();
+        c.ids = vec![Hash::ZERO; IDS_MAX + 1];
+        c.header.tx_count = c.ids.len() as u32;
+        c.pre_prepare.body.digest = Digest(c.header.hash());
+        assert_eq!(
+            relay
+                .receive(ReplicaId(1), c, &v, |id| all.get(id).cloned())
+                .err(),
+            Some(RelayError::IdsMismatch("more than a maximal body holds"))
+        );
         for (what, from, c) in cases {
             assert!(
                 relay
@@ -657,5 +697,52 @@ mod tests {
         assert_eq!(relay.waiting(), PENDING_MAX);
         relay.forget_through(5);
         assert_eq!(relay.waiting(), 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever a validator's bytes turn into, the relay answers without
+        /// panicking, and what it completes matches the header's transaction root.
+        #[test]
+        fn mangled_compact_frames_are_refused_or_consistent(
+            flips in proptest::collection::vec((0usize..4096, 0u8..=255), 1..6),
+        ) {
+            let txs = transfers(4);
+            let compact = proposal(&txs);
+            let v = validators();
+            let all = pool(&txs);
+            let mut relay = Relay::new(4);
+            relay.proposed(
+                compact.header.clone(),
+                txs.iter().map(|t| t.signed().clone()).collect(),
+                compact.ids.clone(),
+            );
+            let message = Message::PrePrepare {
+                pre_prepare: compact.pre_prepare.clone(),
+                payload: Vec::new(),
+            };
+            let mut frame = relay.compact_frame(&message).unwrap();
+            for (at, byte) in flips {
+                let at = at % frame.len();
+                frame[at] ^= byte;
+            }
+            match decode_frame(&frame, 1 << 20) {
+                Ok(Frame::Proposal(c)) => {
+                    let root = c.header.tx_root;
+                    if let Ok(Received::Complete(a)) =
+                        relay.receive(ReplicaId(1), c, &v, |id| all.get(id).cloned())
+                    {
+                        let ids: Vec<TxHash> = a.txs.iter().map(VerifiedTransfer::hash).collect();
+                        proptest::prop_assert_eq!(crate::block::root_of_ids(&ids), root);
+                    }
+                }
+                Ok(Frame::Want(w)) => {
+                    let _ = relay.answer(ReplicaId(2), &w);
+                }
+                Ok(Frame::Supply(s)) => {
+                    let _ = relay.supplied(ReplicaId(1), &s);
+                }
+                Ok(Frame::Consensus(_)) | Err(_) => {}
+            }
+        }
     }
 }

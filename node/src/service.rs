@@ -1296,7 +1296,7 @@ impl EventLoop {
                     Ok(None) => self.metrics.rejected("want-unanswered", 1),
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "invalid want");
-                        self.misbehaved(peer, "want-invalid", 5);
+                        self.misbehaved(peer, e.reason(), 5);
                     }
                 }
                 Ok(())
@@ -1335,13 +1335,16 @@ impl EventLoop {
                 }
                 Ok(())
             }
-            Ok(Received::AlreadyWaiting) => {
+            Ok(Received::AlreadyWaiting(want)) => {
                 self.metrics.rejected("compact-proposal-duplicate", 1);
+                if let Ok(bytes) = proposal::want_frame(&want) {
+                    self.links.send(from.0 as usize, Arc::new(bytes));
+                }
                 Ok(())
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "invalid compact proposal");
-                self.misbehaved(peer, "compact-proposal-invalid", 10);
+                self.misbehaved(peer, e.reason(), 10);
                 Ok(())
             }
         }
@@ -1355,10 +1358,17 @@ impl EventLoop {
         from: ReplicaId,
         supply: proposal::Supply,
     ) -> Result<(), NodeError> {
-        if let Err(e) = self.relay.supplied(from, &supply) {
-            tracing::debug!(%peer, error = %e, "invalid supply");
-            self.misbehaved(peer, "supply-invalid", 10);
-            return Ok(());
+        match self.relay.supplied(from, &supply) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.metrics.rejected("supply-unwanted", 1);
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "invalid supply");
+                self.misbehaved(peer, e.reason(), 10);
+                return Ok(());
+            }
         }
         let results = lock(&self.shared).mempool.verify_for_block(supply.txs);
         let mut verified = Vec::with_capacity(results.len());
