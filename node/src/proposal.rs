@@ -13,14 +13,24 @@
 //! before anything votes for it. Catch-up, NEW-VIEW and the auditor keep full
 //! bodies.
 //!
-//! Everything here is bounded: a few own proposals kept to answer wants, a few
-//! answers per validator and proposal, a few proposals waiting for transfers, and
-//! each waiting proposal belongs to the view's primary that sent it.
+//! A transfer's id leaves its signature out, and its owner can sign it again with
+//! another valid signature, so a proposal names each transfer by its id and a
+//! digest of its signature: a backup holding another signature of the same
+//! transfer asks for the primary's, instead of rebuilding a body that fails the
+//! fragment root and blaming an honest primary for it.
+//!
+//! Everything here is bounded: relay frames to about a body, a few own proposals
+//! kept to answer wants, two answers per validator and proposal, and a few
+//! proposals waiting per sender. A waiting proposal is signed by the primary of
+//! the current or the next view, within the window; nobody else's frames can push
+//! it out.
 
 use std::collections::VecDeque;
 
-use mosaic_consensus::{Digest, Message, PrePrepare, ReplicaId, SeqNum, Signed, ValidatorSet};
-use mosaic_crypto::codec;
+use mosaic_consensus::{
+    Digest, Message, PrePrepare, ReplicaId, SeqNum, Signed, ValidatorSet, View,
+};
+use mosaic_crypto::{Hash, Signature, codec};
 use serde::{Deserialize, Serialize};
 
 use crate::block::BlockHeader;
@@ -29,16 +39,26 @@ use crate::ledger::{SignedTransfer, TxHash, VerifiedTransfer};
 /// Own proposals kept to answer wants: the one in flight and a few around view
 /// changes.
 const OWN_KEPT: usize = 8;
-/// Proposals waiting for transfers from their primary, at most.
-const PENDING_MAX: usize = 8;
+/// Proposals waiting for transfers from one sender, at most.
+const PENDING_PER_SENDER: usize = 8;
 /// Answers to one validator's wants for one proposal: a link that fails mid-batch
-/// makes an honest backup ask again.
-const ANSWERS_PER_PEER: u8 = 3;
+/// makes an honest backup ask again once. A backup that asks for everything gets
+/// at most twice the body, what the full PRE-PREPARE would have cost twice.
+const ANSWERS_PER_PEER: u8 = 2;
 /// The smallest signed transfer in the canonical codec (a one-byte chain id).
 const SIGNED_LEN_MIN: usize = 8 + 1 + 32 + 32 + 8 + 8 + 8 + 64;
 /// Ids in one compact proposal, at most: a maximal body of the smallest transfers.
 /// Checked before the ids are hashed into a root.
 const IDS_MAX: usize = crate::block::BODY_BYTES_MAX / SIGNED_LEN_MIN;
+/// The largest relay frame (proposal, want, supply): a maximal body and the
+/// framing around it. Consensus frames have their own, larger bound (a NEW-VIEW
+/// carries several payloads).
+pub const RELAY_FRAME_MAX: usize = crate::block::BODY_BYTES_MAX + 1024 * 1024;
+
+/// The digest naming one signature of a transfer in a compact proposal.
+pub fn signature_digest(signature: &Signature) -> Hash {
+    Hash::of(signature.as_bytes())
+}
 
 /// One frame on a consensus link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +66,7 @@ pub enum Frame {
     /// A consensus message, as the replica sent it.
     Consensus(Message),
     /// A PRE-PREPARE with the block's header and transfer ids instead of its body.
-    Proposal(Compact),
+    Proposal(Box<Compact>),
     /// A backup asks the primary for transfers of a proposal it lacks.
     Want(Want),
     /// The primary answers a [`Want`].
@@ -78,8 +98,17 @@ pub fn supply_frame(supply: &Supply) -> Result<Vec<u8>, codec::CodecError> {
     codec::encode(&FrameRef::Supply(supply))
 }
 
-/// Decodes a frame from a validator, refusing more than `limit` bytes.
-pub fn decode_frame(bytes: &[u8], limit: usize) -> Result<Frame, codec::CodecError> {
+/// Decodes a frame from a validator, refusing a consensus frame over
+/// `consensus_limit` bytes and a relay frame over [`RELAY_FRAME_MAX`], before
+/// anything is allocated.
+pub fn decode_frame(bytes: &[u8], consensus_limit: usize) -> Result<Frame, codec::CodecError> {
+    // The codec writes a variant as a little-endian u32 first; 0 is `Consensus`.
+    let consensus = bytes.get(..4).is_some_and(|tag| tag == [0, 0, 0, 0]);
+    let limit = if consensus {
+        consensus_limit
+    } else {
+        RELAY_FRAME_MAX.min(consensus_limit)
+    };
     codec::decode(bytes, limit)
 }
 
@@ -92,6 +121,8 @@ pub struct Compact {
     pub header: BlockHeader,
     /// The block's transfer ids, in block order.
     pub ids: Vec<TxHash>,
+    /// [`signature_digest`] of each transfer's signature, in block order.
+    pub signatures: Vec<Hash>,
 }
 
 /// Transfers of proposal `digest` a backup lacks, by position in the block.
@@ -120,10 +151,14 @@ pub enum RelayError {
     /// another.
     #[error("compact proposal not from the view's primary")]
     NotPrimary,
+    /// The PRE-PREPARE's signature does not verify.
+    #[error("compact proposal's signature does not verify")]
+    BadSignature,
     /// The header does not hash to the signed digest, or names another height or parent.
     #[error("compact proposal's header does not match its pre-prepare")]
     HeaderMismatch,
-    /// The ids do not match the header's count or transaction root.
+    /// The ids or signature digests do not match the header's count or
+    /// transaction root.
     #[error("compact proposal's ids do not match its header: {0}")]
     IdsMismatch(&'static str),
     /// A want names positions outside the proposal or not ascending.
@@ -135,17 +170,31 @@ pub enum RelayError {
 }
 
 impl RelayError {
-    /// The reason label of the refusal in metrics (a proposal not from the primary
-    /// is counted as the full PRE-PREPARE would be).
-    pub fn reason(&self) -> &'static str {
+    /// The reason label of the refusal in metrics and the points its sender is
+    /// charged (a proposal not from the primary, or with a bad signature, counts as
+    /// the full PRE-PREPARE would in consensus).
+    pub fn reason(&self) -> (&'static str, u32) {
         match self {
-            RelayError::NotPrimary => "pre-prepare-not-from-primary",
-            RelayError::HeaderMismatch => "compact-proposal-header-mismatch",
-            RelayError::IdsMismatch(_) => "compact-proposal-ids-mismatch",
-            RelayError::BadWant => "want-invalid",
-            RelayError::BadSupply(_) => "supply-invalid",
+            RelayError::NotPrimary => ("pre-prepare-not-from-primary", 2),
+            RelayError::BadSignature => ("bad-signature", 5),
+            RelayError::HeaderMismatch => ("compact-proposal-header-mismatch", 10),
+            RelayError::IdsMismatch(_) => ("compact-proposal-ids-mismatch", 10),
+            RelayError::BadWant => ("want-invalid", 5),
+            RelayError::BadSupply(_) => ("supply-invalid", 10),
         }
     }
+}
+
+/// Where this node stands, to judge a compact proposal before anything is looked
+/// up or kept for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Standing {
+    /// The replica's view.
+    pub view: View,
+    /// The executed height.
+    pub tip: u64,
+    /// How far above the tip a PRE-PREPARE may be (the consensus window).
+    pub window: u64,
 }
 
 /// What receiving a compact proposal led to.
@@ -158,6 +207,9 @@ pub enum Received {
     /// A copy of a proposal already waiting for transfers: the want again (the
     /// first one may have been lost with a link).
     AlreadyWaiting(Want),
+    /// Not for now (an old view, a view too far ahead, a height outside the window):
+    /// dropped uncharged, as consensus drops such PRE-PREPAREs.
+    Ignored(&'static str),
 }
 
 /// A proposal with all its transfers, verified by this node, in block order.
@@ -178,6 +230,7 @@ struct Own {
     header: BlockHeader,
     txs: Vec<SignedTransfer>,
     ids: Vec<TxHash>,
+    signatures: Vec<Hash>,
     /// Answers given, per validator.
     answers: Vec<u8>,
 }
@@ -189,6 +242,7 @@ struct Pending {
     pre_prepare: Signed<PrePrepare>,
     header: BlockHeader,
     ids: Vec<TxHash>,
+    signatures: Vec<Hash>,
     have: Vec<Option<VerifiedTransfer>>,
     /// The positions asked for, ascending.
     asked: Vec<u32>,
@@ -220,11 +274,13 @@ impl Relay {
         if self.own.len() >= OWN_KEPT {
             self.own.pop_front();
         }
+        let signatures = txs.iter().map(|t| signature_digest(&t.signature)).collect();
         self.own.push_back(Own {
             digest,
             header,
             txs,
             ids,
+            signatures,
             answers: vec![0; self.validators],
         });
     }
@@ -243,16 +299,18 @@ impl Relay {
             pre_prepare: pre_prepare.clone(),
             header: own.header.clone(),
             ids: own.ids.clone(),
+            signatures: own.signatures.clone(),
         };
         codec::encode(&FrameRef::Proposal(&compact)).ok()
     }
 
-    /// A compact proposal from validator `from`. `lookup` finds a transfer this node
-    /// verified (its mempool).
+    /// A compact proposal from validator `from`, judged against where this node
+    /// `stands`. `lookup` finds a transfer this node verified (its mempool).
     pub fn receive(
         &mut self,
         from: ReplicaId,
         compact: Compact,
+        stands: Standing,
         validators: &ValidatorSet,
         lookup: impl Fn(&TxHash) -> Option<VerifiedTransfer>,
     ) -> Result<Received, RelayError> {
@@ -260,8 +318,24 @@ impl Relay {
         if compact.pre_prepare.signer != from || validators.primary(pp.view) != from {
             return Err(RelayError::NotPrimary);
         }
+        if pp.view < stands.view {
+            return Ok(Received::Ignored("old-view"));
+        }
+        if pp.view > stands.view.next() {
+            return Ok(Received::Ignored("too-far-in-the-future"));
+        }
+        if pp.seq.0 <= stands.tip || pp.seq.0 > stands.tip + 1 + stands.window {
+            return Ok(Received::Ignored("compact-proposal-outside-window"));
+        }
+        if compact.pre_prepare.verify(validators).is_err() {
+            return Err(RelayError::BadSignature);
+        }
         let header = &compact.header;
-        if header.height != pp.seq.0 || header.parent != pp.parent.0 || header.hash() != pp.digest.0
+        if header.height != pp.seq.0
+            || header.parent != pp.parent.0
+            || header.view != pp.view.0
+            || header.proposer != from.0
+            || header.hash() != pp.digest.0
         {
             return Err(RelayError::HeaderMismatch);
         }
@@ -270,6 +344,9 @@ impl Relay {
         }
         if compact.ids.len() != header.tx_count as usize {
             return Err(RelayError::IdsMismatch("count differs from tx_count"));
+        }
+        if compact.signatures.len() != compact.ids.len() {
+            return Err(RelayError::IdsMismatch("one signature digest per id"));
         }
         if crate::block::root_of_ids(&compact.ids) != header.tx_root {
             return Err(RelayError::IdsMismatch("root differs from tx_root"));
@@ -284,7 +361,15 @@ impl Relay {
                 indexes: waiting.asked.clone(),
             }));
         }
-        let have: Vec<Option<VerifiedTransfer>> = compact.ids.iter().map(&lookup).collect();
+        // Another signature of the same transfer is not this block's transfer.
+        let have: Vec<Option<VerifiedTransfer>> = compact
+            .ids
+            .iter()
+            .zip(&compact.signatures)
+            .map(|(id, signature)| {
+                lookup(id).filter(|t| signature_digest(&t.signed().signature) == *signature)
+            })
+            .collect();
         let asked: Vec<u32> = have
             .iter()
             .enumerate()
@@ -302,14 +387,19 @@ impl Relay {
             digest: pp.digest,
             indexes: asked.clone(),
         };
-        if self.pending.len() >= PENDING_MAX {
-            self.pending.pop_front();
+        // Only the sender's own oldest entry makes room: one validator's frames
+        // never push out another's proposal.
+        if self.pending.iter().filter(|p| p.from == from).count() >= PENDING_PER_SENDER
+            && let Some(oldest) = self.pending.iter().position(|p| p.from == from)
+        {
+            self.pending.remove(oldest);
         }
         self.pending.push_back(Pending {
             from,
             pre_prepare: compact.pre_prepare,
             header: compact.header,
             ids: compact.ids,
+            signatures: compact.signatures,
             have,
             asked,
         });
@@ -362,28 +452,41 @@ impl Relay {
             if tx.hash() != pending.ids[i as usize] {
                 return Err(RelayError::BadSupply("a transfer with another id"));
             }
+            if signature_digest(&tx.signature) != pending.signatures[i as usize] {
+                return Err(RelayError::BadSupply("a transfer with another signature"));
+            }
         }
         Ok(true)
     }
 
-    /// The supplied transfers of proposal `digest`, verified, in the order asked:
-    /// the proposal leaves the waiting list, whole. `None` if it is not waiting or
-    /// the count is wrong.
+    /// Gives up proposal `digest` from `from`: its primary supplied transfers that
+    /// do not verify, so the block is invalid and the view change replaces it.
+    pub fn abandon(&mut self, from: ReplicaId, digest: &Digest) {
+        self.pending
+            .retain(|p| !(p.from == from && p.pre_prepare.body.digest == *digest));
+    }
+
+    /// The transfers `from` supplied for proposal `digest`, verified, in the order
+    /// asked: the proposal leaves the waiting list, whole. `None` if `from`'s
+    /// proposal is not waiting or the transfers are not the ones asked for.
     pub fn complete(
         &mut self,
+        from: ReplicaId,
         digest: &Digest,
         supplied: Vec<VerifiedTransfer>,
     ) -> Option<Assembly> {
         let at = self
             .pending
             .iter()
-            .position(|p| p.pre_prepare.body.digest == *digest)?;
+            .position(|p| p.pre_prepare.body.digest == *digest && p.from == from)?;
         if self.pending[at].asked.len() != supplied.len() {
             return None;
         }
         let mut pending = self.pending.remove(at)?;
         for (tx, &i) in supplied.into_iter().zip(&pending.asked) {
-            if tx.hash() != pending.ids[i as usize] {
+            if tx.hash() != pending.ids[i as usize]
+                || signature_digest(&tx.signed().signature) != pending.signatures[i as usize]
+            {
                 return None;
             }
             pending.have[i as usize] = Some(tx);
@@ -413,19 +516,30 @@ mod tests {
     use super::*;
     use crate::block::{Block, Position};
     use crate::ledger::{Transfer, verify_batch};
-    use mosaic_consensus::View;
-    use mosaic_crypto::{ChainId, Hash, Keypair, Signature};
+    use mosaic_consensus::messages::Body;
+    use mosaic_crypto::{ChainId, Keypair};
     use std::collections::HashMap;
 
     fn chain() -> ChainId {
         ChainId::new("relay").unwrap()
     }
 
+    fn key(index: u32) -> Keypair {
+        Keypair::from_seed_for_tests(100 + u64::from(index))
+    }
+
     fn validators() -> ValidatorSet {
-        let keys = (0..4)
-            .map(|i| Keypair::from_seed_for_tests(100 + i).public())
-            .collect();
+        let keys = (0..4).map(|i| key(i).public()).collect();
         ValidatorSet::new(chain(), keys).unwrap()
+    }
+
+    /// This node: in view 1, block 4 executed.
+    fn stands() -> Standing {
+        Standing {
+            view: View(1),
+            tip: 4,
+            window: 8,
+        }
     }
 
     fn transfers(count: u64) -> Vec<VerifiedTransfer> {
@@ -449,34 +563,59 @@ mod tests {
             .collect()
     }
 
-    /// A compact proposal by the primary of view 1 (validator 1) at height 5.
-    fn proposal(txs: &[VerifiedTransfer]) -> Compact {
+    fn sign(index: u32, body: PrePrepare) -> Signed<PrePrepare> {
+        let bytes = Signed::signing_bytes(&body).unwrap();
+        let signature = key(index).sign(PrePrepare::DOMAIN, &chain(), &bytes);
+        Signed {
+            body,
+            signer: ReplicaId(index),
+            signature,
+        }
+    }
+
+    /// A compact proposal at `height` by the primary of `view`, signed by it.
+    fn proposal_at(txs: &[VerifiedTransfer], view: u64, height: u64) -> Compact {
         let parent = Hash::of(b"parent");
         let position = Position {
             chain: chain(),
-            height: 5,
+            height,
             parent,
         };
+        let proposer = validators().primary(View(view));
         let signed = txs.iter().map(|t| t.signed().clone()).collect();
-        let (block, _) = Block::build(&position, 1, 1, Hash::ZERO, signed, 2, 4).unwrap();
+        let (block, _) =
+            Block::build(&position, view, proposer.0, Hash::ZERO, signed, 2, 4).unwrap();
+        let body = PrePrepare {
+            view: View(view),
+            seq: SeqNum(height),
+            digest: Digest(block.header.hash()),
+            parent: Digest(parent),
+        };
         Compact {
-            pre_prepare: Signed {
-                body: PrePrepare {
-                    view: View(1),
-                    seq: SeqNum(5),
-                    digest: Digest(block.header.hash()),
-                    parent: Digest(parent),
-                },
-                signer: ReplicaId(1),
-                signature: Signature::from_bytes([0; 64]),
-            },
+            pre_prepare: sign(proposer.0, body),
             header: block.header,
             ids: txs.iter().map(VerifiedTransfer::hash).collect(),
+            signatures: txs
+                .iter()
+                .map(|t| signature_digest(&t.signed().signature))
+                .collect(),
         }
+    }
+
+    /// A compact proposal by the primary of view 1 (validator 1) at height 5.
+    fn proposal(txs: &[VerifiedTransfer]) -> Compact {
+        proposal_at(txs, 1, 5)
     }
 
     fn pool(txs: &[VerifiedTransfer]) -> HashMap<TxHash, VerifiedTransfer> {
         txs.iter().map(|t| (t.hash(), t.clone())).collect()
+    }
+
+    fn verified(supply: &Supply) -> Vec<VerifiedTransfer> {
+        verify_batch(supply.txs.clone(), &chain())
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]
@@ -514,6 +653,25 @@ mod tests {
     }
 
     #[test]
+    fn relay_frames_have_their_own_bound() {
+        // A want claiming more positions than a relay frame may hold is refused
+        // before its vector is allocated, even under a larger consensus bound.
+        let want = Want {
+            digest: Digest(Hash::of(b"d")),
+            indexes: (0..(RELAY_FRAME_MAX / 4 + 1) as u32).collect(),
+        };
+        let bytes = want_frame(&want).unwrap();
+        assert!(decode_frame(&bytes, 64 * RELAY_FRAME_MAX).is_err());
+        // The same size is fine for a consensus frame.
+        let message = Message::Payload {
+            seq: SeqNum(1),
+            payload: vec![7; RELAY_FRAME_MAX + 1],
+        };
+        let bytes = consensus_frame(&message).unwrap();
+        assert!(decode_frame(&bytes, 64 * RELAY_FRAME_MAX).is_ok());
+    }
+
+    #[test]
     fn own_proposals_go_out_compact_and_others_whole() {
         let txs = transfers(4);
         let compact = proposal(&txs);
@@ -531,7 +689,7 @@ mod tests {
         let frame = relay.compact_frame(&message).unwrap();
         assert_eq!(
             decode_frame(&frame, 1 << 20).unwrap(),
-            Frame::Proposal(compact)
+            Frame::Proposal(Box::new(compact))
         );
     }
 
@@ -542,19 +700,21 @@ mod tests {
         let v = validators();
         let mut relay = Relay::new(4);
         let all = pool(&txs);
-        match relay.receive(ReplicaId(1), compact.clone(), &v, |id| all.get(id).cloned()) {
+        match relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| {
+            all.get(id).cloned()
+        }) {
             Ok(Received::Complete(a)) => assert_eq!(a.txs, txs),
             other => panic!("expected a complete proposal, got {other:?}"),
         }
         let some = pool(&[txs[0].clone(), txs[2].clone(), txs[3].clone()]);
-        let want = match relay.receive(ReplicaId(1), compact.clone(), &v, |id| {
+        let want = match relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| {
             some.get(id).cloned()
         }) {
             Ok(Received::Missing(want)) => want,
             other => panic!("expected a want, got {other:?}"),
         };
         assert_eq!(want.indexes, vec![1, 4, 5]);
-        match relay.receive(ReplicaId(1), compact.clone(), &v, |id| {
+        match relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| {
             some.get(id).cloned()
         }) {
             Ok(Received::AlreadyWaiting(again)) => assert_eq!(again, want, "asked again"),
@@ -577,15 +737,19 @@ mod tests {
             Ok(false),
             "not asked of it"
         );
+        assert!(
+            relay
+                .complete(ReplicaId(3), &want.digest, verified(&supply))
+                .is_none(),
+            "another validator cannot complete the primary's proposal"
+        );
         let mut short = supply.clone();
         short.txs.pop();
         assert!(relay.supplied(ReplicaId(1), &short).is_err());
         assert_eq!(relay.supplied(ReplicaId(1), &supply), Ok(true));
-        let verified = verify_batch(supply.txs.clone(), &chain())
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-        let assembly = relay.complete(&want.digest, verified).unwrap();
+        let assembly = relay
+            .complete(ReplicaId(1), &want.digest, verified(&supply))
+            .unwrap();
         assert_eq!(assembly.txs, txs, "block order restored");
         assert_eq!(relay.waiting(), 0);
         assert_eq!(
@@ -596,45 +760,143 @@ mod tests {
     }
 
     #[test]
+    fn another_signature_of_a_pooled_transfer_is_asked_for_not_used() {
+        // The primary's block holds a version of transfer 1 whose signature differs
+        // from the one in this backup's pool (its owner signed it twice).
+        let txs = transfers(3);
+        let mut compact = proposal(&txs);
+        compact.signatures[1] = Hash::of(b"the primary's other signature");
+        let v = validators();
+        let all = pool(&txs);
+        let mut relay = Relay::new(4);
+        let want = match relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| {
+            all.get(id).cloned()
+        }) {
+            Ok(Received::Missing(want)) => want,
+            other => panic!("expected a want for the other version, got {other:?}"),
+        };
+        assert_eq!(want.indexes, vec![1]);
+        // The pool's version is not what was asked for.
+        let supply = Supply {
+            digest: want.digest,
+            txs: vec![txs[1].signed().clone()],
+        };
+        assert_eq!(
+            relay.supplied(ReplicaId(1), &supply),
+            Err(RelayError::BadSupply("a transfer with another signature"))
+        );
+        assert!(
+            relay
+                .complete(ReplicaId(1), &want.digest, verified(&supply))
+                .is_none()
+        );
+    }
+
+    #[test]
     fn proposals_that_do_not_match_their_pre_prepare_are_refused() {
         let txs = transfers(3);
         let compact = proposal(&txs);
         let v = validators();
         let all = pool(&txs);
         let mut relay = Relay::new(4);
-        let mut cases: Vec<(&str, ReplicaId, Compact)> =
-            vec![("not the primary", ReplicaId(2), compact.clone())];
+        let mut cases: Vec<(RelayError, ReplicaId, Compact)> =
+            vec![(RelayError::NotPrimary, ReplicaId(2), compact.clone())];
         let mut c = compact.clone();
         c.pre_prepare.signer = ReplicaId(2);
-        cases.push(("signed by another", ReplicaId(1), c));
+        cases.push((RelayError::NotPrimary, ReplicaId(1), c));
+        let mut c = compact.clone();
+        c.pre_prepare.body.digest = Digest(Hash::of(b"forged"));
+        cases.push((RelayError::BadSignature, ReplicaId(1), c));
         let mut c = compact.clone();
         c.header.state_root = Hash::of(b"other");
-        cases.push(("header not the digest", ReplicaId(1), c));
+        cases.push((RelayError::HeaderMismatch, ReplicaId(1), c));
+        // Another view's header under this view's signed digest.
+        let mut c = compact.clone();
+        let other = proposal_at(&txs, 2, 5);
+        c.header = other.header;
+        cases.push((RelayError::HeaderMismatch, ReplicaId(1), c));
         let mut c = compact.clone();
         c.ids.pop();
-        cases.push(("an id missing", ReplicaId(1), c));
+        cases.push((
+            RelayError::IdsMismatch("count differs from tx_count"),
+            ReplicaId(1),
+            c,
+        ));
+        let mut c = compact.clone();
+        c.signatures.pop();
+        cases.push((
+            RelayError::IdsMismatch("one signature digest per id"),
+            ReplicaId(1),
+            c,
+        ));
         let mut c = compact.clone();
         c.ids.swap(0, 1);
-        cases.push(("ids out of order", ReplicaId(1), c));
-        let mut c = compact.clone();
-        c.ids = vec![Hash::ZERO; IDS_MAX + 1];
-        c.header.tx_count = c.ids.len() as u32;
-        c.pre_prepare.body.digest = Digest(c.header.hash());
-        assert_eq!(
-            relay
-                .receive(ReplicaId(1), c, &v, |id| all.get(id).cloned())
-                .err(),
-            Some(RelayError::IdsMismatch("more than a maximal body holds"))
-        );
-        for (what, from, c) in cases {
-            assert!(
+        cases.push((
+            RelayError::IdsMismatch("root differs from tx_root"),
+            ReplicaId(1),
+            c,
+        ));
+        for (expected, from, c) in cases {
+            assert_eq!(
                 relay
-                    .receive(from, c, &v, |id| all.get(id).cloned())
-                    .is_err(),
-                "{what} went unnoticed"
+                    .receive(from, c, stands(), &v, |id| all.get(id).cloned())
+                    .err(),
+                Some(expected.clone()),
+                "{expected:?} went unnoticed"
             );
         }
         assert_eq!(relay.waiting(), 0);
+    }
+
+    #[test]
+    fn a_proposal_of_too_many_ids_is_refused_before_hashing_them() {
+        let v = validators();
+        let mut c = proposal(&transfers(1));
+        c.ids = vec![Hash::ZERO; IDS_MAX + 1];
+        c.signatures = c.ids.clone();
+        c.header.tx_count = c.ids.len() as u32;
+        let body = PrePrepare {
+            digest: Digest(c.header.hash()),
+            ..c.pre_prepare.body
+        };
+        c.pre_prepare = sign(1, body);
+        assert_eq!(
+            Relay::new(4)
+                .receive(ReplicaId(1), c, stands(), &v, |_| None)
+                .err(),
+            Some(RelayError::IdsMismatch("more than a maximal body holds"))
+        );
+    }
+
+    #[test]
+    fn proposals_out_of_view_or_window_are_dropped_uncharged_and_not_kept() {
+        let v = validators();
+        let txs = transfers(2);
+        let mut relay = Relay::new(4);
+        let none = |_: &TxHash| None;
+        let cases = [
+            (proposal_at(&txs, 0, 5), "old-view"),
+            (proposal_at(&txs, 3, 5), "too-far-in-the-future"),
+            (proposal_at(&txs, 1, 4), "compact-proposal-outside-window"),
+            (proposal_at(&txs, 1, 14), "compact-proposal-outside-window"),
+        ];
+        for (c, reason) in cases {
+            let from = c.pre_prepare.signer;
+            match relay.receive(from, c, stands(), &v, none) {
+                Ok(Received::Ignored(r)) => assert_eq!(r, reason),
+                other => panic!("expected {reason}, got {other:?}"),
+            }
+        }
+        assert_eq!(relay.waiting(), 0);
+        // The next view's primary and the window's last height are taken.
+        for c in [proposal_at(&txs, 2, 5), proposal_at(&txs, 1, 13)] {
+            let from = c.pre_prepare.signer;
+            assert!(matches!(
+                relay.receive(from, c, stands(), &v, none),
+                Ok(Received::Missing(_))
+            ));
+        }
+        assert_eq!(relay.waiting(), 2);
     }
 
     #[test]
@@ -680,38 +942,63 @@ mod tests {
     }
 
     #[test]
-    fn waiting_proposals_are_bounded_and_forgotten_once_executed() {
+    fn waiting_proposals_are_bounded_per_sender_and_forgotten_once_executed() {
         let v = validators();
         let mut relay = Relay::new(4);
         let none = |_: &TxHash| None;
-        for n in 1..=(PENDING_MAX as u64 + 4) {
-            let compact = proposal(&transfers(n));
+        // The primary of view 1 has one proposal waiting.
+        let honest = proposal(&transfers(1));
+        let honest_digest = honest.pre_prepare.body.digest;
+        assert!(matches!(
+            relay.receive(ReplicaId(1), honest, stands(), &v, none),
+            Ok(Received::Missing(_))
+        ));
+        // The next view's primary floods: only its own entries make room.
+        for n in 1..=(PENDING_PER_SENDER as u64 + 4) {
+            let c = proposal_at(&transfers(n), 2, 5 + n % 4);
             assert!(matches!(
-                relay.receive(ReplicaId(1), compact, &v, none),
+                relay.receive(ReplicaId(2), c, stands(), &v, none),
                 Ok(Received::Missing(_))
             ));
-            assert!(relay.waiting() <= PENDING_MAX);
+            assert!(relay.waiting() <= PENDING_PER_SENDER + 1);
         }
-        assert_eq!(relay.waiting(), PENDING_MAX);
+        assert_eq!(relay.waiting(), PENDING_PER_SENDER + 1);
+        assert!(
+            relay
+                .pending
+                .iter()
+                .any(|p| p.from == ReplicaId(1) && p.pre_prepare.body.digest == honest_digest),
+            "the flood pushed out the primary's proposal"
+        );
+        relay.abandon(ReplicaId(1), &honest_digest);
+        assert_eq!(relay.waiting(), PENDING_PER_SENDER);
         relay.forget_through(4);
-        assert_eq!(relay.waiting(), PENDING_MAX);
-        relay.forget_through(5);
+        assert_eq!(relay.waiting(), PENDING_PER_SENDER);
+        relay.forget_through(8);
         assert_eq!(relay.waiting(), 0);
     }
 
     proptest::proptest! {
         /// Whatever a validator's bytes turn into, the relay answers without
-        /// panicking, and what it completes matches the header's transaction root.
+        /// panicking; what it completes, from the pool or from the primary's genuine
+        /// supply, is the primary's block: its ids hash to the header's root and its
+        /// signatures are the primary's.
         #[test]
-        fn mangled_compact_frames_are_refused_or_consistent(
+        fn mangled_relay_frames_are_refused_or_yield_the_primary_block(
             flips in proptest::collection::vec((0usize..4096, 0u8..=255), 1..6),
+            pooled in proptest::collection::vec(proptest::bool::ANY, 4),
         ) {
             let txs = transfers(4);
             let compact = proposal(&txs);
             let v = validators();
-            let all = pool(&txs);
-            let mut relay = Relay::new(4);
-            relay.proposed(
+            let pool: HashMap<TxHash, VerifiedTransfer> = txs
+                .iter()
+                .zip(&pooled)
+                .filter(|(_, p)| **p)
+                .map(|(t, _)| (t.hash(), t.clone()))
+                .collect();
+            let mut primary = Relay::new(4);
+            primary.proposed(
                 compact.header.clone(),
                 txs.iter().map(|t| t.signed().clone()).collect(),
                 compact.ids.clone(),
@@ -720,28 +1007,44 @@ mod tests {
                 pre_prepare: compact.pre_prepare.clone(),
                 payload: Vec::new(),
             };
-            let mut frame = relay.compact_frame(&message).unwrap();
+            let mut frame = primary.compact_frame(&message).unwrap();
             for (at, byte) in flips {
                 let at = at % frame.len();
                 frame[at] ^= byte;
             }
-            match decode_frame(&frame, 1 << 20) {
+            let mut relay = Relay::new(4);
+            let assembly = match decode_frame(&frame, 1 << 20) {
                 Ok(Frame::Proposal(c)) => {
-                    let root = c.header.tx_root;
-                    if let Ok(Received::Complete(a)) =
-                        relay.receive(ReplicaId(1), c, &v, |id| all.get(id).cloned())
-                    {
-                        let ids: Vec<TxHash> = a.txs.iter().map(VerifiedTransfer::hash).collect();
-                        proptest::prop_assert_eq!(crate::block::root_of_ids(&ids), root);
+                    match relay.receive(ReplicaId(1), *c, stands(), &v, |id| pool.get(id).cloned()) {
+                        Ok(Received::Complete(a)) => Some(*a),
+                        Ok(Received::Missing(want)) => {
+                            match primary.answer(ReplicaId(2), &want) {
+                                Ok(Some(supply)) => match relay.supplied(ReplicaId(1), &supply) {
+                                    Ok(true) => relay.complete(ReplicaId(1), &want.digest, verified(&supply)),
+                                    _ => None,
+                                },
+                                _ => None,
+                            }
+                        }
+                        _ => None,
                     }
                 }
                 Ok(Frame::Want(w)) => {
-                    let _ = relay.answer(ReplicaId(2), &w);
+                    let _ = primary.answer(ReplicaId(2), &w);
+                    None
                 }
                 Ok(Frame::Supply(s)) => {
                     let _ = relay.supplied(ReplicaId(1), &s);
+                    None
                 }
-                Ok(Frame::Consensus(_)) | Err(_) => {}
+                Ok(Frame::Consensus(_)) | Err(_) => None,
+            };
+            if let Some(a) = assembly {
+                proptest::prop_assert_eq!(a.header.hash(), compact.header.hash());
+                proptest::prop_assert_eq!(a.pre_prepare.body, compact.pre_prepare.body);
+                let ids: Vec<TxHash> = a.txs.iter().map(VerifiedTransfer::hash).collect();
+                proptest::prop_assert_eq!(&ids, &compact.ids);
+                proptest::prop_assert_eq!(&a.txs, &txs);
             }
         }
     }

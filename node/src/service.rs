@@ -1283,7 +1283,7 @@ impl EventLoop {
             }
             Frame::Proposal(compact) => {
                 self.metrics.message_in("compact-proposal");
-                self.on_compact(peer, from, compact)
+                self.on_compact(peer, from, *compact)
             }
             Frame::Want(want) => {
                 self.metrics.message_in("want-transfers");
@@ -1296,7 +1296,8 @@ impl EventLoop {
                     Ok(None) => self.metrics.rejected("want-unanswered", 1),
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "invalid want");
-                        self.misbehaved(peer, e.reason(), 5);
+                        let (reason, points) = e.reason();
+                        self.misbehaved(peer, reason, points);
                     }
                 }
                 Ok(())
@@ -1316,11 +1317,16 @@ impl EventLoop {
         from: ReplicaId,
         compact: proposal::Compact,
     ) -> Result<(), NodeError> {
+        let stands = proposal::Standing {
+            view: self.replica.view(),
+            tip: self.chain.tip().height,
+            window: self.config.consensus.window,
+        };
         let received = {
             let shared = lock(&self.shared);
             let mempool = &shared.mempool;
             self.relay
-                .receive(from, compact, &self.info.validators, |id| {
+                .receive(from, compact, stands, &self.info.validators, |id| {
                     mempool.verified(id)
                 })
         };
@@ -1342,9 +1348,14 @@ impl EventLoop {
                 }
                 Ok(())
             }
+            Ok(Received::Ignored(reason)) => {
+                self.metrics.rejected(reason, 1);
+                Ok(())
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "invalid compact proposal");
-                self.misbehaved(peer, e.reason(), 10);
+                let (reason, points) = e.reason();
+                self.misbehaved(peer, reason, points);
                 Ok(())
             }
         }
@@ -1366,7 +1377,8 @@ impl EventLoop {
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "invalid supply");
-                self.misbehaved(peer, e.reason(), 10);
+                let (reason, points) = e.reason();
+                self.misbehaved(peer, reason, points);
                 return Ok(());
             }
         }
@@ -1379,12 +1391,13 @@ impl EventLoop {
                     // The primary proposed a transfer that does not verify: its block
                     // is invalid, and the view change replaces it.
                     tracing::debug!(%peer, error = %e, "supplied transfer refused");
+                    self.relay.abandon(from, &supply.digest);
                     self.misbehaved(peer, "supply-invalid-transfer", 10);
                     return Ok(());
                 }
             }
         }
-        match self.relay.complete(&supply.digest, verified) {
+        match self.relay.complete(from, &supply.digest, verified) {
             Some(assembly) => self.on_assembled(peer, from, assembly),
             None => Ok(()),
         }
