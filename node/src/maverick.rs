@@ -17,6 +17,8 @@
 //! | `replay` | re-sends old validly signed consensus frames at a high rate |
 //! | `bad-fragments` | serves its fragments with a proof that does not match the shard, or withholds them |
 //! | `silent` | stays connected, sends and answers nothing |
+//! | `hoard` | as primary, keeps the transfers it admits from gossip (backups fetch them from its compact proposals) |
+//! | `bad-supply` | hoards as `hoard`, and answers wants for them with the transfers out of order |
 
 use std::fmt;
 
@@ -40,6 +42,10 @@ pub enum Mode {
     BadFragments,
     /// Connected, but sends and answers nothing.
     Silent,
+    /// As primary, does not gossip the transfers it admits.
+    Hoard,
+    /// Hoards, and answers wants with the wrong transfers.
+    BadSupply,
 }
 
 /// A maverick mode: none exist in a build without the `byzantine` feature.
@@ -48,7 +54,7 @@ pub enum Mode {
 pub enum Mode {}
 
 /// The names `--maverick` accepts in a build with the `byzantine` feature.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 10] = [
     "garbage",
     "equivocate",
     "lie-height",
@@ -57,6 +63,8 @@ pub const NAMES: [&str; 8] = [
     "replay",
     "bad-fragments",
     "silent",
+    "hoard",
+    "bad-supply",
 ];
 
 /// Why a maverick mode cannot be used.
@@ -88,6 +96,8 @@ impl Mode {
                 "flood-held" => Mode::FloodHeld,
                 "replay" => Mode::Replay,
                 "bad-fragments" => Mode::BadFragments,
+                "hoard" => Mode::Hoard,
+                "bad-supply" => Mode::BadSupply,
                 _ => Mode::Silent,
             })
         }
@@ -108,6 +118,8 @@ impl Mode {
                 Mode::Replay => NAMES[5],
                 Mode::BadFragments => NAMES[6],
                 Mode::Silent => NAMES[7],
+                Mode::Hoard => NAMES[8],
+                Mode::BadSupply => NAMES[9],
             }
         }
         #[cfg(not(feature = "byzantine"))]
@@ -207,6 +219,7 @@ mod enabled {
     use crate::chain::Layout;
     use crate::ledger::SignedTransfer;
     use crate::net::{SyncRequest, SyncResponse};
+    use crate::proposal::Supply;
 
     /// Frames kept for `replay`, and their bytes at most.
     const REPLAY_FRAMES_MAX: usize = 512;
@@ -353,6 +366,23 @@ mod enabled {
             crate::proposal::consensus_frame(&message)
                 .ok()
                 .map(Arc::new)
+        }
+
+        /// Whether the transfers it admitted stay out of gossip for now.
+        pub fn holds_gossip(&self, primary: bool) -> bool {
+            primary && matches!(self.mode, Mode::Hoard | Mode::BadSupply)
+        }
+
+        /// What it answers to a want, given the honest `supply`.
+        pub fn supply(&self, mut supply: Supply) -> Supply {
+            if self.mode == Mode::BadSupply {
+                if supply.txs.len() > 1 {
+                    supply.txs.reverse();
+                } else {
+                    supply.txs.clear();
+                }
+            }
+            supply
         }
 
         /// A consensus frame a validator sent this node.
@@ -679,6 +709,7 @@ mod disabled {
     use crate::chain::Layout;
     use crate::ledger::SignedTransfer;
     use crate::net::{SyncRequest, SyncResponse};
+    use crate::proposal::Supply;
 
     /// No Byzantine behaviour exists in this build: a value of this type cannot be
     /// made, and the loop's hooks compile to nothing.
@@ -727,6 +758,16 @@ mod disabled {
 
         /// Unreachable.
         pub fn incoming(&mut self, _frame: &[u8]) {
+            match *self {}
+        }
+
+        /// Unreachable.
+        pub fn holds_gossip(&self, _primary: bool) -> bool {
+            match *self {}
+        }
+
+        /// Unreachable.
+        pub fn supply(&self, _supply: Supply) -> Supply {
             match *self {}
         }
 

@@ -1289,6 +1289,10 @@ impl EventLoop {
                 self.metrics.message_in("want-transfers");
                 match self.relay.answer(from, &want) {
                     Ok(Some(supply)) => {
+                        let supply = match self.maverick.as_ref() {
+                            Some(maverick) => maverick.supply(supply),
+                            None => supply,
+                        };
                         if let Ok(bytes) = proposal::supply_frame(&supply) {
                             self.links.send(from.0 as usize, Arc::new(bytes));
                         }
@@ -1333,9 +1337,6 @@ impl EventLoop {
         match received {
             Ok(Received::Complete(assembly)) => self.on_assembled(peer, from, *assembly),
             Ok(Received::Missing(want)) => {
-                self.metrics
-                    .proposal_transfers_fetched
-                    .inc_by(want.indexes.len() as u64);
                 if let Ok(bytes) = proposal::want_frame(&want) {
                     self.links.send(from.0 as usize, Arc::new(bytes));
                 }
@@ -1397,6 +1398,9 @@ impl EventLoop {
                 }
             }
         }
+        self.metrics
+            .proposal_transfers_fetched
+            .inc_by(verified.len() as u64);
         match self.relay.complete(from, &supply.digest, verified) {
             Some(assembly) => self.on_assembled(peer, from, assembly),
             None => Ok(()),
@@ -1802,6 +1806,11 @@ impl EventLoop {
 
     fn flush_gossip(&mut self) {
         if self.gossip_out.is_empty() {
+            return;
+        }
+        if let Some(maverick) = self.maverick.as_ref()
+            && maverick.holds_gossip(self.replica.primary() == ReplicaId(self.info.index))
+        {
             return;
         }
         let mut start = 0;

@@ -41,6 +41,28 @@ impl Run {
     /// An n-validator testnet with a short window, view timeout and body window
     /// (so catching up after an absence needs state transfer and fragments).
     fn new(n: usize, mavericks: &[usize]) -> Run {
+        let net = Self::configured(n);
+        net.start();
+        Self::around(net, n, mavericks)
+    }
+
+    /// As [`Run::new`], with validator `maverick` running `mode` from the start
+    /// (so it is the first view's primary when it is validator 0).
+    fn starting_with(n: usize, maverick: usize, mode: &str) -> Run {
+        let net = Self::configured(n);
+        for i in 0..n {
+            let node = i.to_string();
+            let mut args = vec!["testnet", "start", "--node", &node];
+            if i == maverick {
+                args.extend(["--maverick", mode]);
+            }
+            let out = net.mosaic(&args);
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        Self::around(net, n, &[maverick])
+    }
+
+    fn configured(n: usize) -> Testnet {
         let net = Testnet::init(n);
         for i in 0..n {
             net.edit_config(i, |toml| {
@@ -53,7 +75,10 @@ impl Run {
                     .replace("body_window_blocks = 1024", "body_window_blocks = 4")
             });
         }
-        net.start();
+        net
+    }
+
+    fn around(net: Testnet, n: usize, mavericks: &[usize]) -> Run {
         let honest: Vec<usize> = (0..n).filter(|i| !mavericks.contains(i)).collect();
         let victim = *honest.last().unwrap();
         let via = honest.iter().copied().filter(|i| *i != victim).collect();
@@ -288,6 +313,106 @@ fn replayed_consensus_messages_change_nothing() {
 #[test]
 fn bad_fragments_are_refused_and_others_asked() {
     attack(4, &[(3, "bad-fragments")], &["bad-fragment"]);
+}
+
+/// Commits `count` transfers through the first view's primary, validator 0, which
+/// runs `mode` and gossips none of them while it is the primary: the backups have
+/// them only from its compact proposals. Then the honest chains agree and verify.
+/// Returns the honest nodes' metrics.
+fn through_a_hoarding_primary(mode: &str, count: usize) -> Vec<String> {
+    let mut run = Run::starting_with(4, 0, mode);
+    run.via = vec![0];
+    let rate = run.commit(count);
+    println!("{mode}@0: {rate:.1} transfers/s through it");
+    let top = run.honest.iter().map(|i| run.height(*i)).min().unwrap_or(0);
+    for height in 1..=top {
+        let first = run.block_hash(run.honest[0], height);
+        for i in &run.honest[1..] {
+            assert_eq!(run.block_hash(*i, height), first, "height {height}");
+        }
+    }
+    for i in &run.honest {
+        let verified = run
+            .net
+            .json(&["audit", "verify", "--node", &run.net.url(*i)]);
+        assert_eq!(verified["verified"], true, "node {i}: {verified}");
+    }
+    assert!(run.net.pid(0).is_some(), "the maverick exited");
+    run.honest.iter().map(|i| run.metrics(*i)).collect()
+}
+
+/// The metric series in `metrics` summed over the nodes.
+fn total(metrics: &[String], series: &str) -> f64 {
+    metrics.iter().map(|m| metric_value(m, series)).sum()
+}
+
+#[test]
+fn backups_fetch_what_gossip_did_not_bring_from_the_primary() {
+    let metrics = through_a_hoarding_primary("hoard", TRANSFERS);
+    let fetched = total(&metrics, "mosaic_proposal_transfers_fetched_total");
+    println!("transfers fetched by the backups: {fetched}");
+    // Every block holds a transfer only the primary had, unless a view change made
+    // another validator primary (then the hoarder gossips): at least one fetch.
+    assert!(
+        fetched > 0.0,
+        "the backups fetched nothing of {TRANSFERS} transfers only the primary had"
+    );
+    // An honest answer costs its sender nothing.
+    for reason in [
+        "supply-invalid",
+        "supply-invalid-transfer",
+        "want-invalid",
+        "compact-proposal-invalid-block",
+        "compact-proposal-ids-mismatch",
+        "compact-proposal-header-mismatch",
+    ] {
+        assert_eq!(total(&metrics, &points(reason)), 0.0, "charged {reason}");
+    }
+}
+
+/// Validator 0, the first view's primary, keeps the transfers its clients send it
+/// from gossip and answers the backups' wants for them with the wrong transfers:
+/// it is charged, replaced by a view change, and transfers sent through the honest
+/// nodes keep committing. (Its own clients' transfers are at its mercy: the honest
+/// validators ban it, and so never see them.)
+#[test]
+fn a_primary_supplying_the_wrong_transfers_is_charged_and_replaced() {
+    let mut run = Run::starting_with(4, 0, "bad-supply");
+    for account in [4, 5] {
+        let key = run.net.client_key(account);
+        let answer = run.net.json(&[
+            "tx",
+            "transfer",
+            "--key",
+            &key,
+            "--to",
+            &run.recipient,
+            "--amount",
+            "1",
+            "--node",
+            &run.net.url(0),
+        ]);
+        assert!(answer["hash"].is_string(), "{answer}");
+    }
+    let rate = run.commit(TRANSFERS);
+    println!("bad-supply@0: {rate:.1} transfers/s through the honest nodes");
+    wait_until("an honest node charges the bad supply", || {
+        run.honest
+            .iter()
+            .any(|i| metric_value(&run.metrics(*i), &points("supply-invalid")) > 0.0)
+    });
+    let metrics: Vec<String> = run.honest.iter().map(|i| run.metrics(*i)).collect();
+    assert!(
+        total(&metrics, "mosaic_view_changes_total") > 0.0,
+        "the primary was not replaced"
+    );
+    let top = run.honest.iter().map(|i| run.height(*i)).min().unwrap_or(0);
+    for height in 1..=top {
+        let first = run.block_hash(run.honest[0], height);
+        for i in &run.honest[1..] {
+            assert_eq!(run.block_hash(*i, height), first, "height {height}");
+        }
+    }
 }
 
 #[test]
