@@ -539,6 +539,12 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         .map(|t| metric(t, "mosaic_view_changes_total"))
         .sum::<f64>()
         - view_changes_before;
+    // Over the whole run, warm-up included: what backups lacked when a compact
+    // proposal arrived and fetched from its primary.
+    let transfers_fetched: f64 = metrics
+        .iter()
+        .map(|t| metric(t, "mosaic_proposal_transfers_fetched_total"))
+        .sum();
     let stored: Vec<u64> = (0..n)
         .map(|i| dir_bytes(&dir.join(format!("node{i}/data"))))
         .collect();
@@ -621,6 +627,7 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         "blocks_per_second": blocks_in_window as f64 / window,
         "average_block_transactions": if blocks_in_window > 0 { committed_in_window as f64 / blocks_in_window as f64 } else { 0.0 },
         "view_changes": view_changes,
+        "proposal_transfers_fetched": transfers_fetched,
         "cpu_seconds_per_transaction": if committed_total > 0 { (cpu_after - cpu_before) / committed_total as f64 } else { f64::NAN },
         "peak_memory_bytes_per_node": peak_memory,
         "stored_bytes_per_node": stored,

@@ -846,6 +846,10 @@ fn bench_table(r: &Value) -> String {
         ),
         ("view changes", number(&r["view_changes"])),
         (
+            "transfers backups fetched from the primary (whole run)",
+            number(&r["proposal_transfers_fetched"]),
+        ),
+        (
             "CPU per committed tx (ms, all nodes)",
             r["cpu_seconds_per_transaction"]
                 .as_f64()
