@@ -25,7 +25,7 @@
 //! the current or the next view, within the window; nobody else's frames can push
 //! it out.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use mosaic_consensus::{
     Digest, Message, PrePrepare, ReplicaId, SeqNum, Signed, ValidatorSet, View,
@@ -45,6 +45,9 @@ const PENDING_PER_SENDER: usize = 8;
 /// makes an honest backup ask again once. A backup that asks for everything gets
 /// at most twice the body, what the full PRE-PREPARE would have cost twice.
 const ANSWERS_PER_PEER: u8 = 2;
+/// Times one signed proposal is assembled at most: a primary that re-sends it
+/// after a reconnect gets it taken again once; copies past that cost a lookup.
+const ASSEMBLIES_PER_PROPOSAL: u8 = 2;
 /// The smallest signed transfer in the canonical codec (a one-byte chain id).
 const SIGNED_LEN_MIN: usize = 8 + 1 + 32 + 32 + 8 + 8 + 8 + 64;
 /// Ids in one compact proposal, at most: a maximal body of the smallest transfers.
@@ -154,6 +157,9 @@ pub enum RelayError {
     /// The PRE-PREPARE's signature does not verify.
     #[error("compact proposal's signature does not verify")]
     BadSignature,
+    /// Another signed proposal for the same view and height.
+    #[error("a second compact proposal for the same view and height")]
+    Equivocation,
     /// The header does not hash to the signed digest, or names another height or parent.
     #[error("compact proposal's header does not match its pre-prepare")]
     HeaderMismatch,
@@ -177,6 +183,7 @@ impl RelayError {
         match self {
             RelayError::NotPrimary => ("pre-prepare-not-from-primary", 2),
             RelayError::BadSignature => ("bad-signature", 5),
+            RelayError::Equivocation => ("compact-proposal-equivocation", 10),
             RelayError::HeaderMismatch => ("compact-proposal-header-mismatch", 10),
             RelayError::IdsMismatch(_) => ("compact-proposal-ids-mismatch", 10),
             RelayError::BadWant => ("want-invalid", 5),
@@ -254,6 +261,10 @@ pub struct Relay {
     validators: usize,
     own: VecDeque<Own>,
     pending: VecDeque<Pending>,
+    /// Signed proposals received, by (sender, view, height), with the times each
+    /// was assembled: the current and next view inside the window only, so at most
+    /// 2 x (window + 1) per sender.
+    seen: BTreeMap<(ReplicaId, View, SeqNum), (Digest, u8)>,
 }
 
 impl Relay {
@@ -263,6 +274,7 @@ impl Relay {
             validators,
             own: VecDeque::new(),
             pending: VecDeque::new(),
+            seen: BTreeMap::new(),
         }
     }
 
@@ -360,6 +372,20 @@ impl Relay {
                 digest: pp.digest,
                 indexes: waiting.asked.clone(),
             }));
+        }
+        // One proposal per view and height from its primary, assembled a bounded
+        // number of times: copies and conflicting proposals cost no encoding.
+        self.seen
+            .retain(|&(_, view, seq), _| view >= stands.view && seq.0 > stands.tip);
+        match self.seen.get_mut(&(from, pp.view, pp.seq)) {
+            Some((digest, _)) if *digest != pp.digest => return Err(RelayError::Equivocation),
+            Some((_, times)) if *times >= ASSEMBLIES_PER_PROPOSAL => {
+                return Ok(Received::Ignored("compact-proposal-duplicate"));
+            }
+            Some((_, times)) => *times += 1,
+            None => {
+                self.seen.insert((from, pp.view, pp.seq), (pp.digest, 1));
+            }
         }
         // Another signature of the same transfer is not this block's transfer.
         let have: Vec<Option<VerifiedTransfer>> = compact
@@ -953,9 +979,9 @@ mod tests {
             relay.receive(ReplicaId(1), honest, stands(), &v, none),
             Ok(Received::Missing(_))
         ));
-        // The next view's primary floods: only its own entries make room.
-        for n in 1..=(PENDING_PER_SENDER as u64 + 4) {
-            let c = proposal_at(&transfers(n), 2, 5 + n % 4);
+        // The next view's primary floods the window: only its own entries make room.
+        for seq in 5..=13 {
+            let c = proposal_at(&transfers(seq), 2, seq);
             assert!(matches!(
                 relay.receive(ReplicaId(2), c, stands(), &v, none),
                 Ok(Received::Missing(_))
@@ -975,7 +1001,50 @@ mod tests {
         relay.forget_through(4);
         assert_eq!(relay.waiting(), PENDING_PER_SENDER);
         relay.forget_through(8);
+        assert_eq!(relay.waiting(), 5, "heights 9 to 13 wait");
+        relay.forget_through(13);
         assert_eq!(relay.waiting(), 0);
+    }
+
+    #[test]
+    fn copies_are_assembled_a_bounded_number_of_times_and_conflicts_charged() {
+        let v = validators();
+        let txs = transfers(2);
+        let all = pool(&txs);
+        let mut relay = Relay::new(4);
+        let compact = proposal(&txs);
+        for _ in 0..ASSEMBLIES_PER_PROPOSAL {
+            assert!(matches!(
+                relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| all
+                    .get(id)
+                    .cloned()),
+                Ok(Received::Complete(_))
+            ));
+        }
+        match relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| {
+            all.get(id).cloned()
+        }) {
+            Ok(Received::Ignored(reason)) => assert_eq!(reason, "compact-proposal-duplicate"),
+            other => panic!("a third copy was taken: {other:?}"),
+        }
+        // Another block for the same view and height, signed by the same primary.
+        let other = proposal(&txs[..1]);
+        assert_eq!(
+            relay
+                .receive(ReplicaId(1), other.clone(), stands(), &v, |id| all
+                    .get(id)
+                    .cloned())
+                .err(),
+            Some(RelayError::Equivocation)
+        );
+        // Once the height is executed, what was seen there is forgotten.
+        let later = Standing { tip: 5, ..stands() };
+        let next = proposal_at(&txs, 1, 6);
+        assert!(matches!(
+            relay.receive(ReplicaId(1), next, later, &v, |id| all.get(id).cloned()),
+            Ok(Received::Complete(_))
+        ));
+        assert_eq!(relay.seen.len(), 1);
     }
 
     proptest::proptest! {
