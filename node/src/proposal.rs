@@ -19,6 +19,12 @@
 //! transfer asks for the primary's, instead of rebuilding a body that fails the
 //! fragment root and blaming an honest primary for it.
 //!
+//! A backup that lacks transfers usually has them on the way: the primary
+//! proposes what its clients just sent it, and the gossip of those transfers is
+//! still being verified at the backup. So it waits [`WANT_DELAY`] for its own
+//! gossip before it asks the primary, and fills the proposal from each gossip
+//! batch it verifies meanwhile.
+//!
 //! Everything here is bounded: relay frames to about a body, a few own proposals
 //! kept to answer wants, two answers per validator and proposal, and a few
 //! proposals waiting per sender. A waiting proposal is signed by the primary of
@@ -26,6 +32,7 @@
 //! it out.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use mosaic_consensus::{
     Digest, Message, PrePrepare, ReplicaId, SeqNum, Signed, ValidatorSet, View,
@@ -45,6 +52,10 @@ const PENDING_PER_SENDER: usize = 8;
 /// makes an honest backup ask again once. A backup that asks for everything gets
 /// at most twice the body, what the full PRE-PREPARE would have cost twice.
 const ANSWERS_PER_PEER: u8 = 2;
+/// How long a backup waits for gossip to bring missing transfers before it asks
+/// the primary: about the time a gossip batch takes to reach the backup and be
+/// verified, well under a view timeout.
+pub const WANT_DELAY: Duration = Duration::from_millis(20);
 /// Times one signed proposal is assembled at most: a primary that re-sends it
 /// after a reconnect gets it taken again once; copies past that cost a lookup.
 const ASSEMBLIES_PER_PROPOSAL: u8 = 2;
@@ -209,8 +220,9 @@ pub struct Standing {
 pub enum Received {
     /// Every transfer was in the mempool: the block, ready to assemble.
     Complete(Box<Assembly>),
-    /// Some are missing: send this want to the primary.
-    Missing(Want),
+    /// This many are missing: the proposal waits for gossip, then for the want
+    /// [`Relay::due`] hands out.
+    Missing(usize),
     /// A copy of a proposal already waiting for transfers: the want again (the
     /// first one may have been lost with a link).
     AlreadyWaiting(Want),
@@ -251,8 +263,47 @@ struct Pending {
     ids: Vec<TxHash>,
     signatures: Vec<Hash>,
     have: Vec<Option<VerifiedTransfer>>,
-    /// The positions asked for, ascending.
+    /// The positions asked for, ascending; empty until the want is sent.
     asked: Vec<u32>,
+    /// When it arrived: its want is due [`WANT_DELAY`] later.
+    arrived: Instant,
+}
+
+impl Pending {
+    fn missing(&self) -> Vec<u32> {
+        self.have
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.is_none())
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    fn want(&self) -> Want {
+        Want {
+            digest: self.pre_prepare.body.digest,
+            indexes: self.asked.clone(),
+        }
+    }
+
+    fn into_assembly(self) -> Option<Assembly> {
+        let txs: Vec<VerifiedTransfer> = self.have.into_iter().flatten().collect();
+        (txs.len() == self.ids.len()).then_some(Assembly {
+            pre_prepare: self.pre_prepare,
+            header: self.header,
+            txs,
+        })
+    }
+}
+
+/// A transfer of the pool for block position (`id`, `signature`): only the same
+/// signed form.
+fn matching(
+    id: &TxHash,
+    signature: &Hash,
+    lookup: &impl Fn(&TxHash) -> Option<VerifiedTransfer>,
+) -> Option<VerifiedTransfer> {
+    lookup(id).filter(|t| signature_digest(&t.signed().signature) == *signature)
 }
 
 /// The relay's state: own proposals and proposals waiting for transfers.
@@ -316,13 +367,14 @@ impl Relay {
         codec::encode(&FrameRef::Proposal(&compact)).ok()
     }
 
-    /// A compact proposal from validator `from`, judged against where this node
-    /// `stands`. `lookup` finds a transfer this node verified (its mempool).
+    /// A compact proposal from validator `from`, received `now` and judged
+    /// against where this node `stands`. `lookup` finds a transfer this node
+    /// verified (its mempool).
     pub fn receive(
         &mut self,
         from: ReplicaId,
         compact: Compact,
-        stands: Standing,
+        (stands, now): (Standing, Instant),
         validators: &ValidatorSet,
         lookup: impl Fn(&TxHash) -> Option<VerifiedTransfer>,
     ) -> Result<Received, RelayError> {
@@ -368,10 +420,11 @@ impl Relay {
             .iter()
             .find(|p| p.pre_prepare.body.digest == pp.digest && p.from == from)
         {
-            return Ok(Received::AlreadyWaiting(Want {
-                digest: pp.digest,
-                indexes: waiting.asked.clone(),
-            }));
+            return Ok(if waiting.asked.is_empty() {
+                Received::Ignored("compact-proposal-duplicate")
+            } else {
+                Received::AlreadyWaiting(waiting.want())
+            });
         }
         // One proposal per view and height from its primary, assembled a bounded
         // number of times: copies and conflicting proposals cost no encoding.
@@ -392,27 +445,16 @@ impl Relay {
             .ids
             .iter()
             .zip(&compact.signatures)
-            .map(|(id, signature)| {
-                lookup(id).filter(|t| signature_digest(&t.signed().signature) == *signature)
-            })
+            .map(|(id, signature)| matching(id, signature, &lookup))
             .collect();
-        let asked: Vec<u32> = have
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.is_none())
-            .map(|(i, _)| i as u32)
-            .collect();
-        if asked.is_empty() {
+        let missing = have.iter().filter(|t| t.is_none()).count();
+        if missing == 0 {
             return Ok(Received::Complete(Box::new(Assembly {
                 pre_prepare: compact.pre_prepare,
                 header: compact.header,
                 txs: have.into_iter().flatten().collect(),
             })));
         }
-        let want = Want {
-            digest: pp.digest,
-            indexes: asked.clone(),
-        };
         // Only the sender's own oldest entry makes room: one validator's frames
         // never push out another's proposal.
         if self.pending.iter().filter(|p| p.from == from).count() >= PENDING_PER_SENDER
@@ -427,9 +469,60 @@ impl Relay {
             ids: compact.ids,
             signatures: compact.signatures,
             have,
-            asked,
+            asked: Vec::new(),
+            arrived: now,
         });
-        Ok(Received::Missing(want))
+        Ok(Received::Missing(missing))
+    }
+
+    /// Fills the waiting proposals from `lookup` (after a gossip batch was
+    /// verified): the ones now whole leave the waiting list, with their senders.
+    pub fn refill(
+        &mut self,
+        lookup: impl Fn(&TxHash) -> Option<VerifiedTransfer>,
+    ) -> Vec<(ReplicaId, Assembly)> {
+        let mut whole = Vec::new();
+        for pending in &mut self.pending {
+            let Pending {
+                ids,
+                signatures,
+                have,
+                ..
+            } = pending;
+            for ((slot, id), signature) in have.iter_mut().zip(ids.iter()).zip(signatures.iter()) {
+                if slot.is_none() {
+                    *slot = matching(id, signature, &lookup);
+                }
+            }
+        }
+        let mut at = 0;
+        while at < self.pending.len() {
+            if self.pending[at].have.iter().all(Option::is_some)
+                && let Some(pending) = self.pending.remove(at)
+            {
+                let from = pending.from;
+                if let Some(assembly) = pending.into_assembly() {
+                    whole.push((from, assembly));
+                }
+                continue;
+            }
+            at += 1;
+        }
+        whole
+    }
+
+    /// The wants due `now`: for each proposal that gossip has not filled within
+    /// [`WANT_DELAY`], what it still lacks, to send to its primary (once; a copy
+    /// of the proposal sends it again).
+    pub fn due(&mut self, now: Instant) -> Vec<(ReplicaId, Want)> {
+        let mut wants = Vec::new();
+        for pending in &mut self.pending {
+            if pending.asked.is_empty() && now.duration_since(pending.arrived) >= WANT_DELAY {
+                pending.asked = pending.missing();
+                wants.push((pending.from, pending.want()));
+            }
+        }
+        wants
     }
 
     /// Validator `from` wants transfers of an own proposal: the answer, or `Ok(None)`
@@ -471,6 +564,9 @@ impl Relay {
         else {
             return Ok(false);
         };
+        if pending.asked.is_empty() {
+            return Ok(false);
+        }
         if supply.txs.len() != pending.asked.len() {
             return Err(RelayError::BadSupply("number of transfers"));
         }
@@ -505,7 +601,7 @@ impl Relay {
             .pending
             .iter()
             .position(|p| p.pre_prepare.body.digest == *digest && p.from == from)?;
-        if self.pending[at].asked.len() != supplied.len() {
+        if self.pending[at].asked.is_empty() || self.pending[at].asked.len() != supplied.len() {
             return None;
         }
         let mut pending = self.pending.remove(at)?;
@@ -517,12 +613,7 @@ impl Relay {
             }
             pending.have[i as usize] = Some(tx);
         }
-        let txs: Vec<VerifiedTransfer> = pending.have.into_iter().flatten().collect();
-        (txs.len() == pending.ids.len()).then_some(Assembly {
-            pre_prepare: pending.pre_prepare,
-            header: pending.header,
-            txs,
-        })
+        pending.into_assembly()
     }
 
     /// Forgets proposals waiting at heights up to `height` (executed).
@@ -726,23 +817,54 @@ mod tests {
         let v = validators();
         let mut relay = Relay::new(4);
         let all = pool(&txs);
-        match relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| {
-            all.get(id).cloned()
-        }) {
+        match relay.receive(
+            ReplicaId(1),
+            compact.clone(),
+            (stands(), Instant::now()),
+            &v,
+            |id| all.get(id).cloned(),
+        ) {
             Ok(Received::Complete(a)) => assert_eq!(a.txs, txs),
             other => panic!("expected a complete proposal, got {other:?}"),
         }
         let some = pool(&[txs[0].clone(), txs[2].clone(), txs[3].clone()]);
-        let want = match relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| {
-            some.get(id).cloned()
-        }) {
-            Ok(Received::Missing(want)) => want,
-            other => panic!("expected a want, got {other:?}"),
-        };
+        let arrived = Instant::now();
+        match relay.receive(
+            ReplicaId(1),
+            compact.clone(),
+            (stands(), arrived),
+            &v,
+            |id| some.get(id).cloned(),
+        ) {
+            Ok(Received::Missing(3)) => {}
+            other => panic!("expected three missing, got {other:?}"),
+        }
+        // Gossip gets its chance first: no want before the delay, and a copy of the
+        // proposal meanwhile is only counted.
+        assert!(relay.due(arrived + WANT_DELAY / 2).is_empty());
+        assert!(matches!(
+            relay.receive(
+                ReplicaId(1),
+                compact.clone(),
+                (stands(), arrived),
+                &v,
+                |id| { some.get(id).cloned() }
+            ),
+            Ok(Received::Ignored("compact-proposal-duplicate"))
+        ));
+        let mut due = relay.due(arrived + WANT_DELAY);
+        assert_eq!(due.len(), 1);
+        let (to, want) = due.remove(0);
+        assert_eq!(to, ReplicaId(1));
         assert_eq!(want.indexes, vec![1, 4, 5]);
-        match relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| {
-            some.get(id).cloned()
-        }) {
+        assert!(relay.due(arrived + WANT_DELAY * 2).is_empty(), "sent once");
+        match relay.receive(
+            ReplicaId(1),
+            compact.clone(),
+            (stands(), Instant::now()),
+            &v,
+            |id| some.get(id).cloned(),
+        ) {
             Ok(Received::AlreadyWaiting(again)) => assert_eq!(again, want, "asked again"),
             other => panic!("expected the want again, got {other:?}"),
         }
@@ -795,12 +917,20 @@ mod tests {
         let v = validators();
         let all = pool(&txs);
         let mut relay = Relay::new(4);
-        let want = match relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| {
-            all.get(id).cloned()
-        }) {
-            Ok(Received::Missing(want)) => want,
-            other => panic!("expected a want for the other version, got {other:?}"),
-        };
+        let arrived = Instant::now();
+        match relay.receive(
+            ReplicaId(1),
+            compact.clone(),
+            (stands(), arrived),
+            &v,
+            |id| all.get(id).cloned(),
+        ) {
+            Ok(Received::Missing(1)) => {}
+            other => panic!("expected the other version missing, got {other:?}"),
+        }
+        // Gossip of the pool's version does not fill it either.
+        assert!(relay.refill(|id| all.get(id).cloned()).is_empty());
+        let (_, want) = relay.due(arrived + WANT_DELAY).remove(0);
         assert_eq!(want.indexes, vec![1]);
         // The pool's version is not what was asked for.
         let supply = Supply {
@@ -865,7 +995,9 @@ mod tests {
         for (expected, from, c) in cases {
             assert_eq!(
                 relay
-                    .receive(from, c, stands(), &v, |id| all.get(id).cloned())
+                    .receive(from, c, (stands(), Instant::now()), &v, |id| all
+                        .get(id)
+                        .cloned())
                     .err(),
                 Some(expected.clone()),
                 "{expected:?} went unnoticed"
@@ -888,7 +1020,7 @@ mod tests {
         c.pre_prepare = sign(1, body);
         assert_eq!(
             Relay::new(4)
-                .receive(ReplicaId(1), c, stands(), &v, |_| None)
+                .receive(ReplicaId(1), c, (stands(), Instant::now()), &v, |_| None)
                 .err(),
             Some(RelayError::IdsMismatch("more than a maximal body holds"))
         );
@@ -908,7 +1040,7 @@ mod tests {
         ];
         for (c, reason) in cases {
             let from = c.pre_prepare.signer;
-            match relay.receive(from, c, stands(), &v, none) {
+            match relay.receive(from, c, (stands(), Instant::now()), &v, none) {
                 Ok(Received::Ignored(r)) => assert_eq!(r, reason),
                 other => panic!("expected {reason}, got {other:?}"),
             }
@@ -918,8 +1050,8 @@ mod tests {
         for c in [proposal_at(&txs, 2, 5), proposal_at(&txs, 1, 13)] {
             let from = c.pre_prepare.signer;
             assert!(matches!(
-                relay.receive(from, c, stands(), &v, none),
-                Ok(Received::Missing(_))
+                relay.receive(from, c, (stands(), Instant::now()), &v, none),
+                Ok(Received::Missing(2))
             ));
         }
         assert_eq!(relay.waiting(), 2);
@@ -976,14 +1108,14 @@ mod tests {
         let honest = proposal(&transfers(1));
         let honest_digest = honest.pre_prepare.body.digest;
         assert!(matches!(
-            relay.receive(ReplicaId(1), honest, stands(), &v, none),
+            relay.receive(ReplicaId(1), honest, (stands(), Instant::now()), &v, none),
             Ok(Received::Missing(_))
         ));
         // The next view's primary floods the window: only its own entries make room.
         for seq in 5..=13 {
             let c = proposal_at(&transfers(seq), 2, seq);
             assert!(matches!(
-                relay.receive(ReplicaId(2), c, stands(), &v, none),
+                relay.receive(ReplicaId(2), c, (stands(), Instant::now()), &v, none),
                 Ok(Received::Missing(_))
             ));
             assert!(relay.waiting() <= PENDING_PER_SENDER + 1);
@@ -1015,15 +1147,23 @@ mod tests {
         let compact = proposal(&txs);
         for _ in 0..ASSEMBLIES_PER_PROPOSAL {
             assert!(matches!(
-                relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| all
-                    .get(id)
-                    .cloned()),
+                relay.receive(
+                    ReplicaId(1),
+                    compact.clone(),
+                    (stands(), Instant::now()),
+                    &v,
+                    |id| all.get(id).cloned()
+                ),
                 Ok(Received::Complete(_))
             ));
         }
-        match relay.receive(ReplicaId(1), compact.clone(), stands(), &v, |id| {
-            all.get(id).cloned()
-        }) {
+        match relay.receive(
+            ReplicaId(1),
+            compact.clone(),
+            (stands(), Instant::now()),
+            &v,
+            |id| all.get(id).cloned(),
+        ) {
             Ok(Received::Ignored(reason)) => assert_eq!(reason, "compact-proposal-duplicate"),
             other => panic!("a third copy was taken: {other:?}"),
         }
@@ -1031,9 +1171,13 @@ mod tests {
         let other = proposal(&txs[..1]);
         assert_eq!(
             relay
-                .receive(ReplicaId(1), other.clone(), stands(), &v, |id| all
-                    .get(id)
-                    .cloned())
+                .receive(
+                    ReplicaId(1),
+                    other.clone(),
+                    (stands(), Instant::now()),
+                    &v,
+                    |id| all.get(id).cloned()
+                )
                 .err(),
             Some(RelayError::Equivocation)
         );
@@ -1041,10 +1185,44 @@ mod tests {
         let later = Standing { tip: 5, ..stands() };
         let next = proposal_at(&txs, 1, 6);
         assert!(matches!(
-            relay.receive(ReplicaId(1), next, later, &v, |id| all.get(id).cloned()),
+            relay.receive(ReplicaId(1), next, (later, Instant::now()), &v, |id| all
+                .get(id)
+                .cloned()),
             Ok(Received::Complete(_))
         ));
         assert_eq!(relay.seen.len(), 1);
+    }
+
+    #[test]
+    fn gossip_that_arrives_in_time_completes_a_proposal_without_a_want() {
+        let v = validators();
+        let txs = transfers(4);
+        let compact = proposal(&txs);
+        let mut relay = Relay::new(4);
+        let early = pool(&txs[..1]);
+        let arrived = Instant::now();
+        assert!(matches!(
+            relay.receive(ReplicaId(1), compact, (stands(), arrived), &v, |id| early
+                .get(id)
+                .cloned()),
+            Ok(Received::Missing(3))
+        ));
+        assert!(
+            relay
+                .refill(|id| pool(&txs[..3]).get(id).cloned())
+                .is_empty()
+        );
+        assert_eq!(relay.waiting(), 1);
+        let all = pool(&txs);
+        let whole = relay.refill(|id| all.get(id).cloned());
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].0, ReplicaId(1));
+        assert_eq!(whole[0].1.txs, txs, "block order");
+        assert_eq!(relay.waiting(), 0);
+        assert!(
+            relay.due(arrived + WANT_DELAY).is_empty(),
+            "nothing left to ask"
+        );
     }
 
     proptest::proptest! {
@@ -1084,9 +1262,12 @@ mod tests {
             let mut relay = Relay::new(4);
             let assembly = match decode_frame(&frame, 1 << 20) {
                 Ok(Frame::Proposal(c)) => {
-                    match relay.receive(ReplicaId(1), *c, stands(), &v, |id| pool.get(id).cloned()) {
+                    match relay.receive(ReplicaId(1), *c, (stands(), Instant::now()), &v, |id| pool.get(id).cloned()) {
                         Ok(Received::Complete(a)) => Some(*a),
-                        Ok(Received::Missing(want)) => {
+                        Ok(Received::Missing(_)) => {
+                            let due = relay.due(Instant::now() + WANT_DELAY);
+                            proptest::prop_assert_eq!(due.len(), 1);
+                            let want = due[0].1.clone();
                             match primary.answer(ReplicaId(2), &want) {
                                 Ok(Some(supply)) => match relay.supplied(ReplicaId(1), &supply) {
                                     Ok(true) => relay.complete(ReplicaId(1), &want.digest, verified(&supply)),

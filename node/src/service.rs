@@ -1329,19 +1329,18 @@ impl EventLoop {
         let received = {
             let shared = lock(&self.shared);
             let mempool = &shared.mempool;
-            self.relay
-                .receive(from, compact, stands, &self.info.validators, |id| {
-                    mempool.verified(id)
-                })
+            self.relay.receive(
+                from,
+                compact,
+                (stands, Instant::now()),
+                &self.info.validators,
+                |id| mempool.verified(id),
+            )
         };
         match received {
             Ok(Received::Complete(assembly)) => self.on_assembled(peer, from, *assembly),
-            Ok(Received::Missing(want)) => {
-                if let Ok(bytes) = proposal::want_frame(&want) {
-                    self.links.send(from.0 as usize, Arc::new(bytes));
-                }
-                Ok(())
-            }
+            // Gossip may bring them first; otherwise the want goes out from the tick.
+            Ok(Received::Missing(_)) => Ok(()),
             Ok(Received::AlreadyWaiting(want)) => {
                 self.metrics.rejected("compact-proposal-duplicate", 1);
                 if let Ok(bytes) = proposal::want_frame(&want) {
@@ -1751,6 +1750,20 @@ impl EventLoop {
                 mempool, ledger, ..
             } = &mut *shared;
             mempool.add_verified(verified, ledger);
+        }
+        if self.relay.waiting() > 0 {
+            let whole = {
+                let shared = lock(&self.shared);
+                let mempool = &shared.mempool;
+                self.relay.refill(|id| mempool.verified(id))
+            };
+            for (from, assembly) in whole {
+                if let Some(peer) = self.info.validator_peers.get(from.0 as usize).copied()
+                    && let Err(e) = self.on_assembled(peer, from, assembly)
+                {
+                    self.fatal = Some(e);
+                }
+            }
         }
         let acceptance = match judgement {
             Judgement::Accept => gossipsub::MessageAcceptance::Accept,
@@ -2384,6 +2397,11 @@ impl EventLoop {
             self.update_status();
         }
         self.flush_gossip();
+        for (to, want) in self.relay.due(Instant::now()) {
+            if let Ok(bytes) = proposal::want_frame(&want) {
+                self.links.send(to.0 as usize, Arc::new(bytes));
+            }
+        }
         self.pump()?;
         if self.last_pending_check.elapsed() >= Duration::from_millis(50) {
             self.last_pending_check = Instant::now();
