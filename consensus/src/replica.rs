@@ -1729,7 +1729,8 @@ impl Replica {
         });
     }
 
-    fn target_view(&self) -> View {
+    /// The view this replica is in, or moving to while it changes views.
+    pub fn target_view(&self) -> View {
         match self.status {
             Status::Normal => self.view,
             Status::ViewChanging(t) => t,

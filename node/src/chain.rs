@@ -775,16 +775,33 @@ mod tests {
         let payload = build(verified, tip.state_root);
         let digest = check.check(SeqNum(1), parent, &payload).unwrap();
         assert!(lock_cache(&check.checked.own).is_none());
+        same_as_a_full_check(
+            (&chain, &store),
+            (&check_b, &chain_b, &store_b),
+            &payload,
+            digest,
+        );
+    }
+
+    /// Node b checks `payload` in full and gets `digest`, the digest node a's
+    /// shortcut gave; both execute it and end with the same chain and state.
+    fn same_as_a_full_check(
+        (chain, store): (&Chain, &NodeStore),
+        (check_b, chain_b, store_b): (&BlockCheck, &Chain, &NodeStore),
+        payload: &[u8],
+        digest: Digest,
+    ) {
+        let parent = Digest(chain.tip().hash);
         assert_eq!(
             digest,
-            check_b.check(SeqNum(1), parent, &payload).unwrap(),
+            check_b.check(SeqNum(1), parent, payload).unwrap(),
             "a full check gives the same digest"
         );
         chain
-            .execute(SeqNum(1), digest, &payload, certificate(1, digest))
+            .execute(SeqNum(1), digest, payload, certificate(1, digest))
             .unwrap();
         chain_b
-            .execute(SeqNum(1), digest, &payload, certificate(1, digest))
+            .execute(SeqNum(1), digest, payload, certificate(1, digest))
             .unwrap();
         assert_eq!(chain.tip(), chain_b.tip());
         assert_eq!(store.header(1).unwrap(), store_b.header(1).unwrap());
@@ -843,20 +860,12 @@ mod tests {
             lock_cache(&check.checked.assembled).is_empty(),
             "taken once"
         );
-        assert_eq!(
+        same_as_a_full_check(
+            (&chain, &store),
+            (&check_b, &chain_b, &store_b),
+            &payload,
             digest,
-            check_b.check(SeqNum(1), parent, &payload).unwrap(),
-            "a full check gives the same digest"
         );
-        chain
-            .execute(SeqNum(1), digest, &payload, certificate(1, digest))
-            .unwrap();
-        chain_b
-            .execute(SeqNum(1), digest, &payload, certificate(1, digest))
-            .unwrap();
-        assert_eq!(chain.tip(), chain_b.tip());
-        assert_eq!(store.body(1).unwrap(), store_b.body(1).unwrap());
-        assert_eq!(store.accounts().unwrap(), store_b.accounts().unwrap());
     }
 
     /// A proposal holding one transfer twice is refused, and nothing is handed over.

@@ -56,6 +56,12 @@ const ANSWERS_PER_PEER: u8 = 2;
 /// the primary: about the time a gossip batch takes to reach the backup and be
 /// verified, well under a view timeout.
 pub const WANT_DELAY: Duration = Duration::from_millis(20);
+/// How long a backup waits for a supply before it sends its want again (a link
+/// may have dropped either); it sends a want [`ANSWERS_PER_PEER`] times at most.
+pub const WANT_RESEND: Duration = Duration::from_millis(200);
+/// Transfer ids waiting for transfers from one sender, at most (over all its
+/// waiting proposals): one maximal block.
+const WAITING_IDS_PER_SENDER: usize = IDS_MAX;
 /// Times one signed proposal is assembled at most: a primary that re-sends it
 /// after a reconnect gets it taken again once; copies past that cost a lookup.
 const ASSEMBLIES_PER_PROPOSAL: u8 = 2;
@@ -154,6 +160,9 @@ pub struct Want {
 pub struct Supply {
     /// The proposal.
     pub digest: Digest,
+    /// The positions of the want it answers (a backup that asked again with other
+    /// positions takes an answer to its older want as unwanted, not as wrong).
+    pub indexes: Vec<u32>,
     /// The wanted transfers.
     pub txs: Vec<SignedTransfer>,
 }
@@ -209,6 +218,9 @@ impl RelayError {
 pub struct Standing {
     /// The replica's view.
     pub view: View,
+    /// The latest view whose proposals are taken: as consensus buffers them, the
+    /// next view or the one a view change is moving to.
+    pub view_max: View,
     /// The executed height.
     pub tip: u64,
     /// How far above the tip a PRE-PREPARE may be (the consensus window).
@@ -267,6 +279,9 @@ struct Pending {
     asked: Vec<u32>,
     /// When it arrived: its want is due [`WANT_DELAY`] later.
     arrived: Instant,
+    /// When the want was last sent, and how many times.
+    asked_at: Option<Instant>,
+    wants_sent: u8,
 }
 
 impl Pending {
@@ -385,7 +400,7 @@ impl Relay {
         if pp.view < stands.view {
             return Ok(Received::Ignored("old-view"));
         }
-        if pp.view > stands.view.next() {
+        if pp.view > stands.view_max.max(stands.view.next()) {
             return Ok(Received::Ignored("too-far-in-the-future"));
         }
         if pp.seq.0 <= stands.tip || pp.seq.0 > stands.tip + 1 + stands.window {
@@ -455,12 +470,20 @@ impl Relay {
                 txs: have.into_iter().flatten().collect(),
             })));
         }
-        // Only the sender's own oldest entry makes room: one validator's frames
+        // Only the sender's own oldest entries make room: one validator's frames
         // never push out another's proposal.
-        if self.pending.iter().filter(|p| p.from == from).count() >= PENDING_PER_SENDER
-            && let Some(oldest) = self.pending.iter().position(|p| p.from == from)
-        {
-            self.pending.remove(oldest);
+        while self.pending.iter().any(|p| p.from == from) {
+            let (count, ids) = self
+                .pending
+                .iter()
+                .filter(|p| p.from == from)
+                .fold((0, 0), |(c, n), p| (c + 1, n + p.ids.len()));
+            if count < PENDING_PER_SENDER && ids + compact.ids.len() <= WAITING_IDS_PER_SENDER {
+                break;
+            }
+            if let Some(oldest) = self.pending.iter().position(|p| p.from == from) {
+                self.pending.remove(oldest);
+            }
         }
         self.pending.push_back(Pending {
             from,
@@ -471,18 +494,22 @@ impl Relay {
             have,
             asked: Vec::new(),
             arrived: now,
+            asked_at: None,
+            wants_sent: 0,
         });
         Ok(Received::Missing(missing))
     }
 
-    /// Fills the waiting proposals from `lookup` (after a gossip batch was
-    /// verified): the ones now whole leave the waiting list, with their senders.
+    /// Fills the proposals still waiting for gossip (their want not yet sent)
+    /// from `lookup`, after gossip was verified: the ones now whole leave the
+    /// waiting list, with their senders. A proposal is refilled only during its
+    /// [`WANT_DELAY`], so the lookups it costs stay a few times its ids.
     pub fn refill(
         &mut self,
         lookup: impl Fn(&TxHash) -> Option<VerifiedTransfer>,
     ) -> Vec<(ReplicaId, Assembly)> {
         let mut whole = Vec::new();
-        for pending in &mut self.pending {
+        for pending in self.pending.iter_mut().filter(|p| p.asked.is_empty()) {
             let Pending {
                 ids,
                 signatures,
@@ -512,17 +539,34 @@ impl Relay {
     }
 
     /// The wants due `now`: for each proposal that gossip has not filled within
-    /// [`WANT_DELAY`], what it still lacks, to send to its primary (once; a copy
-    /// of the proposal sends it again).
+    /// [`WANT_DELAY`], what it still lacks, to send to its primary; sent again
+    /// after [`WANT_RESEND`] without a supply, [`ANSWERS_PER_PEER`] times in all.
     pub fn due(&mut self, now: Instant) -> Vec<(ReplicaId, Want)> {
         let mut wants = Vec::new();
         for pending in &mut self.pending {
-            if pending.asked.is_empty() && now.duration_since(pending.arrived) >= WANT_DELAY {
-                pending.asked = pending.missing();
+            let due = match pending.asked_at {
+                None => now.saturating_duration_since(pending.arrived) >= WANT_DELAY,
+                Some(at) => {
+                    pending.wants_sent < ANSWERS_PER_PEER
+                        && now.saturating_duration_since(at) >= WANT_RESEND
+                }
+            };
+            if due {
+                if pending.asked.is_empty() {
+                    pending.asked = pending.missing();
+                }
+                pending.asked_at = Some(now);
+                pending.wants_sent += 1;
                 wants.push((pending.from, pending.want()));
             }
         }
         wants
+    }
+
+    /// Forgets proposals of views before `view` (entered: their primary was
+    /// replaced, and the new one re-proposes what was prepared in its NEW-VIEW).
+    pub fn forget_views_before(&mut self, view: View) {
+        self.pending.retain(|p| p.pre_prepare.body.view >= view);
     }
 
     /// Validator `from` wants transfers of an own proposal: the answer, or `Ok(None)`
@@ -544,6 +588,7 @@ impl Relay {
         *answers += 1;
         Ok(Some(Supply {
             digest: want.digest,
+            indexes: want.indexes.clone(),
             txs: want
                 .indexes
                 .iter()
@@ -564,7 +609,7 @@ impl Relay {
         else {
             return Ok(false);
         };
-        if pending.asked.is_empty() {
+        if pending.asked.is_empty() || supply.indexes != pending.asked {
             return Ok(false);
         }
         if supply.txs.len() != pending.asked.len() {
@@ -654,6 +699,7 @@ mod tests {
     fn stands() -> Standing {
         Standing {
             view: View(1),
+            view_max: View(1),
             tip: 4,
             window: 8,
         }
@@ -761,6 +807,7 @@ mod tests {
         );
         let supply = Supply {
             digest: compact.pre_prepare.body.digest,
+            indexes: vec![0],
             txs: vec![transfers(1)[0].signed().clone()],
         };
         assert_eq!(
@@ -935,6 +982,7 @@ mod tests {
         // The pool's version is not what was asked for.
         let supply = Supply {
             digest: want.digest,
+            indexes: want.indexes.clone(),
             txs: vec![txs[1].signed().clone()],
         };
         assert_eq!(
@@ -1223,6 +1271,106 @@ mod tests {
             relay.due(arrived + WANT_DELAY).is_empty(),
             "nothing left to ask"
         );
+    }
+
+    /// A proposal of `count` made-up transfer ids by the primary of `view`.
+    fn made_up(view: u64, height: u64, count: usize) -> Compact {
+        let mut c = proposal_at(&transfers(1), view, height);
+        c.ids = (0..count as u64)
+            .map(|i| Hash::of(&i.to_le_bytes()))
+            .collect();
+        c.signatures = c.ids.clone();
+        c.header.tx_count = count as u32;
+        c.header.tx_root = crate::block::root_of_ids(&c.ids);
+        let body = PrePrepare {
+            digest: Digest(c.header.hash()),
+            ..c.pre_prepare.body
+        };
+        c.pre_prepare = sign(c.pre_prepare.signer.0, body);
+        c
+    }
+
+    #[test]
+    fn a_want_is_sent_again_without_a_supply_and_an_answer_to_an_older_one_is_unwanted() {
+        let v = validators();
+        let mut relay = Relay::new(4);
+        let c = made_up(1, 5, 3);
+        let t = Instant::now();
+        assert!(matches!(
+            relay.receive(ReplicaId(1), c.clone(), (stands(), t), &v, |_| None),
+            Ok(Received::Missing(3))
+        ));
+        let first = relay.due(t + WANT_DELAY);
+        assert_eq!(first.len(), 1);
+        assert!(relay.due(t + WANT_DELAY + WANT_RESEND / 2).is_empty());
+        let again = relay.due(t + WANT_DELAY + WANT_RESEND);
+        assert_eq!(again, first, "the same want again");
+        for later in 2..6 {
+            assert!(
+                relay.due(t + WANT_DELAY + WANT_RESEND * later).is_empty(),
+                "sent {ANSWERS_PER_PEER} times at most"
+            );
+        }
+        // An answer naming other positions answers another want: not charged.
+        let older = Supply {
+            digest: c.pre_prepare.body.digest,
+            indexes: vec![0, 1],
+            txs: Vec::new(),
+        };
+        assert_eq!(relay.supplied(ReplicaId(1), &older), Ok(false));
+        assert_eq!(relay.waiting(), 1);
+        // A view change forgets what the replaced primary left waiting.
+        relay.forget_views_before(View(1));
+        assert_eq!(relay.waiting(), 1);
+        relay.forget_views_before(View(2));
+        assert_eq!(relay.waiting(), 0);
+    }
+
+    #[test]
+    fn one_sender_waits_for_one_maximal_block_of_ids_at_most() {
+        let v = validators();
+        let mut relay = Relay::new(4);
+        let t = Instant::now();
+        let half = WAITING_IDS_PER_SENDER / 2 + 1;
+        let first = made_up(1, 5, half);
+        let first_digest = first.pre_prepare.body.digest;
+        assert!(matches!(
+            relay.receive(ReplicaId(1), first, (stands(), t), &v, |_| None),
+            Ok(Received::Missing(_))
+        ));
+        let other = made_up(2, 5, 10);
+        assert!(matches!(
+            relay.receive(ReplicaId(2), other, (stands(), t), &v, |_| None),
+            Ok(Received::Missing(10))
+        ));
+        let second = made_up(1, 6, half);
+        assert!(matches!(
+            relay.receive(ReplicaId(1), second, (stands(), t), &v, |_| None),
+            Ok(Received::Missing(_))
+        ));
+        assert_eq!(relay.waiting(), 2, "the sender's older proposal made room");
+        assert!(
+            relay
+                .pending
+                .iter()
+                .all(|p| p.pre_prepare.body.digest != first_digest)
+        );
+        assert!(relay.pending.iter().any(|p| p.from == ReplicaId(2)));
+    }
+
+    #[test]
+    fn a_view_change_in_progress_takes_the_target_views_proposals() {
+        let v = validators();
+        let mut relay = Relay::new(4);
+        let moving = Standing {
+            view_max: View(3),
+            ..stands()
+        };
+        let c = made_up(3, 5, 2);
+        assert!(matches!(
+            relay.receive(ReplicaId(3), c, (moving, Instant::now()), &v, |_| None),
+            Ok(Received::Missing(2))
+        ));
     }
 
     proptest::proptest! {

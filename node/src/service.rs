@@ -655,6 +655,7 @@ pub async fn start(
         quick_redials: HashMap::new(),
         last_pending_check: Instant::now(),
         fatal: None,
+        refill_due: false,
         gossip: Gossip::new(
             GossipLimits {
                 message_bytes_max: GOSSIP_BYTES_MAX,
@@ -784,6 +785,8 @@ struct EventLoop {
     last_pending_check: Instant,
     /// A fatal error raised where it could not be returned; the next tick stops.
     fatal: Option<NodeError>,
+    /// Gossip was verified since the relay last refilled its waiting proposals.
+    refill_due: bool,
     /// Gossiped transfers waiting for signature checks, per peer.
     gossip: Gossip,
     /// Sync requests of peers: budgets and reads.
@@ -1323,6 +1326,7 @@ impl EventLoop {
     ) -> Result<(), NodeError> {
         let stands = proposal::Standing {
             view: self.replica.view(),
+            view_max: self.replica.target_view(),
             tip: self.chain.tip().height,
             window: self.config.consensus.window,
         };
@@ -1751,20 +1755,8 @@ impl EventLoop {
             } = &mut *shared;
             mempool.add_verified(verified, ledger);
         }
-        if self.relay.waiting() > 0 {
-            let whole = {
-                let shared = lock(&self.shared);
-                let mempool = &shared.mempool;
-                self.relay.refill(|id| mempool.verified(id))
-            };
-            for (from, assembly) in whole {
-                if let Some(peer) = self.info.validator_peers.get(from.0 as usize).copied()
-                    && let Err(e) = self.on_assembled(peer, from, assembly)
-                {
-                    self.fatal = Some(e);
-                }
-            }
-        }
+        // Proposals waiting for gossip are refilled once per tick, not per message.
+        self.refill_due = true;
         let acceptance = match judgement {
             Judgement::Accept => gossipsub::MessageAcceptance::Accept,
             Judgement::Ignore => {
@@ -2397,11 +2389,7 @@ impl EventLoop {
             self.update_status();
         }
         self.flush_gossip();
-        for (to, want) in self.relay.due(Instant::now()) {
-            if let Ok(bytes) = proposal::want_frame(&want) {
-                self.links.send(to.0 as usize, Arc::new(bytes));
-            }
-        }
+        self.relay_tick()?;
         self.pump()?;
         if self.last_pending_check.elapsed() >= Duration::from_millis(50) {
             self.last_pending_check = Instant::now();
@@ -2415,8 +2403,33 @@ impl EventLoop {
         Ok(())
     }
 
+    /// The relay's periodic work: proposals that gossip filled go to consensus,
+    /// those of replaced primaries are forgotten, and due wants go out.
+    fn relay_tick(&mut self) -> Result<(), NodeError> {
+        if std::mem::take(&mut self.refill_due) && self.relay.waiting() > 0 {
+            let whole = {
+                let shared = lock(&self.shared);
+                let mempool = &shared.mempool;
+                self.relay.refill(|id| mempool.verified(id))
+            };
+            for (from, assembly) in whole {
+                if let Some(peer) = self.info.validator_peers.get(from.0 as usize).copied() {
+                    self.on_assembled(peer, from, assembly)?;
+                }
+            }
+        }
+        self.relay.forget_views_before(self.replica.view());
+        for (to, want) in self.relay.due(Instant::now()) {
+            if let Ok(bytes) = proposal::want_frame(&want) {
+                self.links.send(to.0 as usize, Arc::new(bytes));
+            }
+        }
+        Ok(())
+    }
+
     /// Tells consensus whether transactions are waiting (arms the view-change timer
-    /// while the primary does not propose them).
+    /// while the primary does not propose them). A proposal waiting for transfers
+    /// counts: a primary that never supplies them is replaced.
     fn signal_pending(&mut self) -> Result<(), NodeError> {
         let pending = {
             let mut shared = lock(&self.shared);
@@ -2427,7 +2440,7 @@ impl EventLoop {
                 .block_transactions_unchecked
                 .inc_by(shared.mempool.take_unchecked_in_blocks());
             let ledger = &shared.ledger;
-            shared.mempool.has_ready(|k| ledger.account(k).nonce)
+            shared.mempool.has_ready(|k| ledger.account(k).nonce) || self.relay.waiting() > 0
         };
         if self.pending_sent != Some(pending) {
             self.pending_sent = Some(pending);
