@@ -671,6 +671,12 @@ impl Relay {
     pub fn waiting(&self) -> usize {
         self.pending.len()
     }
+
+    /// Whether a proposal of `view` itself waits for transfers (not one of a later
+    /// view, which a future primary could leave waiting to force a view change).
+    pub fn waiting_in(&self, view: View) -> bool {
+        self.pending.iter().any(|p| p.pre_prepare.body.view == view)
+    }
 }
 
 #[cfg(test)]
@@ -1320,6 +1326,8 @@ mod tests {
         assert_eq!(relay.supplied(ReplicaId(1), &older), Ok(false));
         assert_eq!(relay.waiting(), 1);
         // A view change forgets what the replaced primary left waiting.
+        assert!(relay.waiting_in(View(1)));
+        assert!(!relay.waiting_in(View(2)));
         relay.forget_views_before(View(1));
         assert_eq!(relay.waiting(), 1);
         relay.forget_views_before(View(2));

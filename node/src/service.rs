@@ -2428,8 +2428,9 @@ impl EventLoop {
     }
 
     /// Tells consensus whether transactions are waiting (arms the view-change timer
-    /// while the primary does not propose them). A proposal waiting for transfers
-    /// counts: a primary that never supplies them is replaced.
+    /// while the primary does not propose them). A proposal of the current view
+    /// waiting for transfers counts: a primary that never supplies them is
+    /// replaced.
     fn signal_pending(&mut self) -> Result<(), NodeError> {
         let pending = {
             let mut shared = lock(&self.shared);
@@ -2440,7 +2441,8 @@ impl EventLoop {
                 .block_transactions_unchecked
                 .inc_by(shared.mempool.take_unchecked_in_blocks());
             let ledger = &shared.ledger;
-            shared.mempool.has_ready(|k| ledger.account(k).nonce) || self.relay.waiting() > 0
+            shared.mempool.has_ready(|k| ledger.account(k).nonce)
+                || self.relay.waiting_in(self.replica.view())
         };
         if self.pending_sent != Some(pending) {
             self.pending_sent = Some(pending);

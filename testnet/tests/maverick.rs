@@ -64,8 +64,8 @@ impl Run {
             (0..n).all(|i| {
                 net.get(i, "/v1/status")
                     .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
-                    .and_then(|status| status["peers"].as_u64())
-                    .is_some_and(|peers| peers >= n as u64 - 1)
+                    .and_then(|status| status["peers"].as_array().map(Vec::len))
+                    .is_some_and(|peers| peers + 1 >= n)
             })
         });
         Self::around(net, n, &[maverick])
