@@ -57,11 +57,16 @@ const ANSWERS_PER_PEER: u8 = 2;
 /// verified, well under a view timeout.
 pub const WANT_DELAY: Duration = Duration::from_millis(20);
 /// How long a backup waits for a supply before it sends its want again (a link
-/// may have dropped either); it sends a want [`ANSWERS_PER_PEER`] times at most.
+/// may have dropped either), at least; it sends a want [`ANSWERS_PER_PEER`] times
+/// at most. A proposal that has asked is refilled from gossip at this period too,
+/// so one whose supplies were all lost still completes once gossip brings them.
 pub const WANT_RESEND: Duration = Duration::from_millis(200);
+/// Time added to [`WANT_RESEND`] per wanted transfer: a large supply takes longer
+/// to arrive (about 1.3 s more for a maximal block).
+const WANT_RESEND_PER_TRANSFER: Duration = Duration::from_micros(25);
 /// Transfer ids waiting for transfers from one sender, at most (over all its
-/// waiting proposals): one maximal block.
-const WAITING_IDS_PER_SENDER: usize = IDS_MAX;
+/// waiting proposals): two maximal blocks, a proposal and the next one.
+const WAITING_IDS_PER_SENDER: usize = 2 * IDS_MAX;
 /// Times one signed proposal is assembled at most: a primary that re-sends it
 /// after a reconnect gets it taken again once; copies past that cost a lookup.
 const ASSEMBLIES_PER_PROPOSAL: u8 = 2;
@@ -282,6 +287,8 @@ struct Pending {
     /// When the want was last sent, and how many times.
     asked_at: Option<Instant>,
     wants_sent: u8,
+    /// When gossip was last looked up for it after its want was sent.
+    refilled_at: Option<Instant>,
 }
 
 impl Pending {
@@ -328,8 +335,8 @@ pub struct Relay {
     own: VecDeque<Own>,
     pending: VecDeque<Pending>,
     /// Signed proposals received, by (sender, view, height), with the times each
-    /// was assembled: the current and next view inside the window only, so at most
-    /// 2 x (window + 1) per sender.
+    /// was assembled: views from the current one to the target or next one, inside
+    /// the window, and a view has one primary, so at most window + 1 per view.
     seen: BTreeMap<(ReplicaId, View, SeqNum), (Digest, u8)>,
 }
 
@@ -496,20 +503,29 @@ impl Relay {
             arrived: now,
             asked_at: None,
             wants_sent: 0,
+            refilled_at: None,
         });
         Ok(Received::Missing(missing))
     }
 
-    /// Fills the proposals still waiting for gossip (their want not yet sent)
-    /// from `lookup`, after gossip was verified: the ones now whole leave the
-    /// waiting list, with their senders. A proposal is refilled only during its
-    /// [`WANT_DELAY`], so the lookups it costs stay a few times its ids.
+    /// Fills waiting proposals from `lookup` `now`, after gossip was verified: the
+    /// ones now whole leave the waiting list, with their senders. A proposal is
+    /// refilled at every call before its want is sent (its [`WANT_DELAY`]) and once
+    /// per [`WANT_RESEND`] after, so the lookups it costs stay bounded.
     pub fn refill(
         &mut self,
+        now: Instant,
         lookup: impl Fn(&TxHash) -> Option<VerifiedTransfer>,
     ) -> Vec<(ReplicaId, Assembly)> {
         let mut whole = Vec::new();
-        for pending in self.pending.iter_mut().filter(|p| p.asked.is_empty()) {
+        for pending in self.pending.iter_mut() {
+            if !pending.asked.is_empty() {
+                let since = pending.refilled_at.or(pending.asked_at);
+                if since.is_some_and(|at| now.saturating_duration_since(at) < WANT_RESEND) {
+                    continue;
+                }
+                pending.refilled_at = Some(now);
+            }
             let Pending {
                 ids,
                 signatures,
@@ -547,8 +563,10 @@ impl Relay {
             let due = match pending.asked_at {
                 None => now.saturating_duration_since(pending.arrived) >= WANT_DELAY,
                 Some(at) => {
+                    let wait = WANT_RESEND
+                        + WANT_RESEND_PER_TRANSFER.saturating_mul(pending.asked.len() as u32);
                     pending.wants_sent < ANSWERS_PER_PEER
-                        && now.saturating_duration_since(at) >= WANT_RESEND
+                        && now.saturating_duration_since(at) >= wait
                 }
             };
             if due {
@@ -982,7 +1000,7 @@ mod tests {
             other => panic!("expected the other version missing, got {other:?}"),
         }
         // Gossip of the pool's version does not fill it either.
-        assert!(relay.refill(|id| all.get(id).cloned()).is_empty());
+        assert!(relay.refill(arrived, |id| all.get(id).cloned()).is_empty());
         let (_, want) = relay.due(arrived + WANT_DELAY).remove(0);
         assert_eq!(want.indexes, vec![1]);
         // The pool's version is not what was asked for.
@@ -1263,12 +1281,12 @@ mod tests {
         ));
         assert!(
             relay
-                .refill(|id| pool(&txs[..3]).get(id).cloned())
+                .refill(arrived, |id| pool(&txs[..3]).get(id).cloned())
                 .is_empty()
         );
         assert_eq!(relay.waiting(), 1);
         let all = pool(&txs);
-        let whole = relay.refill(|id| all.get(id).cloned());
+        let whole = relay.refill(arrived, |id| all.get(id).cloned());
         assert_eq!(whole.len(), 1);
         assert_eq!(whole[0].0, ReplicaId(1));
         assert_eq!(whole[0].1.txs, txs, "block order");
@@ -1308,12 +1326,14 @@ mod tests {
         ));
         let first = relay.due(t + WANT_DELAY);
         assert_eq!(first.len(), 1);
-        assert!(relay.due(t + WANT_DELAY + WANT_RESEND / 2).is_empty());
-        let again = relay.due(t + WANT_DELAY + WANT_RESEND);
+        // The wait grows with the want: three transfers here.
+        let resend = WANT_RESEND + WANT_RESEND_PER_TRANSFER * 3;
+        assert!(relay.due(t + WANT_DELAY + WANT_RESEND).is_empty());
+        let again = relay.due(t + WANT_DELAY + resend);
         assert_eq!(again, first, "the same want again");
         for later in 2..6 {
             assert!(
-                relay.due(t + WANT_DELAY + WANT_RESEND * later).is_empty(),
+                relay.due(t + WANT_DELAY + resend * later).is_empty(),
                 "sent {ANSWERS_PER_PEER} times at most"
             );
         }
@@ -1335,11 +1355,38 @@ mod tests {
     }
 
     #[test]
-    fn one_sender_waits_for_one_maximal_block_of_ids_at_most() {
+    fn a_proposal_that_asked_is_still_completed_by_gossip_at_the_resend_period() {
+        let v = validators();
+        let txs = transfers(3);
+        let compact = proposal(&txs);
+        let mut relay = Relay::new(4);
+        let t = Instant::now();
+        assert!(matches!(
+            relay.receive(ReplicaId(1), compact, (stands(), t), &v, |_| None),
+            Ok(Received::Missing(3))
+        ));
+        let asked = t + WANT_DELAY;
+        assert_eq!(relay.due(asked).len(), 1);
+        // The supplies are lost; gossip brings the transfers.
+        let all = pool(&txs);
+        assert!(
+            relay
+                .refill(asked + WANT_RESEND / 2, |id| all.get(id).cloned())
+                .is_empty(),
+            "not looked up again before the resend period"
+        );
+        let whole = relay.refill(asked + WANT_RESEND, |id| all.get(id).cloned());
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].1.txs, txs);
+        assert_eq!(relay.waiting(), 0);
+    }
+
+    #[test]
+    fn one_sender_waits_for_two_maximal_blocks_of_ids_at_most() {
         let v = validators();
         let mut relay = Relay::new(4);
         let t = Instant::now();
-        let half = WAITING_IDS_PER_SENDER / 2 + 1;
+        let half = IDS_MAX;
         let first = made_up(1, 5, half);
         let first_digest = first.pre_prepare.body.digest;
         assert!(matches!(
@@ -1356,7 +1403,13 @@ mod tests {
             relay.receive(ReplicaId(1), second, (stands(), t), &v, |_| None),
             Ok(Received::Missing(_))
         ));
-        assert_eq!(relay.waiting(), 2, "the sender's older proposal made room");
+        assert_eq!(relay.waiting(), 3, "a proposal and the next one wait");
+        let third = made_up(1, 7, half);
+        assert!(matches!(
+            relay.receive(ReplicaId(1), third, (stands(), t), &v, |_| None),
+            Ok(Received::Missing(_))
+        ));
+        assert_eq!(relay.waiting(), 3, "the sender's oldest proposal made room");
         assert!(
             relay
                 .pending

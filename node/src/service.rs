@@ -2410,7 +2410,7 @@ impl EventLoop {
             let whole = {
                 let shared = lock(&self.shared);
                 let mempool = &shared.mempool;
-                self.relay.refill(|id| mempool.verified(id))
+                self.relay.refill(Instant::now(), |id| mempool.verified(id))
             };
             for (from, assembly) in whole {
                 if let Some(peer) = self.info.validator_peers.get(from.0 as usize).copied() {
