@@ -184,6 +184,18 @@ impl Net {
         (0..self.n()).map(|i| self.height(i).unwrap_or(0)).collect()
     }
 
+    /// No height above the highest of `frozen` was committed anywhere. A
+    /// validator that lagged at the split may still fetch a block committed before
+    /// it from its side, so heights below that one may move.
+    fn assert_no_new_height(&self, frozen: &[u64], what: &str) {
+        let top = frozen.iter().copied().max().unwrap_or(0);
+        let now = self.heights();
+        assert!(
+            now.iter().all(|h| *h <= top),
+            "{what}, yet heights went from {frozen:?} to {now:?}"
+        );
+    }
+
     fn max_height(&self, nodes: &[usize]) -> u64 {
         nodes
             .iter()
@@ -534,10 +546,9 @@ fn split_held(hold: Duration, case: &str) {
     std::thread::sleep(Duration::from_secs(1));
     let frozen = net.heights();
     std::thread::sleep(hold.saturating_sub(Duration::from_secs(1)));
-    assert_eq!(
-        net.heights(),
-        frozen,
-        "{case}: neither side of a 2/2 split has a quorum"
+    net.assert_no_new_height(
+        &frozen,
+        &format!("{case}: neither side of a 2/2 split has a quorum"),
     );
     let took = net.heal_and_time(case);
     net.wait_commits(&[0, 1, 2, 3], 2, Duration::from_secs(30), "after heal");
@@ -609,7 +620,7 @@ fn seven_validators_split_three_four_then_two_five() {
     std::thread::sleep(Duration::from_secs(1));
     let frozen = net.heights();
     std::thread::sleep(Duration::from_secs(7));
-    assert_eq!(net.heights(), frozen, "3/4: no side has 5 of 7");
+    net.assert_no_new_height(&frozen, "3/4: no side has 5 of 7");
     let took_3_4 = net.heal_and_time("n7-split-3/4");
     net.wait_commits(&all, 2, Duration::from_secs(30), "after the 3/4 heal");
 
