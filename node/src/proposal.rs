@@ -22,14 +22,15 @@
 //! A backup that lacks transfers usually has them on the way: the primary
 //! proposes what its clients just sent it, and the gossip of those transfers is
 //! still being verified at the backup. So it waits [`WANT_DELAY`] for its own
-//! gossip before it asks the primary, and fills the proposal from each gossip
-//! batch it verifies meanwhile.
+//! gossip before it asks the primary, and fills the proposal from the gossip it
+//! verifies meanwhile (once per tick; every [`WANT_RESEND`] after it asked).
 //!
 //! Everything here is bounded: relay frames to about a body, a few own proposals
 //! kept to answer wants, two answers per validator and proposal, and a few
 //! proposals waiting per sender. A waiting proposal is signed by the primary of
-//! the current or the next view, within the window; nobody else's frames can push
-//! it out.
+//! the current view, the next, or the one a view change moves to, within the
+//! window; nobody else's frames can push it out. A copy of a proposal already
+//! taken is counted without a signature check (the digest binds its content).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -413,6 +414,27 @@ impl Relay {
         if pp.seq.0 <= stands.tip || pp.seq.0 > stands.tip + 1 + stands.window {
             return Ok(Received::Ignored("compact-proposal-outside-window"));
         }
+        // A copy of a proposal already taken (the digest binds its content) costs
+        // no signature check: its want again while it waits, else a count.
+        if let Some(waiting) = self
+            .pending
+            .iter()
+            .find(|p| p.pre_prepare.body.digest == pp.digest && p.from == from)
+        {
+            return Ok(if waiting.asked.is_empty() {
+                Received::Ignored("compact-proposal-duplicate")
+            } else {
+                Received::AlreadyWaiting(waiting.want())
+            });
+        }
+        self.seen
+            .retain(|&(_, view, seq), _| view >= stands.view && seq.0 > stands.tip);
+        if let Some((digest, times)) = self.seen.get(&(from, pp.view, pp.seq))
+            && *digest == pp.digest
+            && *times >= ASSEMBLIES_PER_PROPOSAL
+        {
+            return Ok(Received::Ignored("compact-proposal-duplicate"));
+        }
         if compact.pre_prepare.verify(validators).is_err() {
             return Err(RelayError::BadSignature);
         }
@@ -437,21 +459,8 @@ impl Relay {
         if crate::block::root_of_ids(&compact.ids) != header.tx_root {
             return Err(RelayError::IdsMismatch("root differs from tx_root"));
         }
-        if let Some(waiting) = self
-            .pending
-            .iter()
-            .find(|p| p.pre_prepare.body.digest == pp.digest && p.from == from)
-        {
-            return Ok(if waiting.asked.is_empty() {
-                Received::Ignored("compact-proposal-duplicate")
-            } else {
-                Received::AlreadyWaiting(waiting.want())
-            });
-        }
         // One proposal per view and height from its primary, assembled a bounded
         // number of times: copies and conflicting proposals cost no encoding.
-        self.seen
-            .retain(|&(_, view, seq), _| view >= stands.view && seq.0 > stands.tip);
         match self.seen.get_mut(&(from, pp.view, pp.seq)) {
             Some((digest, _)) if *digest != pp.digest => return Err(RelayError::Equivocation),
             Some((_, times)) if *times >= ASSEMBLIES_PER_PROPOSAL => {
@@ -703,7 +712,7 @@ mod tests {
     use crate::block::{Block, Position};
     use crate::ledger::{Transfer, verify_batch};
     use mosaic_consensus::messages::Body;
-    use mosaic_crypto::{ChainId, Keypair};
+    use mosaic_crypto::{ChainId, Keypair, Signature};
     use std::collections::HashMap;
 
     fn chain() -> ChainId {
@@ -798,6 +807,18 @@ mod tests {
         txs.iter().map(|t| (t.hash(), t.clone())).collect()
     }
 
+    /// `compact` from `from`, received at `at` by a node that `stands()`, whose
+    /// mempool is `pool`.
+    fn offer(
+        relay: &mut Relay,
+        from: ReplicaId,
+        compact: Compact,
+        at: Instant,
+        lookup: impl Fn(&TxHash) -> Option<VerifiedTransfer>,
+    ) -> Result<Received, RelayError> {
+        relay.receive(from, compact, (stands(), at), &validators(), lookup)
+    }
+
     fn verified(supply: &Supply) -> Vec<VerifiedTransfer> {
         verify_batch(supply.txs.clone(), &chain())
             .into_iter()
@@ -888,11 +909,11 @@ mod tests {
         let v = validators();
         let mut relay = Relay::new(4);
         let all = pool(&txs);
-        match relay.receive(
+        match offer(
+            &mut relay,
             ReplicaId(1),
             compact.clone(),
-            (stands(), Instant::now()),
-            &v,
+            Instant::now(),
             |id| all.get(id).cloned(),
         ) {
             Ok(Received::Complete(a)) => assert_eq!(a.txs, txs),
@@ -900,13 +921,9 @@ mod tests {
         }
         let some = pool(&[txs[0].clone(), txs[2].clone(), txs[3].clone()]);
         let arrived = Instant::now();
-        match relay.receive(
-            ReplicaId(1),
-            compact.clone(),
-            (stands(), arrived),
-            &v,
-            |id| some.get(id).cloned(),
-        ) {
+        match offer(&mut relay, ReplicaId(1), compact.clone(), arrived, |id| {
+            some.get(id).cloned()
+        }) {
             Ok(Received::Missing(3)) => {}
             other => panic!("expected three missing, got {other:?}"),
         }
@@ -929,11 +946,11 @@ mod tests {
         assert_eq!(to, ReplicaId(1));
         assert_eq!(want.indexes, vec![1, 4, 5]);
         assert!(relay.due(arrived + WANT_DELAY * 2).is_empty(), "sent once");
-        match relay.receive(
+        match offer(
+            &mut relay,
             ReplicaId(1),
             compact.clone(),
-            (stands(), Instant::now()),
-            &v,
+            Instant::now(),
             |id| some.get(id).cloned(),
         ) {
             Ok(Received::AlreadyWaiting(again)) => assert_eq!(again, want, "asked again"),
@@ -985,17 +1002,12 @@ mod tests {
         let txs = transfers(3);
         let mut compact = proposal(&txs);
         compact.signatures[1] = Hash::of(b"the primary's other signature");
-        let v = validators();
         let all = pool(&txs);
         let mut relay = Relay::new(4);
         let arrived = Instant::now();
-        match relay.receive(
-            ReplicaId(1),
-            compact.clone(),
-            (stands(), arrived),
-            &v,
-            |id| all.get(id).cloned(),
-        ) {
+        match offer(&mut relay, ReplicaId(1), compact.clone(), arrived, |id| {
+            all.get(id).cloned()
+        }) {
             Ok(Received::Missing(1)) => {}
             other => panic!("expected the other version missing, got {other:?}"),
         }
@@ -1024,7 +1036,6 @@ mod tests {
     fn proposals_that_do_not_match_their_pre_prepare_are_refused() {
         let txs = transfers(3);
         let compact = proposal(&txs);
-        let v = validators();
         let all = pool(&txs);
         let mut relay = Relay::new(4);
         let mut cases: Vec<(RelayError, ReplicaId, Compact)> =
@@ -1066,11 +1077,10 @@ mod tests {
         ));
         for (expected, from, c) in cases {
             assert_eq!(
-                relay
-                    .receive(from, c, (stands(), Instant::now()), &v, |id| all
-                        .get(id)
-                        .cloned())
-                    .err(),
+                offer(&mut relay, from, c, Instant::now(), |id| all
+                    .get(id)
+                    .cloned())
+                .err(),
                 Some(expected.clone()),
                 "{expected:?} went unnoticed"
             );
@@ -1100,7 +1110,6 @@ mod tests {
 
     #[test]
     fn proposals_out_of_view_or_window_are_dropped_uncharged_and_not_kept() {
-        let v = validators();
         let txs = transfers(2);
         let mut relay = Relay::new(4);
         let none = |_: &TxHash| None;
@@ -1112,7 +1121,7 @@ mod tests {
         ];
         for (c, reason) in cases {
             let from = c.pre_prepare.signer;
-            match relay.receive(from, c, (stands(), Instant::now()), &v, none) {
+            match offer(&mut relay, from, c, Instant::now(), none) {
                 Ok(Received::Ignored(r)) => assert_eq!(r, reason),
                 other => panic!("expected {reason}, got {other:?}"),
             }
@@ -1122,7 +1131,7 @@ mod tests {
         for c in [proposal_at(&txs, 2, 5), proposal_at(&txs, 1, 13)] {
             let from = c.pre_prepare.signer;
             assert!(matches!(
-                relay.receive(from, c, (stands(), Instant::now()), &v, none),
+                offer(&mut relay, from, c, Instant::now(), none),
                 Ok(Received::Missing(2))
             ));
         }
@@ -1173,21 +1182,20 @@ mod tests {
 
     #[test]
     fn waiting_proposals_are_bounded_per_sender_and_forgotten_once_executed() {
-        let v = validators();
         let mut relay = Relay::new(4);
         let none = |_: &TxHash| None;
         // The primary of view 1 has one proposal waiting.
         let honest = proposal(&transfers(1));
         let honest_digest = honest.pre_prepare.body.digest;
         assert!(matches!(
-            relay.receive(ReplicaId(1), honest, (stands(), Instant::now()), &v, none),
+            offer(&mut relay, ReplicaId(1), honest, Instant::now(), none),
             Ok(Received::Missing(_))
         ));
         // The next view's primary floods the window: only its own entries make room.
         for seq in 5..=13 {
             let c = proposal_at(&transfers(seq), 2, seq);
             assert!(matches!(
-                relay.receive(ReplicaId(2), c, (stands(), Instant::now()), &v, none),
+                offer(&mut relay, ReplicaId(2), c, Instant::now(), none),
                 Ok(Received::Missing(_))
             ));
             assert!(relay.waiting() <= PENDING_PER_SENDER + 1);
@@ -1219,38 +1227,46 @@ mod tests {
         let compact = proposal(&txs);
         for _ in 0..ASSEMBLIES_PER_PROPOSAL {
             assert!(matches!(
-                relay.receive(
+                offer(
+                    &mut relay,
                     ReplicaId(1),
                     compact.clone(),
-                    (stands(), Instant::now()),
-                    &v,
+                    Instant::now(),
                     |id| all.get(id).cloned()
                 ),
                 Ok(Received::Complete(_))
             ));
         }
-        match relay.receive(
+        match offer(
+            &mut relay,
             ReplicaId(1),
             compact.clone(),
-            (stands(), Instant::now()),
-            &v,
+            Instant::now(),
             |id| all.get(id).cloned(),
         ) {
             Ok(Received::Ignored(reason)) => assert_eq!(reason, "compact-proposal-duplicate"),
             other => panic!("a third copy was taken: {other:?}"),
         }
+        // Copies past that cost no signature check (the digest binds their content).
+        let mut unchecked = compact.clone();
+        unchecked.pre_prepare.signature = Signature::from_bytes([0; 64]);
+        assert!(matches!(
+            offer(&mut relay, ReplicaId(1), unchecked, Instant::now(), |id| {
+                all.get(id).cloned()
+            }),
+            Ok(Received::Ignored("compact-proposal-duplicate"))
+        ));
         // Another block for the same view and height, signed by the same primary.
         let other = proposal(&txs[..1]);
         assert_eq!(
-            relay
-                .receive(
-                    ReplicaId(1),
-                    other.clone(),
-                    (stands(), Instant::now()),
-                    &v,
-                    |id| all.get(id).cloned()
-                )
-                .err(),
+            offer(
+                &mut relay,
+                ReplicaId(1),
+                other.clone(),
+                Instant::now(),
+                |id| all.get(id).cloned()
+            )
+            .err(),
             Some(RelayError::Equivocation)
         );
         // Once the height is executed, what was seen there is forgotten.
@@ -1267,14 +1283,13 @@ mod tests {
 
     #[test]
     fn gossip_that_arrives_in_time_completes_a_proposal_without_a_want() {
-        let v = validators();
         let txs = transfers(4);
         let compact = proposal(&txs);
         let mut relay = Relay::new(4);
         let early = pool(&txs[..1]);
         let arrived = Instant::now();
         assert!(matches!(
-            relay.receive(ReplicaId(1), compact, (stands(), arrived), &v, |id| early
+            offer(&mut relay, ReplicaId(1), compact, arrived, |id| early
                 .get(id)
                 .cloned()),
             Ok(Received::Missing(3))
@@ -1316,12 +1331,11 @@ mod tests {
 
     #[test]
     fn a_want_is_sent_again_without_a_supply_and_an_answer_to_an_older_one_is_unwanted() {
-        let v = validators();
         let mut relay = Relay::new(4);
         let c = made_up(1, 5, 3);
         let t = Instant::now();
         assert!(matches!(
-            relay.receive(ReplicaId(1), c.clone(), (stands(), t), &v, |_| None),
+            offer(&mut relay, ReplicaId(1), c.clone(), t, |_| None),
             Ok(Received::Missing(3))
         ));
         let first = relay.due(t + WANT_DELAY);
@@ -1356,13 +1370,12 @@ mod tests {
 
     #[test]
     fn a_proposal_that_asked_is_still_completed_by_gossip_at_the_resend_period() {
-        let v = validators();
         let txs = transfers(3);
         let compact = proposal(&txs);
         let mut relay = Relay::new(4);
         let t = Instant::now();
         assert!(matches!(
-            relay.receive(ReplicaId(1), compact, (stands(), t), &v, |_| None),
+            offer(&mut relay, ReplicaId(1), compact, t, |_| None),
             Ok(Received::Missing(3))
         ));
         let asked = t + WANT_DELAY;
@@ -1383,30 +1396,29 @@ mod tests {
 
     #[test]
     fn one_sender_waits_for_two_maximal_blocks_of_ids_at_most() {
-        let v = validators();
         let mut relay = Relay::new(4);
         let t = Instant::now();
         let half = IDS_MAX;
         let first = made_up(1, 5, half);
         let first_digest = first.pre_prepare.body.digest;
         assert!(matches!(
-            relay.receive(ReplicaId(1), first, (stands(), t), &v, |_| None),
+            offer(&mut relay, ReplicaId(1), first, t, |_| None),
             Ok(Received::Missing(_))
         ));
         let other = made_up(2, 5, 10);
         assert!(matches!(
-            relay.receive(ReplicaId(2), other, (stands(), t), &v, |_| None),
+            offer(&mut relay, ReplicaId(2), other, t, |_| None),
             Ok(Received::Missing(10))
         ));
         let second = made_up(1, 6, half);
         assert!(matches!(
-            relay.receive(ReplicaId(1), second, (stands(), t), &v, |_| None),
+            offer(&mut relay, ReplicaId(1), second, t, |_| None),
             Ok(Received::Missing(_))
         ));
         assert_eq!(relay.waiting(), 3, "a proposal and the next one wait");
         let third = made_up(1, 7, half);
         assert!(matches!(
-            relay.receive(ReplicaId(1), third, (stands(), t), &v, |_| None),
+            offer(&mut relay, ReplicaId(1), third, t, |_| None),
             Ok(Received::Missing(_))
         ));
         assert_eq!(relay.waiting(), 3, "the sender's oldest proposal made room");
@@ -1446,7 +1458,6 @@ mod tests {
         ) {
             let txs = transfers(4);
             let compact = proposal(&txs);
-            let v = validators();
             let pool: HashMap<TxHash, VerifiedTransfer> = txs
                 .iter()
                 .zip(&pooled)
@@ -1471,7 +1482,7 @@ mod tests {
             let mut relay = Relay::new(4);
             let assembly = match decode_frame(&frame, 1 << 20) {
                 Ok(Frame::Proposal(c)) => {
-                    match relay.receive(ReplicaId(1), *c, (stands(), Instant::now()), &v, |id| pool.get(id).cloned()) {
+                    match offer(&mut relay, ReplicaId(1), *c, Instant::now(), |id| pool.get(id).cloned()) {
                         Ok(Received::Complete(a)) => Some(*a),
                         Ok(Received::Missing(_)) => {
                             let due = relay.due(Instant::now() + WANT_DELAY);

@@ -1347,9 +1347,7 @@ impl EventLoop {
             Ok(Received::Missing(_)) => Ok(()),
             Ok(Received::AlreadyWaiting(want)) => {
                 self.metrics.rejected("compact-proposal-duplicate", 1);
-                if let Ok(bytes) = proposal::want_frame(&want) {
-                    self.links.send(from.0 as usize, Arc::new(bytes));
-                }
+                self.send_want(from, &want);
                 Ok(())
             }
             Ok(Received::Ignored(reason)) => {
@@ -2420,11 +2418,16 @@ impl EventLoop {
         }
         self.relay.forget_views_before(self.replica.view());
         for (to, want) in self.relay.due(Instant::now()) {
-            if let Ok(bytes) = proposal::want_frame(&want) {
-                self.links.send(to.0 as usize, Arc::new(bytes));
-            }
+            self.send_want(to, &want);
         }
         Ok(())
+    }
+
+    /// Asks validator `to`, the primary of a waiting proposal, for its transfers.
+    fn send_want(&self, to: ReplicaId, want: &proposal::Want) {
+        if let Ok(bytes) = proposal::want_frame(want) {
+            self.links.send(to.0 as usize, Arc::new(bytes));
+        }
     }
 
     /// Tells consensus whether transactions are waiting (arms the view-change timer
