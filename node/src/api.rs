@@ -329,19 +329,18 @@ fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Val
 async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, Value)> {
     let hashes: Vec<Hash> = txs.iter().map(SignedTransfer::hash).collect();
     let refused = {
+        let verifying = state.verify_backlog.load(Ordering::Relaxed) + state.signatures.waiting();
         let mut shared = lock(&state.shared);
-        shared
-            .mempool
-            .refusal(state.verify_backlog.load(Ordering::Relaxed) + state.signatures.waiting())
-            .or_else(|| {
-                shared.backlog.refusal(std::time::Instant::now()).map(|o| {
-                    MempoolError::Overloaded {
-                        queued: o.queued,
-                        limit: o.limit,
-                        rate: o.rate as u64,
-                    }
+        shared.mempool.refusal(verifying).or_else(|| {
+            shared
+                .backlog
+                .refusal(std::time::Instant::now(), verifying)
+                .map(|o| MempoolError::Overloaded {
+                    queued: o.queued,
+                    limit: o.limit,
+                    rate: o.rate as u64,
                 })
-            })
+        })
     };
     if let Some(MempoolError::Overloaded { .. }) = &refused {
         state.metrics.submissions_shed.inc_by(txs.len() as u64);

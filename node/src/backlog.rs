@@ -6,6 +6,11 @@
 //! queued: a transfer that is admitted waits at most about `seconds_max` of commits
 //! before its block, and latency under overload stays near latency at capacity.
 //!
+//! Transfers still waiting for their signature check (gossip from the other
+//! validators, submissions in the checking queue) count too: under overload that
+//! queue is where work piles up first, and each of them becomes ready work once
+//! checked, so a bound on the pool alone would still let latency grow there.
+//!
 //! Only transfers that are ready count. A client that sends nonces with gaps (which
 //! no block can take until the gap is filled) fills the pool's own limits, not this
 //! one, so it cannot make the node refuse everyone else's executable transfers.
@@ -28,7 +33,8 @@ const SAMPLES_MAX: usize = 4_096;
 /// Why a submission is shed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Overloaded {
-    /// Ready transfers queued (including those admitted since the last block).
+    /// Ready transfers queued (including those admitted since the last block) and
+    /// transfers waiting for their signature check.
     pub queued: usize,
     /// The bound.
     pub limit: usize,
@@ -107,12 +113,16 @@ impl Backlog {
         (by_rate as usize).max(self.floor)
     }
 
-    /// Whether a submission at `now` is shed, and why.
-    pub fn refusal(&mut self, now: Instant) -> Option<Overloaded> {
+    /// Whether a submission at `now` is shed, and why, with `verifying` transfers
+    /// waiting for their signature check.
+    pub fn refusal(&mut self, now: Instant, verifying: usize) -> Option<Overloaded> {
         if self.seconds_max == 0.0 {
             return None;
         }
-        let queued = self.ready.saturating_add(self.admitted_since);
+        let queued = self
+            .ready
+            .saturating_add(self.admitted_since)
+            .saturating_add(verifying);
         let limit = self.limit(now);
         (queued >= limit).then(|| Overloaded {
             queued,
@@ -130,11 +140,11 @@ mod tests {
     fn an_idle_chain_takes_the_floor_and_no_more() {
         let now = Instant::now();
         let mut b = Backlog::new(1.0, 100);
-        assert_eq!(b.refusal(now), None);
+        assert_eq!(b.refusal(now, 0), None);
         b.admitted(99);
-        assert_eq!(b.refusal(now), None);
+        assert_eq!(b.refusal(now, 0), None);
         b.admitted(1);
-        let shed = b.refusal(now).unwrap();
+        let shed = b.refusal(now, 0).unwrap();
         assert_eq!((shed.queued, shed.limit), (100, 100));
     }
 
@@ -150,12 +160,12 @@ mod tests {
         assert_eq!(b.rate(now), 5_000.0);
         assert_eq!(b.limit(now), 5_000);
         b.admitted(3_999);
-        assert_eq!(b.refusal(now), None);
+        assert_eq!(b.refusal(now, 0), None);
         b.admitted(1);
-        assert_eq!(b.refusal(now).map(|o| o.queued), Some(5_000));
+        assert_eq!(b.refusal(now, 0).map(|o| o.queued), Some(5_000));
         // A block resets what was admitted since to what is ready after it.
         b.executed(now, 2_000, 500);
-        assert_eq!(b.refusal(now), None);
+        assert_eq!(b.refusal(now, 0), None);
     }
 
     #[test]
@@ -169,9 +179,23 @@ mod tests {
         assert_eq!(b.rate(later), 0.0);
         assert_eq!(b.limit(later), 100);
         assert!(
-            b.refusal(later).is_some(),
+            b.refusal(later, 0).is_some(),
             "5,000 ready against a floor of 100"
         );
+    }
+
+    #[test]
+    fn transfers_waiting_for_their_check_count_as_queued() {
+        let now = Instant::now();
+        let mut b = Backlog::new(1.0, 100);
+        b.admitted(40);
+        assert_eq!(b.refusal(now, 59), None);
+        let shed = b.refusal(now, 60).unwrap();
+        assert_eq!((shed.queued, shed.limit), (100, 100));
+        // Once checked they are ready work in the next block's count instead.
+        b.executed(now, 0, 50);
+        assert_eq!(b.refusal(now, 49), None);
+        assert!(b.refusal(now, 50).is_some());
     }
 
     #[test]
@@ -179,7 +203,7 @@ mod tests {
         let now = Instant::now();
         let mut b = Backlog::new(0.0, 1);
         b.admitted(1_000_000);
-        assert_eq!(b.refusal(now), None);
+        assert_eq!(b.refusal(now, 1_000_000), None);
     }
 
     #[test]
