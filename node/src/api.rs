@@ -313,6 +313,7 @@ fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Val
                 | MempoolError::Expired { .. }
                 | MempoolError::ValidTooLong { .. } => StatusCode::BAD_REQUEST,
                 MempoolError::Full { .. }
+                | MempoolError::Gapped { .. }
                 | MempoolError::Busy { .. }
                 | MempoolError::Overloaded { .. }
                 | MempoolError::Log(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -591,7 +591,7 @@ impl Chain {
             ..
         } = &mut *shared;
         mempool.remove_committed(height, verified.iter(), ledger);
-        let ready = mempool.ready_count(|k| ledger.account(k).nonce);
+        let ready = mempool.ready_at_block();
         backlog.executed(std::time::Instant::now(), verified.len(), ready);
         let failed = verified.len() - applied;
         Ok(Executed {

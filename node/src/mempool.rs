@@ -7,6 +7,12 @@
 //!   transactions contiguously from its next nonce, round-robin over senders.
 //! - Bounded in count and bytes ("mempool full" is an answer, not a crash); refuses
 //!   duplicates, stale nonces, nonces too far ahead, and transactions it saw committed.
+//! - Transfers behind a gap in their sender's nonces (which no block can take until
+//!   the gap is filled) hold at most a quarter of the pool ([`Mempool::gapped_max`]).
+//!   Without that share, a client that sends nonces out of order, or a spammer with
+//!   a few keys and far-ahead nonces, fills the pool with transfers that cannot
+//!   commit, and the full pool then refuses the very transfers that would fill the
+//!   gaps: blocks go empty and stay empty.
 //! - Expiry: a transaction is admitted only while `valid_until` lies after the tip and
 //!   at most [`MempoolConfig::valid_for_max`] heights ahead of it; once the tip reaches
 //!   its `valid_until` it can no longer be included, so it is dropped. A bounded memory
@@ -113,6 +119,19 @@ pub enum MempoolError {
         nonce: u64,
         /// The pending transaction's id.
         pending: TxHash,
+    },
+    /// Behind a gap in the sender's nonces, and the pool's share for such transfers
+    /// is taken: the earlier nonces must come first.
+    #[error(
+        "nonce {got} waits behind a gap (the account's next nonce is {next} and the nonces between are not pending here), and the pool's room for such transfers is full ({held}); send nonce {next} and the ones after it first"
+    )]
+    Gapped {
+        /// The account's next nonce.
+        next: u64,
+        /// The transaction's nonce.
+        got: u64,
+        /// Transfers behind gaps held.
+        held: usize,
     },
     /// More work is queued than the validators commit in the configured time
     /// (`mempool.backlog_ms_max`): shed at the door rather than queued.
@@ -330,6 +349,14 @@ pub struct Mempool {
     /// Transactions of blocks whose signatures this node had not checked before the
     /// block carried them, since the last [`Mempool::take_unchecked_in_blocks`].
     unchecked_in_blocks: u64,
+    /// Entries behind a gap in their sender's nonces: counted exactly after each
+    /// executed block, and raised by each such admission since. A later admission
+    /// that fills a gap is not subtracted until the next block, so the count is
+    /// never below the truth and the share it bounds is never exceeded.
+    gapped: usize,
+    /// Entries a block could take when the last block executed (see
+    /// [`Mempool::ready_count`]).
+    ready_at_block: usize,
 }
 
 fn encoded_len(tx: &SignedTransfer) -> usize {
@@ -357,7 +384,46 @@ impl Mempool {
             reserved: HashMap::new(),
             reserved_nonces: HashMap::new(),
             reserved_bytes: 0,
+            gapped: 0,
+            ready_at_block: 0,
         }
+    }
+
+    /// The most entries behind nonce gaps the pool holds: a quarter of its count
+    /// limit, so three quarters stay for transfers blocks can take.
+    pub fn gapped_max(&self) -> usize {
+        (self.config.count_max / 4).max(1)
+    }
+
+    /// Entries behind nonce gaps, as counted for [`Mempool::gapped_max`] (at least
+    /// the true number).
+    pub fn gapped(&self) -> usize {
+        self.gapped
+    }
+
+    /// Entries blocks could take one after another when the last block executed.
+    pub fn ready_at_block(&self) -> usize {
+        self.ready_at_block
+    }
+
+    /// Whether a transfer of `sender` with `nonce` would be next in line once
+    /// admitted: its nonce is the account's `next`, or the nonce before it is
+    /// pending (or being logged) and itself next in line. Costs at most the
+    /// distance to `next`, which admission bounds by `nonce_ahead_max`.
+    fn in_line(&self, sender: &PublicKey, nonce: u64, next: u64) -> bool {
+        if nonce <= next {
+            return nonce == next;
+        }
+        // A reservation is the one in-flight write of its sender's nonce: the run
+        // below it is judged as if it were pending.
+        let mut before = nonce - 1;
+        while self.reserved_nonces.contains_key(&(*sender, before)) {
+            if before == next {
+                return true;
+            }
+            before -= 1;
+        }
+        self.is_ready(sender, before, next)
     }
 
     /// The height admission and expiry are relative to.
@@ -717,6 +783,13 @@ impl Mempool {
                 pending: *pending,
             });
         }
+        if self.gapped >= self.gapped_max() && !self.in_line(&t.from, t.nonce, next) {
+            return Err(MempoolError::Gapped {
+                next,
+                got: t.nonce,
+                held: self.gapped,
+            });
+        }
         let bytes = encoded_len(tx.signed());
         // A transfer's own reservation is the room it takes, not room taken from it.
         let (own_count, own_bytes) = self
@@ -740,6 +813,9 @@ impl Mempool {
         self.admissible(&tx, ledger)?;
         let hash = tx.hash();
         let t = tx.transfer();
+        if !self.in_line(&t.from, t.nonce, ledger.account(&t.from).nonce) {
+            self.gapped += 1;
+        }
         let bytes = encoded_len(tx.signed());
         self.by_sender
             .entry(t.from)
@@ -933,6 +1009,8 @@ impl Mempool {
                 },
             );
         }
+        self.ready_at_block = self.ready_count(|k| ledger.account(k).nonce);
+        self.gapped = self.entries.len().saturating_sub(self.ready_at_block);
     }
 
     fn remove(&mut self, hash: &TxHash) {
@@ -1138,6 +1216,77 @@ mod tests {
             p.add(other, &l),
             Err(MempoolError::NonceTaken { nonce: 0, .. })
         ));
+        p.check_invariants();
+    }
+
+    #[test]
+    fn gapped_transfers_take_at_most_a_quarter_and_never_lock_out_the_ones_that_fill_the_gaps() {
+        let l = ledger();
+        let mut p = pool(8);
+        assert_eq!(p.gapped_max(), 2);
+        // Nonces out of order: none of these can be in a block before nonce 0.
+        let gapped: Vec<_> = [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (2, 2), (2, 3)]
+            .into_iter()
+            .map(|(from, nonce)| p.add(tx(from, nonce), &l))
+            .collect();
+        assert!(gapped[..2].iter().all(Result::is_ok), "{gapped:?}");
+        for refused in &gapped[2..] {
+            assert!(
+                matches!(
+                    refused,
+                    Err(MempoolError::Gapped {
+                        next: 0,
+                        held: 2,
+                        ..
+                    })
+                ),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(p.gapped(), 2);
+        // The transfers blocks can take still find room: the rest of the pool.
+        for (from, nonce) in [(1, 0), (3, 0), (4, 0), (0, 0), (3, 1), (4, 1)] {
+            assert!(p.add(tx(from, nonce), &l).is_ok(), "{from}/{nonce}");
+        }
+        assert!(matches!(
+            p.add(tx(0, 1), &l),
+            Err(MempoolError::Full { .. })
+        ));
+        assert_eq!(p.ready_count(|k| l.account(k).nonce), 8);
+        p.check_invariants();
+        // A block recounts: sender 1's 1 and 2 are in line behind its 0 now.
+        let block = vec![p.verified(&tx(0, 0).hash()).unwrap()];
+        p.remove_committed(1, &block, &l);
+        assert_eq!((p.gapped(), p.ready_at_block()), (0, 7));
+        assert!(p.add(tx(2, 2), &l).is_ok());
+        assert_eq!(p.gapped(), 1);
+        p.check_invariants();
+    }
+
+    #[test]
+    fn a_transfer_behind_a_reserved_nonce_is_in_line() {
+        let l = ledger();
+        let mut p = pool(8);
+        let verify = |t: SignedTransfer| t.verify(&chain()).unwrap();
+        for nonce in [4, 5] {
+            assert!(p.add(tx(1, nonce), &l).is_ok());
+        }
+        assert!(matches!(
+            p.add(tx(2, 1), &l),
+            Err(MempoolError::Gapped { .. })
+        ));
+        // Nonces 0 and 1 on their way to the log: 1 and 2 behind them are in line,
+        // 3 (with 2 neither pending nor reserved) is not.
+        p.reserve(&verify(tx(2, 0)), &l).unwrap();
+        p.reserve(&verify(tx(2, 1)), &l).unwrap();
+        p.reserve(&verify(tx(2, 2)), &l).unwrap();
+        p.release(&[tx(2, 2).hash()]);
+        assert!(matches!(
+            p.add(tx(2, 3), &l),
+            Err(MempoolError::Gapped { .. })
+        ));
+        assert!(p.add(tx(2, 2), &l).is_ok());
+        assert_eq!(p.gapped(), 2, "2 is in line behind the reservations");
         p.check_invariants();
     }
 
