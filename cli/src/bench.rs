@@ -137,10 +137,9 @@ pub fn sweep(options: &BenchOptions, quiet: bool) -> Result<Value> {
 struct Submitted<'a> {
     /// When the batch was first offered.
     offered: Instant,
-    /// When the attempt that admitted it was sent (the last one).
-    admitted: Instant,
-    /// Transfers accepted (202, or already pending) by the last attempt.
-    accepted: usize,
+    /// Per transfer (aligned with `hashes`), when the attempt that admitted it was
+    /// sent; `None` if no attempt before the end did.
+    admitted: Vec<Option<Instant>>,
     /// Transfer refusals over all attempts (shed, full, busy).
     refused: usize,
     hashes: &'a [String],
@@ -153,6 +152,16 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 struct Batch {
     body: Vec<u8>,
     hashes: Vec<String>,
+    /// The transfers, to send again those a node refused.
+    txs: Vec<SignedTransfer>,
+}
+
+/// The request body for `txs` in `encoding`.
+fn batch_body(txs: &[SignedTransfer], encoding: Encoding) -> Result<Vec<u8>> {
+    Ok(match encoding {
+        Encoding::Json => serde_json::to_vec(txs)?,
+        Encoding::Binary => mosaic_crypto::codec::encode(txs)?,
+    })
 }
 
 fn read_cpu_seconds(pid: u32) -> Option<f64> {
@@ -411,11 +420,9 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         .chunks(batch_size)
         .map(|chunk| -> Result<Batch> {
             Ok(Batch {
-                body: match options.encoding {
-                    Encoding::Json => serde_json::to_vec(chunk)?,
-                    Encoding::Binary => mosaic_crypto::codec::encode(chunk)?,
-                },
+                body: batch_body(chunk, options.encoding)?,
                 hashes: chunk.iter().map(|t| t.hash().to_string()).collect(),
+                txs: chunk.to_vec(),
             })
         })
         .collect::<Result<_>>()?;
@@ -473,42 +480,60 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
                             next += interval;
                         }
                         let offered = Instant::now();
-                        let mut accepted = 0;
+                        let mut admitted: Vec<Option<Instant>> = vec![None; batch.hashes.len()];
                         let mut refused = 0;
-                        // A refused batch is sent again (its senders' later nonces
-                        // would wait behind it otherwise) after a pause: the node
-                        // sheds what it cannot commit soon, and asks for one.
-                        let admitted = loop {
+                        // What a node refused (shed, full, busy) is sent again after a
+                        // pause, and only that: a transfer already admitted may commit
+                        // meanwhile, and sending it again would be refused for good.
+                        // Its senders' later nonces would wait behind it otherwise.
+                        let mut waiting: Vec<usize> = (0..batch.hashes.len()).collect();
+                        let mut resend: Option<Vec<u8>> = None;
+                        loop {
+                            let body = resend.as_deref().unwrap_or(&batch.body);
                             let sent = Instant::now();
                             let answer = match options.encoding {
                                 Encoding::Json => {
-                                    client.post_json_bytes("/v1/transactions/batch", &batch.body)
+                                    client.post_json_bytes("/v1/transactions/batch", body)
                                 }
                                 Encoding::Binary => {
-                                    client.post_binary("/v1/transactions/batch", &batch.body)
+                                    client.post_binary("/v1/transactions/batch", body)
                                 }
                             };
-                            match answer {
-                                Ok((200, answer)) => {
-                                    accepted = answer["accepted"].as_u64().unwrap_or(0) as usize;
-                                    refused += batch.hashes.len().saturating_sub(accepted);
-                                    if accepted == batch.hashes.len() || Instant::now() >= end {
-                                        break sent;
-                                    }
-                                }
-                                _ => {
-                                    refused += batch.hashes.len();
-                                    if Instant::now() >= end {
-                                        break sent;
-                                    }
-                                }
+                            let results = match &answer {
+                                Ok((200, answer)) => answer["results"].as_array(),
+                                _ => None,
+                            };
+                            let still: Vec<usize> = match results {
+                                Some(results) if results.len() == waiting.len() => waiting
+                                    .iter()
+                                    .zip(results)
+                                    .filter_map(|(&i, result)| {
+                                        if result["status"] == "pending" {
+                                            admitted[i] = Some(sent);
+                                            None
+                                        } else {
+                                            Some(i)
+                                        }
+                                    })
+                                    .collect(),
+                                _ => waiting.clone(),
+                            };
+                            refused += still.len();
+                            waiting = still;
+                            if waiting.is_empty() || Instant::now() >= end {
+                                break;
                             }
                             std::thread::sleep(RETRY_PAUSE);
-                        };
+                            let again: Vec<SignedTransfer> =
+                                waiting.iter().map(|&i| batch.txs[i].clone()).collect();
+                            match batch_body(&again, options.encoding) {
+                                Ok(body) => resend = Some(body),
+                                Err(_) => break,
+                            }
+                        }
                         out.push(Submitted {
                             offered,
                             admitted,
-                            accepted,
                             refused,
                             hashes: &batch.hashes,
                         });
@@ -553,8 +578,10 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
     // block was seen.
     let mut submit_time: HashMap<&str, (Instant, Instant)> = HashMap::new();
     for s in &submitted {
-        for h in s.hashes {
-            submit_time.insert(h.as_str(), (s.offered, s.admitted));
+        for (h, admitted) in s.hashes.iter().zip(&s.admitted) {
+            if let Some(admitted) = admitted {
+                submit_time.insert(h.as_str(), (s.offered, *admitted));
+            }
         }
     }
     let warm = start + Duration::from_secs(options.warmup);
@@ -591,7 +618,10 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
     let window = options.duration as f64;
     let tps = committed_in_window as f64 / window;
     let offered: usize = submitted.iter().map(|s| s.hashes.len()).sum();
-    let admitted: usize = submitted.iter().map(|s| s.accepted).sum();
+    let admitted: usize = submitted
+        .iter()
+        .map(|s| s.admitted.iter().flatten().count())
+        .sum();
     let refused: usize = submitted.iter().map(|s| s.refused).sum();
     let full_replication = committed_body_bytes.max(1) as f64;
     Ok(json!({
