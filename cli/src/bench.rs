@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use mosaic_crypto::{ChainId, Keypair, keyfile};
+use mosaic_crypto::{ChainId, Keypair, PublicKey, keyfile};
 use mosaic_node::config::NodeConfig;
 use mosaic_node::ledger::{SignedTransfer, Transfer};
 use serde_json::{Value, json};
@@ -414,19 +414,48 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         Some(rate) => ((rate / n as u64 / 20) as usize).clamp(1, options.batch),
         None => options.batch,
     };
+    // Submitters: `connections` threads per node, each paced at its share.
+    let honest: Vec<&testnet::NodeEntry> = file
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !options.maverick.iter().any(|(m, _)| m == i))
+        .map(|(_, node)| node)
+        .collect();
+    let submitters = honest.len() * usize::from(options.connections);
+    // Each submitter owns the accounts j with j mod submitters = its number: one
+    // account's transfers go out in nonce order through one connection, and a
+    // refused batch holds back only its own accounts' later nonces, as a wallet
+    // waits for its transfer to be taken before it sends the next one. (Dealt
+    // across submitters, a refused nonce would be overtaken by the next ones, which
+    // then wait behind the gap in the pool.)
+    let owner: HashMap<PublicKey, usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(j, key)| (key.public(), j % submitters.max(1)))
+        .collect();
+    let mut owned: Vec<Vec<SignedTransfer>> = vec![Vec::new(); submitters.max(1)];
+    for tx in txs {
+        let t = owner.get(&tx.transfer.from).copied().unwrap_or(0);
+        owned[t].push(tx);
+    }
     // Request bodies and ids are made before the clock starts, like the signatures:
     // the client's JSON encoding would otherwise take CPU from the nodes it measures.
-    let batches: Vec<Batch> = txs
-        .chunks(batch_size)
-        .map(|chunk| -> Result<Batch> {
-            Ok(Batch {
-                body: batch_body(chunk, options.encoding)?,
-                hashes: chunk.iter().map(|t| t.hash().to_string()).collect(),
-                txs: chunk.to_vec(),
-            })
+    let per_submitter: Vec<Vec<Batch>> = owned
+        .iter()
+        .map(|txs| {
+            txs.chunks(batch_size)
+                .map(|chunk| -> Result<Batch> {
+                    Ok(Batch {
+                        body: batch_body(chunk, options.encoding)?,
+                        hashes: chunk.iter().map(|t| t.hash().to_string()).collect(),
+                        txs: chunk.to_vec(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<_>>()?;
-    drop(txs);
+    drop(owned);
 
     let pids: Vec<u32> = (0..n)
         .filter_map(|i| testnet::running_pid(dir, i))
@@ -442,25 +471,12 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let end = start + Duration::from_secs(total_seconds);
-    // Submitters: `connections` threads per node, batches dealt round-robin over
-    // all of them (submitter t sends to node t mod n), each paced at its share.
-    let honest: Vec<&testnet::NodeEntry> = file
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !options.maverick.iter().any(|(m, _)| m == i))
-        .map(|(_, node)| node)
-        .collect();
-    let submitters = honest.len() * usize::from(options.connections);
-    let per_submitter: Vec<Vec<&Batch>> = (0..submitters)
-        .map(|t| batches.iter().skip(t).step_by(submitters).collect())
-        .collect();
     let interval = options
         .rate
         .map(|r| Duration::from_secs_f64(batch_size as f64 * submitters as f64 / r as f64));
     let (submitted, observed): (Vec<Submitted>, Vec<SeenBlock>) = std::thread::scope(|scope| {
         let handles: Vec<_> = per_submitter
-            .into_iter()
+            .iter()
             .zip(honest.iter().cycle())
             .map(|(batches, node)| {
                 let stop = stop.clone();
