@@ -32,7 +32,7 @@
 //! bytes_max = 67108864
 //! valid_for_max = 100000     # how far past the tip a transfer's valid_until may be
 //! log_bytes_max = 268435456  # the mempool log's bound on disk (data_dir/mempool-log)
-//! backlog_ms_max = 1000      # submissions shed (503) past about this much queued work (0: never)
+//! backlog_ms_max = 300       # submissions shed (503) past about this much queued work (0: never)
 //!
 //! [connections]
 //! incoming_max = 256
@@ -347,7 +347,7 @@ impl Default for MempoolLimits {
             bytes_max: 64 * 1024 * 1024,
             valid_for_max: crate::mempool::VALID_FOR_MAX,
             log_bytes_max: 256 * 1024 * 1024,
-            backlog_ms_max: 1_000,
+            backlog_ms_max: 300,
         }
     }
 }
