@@ -78,6 +78,11 @@ pub struct BenchOptions {
     /// submissions (0: never shed; default: the node's own setting).
     #[arg(long)]
     pub backlog_ms: Option<u64>,
+    /// The validators' `batching.delay_ms`: how long a primary waits for more
+    /// transfers before it proposes a block that is not full (default: the node's
+    /// own setting).
+    #[arg(long)]
+    pub delay_ms: Option<u64>,
     /// How batches are sent: `binary` (the canonical encoding, as
     /// `application/octet-stream`) or `json`.
     #[arg(long, value_enum, default_value_t = Encoding::Binary)]
@@ -327,6 +332,9 @@ pub fn run(options: &BenchOptions, quiet: bool) -> Result<Value> {
         }
         if let Some(ms) = options.backlog_ms {
             config.mempool.backlog_ms_max = ms;
+        }
+        if let Some(ms) = options.delay_ms {
+            config.batching.delay_ms = ms;
         }
         fs::write(&path, config.to_toml()?)?;
     }
@@ -648,6 +656,7 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         "offered_rate": options.rate,
         "connections_per_node": options.connections,
         "backlog_ms_max": options.backlog_ms,
+        "delay_ms": options.delay_ms,
         "encoding": match options.encoding { Encoding::Binary => "binary", Encoding::Json => "json" },
         "submitted": offered,
         "admitted": admitted,
