@@ -676,7 +676,7 @@ impl Mempool {
             r.holders += 1;
             return Ok(());
         }
-        self.admissible(tx, ledger)?;
+        self.admissible(tx, ledger, true)?;
         let t = tx.transfer();
         let bytes = encoded_len(tx.signed());
         self.reserved.insert(
@@ -742,7 +742,17 @@ impl Mempool {
 
     /// The admission rules that depend on the pool's state and the ledger, not on
     /// whether the transaction is already known.
-    fn admissible(&self, tx: &VerifiedTransfer, ledger: &Ledger) -> Result<(), MempoolError> {
+    /// `gap_share`: whether the share of transfers behind nonce gaps applies. It
+    /// applies to new arrivals (gossip, a submission's reservation), not to a
+    /// transfer already in the mempool log: its reservation passed it, or a
+    /// restart reads back what was answered 202, and that must not be refused for
+    /// a share that the counting since the restart fills differently.
+    fn admissible(
+        &self,
+        tx: &VerifiedTransfer,
+        ledger: &Ledger,
+        gap_share: bool,
+    ) -> Result<(), MempoolError> {
         let t = tx.transfer();
         if t.valid_until <= self.tip {
             return Err(MempoolError::Expired {
@@ -783,7 +793,7 @@ impl Mempool {
                 pending: *pending,
             });
         }
-        if self.gapped >= self.gapped_max() && !self.in_line(&t.from, t.nonce, next) {
+        if gap_share && self.gapped >= self.gapped_max() && !self.in_line(&t.from, t.nonce, next) {
             return Err(MempoolError::Gapped {
                 next,
                 got: t.nonce,
@@ -810,7 +820,7 @@ impl Mempool {
         ledger: &Ledger,
         logged: bool,
     ) -> Result<TxHash, MempoolError> {
-        self.admissible(&tx, ledger)?;
+        self.admissible(&tx, ledger, !logged)?;
         let hash = tx.hash();
         let t = tx.transfer();
         if !self.in_line(&t.from, t.nonce, ledger.account(&t.from).nonce) {
@@ -1260,6 +1270,27 @@ mod tests {
         assert_eq!((p.gapped(), p.ready_at_block()), (0, 7));
         assert!(p.add(tx(2, 2), &l).is_ok());
         assert_eq!(p.gapped(), 1);
+        p.check_invariants();
+    }
+
+    #[test]
+    fn logged_transfers_are_taken_back_past_the_gapped_share() {
+        // What a restart reads back from the mempool log was answered 202: the
+        // share for gapped transfers does not refuse it.
+        let l = ledger();
+        let mut p = pool(8);
+        let verify = |t: SignedTransfer| Ok(t.verify(&chain()).unwrap());
+        let back = p.add_logged(
+            vec![verify(tx(1, 1)), verify(tx(1, 2)), verify(tx(1, 3))],
+            &l,
+        );
+        assert!(back.iter().all(Result::is_ok), "{back:?}");
+        assert_eq!(p.gapped(), 3);
+        // New arrivals still meet it.
+        assert!(matches!(
+            p.add(tx(2, 1), &l),
+            Err(MempoolError::Gapped { .. })
+        ));
         p.check_invariants();
     }
 
