@@ -308,6 +308,9 @@ struct Reservation {
     bytes: usize,
     /// Submissions of these same bytes in flight at once.
     holders: u32,
+    /// Behind a gap in its sender's nonces when reserved: it counts toward the
+    /// gapped share while its log write is in flight.
+    gapped: bool,
 }
 
 /// The pool of pending transactions.
@@ -354,6 +357,10 @@ pub struct Mempool {
     /// that fills a gap is not subtracted until the next block, so the count is
     /// never below the truth and the share it bounds is never exceeded.
     gapped: usize,
+    /// Reservations behind a gap (see [`Reservation::gapped`]): a batch of them,
+    /// or many batches at once, reserve before any is admitted, so the share
+    /// counts them too.
+    reserved_gapped: usize,
     /// Entries a block could take when the last block executed (see
     /// [`Mempool::ready_count`]).
     ready_at_block: usize,
@@ -385,6 +392,7 @@ impl Mempool {
             reserved_nonces: HashMap::new(),
             reserved_bytes: 0,
             gapped: 0,
+            reserved_gapped: 0,
             ready_at_block: 0,
         }
     }
@@ -395,10 +403,11 @@ impl Mempool {
         (self.config.count_max / 4).max(1)
     }
 
-    /// Entries behind nonce gaps, as counted for [`Mempool::gapped_max`] (at least
-    /// the true number).
+    /// Entries and reservations behind nonce gaps, as counted for
+    /// [`Mempool::gapped_max`] (at least the true number, but for reservations
+    /// given back since the last block).
     pub fn gapped(&self) -> usize {
-        self.gapped
+        self.gapped + self.reserved_gapped
     }
 
     /// Entries blocks could take one after another when the last block executed.
@@ -679,6 +688,8 @@ impl Mempool {
         self.admissible(tx, ledger, true)?;
         let t = tx.transfer();
         let bytes = encoded_len(tx.signed());
+        let gapped = !self.in_line(&t.from, t.nonce, ledger.account(&t.from).nonce);
+        self.reserved_gapped += usize::from(gapped);
         self.reserved.insert(
             hash,
             Reservation {
@@ -686,6 +697,7 @@ impl Mempool {
                 nonce: t.nonce,
                 bytes,
                 holders: 1,
+                gapped,
             },
         );
         self.reserved_nonces.insert((t.from, t.nonce), hash);
@@ -715,6 +727,7 @@ impl Mempool {
         if let Some(r) = self.reserved.remove(hash) {
             self.reserved_nonces.remove(&(r.from, r.nonce));
             self.reserved_bytes -= r.bytes;
+            self.reserved_gapped -= usize::from(r.gapped);
         }
     }
 
@@ -793,11 +806,12 @@ impl Mempool {
                 pending: *pending,
             });
         }
-        if gap_share && self.gapped >= self.gapped_max() && !self.in_line(&t.from, t.nonce, next) {
+        if gap_share && self.gapped() >= self.gapped_max() && !self.in_line(&t.from, t.nonce, next)
+        {
             return Err(MempoolError::Gapped {
                 next,
                 got: t.nonce,
-                held: self.gapped,
+                held: self.gapped(),
             });
         }
         let bytes = encoded_len(tx.signed());
@@ -1053,6 +1067,8 @@ impl Mempool {
         assert_eq!(self.reserved.len(), self.reserved_nonces.len());
         let reserved: usize = self.reserved.values().map(|r| r.bytes).sum();
         assert_eq!(reserved, self.reserved_bytes);
+        let reserved_gapped = self.reserved.values().filter(|r| r.gapped).count();
+        assert_eq!(reserved_gapped, self.reserved_gapped);
     }
 }
 
@@ -1291,6 +1307,35 @@ mod tests {
             p.add(tx(2, 1), &l),
             Err(MempoolError::Gapped { .. })
         ));
+        p.check_invariants();
+    }
+
+    #[test]
+    fn reservations_behind_gaps_count_toward_the_share() {
+        // A batch reserves all its transfers before any is admitted: gapped ones
+        // among them must meet the share, or one request could fill the pool.
+        let l = ledger();
+        let mut p = pool(8);
+        let verify = |t: SignedTransfer| t.verify(&chain()).unwrap();
+        p.reserve(&verify(tx(1, 1)), &l).unwrap();
+        p.reserve(&verify(tx(1, 2)), &l).unwrap();
+        assert_eq!(p.gapped(), 2);
+        let refused = p.reserve(&verify(tx(1, 3)), &l).unwrap_err();
+        assert!(
+            matches!(refused, MempoolError::Gapped { held: 2, .. }),
+            "{refused}"
+        );
+        assert!(matches!(
+            p.add(tx(2, 1), &l),
+            Err(MempoolError::Gapped { .. })
+        ));
+        // In line, reserved or not, still goes in.
+        p.reserve(&verify(tx(3, 0)), &l).unwrap();
+        assert!(p.add(tx(4, 0), &l).is_ok());
+        p.check_invariants();
+        // A reservation given back gives its part of the share back.
+        p.release(&[tx(1, 2).hash()]);
+        assert_eq!(p.gapped(), 1);
         p.check_invariants();
     }
 
