@@ -685,10 +685,9 @@ impl Mempool {
             r.holders += 1;
             return Ok(());
         }
-        self.admissible(tx, ledger, true)?;
+        let gapped = !self.admissible(tx, ledger, true)?;
         let t = tx.transfer();
         let bytes = encoded_len(tx.signed());
-        let gapped = !self.in_line(&t.from, t.nonce, ledger.account(&t.from).nonce);
         self.reserved_gapped += usize::from(gapped);
         self.reserved.insert(
             hash,
@@ -760,12 +759,14 @@ impl Mempool {
     /// transfer already in the mempool log: its reservation passed it, or a
     /// restart reads back what was answered 202, and that must not be refused for
     /// a share that the counting since the restart fills differently.
+    /// Returns whether the transfer is in line (see [`Mempool::in_line`]), which
+    /// decides whether it counts toward the gapped share once taken.
     fn admissible(
         &self,
         tx: &VerifiedTransfer,
         ledger: &Ledger,
         gap_share: bool,
-    ) -> Result<(), MempoolError> {
+    ) -> Result<bool, MempoolError> {
         let t = tx.transfer();
         if t.valid_until <= self.tip {
             return Err(MempoolError::Expired {
@@ -806,8 +807,8 @@ impl Mempool {
                 pending: *pending,
             });
         }
-        if gap_share && self.gapped() >= self.gapped_max() && !self.in_line(&t.from, t.nonce, next)
-        {
+        let in_line = self.in_line(&t.from, t.nonce, next);
+        if gap_share && !in_line && self.gapped() >= self.gapped_max() {
             return Err(MempoolError::Gapped {
                 next,
                 got: t.nonce,
@@ -825,7 +826,7 @@ impl Mempool {
         if count >= self.config.count_max || held + bytes > self.config.bytes_max {
             return Err(MempoolError::Full { count, bytes: held });
         }
-        Ok(())
+        Ok(in_line)
     }
 
     fn admit(
@@ -834,12 +835,10 @@ impl Mempool {
         ledger: &Ledger,
         logged: bool,
     ) -> Result<TxHash, MempoolError> {
-        self.admissible(&tx, ledger, !logged)?;
+        let in_line = self.admissible(&tx, ledger, !logged)?;
         let hash = tx.hash();
         let t = tx.transfer();
-        if !self.in_line(&t.from, t.nonce, ledger.account(&t.from).nonce) {
-            self.gapped += 1;
-        }
+        self.gapped += usize::from(!in_line);
         let bytes = encoded_len(tx.signed());
         self.by_sender
             .entry(t.from)
