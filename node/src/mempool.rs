@@ -12,7 +12,9 @@
 //!   Without that share, a client that sends nonces out of order, or a spammer with
 //!   a few keys and far-ahead nonces, fills the pool with transfers that cannot
 //!   commit, and the full pool then refuses the very transfers that would fill the
-//!   gaps: blocks go empty and stay empty.
+//!   gaps: blocks go empty and stay empty. Transfers admitted in line can fall
+//!   behind a gap later (a nonce before them fails in a block or expires): after
+//!   each block, those past the share leave, the furthest ahead first.
 //! - Expiry: a transaction is admitted only while `valid_until` lies after the tip and
 //!   at most [`MempoolConfig::valid_for_max`] heights ahead of it; once the tip reaches
 //!   its `valid_until` it can no longer be included, so it is dropped. A bounded memory
@@ -192,6 +194,16 @@ pub enum Dropped {
         /// The nonce.
         nonce: u64,
     },
+    /// It waited behind a gap in its sender's nonces (an earlier nonce never
+    /// arrived, expired or failed in a block) while such transfers held more than
+    /// their share of the pool ([`Mempool::gapped_max`]), and it was among the
+    /// furthest ahead. Only this validator let it go: another may still include it.
+    BehindGap {
+        /// Its nonce.
+        nonce: u64,
+        /// The sender's next nonce when it was dropped.
+        next_nonce: u64,
+    },
 }
 
 impl std::fmt::Display for Dropped {
@@ -207,6 +219,10 @@ impl std::fmt::Display for Dropped {
             Dropped::NonceUsed { nonce } => write!(
                 f,
                 "another transfer of the sender with nonce {nonce} committed first; this one can never commit"
+            ),
+            Dropped::BehindGap { nonce, next_nonce } => write!(
+                f,
+                "dropped from this validator's pool: its nonce {nonce} waited behind the sender's next nonce {next_nonce} while transfers behind nonce gaps held their whole share of the pool; another validator may still include it, so send the same signed transfer again once the nonces before it are in, and use the nonce for another transfer only after this one's valid_until has passed"
             ),
         }
     }
@@ -281,6 +297,11 @@ impl<K: Eq + std::hash::Hash, V> BoundedMap<K, V> {
     fn get(&self, key: &K) -> Option<&V> {
         self.current.get(key).or_else(|| self.previous.get(key))
     }
+    fn remove(&mut self, key: &K) {
+        if self.current.remove(key).is_none() {
+            self.previous.remove(key);
+        }
+    }
 }
 
 /// The key under which a checked (id, signature) pair is remembered: 32 bytes
@@ -336,7 +357,7 @@ pub struct Mempool {
     tip: u64,
     /// Logged entries that left the pool since the last [`Mempool::take_departed`].
     departed: Vec<TxHash>,
-    /// Entries dropped (expired or superseded) since the last
+    /// Entries dropped (expired, superseded or behind a gap) since the last
     /// [`Mempool::take_departed`].
     dropped_since: u64,
     /// Rounds of [`Mempool::stale`] so far.
@@ -352,10 +373,11 @@ pub struct Mempool {
     /// Transactions of blocks whose signatures this node had not checked before the
     /// block carried them, since the last [`Mempool::take_unchecked_in_blocks`].
     unchecked_in_blocks: u64,
-    /// Entries behind a gap in their sender's nonces: counted exactly after each
-    /// executed block, and raised by each such admission since. A later admission
-    /// that fills a gap is not subtracted until the next block, so the count is
-    /// never below the truth and the share it bounds is never exceeded.
+    /// Entries behind a gap in their sender's nonces: counted after each executed
+    /// block (which drops those past the share: [`Mempool::drop_gapped`]), and
+    /// raised by each such admission since. A later admission that fills a gap is
+    /// not subtracted until the next block, so between blocks the count is at
+    /// least the truth, but for entries behind a reservation given back since.
     gapped: usize,
     /// Reservations behind a gap (see [`Reservation::gapped`]): a batch of them,
     /// or many batches at once, reserve before any is admitted, so the share
@@ -416,23 +438,20 @@ impl Mempool {
     }
 
     /// Whether a transfer of `sender` with `nonce` would be next in line once
-    /// admitted: its nonce is the account's `next`, or the nonce before it is
-    /// pending (or being logged) and itself next in line. Costs at most the
-    /// distance to `next`, which admission bounds by `nonce_ahead_max`.
+    /// admitted: its nonce is the account's `next`, or every nonce from `next` up
+    /// to it is pending or reserved (a reservation is the one in-flight write of
+    /// its sender's nonce, so a run through it is judged as if it were pending).
+    /// Walks up from `next`, so a gap near the front ends it early; costs at most
+    /// the distance, which admission bounds by `nonce_ahead_max`.
     fn in_line(&self, sender: &PublicKey, nonce: u64, next: u64) -> bool {
         if nonce <= next {
             return nonce == next;
         }
-        // A reservation is the one in-flight write of its sender's nonce: the run
-        // below it is judged as if it were pending.
-        let mut before = nonce - 1;
-        while self.reserved_nonces.contains_key(&(*sender, before)) {
-            if before == next {
-                return true;
-            }
-            before -= 1;
-        }
-        self.is_ready(sender, before, next)
+        let pending = self.by_sender.get(sender);
+        (next..nonce).all(|n| {
+            pending.is_some_and(|m| m.contains_key(&n))
+                || self.reserved_nonces.contains_key(&(*sender, n))
+        })
     }
 
     /// The height admission and expiry are relative to.
@@ -513,7 +532,8 @@ impl Mempool {
             .collect()
     }
 
-    /// How many entries were dropped (expired or superseded) since the last call.
+    /// How many entries were dropped (expired, superseded or behind a gap) since the
+    /// last call.
     pub fn take_dropped_count(&mut self) -> u64 {
         std::mem::take(&mut self.dropped_since)
     }
@@ -997,6 +1017,8 @@ impl Mempool {
         let mut senders = BTreeSet::new();
         for tx in committed {
             self.committed.insert(tx.hash());
+            // This validator may have dropped it behind a gap while another kept it.
+            self.dropped.remove(&tx.hash());
             self.remove(&tx.hash());
             senders.insert(tx.transfer().from);
         }
@@ -1034,6 +1056,53 @@ impl Mempool {
         }
         self.ready_at_block = self.ready_count(|k| ledger.account(k).nonce);
         self.gapped = self.entries.len().saturating_sub(self.ready_at_block);
+        if self.gapped > self.gapped_max() {
+            self.drop_gapped(ledger);
+        }
+    }
+
+    /// Drops transfers behind nonce gaps, those furthest ahead of their senders'
+    /// next nonces first, until they hold at most [`Mempool::gapped_max`].
+    /// Admission keeps new arrivals within that share, but transfers admitted in
+    /// line fall behind a gap later, when a nonce before them fails in a block (a
+    /// failed transfer leaves the nonce where it was) or expires; kept, they would
+    /// hold the pool until they expire and lock out the transfers blocks can take.
+    /// The furthest ahead are the least likely to be taken soon, and a sender that
+    /// only has one nonce missing keeps the transfers right behind it. A transfer
+    /// behind a reservation is in line ([`Mempool::in_line`]) and stays.
+    fn drop_gapped(&mut self, ledger: &Ledger) {
+        // (distance to the sender's next nonce, id, nonce, next nonce)
+        let mut behind: Vec<(u64, TxHash, u64, u64)> = Vec::new();
+        for (sender, by_nonce) in &self.by_sender {
+            let next = ledger.account(sender).nonce;
+            let mut expected = Some(next);
+            for (&nonce, hash) in by_nonce.range(next..) {
+                if let Some(e) = expected.as_mut() {
+                    while *e < nonce && self.reserved_nonces.contains_key(&(*sender, *e)) {
+                        *e = e.saturating_add(1);
+                    }
+                    if *e == nonce {
+                        *e = e.saturating_add(1);
+                        continue;
+                    }
+                }
+                expected = None;
+                behind.push((nonce - next, *hash, nonce, next));
+            }
+        }
+        let max = self.gapped_max();
+        self.gapped = behind.len().min(max);
+        if behind.len() <= max {
+            return;
+        }
+        let excess = behind.len() - max;
+        behind.sort_unstable_by_key(|&(distance, hash, ..)| (std::cmp::Reverse(distance), hash));
+        for &(_, hash, nonce, next_nonce) in &behind[..excess] {
+            self.remove(&hash);
+            self.dropped
+                .insert(hash, Dropped::BehindGap { nonce, next_nonce });
+            self.dropped_since += 1;
+        }
     }
 
     fn remove(&mut self, hash: &TxHash) {
@@ -1335,6 +1404,93 @@ mod tests {
         // A reservation given back gives its part of the share back.
         p.release(&[tx(1, 2).hash()]);
         assert_eq!(p.gapped(), 1);
+        p.check_invariants();
+    }
+
+    #[test]
+    fn transfers_stranded_behind_a_failed_transfer_leave_past_the_share() {
+        // Key 7 holds nothing: its transfers are in line when admitted, but its
+        // nonce 0 fails in a block and leaves the nonce where it was, so the rest
+        // can never be in a block. Left in the pool they would hold it past the
+        // gapped share and lock out the transfers blocks can take.
+        let mut l = ledger();
+        let mut p = pool(8);
+        for nonce in 0..8 {
+            assert!(p.add(tx(7, nonce), &l).is_ok(), "7/{nonce}");
+        }
+        let block = p.select(|k| l.account(k).nonce, 1, usize::MAX);
+        assert_eq!(block.len(), 1);
+        l.apply(1, &block);
+        assert_eq!(l.account(&key(7).public()).nonce, 0);
+        p.remove_committed(1, &block, &l);
+        assert_eq!((p.len(), p.gapped()), (p.gapped_max(), p.gapped_max()));
+        // The furthest ahead of their sender's next nonce leave first.
+        assert!(p.contains(&tx(7, 1).hash()) && p.contains(&tx(7, 2).hash()));
+        let dropped = p.dropped(&tx(7, 7).hash());
+        assert_eq!(
+            dropped,
+            Some(Dropped::BehindGap {
+                nonce: 7,
+                next_nonce: 0
+            })
+        );
+        assert!(
+            dropped
+                .unwrap()
+                .to_string()
+                .contains("send the same signed transfer again")
+        );
+        for from in 0..5 {
+            assert!(p.add(tx(from, 0), &l).is_ok(), "{from}/0");
+        }
+        p.check_invariants();
+    }
+
+    #[test]
+    fn a_transfer_dropped_behind_a_gap_that_commits_elsewhere_is_not_reported_dropped() {
+        // Its head expires: nonces 1 to 4 can no longer be taken, and 3 and 4 leave.
+        let mut l = ledger();
+        let mut p = pool(8);
+        assert!(p.add(tx_until(1, 0, 1), &l).is_ok());
+        for nonce in 1..5 {
+            assert!(p.add(tx(1, nonce), &l).is_ok(), "1/{nonce}");
+        }
+        p.remove_committed(1, &[], &l);
+        assert_eq!(p.len(), 2);
+        assert!(matches!(
+            p.dropped(&tx(1, 3).hash()),
+            Some(Dropped::BehindGap { nonce: 3, .. })
+        ));
+        // Another validator kept it and proposes it behind a new nonce 0.
+        let block: Vec<_> = p
+            .verify_for_block(vec![tx(1, 0), tx(1, 1), tx(1, 2), tx(1, 3)])
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        l.apply(2, &block);
+        p.remove_committed(2, &block, &l);
+        assert_eq!(p.dropped(&tx(1, 3).hash()), None);
+        assert!(matches!(
+            p.dropped(&tx(1, 4).hash()),
+            Some(Dropped::BehindGap { .. })
+        ));
+        p.check_invariants();
+    }
+
+    #[test]
+    fn pending_and_reserved_nonces_in_turn_are_in_line() {
+        let l = ledger();
+        let mut p = pool(8);
+        let verify = |t: SignedTransfer| t.verify(&chain()).unwrap();
+        assert!(p.add(tx(3, 5), &l).is_ok());
+        assert!(p.add(tx(3, 6), &l).is_ok());
+        assert_eq!(p.gapped(), p.gapped_max());
+        // 0 reserved (its log write in flight), 1 pending, 2 reserved: 3 is in line.
+        p.reserve(&verify(tx(1, 0)), &l).unwrap();
+        assert!(p.add(tx(1, 1), &l).is_ok());
+        p.reserve(&verify(tx(1, 2)), &l).unwrap();
+        assert!(p.add(tx(1, 3), &l).is_ok());
+        assert_eq!(p.gapped(), p.gapped_max());
         p.check_invariants();
     }
 

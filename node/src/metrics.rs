@@ -248,7 +248,7 @@ impl Metrics {
         );
         registry.register(
             "transactions_dropped",
-            "Pending transactions dropped without being committed: expired, or their nonce used by another",
+            "Pending transactions dropped without being committed: expired, their nonce used by another, or behind a nonce gap past the gapped share",
             transactions_dropped.clone(),
         );
         registry.register(
