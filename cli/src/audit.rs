@@ -478,7 +478,8 @@ fn check_body(
             header.state_root
         ));
     }
-    ledger.apply(header.height, &verified);
+    let execution = ledger.apply(header.height, &verified);
+    ledger.record_failures(header.height, &execution.new_failures);
     Ok(())
 }
 

@@ -92,6 +92,45 @@ fn get_first(nodes: &mut Nodes, path: &str) -> Result<Value> {
     bail!("no node answered: {}", errors.join("; "))
 }
 
+/// The nonce a new transfer of `sender` takes: the highest `pending_nonce` (the
+/// committed nonce plus the run of its transfers pending in turn) that any node
+/// reports, so a transfer sent before the last one committed, to the same node or
+/// another, does not reuse its nonce. Asks every node; one that does not answer is
+/// skipped, and at least one must answer.
+fn next_nonce(nodes: &Nodes, sender: &PublicKey, quiet: bool) -> Result<u64> {
+    let path = format!("/v1/accounts/{sender}");
+    let mut best: Option<u64> = None;
+    let mut errors = Vec::new();
+    for url in &nodes.urls {
+        match Client::with_timeout(url, REQUEST_TIMEOUT).get_raw(&path) {
+            Ok((200, value)) => {
+                let pending = value["pending_nonce"].as_u64().or(value["nonce"].as_u64());
+                match pending {
+                    Some(n) => best = Some(best.map_or(n, |b| b.max(n))),
+                    None => errors.push(format!("{url}: the answer has no nonce")),
+                }
+            }
+            Ok((code, value)) => {
+                errors.push(format!("{url}: {}", client::error_text(code, &value)))
+            }
+            Err(e) => errors.push(format!("{url}: {e:#}")),
+        }
+    }
+    if !quiet && best.is_some() && !errors.is_empty() {
+        eprintln!(
+            "nonce from the nodes that answered ({} did not: {})",
+            errors.len(),
+            errors.join("; ")
+        );
+    }
+    best.ok_or_else(|| {
+        anyhow!(
+            "no node told the sender's nonce: {}; pass --nonce N to sign without asking",
+            errors.join("; ")
+        )
+    })
+}
+
 /// How a submission went at one node.
 enum Submitted {
     Accepted,
@@ -163,9 +202,7 @@ pub fn transfer(args: &TransferArgs, urls: &[String], json: bool) -> Result<()> 
         .ok_or_else(|| anyhow!("node status has no height"))?;
     let nonce = match args.nonce {
         Some(n) => n,
-        None => get_first(&mut nodes, &format!("/v1/accounts/{}", key.public()))?["nonce"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("node did not return a nonce"))?,
+        None => next_nonce(&nodes, &key.public(), json)?,
     };
     let tx = Transfer {
         chain,
@@ -221,14 +258,48 @@ fn follow(nodes: &mut Nodes, tx: &SignedTransfer, timeout: Duration, json: bool)
                             value["reason"].as_str().unwrap_or_default()
                         );
                     }
-                    Some("dropped") => {
+                    Some("dropped") if value["final"].as_bool() != Some(false) => {
                         if json {
                             println!("{value}");
                         }
                         bail!(
-                            "transaction {hash} dropped: {}",
+                            "transaction {hash} can never commit: {}",
                             value["reason"].as_str().unwrap_or_default()
                         );
+                    }
+                    Some("expired") => {
+                        if json {
+                            println!("{value}");
+                        }
+                        bail!(
+                            "transaction {hash} expired: {}",
+                            value["reason"].as_str().unwrap_or_default()
+                        );
+                    }
+                    // One validator let it go; another may still include it: hand
+                    // the same bytes to the next node and wait there, up to expiry.
+                    Some("dropped") if tip > valid_until => {
+                        if json {
+                            println!(
+                                "{}",
+                                json!({ "hash": hash, "status": "expired", "final": true, "valid_until": valid_until, "tip": tip })
+                            );
+                        }
+                        bail!(
+                            "transaction {hash} expired: valid until height {valid_until}, the chain is at {tip} and it is not committed, so it never will be; the nonce {} may be sent again",
+                            tx.transfer.nonce
+                        );
+                    }
+                    Some("dropped") if last_sent.elapsed() >= RESEND => {
+                        if !json {
+                            eprintln!(
+                                "{}; sending the same signed transfer to the next node and waiting until height {valid_until}",
+                                value["reason"].as_str().unwrap_or("dropped here")
+                            );
+                        }
+                        last_sent = Instant::now();
+                        nodes.rotate();
+                        let _ = submit(nodes, tx);
                     }
                     Some("unknown") if tip > valid_until => {
                         if json {
@@ -289,12 +360,17 @@ fn follow(nodes: &mut Nodes, tx: &SignedTransfer, timeout: Duration, json: bool)
     }
 }
 
-/// How final an answer is: a node that saw the end outranks one that did not.
+/// How final an answer is: a node that saw the end outranks one that did not, a
+/// block's verdict outranks a node's own (expiry, a used nonce), and a transfer
+/// pending at one node outranks another node's local drop (that node let it go;
+/// the first may still get it included).
 fn rank(value: &Value) -> u8 {
     match value["status"].as_str() {
-        Some("committed" | "failed") => 3,
-        Some("dropped") => 2,
-        Some("pending") => 1,
+        Some("committed" | "failed") => 4,
+        Some("expired") => 3,
+        Some("dropped") if value["final"].as_bool() != Some(false) => 3,
+        Some("pending") => 2,
+        Some("dropped") => 1,
         _ => 0,
     }
 }
@@ -314,7 +390,7 @@ pub fn status(hash: &str, urls: &[String]) -> Result<Value> {
                 if best.as_ref().is_none_or(|b| rank(&value) > rank(b)) {
                     best = Some(value);
                 }
-                if best.as_ref().is_some_and(|b| rank(b) == 3) {
+                if best.as_ref().is_some_and(|b| rank(b) == 4) {
                     break;
                 }
             }
@@ -339,6 +415,7 @@ pub fn describe_status(value: &Value) -> String {
         ),
         "failed" => format!("{hash} failed at height {}: {reason}", value["height"]),
         "dropped" => format!("{hash} dropped: {reason} ({node})"),
+        "expired" => format!("{hash} expired: {reason} ({node})"),
         "pending" => format!("{hash} pending at {node}: {reason} (tip {})", value["tip"]),
         _ => format!(
             "{hash} unknown to every node asked (tip {}): {reason}",

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::block::{BODY_BYTES_MAX, BlockHeader};
 use crate::chain::{Shared, lock};
 use crate::ledger::{SignedTransfer, TxOutcome};
-use crate::mempool::MempoolError;
+use crate::mempool::{Dropped, MempoolError};
 use crate::mempool_log::MempoolLog;
 use crate::metrics::Metrics;
 use crate::schema::NodeStore;
@@ -615,28 +615,23 @@ async fn transaction(
 ) -> ApiResult {
     let hash = path_arg(hash)?;
     let id = parse_hash(&hash, "transaction hash")?;
-    {
+    let (tip, dropped) = {
         let shared = lock(&state.shared);
         if let Some(pending) = shared.mempool.pending_state(&id, &shared.ledger) {
             return Ok(ok(pending_answer(&id, shared.tip.height, &pending)));
         }
-        if let Some(dropped) = shared.mempool.dropped(&id) {
-            return Ok(ok(json!({
-                "hash": id.to_string(), "status": "dropped", "reason": dropped.to_string(),
-                "tip": shared.tip.height,
-            })));
-        }
-    }
-    let tip = lock(&state.shared).tip.height;
+        (shared.tip.height, shared.mempool.dropped(&id))
+    };
     let pending = json!({
-        "hash": id.to_string(), "status": "pending",
+        "hash": id.to_string(), "status": "pending", "final": false,
         "reason": "in a block that is being executed", "tip": tip,
     });
     // Failed transfers have a full record per block that carried them; everything
     // committed is in the compact index, whose candidate heights are checked
     // against the blocks themselves (stored bodies first: they cost no network).
-    // A failed transfer keeps its nonce and can be included again, so a later
-    // inclusion that applied wins.
+    // The first block that carried it decides, for good: a transfer that failed
+    // fails again if included later (`AlreadyFailed`), and one that applied fails
+    // with a used nonce.
     let failures = state
         .store
         .tx_records(id.as_bytes())
@@ -645,67 +640,99 @@ async fn transaction(
         .store
         .tx_heights(id.as_bytes())
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let applied_at = |height: u64| !failures.iter().any(|(h, _)| *h == height);
+    let first_failure = failures.first().map(|(h, _)| *h);
+    // Only heights below the first failure can hold an earlier inclusion.
+    let below: Vec<u64> = candidates
+        .iter()
+        .copied()
+        .filter(|h| first_failure.is_none_or(|f| *h < f))
+        .collect();
     let mut applied = None;
-    let mut pruned = Vec::new();
-    for &height in &candidates {
-        let stored = state
+    let mut unchecked = None;
+    for &height in &below {
+        let body = match state
             .store
             .body(height)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        match stored {
-            Some(body) => {
-                if let Some(index) = position_of(&body, &id)?
-                    && applied_at(height)
-                {
-                    applied = Some((height, index));
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        {
+            Some(body) => body,
+            None => match block_body(&state, height).await {
+                Ok((body, _, _)) => body,
+                Err(e) => {
+                    // A block that may hold it could not be read: do not guess.
+                    unchecked = Some(e);
                     break;
                 }
-            }
-            None => pruned.push(height),
-        }
-    }
-    let mut unchecked = None;
-    if applied.is_none() {
-        for height in pruned {
-            match block_body(&state, height).await {
-                Ok((body, _, _)) => {
-                    if let Some(index) = position_of(&body, &id)?
-                        && applied_at(height)
-                    {
-                        applied = Some((height, index));
-                        break;
-                    }
-                }
-                Err(e) => unchecked = Some(e),
-            }
+            },
+        };
+        if let Some(index) = position_of(&body, &id)? {
+            applied = Some((height, index));
+            break;
         }
     }
     let hash = id.to_string();
-    Ok(ok(match (applied, unchecked, failures.last()) {
+    Ok(ok(match (applied, unchecked, failures.first()) {
         // A block is written before the ledger moves to it: until then its
         // transactions read as pending, so status and account answers agree.
         (Some((height, _)), _, _) if height > tip => pending,
         (Some((height, index)), _, _) => json!({
-            "hash": hash, "status": "committed", "height": height, "index": index,
+            "hash": hash, "status": "committed", "final": true, "height": height, "index": index,
         }),
         // A block that may hold it could not be read: do not guess.
         (None, Some(e), _) => return Err(e),
         (None, None, Some((height, _))) if *height > tip => pending,
         (None, None, Some((height, record))) => match record.outcome {
             TxOutcome::Failed(reason) => json!({
-                "hash": hash, "status": "failed", "height": height, "index": record.index,
-                "reason": reason.to_string(),
+                "hash": hash, "status": "failed", "final": true, "height": height,
+                "index": record.index, "reason": reason.to_string(),
             }),
             TxOutcome::Applied => json!({
-                "hash": hash, "status": "committed", "height": height, "index": record.index,
+                "hash": hash, "status": "committed", "final": true, "height": height,
+                "index": record.index,
             }),
         },
-        (None, None, None) => json!({
-            "hash": hash, "status": "unknown", "tip": tip,
-            "reason": "this node has not got it: not pending here, not committed, not dropped recently; if the tip is past its valid_until it can never commit",
-        }),
+        (None, None, None) => match dropped {
+            Some(dropped) => dropped_answer(&state, &id, tip, &dropped),
+            None => json!({
+                "hash": hash, "status": "unknown", "final": false, "tip": tip,
+                "reason": "this node has not got it: not pending here, not committed, not dropped recently; if the tip is past its valid_until it can never commit",
+            }),
+        },
     }))
+}
+
+/// The answer for a transfer this node let go of without a block deciding it:
+/// `expired` and a used nonce are final (no block can include it any more); a
+/// drop from this validator's pool is not (another validator may still include
+/// it), and says which validator let it go.
+fn dropped_answer(state: &ApiState, id: &Hash, tip: u64, dropped: &Dropped) -> Value {
+    let name = state
+        .info
+        .genesis
+        .validators
+        .get(state.info.index as usize)
+        .map_or_else(
+            || format!("validator {}", state.info.index),
+            |v| v.name.clone(),
+        );
+    let (status, is_final) = match dropped {
+        Dropped::Expired { .. } => ("expired", true),
+        Dropped::NonceUsed { .. } => ("dropped", true),
+        Dropped::BehindGap { .. } => ("dropped", false),
+    };
+    let reason = if is_final {
+        dropped.to_string()
+    } else {
+        format!("dropped by {name}: {dropped}")
+    };
+    let mut answer = json!({
+        "hash": id.to_string(), "status": status, "final": is_final, "reason": reason,
+        "tip": tip, "dropped_by": name,
+    });
+    if let (Dropped::Expired { valid_until, .. }, Some(map)) = (dropped, answer.as_object_mut()) {
+        map.insert("valid_until".into(), json!(valid_until));
+    }
+    answer
 }
 
 /// The answer for a transaction pending in this node's pool: why it waits.
@@ -721,7 +748,7 @@ fn pending_answer(id: &Hash, tip: u64, pending: &crate::mempool::PendingState) -
         ),
     };
     let mut answer = json!({
-        "hash": id.to_string(), "status": "pending", "reason": reason,
+        "hash": id.to_string(), "status": "pending", "final": false, "reason": reason,
         "nonce": pending.nonce, "valid_until": pending.valid_until, "tip": tip,
     });
     if let (Some(missing), Some(map)) = (pending.waiting_for, answer.as_object_mut()) {
@@ -788,14 +815,20 @@ async fn account(
             "address {address:?} is not a public key (64 hex characters): {e}"
         ))
     })?;
-    let (account, height) = {
+    let (account, height, pending_nonce) = {
         let shared = lock(&state.shared);
-        (shared.ledger.account(&key), shared.tip.height)
+        let account = shared.ledger.account(&key);
+        let pending_nonce = shared.mempool.pending_nonce(&key, account.nonce);
+        (account, shared.tip.height, pending_nonce)
     };
     Ok(ok(json!({
         "address": key.to_string(),
         "balance": account.balance,
         "nonce": account.nonce,
+        // The nonce past the sender's run of transfers pending here in turn from
+        // `nonce` (Ethereum's "pending" count): what a client signs next so that
+        // two transfers sent in a row both commit.
+        "pending_nonce": pending_nonce,
         "height": height,
     })))
 }

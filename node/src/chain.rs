@@ -18,7 +18,7 @@ use mosaic_crypto::{ChainId, Hash};
 use mosaic_storage::{CommittedBlock, coding, placement};
 
 use crate::block::{Block, BlockError, BlockHeader, Position, body_bytes};
-use crate::ledger::{Ledger, TxOutcome, VerifiedTransfer};
+use crate::ledger::{FailedTransfers, Ledger, TxOutcome, VerifiedTransfer};
 use crate::mempool::Mempool;
 use crate::schema::{NodeStore, TxRecord};
 
@@ -302,8 +302,14 @@ fn check_proposer(header: &BlockHeader, validators: usize) -> Result<(), String>
 }
 
 /// The checks of a proposal's verified transfers that the block format cannot
-/// express: none expired at `seq`, none twice.
-fn check_transfers(seq: SeqNum, verified: &[VerifiedTransfer]) -> Result<(), String> {
+/// express: none expired at `seq`, none twice, none that already failed in a block
+/// (`failed`: what this node's executed chain knows; a proposal above the next
+/// height may carry one that failed in between, and execution fails it again).
+fn check_transfers(
+    seq: SeqNum,
+    verified: &[VerifiedTransfer],
+    failed: &FailedTransfers,
+) -> Result<(), String> {
     // Validators refuse to include an expired transaction, so a client that sees the
     // tip pass its valid_until knows it can never commit.
     if let Some((i, tx)) = verified
@@ -323,6 +329,12 @@ fn check_transfers(seq: SeqNum, verified: &[VerifiedTransfer]) -> Result<(), Str
         if !ids.insert(tx.hash()) {
             return Err(format!("transaction {} appears twice", tx.hash()));
         }
+        if let Some(height) = failed.first_failure(&tx.hash()) {
+            return Err(format!(
+                "transaction {} already failed in block {height}: a failed transfer is final",
+                tx.hash()
+            ));
+        }
     }
     Ok(())
 }
@@ -341,13 +353,15 @@ impl PayloadCheck for BlockCheck {
             // Structure and fragment root were checked when it was assembled, its
             // transfers verified by this node: what remains depends on the state.
             check_proposer(&assembled.header, self.layout.total_shards)?;
-            check_against_tip(
-                &lock(&self.shared).tip,
-                seq,
-                parent,
-                assembled.header.state_root,
-            )?;
-            check_transfers(seq, &assembled.verified)?;
+            let failed = {
+                let shared = lock(&self.shared);
+                check_against_tip(&shared.tip, seq, parent, assembled.header.state_root)?;
+                shared
+                    .ledger
+                    .failed()
+                    .subset(assembled.verified.iter().map(VerifiedTransfer::hash_ref))
+            };
+            check_transfers(seq, &assembled.verified, &failed)?;
             let digest = Digest(assembled.header.hash());
             self.checked.put(digest, assembled);
             return Ok(digest);
@@ -373,8 +387,12 @@ impl PayloadCheck for BlockCheck {
         {
             verified.push(result.map_err(|e| format!("transaction {i}: {e}"))?);
         }
+        let failed = shared
+            .ledger
+            .failed()
+            .subset(verified.iter().map(VerifiedTransfer::hash_ref));
         drop(shared);
-        check_transfers(seq, &verified)?;
+        check_transfers(seq, &verified, &failed)?;
         let digest = Digest(block.header.hash());
         self.checked.put(
             digest,
@@ -542,6 +560,12 @@ impl Chain {
                 (t.to, shared.ledger.account(&t.to)),
             ]
         }));
+        scratch.set_failed(
+            shared
+                .ledger
+                .failed()
+                .subset(verified.iter().map(VerifiedTransfer::hash_ref)),
+        );
         drop(shared);
         let execution = scratch.apply(height, &verified);
         let mut applied = 0;
@@ -565,6 +589,7 @@ impl Chain {
             }
         }
         let changes: Vec<_> = execution.changes.into_iter().collect();
+        let new_failures = execution.new_failures;
         self.store.commit_block(CommittedBlock {
             height,
             header: header.clone(),
@@ -575,9 +600,14 @@ impl Chain {
             account_changes: changes.clone(),
             tx_ids,
             tx_records,
+            live_ids: new_failures
+                .iter()
+                .map(|(id, until)| (*id.as_bytes(), *until))
+                .collect(),
         })?;
         let mut shared = lock(&self.shared);
         shared.ledger.update(&changes);
+        shared.ledger.record_failures(height, &new_failures);
         let state_root = shared.ledger.state_root();
         shared.tip = Tip {
             height,
@@ -729,6 +759,80 @@ mod tests {
                 store_b.header(height.0).unwrap()
             );
         }
+    }
+
+    fn signed(from: u64, to: u64, amount: u64, nonce: u64) -> SignedTransfer {
+        Transfer {
+            chain: chain_id(),
+            from: key(from).public(),
+            to: key(to).public(),
+            amount,
+            nonce,
+            valid_until: VALID_UNTIL,
+        }
+        .sign(&key(from))
+    }
+
+    /// Checks and executes `txs` as the next block; returns the check's verdict
+    /// (a refused block is executed anyway, as a certified block that this node
+    /// did not check would be).
+    fn next_block(
+        check: &BlockCheck,
+        chain: &Chain,
+        txs: Vec<SignedTransfer>,
+    ) -> Result<(), String> {
+        let tip = chain.tip();
+        let block = block_after(tip, txs);
+        let payload = block.to_bytes();
+        let seq = SeqNum(tip.height + 1);
+        let verdict = check.check(seq, Digest(tip.hash), &payload).map(|_| ());
+        let digest = Digest(block.header.hash());
+        chain
+            .execute(seq, digest, &payload, certificate(seq.0, digest))
+            .unwrap();
+        verdict
+    }
+
+    /// A transfer that failed (no funds) stays failed: once its sender has funds,
+    /// the same signed bytes (which still carry the unused nonce) are refused by
+    /// the block check and, in a block this node did not check, fail again with
+    /// `AlreadyFailed` instead of moving the money; the store keeps what a restart
+    /// needs to know it.
+    #[test]
+    fn a_failed_transfer_never_applies_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let (check, chain, store) = node(dir.path());
+        let unfunded = 9;
+        let first = signed(unfunded, 1, 5, 0);
+        next_block(&check, &chain, vec![first.clone()]).unwrap();
+        assert_eq!(
+            store.tx_records(first.hash().as_bytes()).unwrap()[0]
+                .1
+                .outcome,
+            TxOutcome::Failed(crate::ledger::FailReason::InsufficientBalance {
+                balance: 0,
+                amount: 5
+            })
+        );
+        next_block(&check, &chain, vec![signed(1, unfunded, 100, 0)]).unwrap();
+        let refused = next_block(&check, &chain, vec![first.clone()]).unwrap_err();
+        assert!(refused.contains("already failed in block 1"), "{refused}");
+        let records = store.tx_records(first.hash().as_bytes()).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            records[1].1.outcome,
+            TxOutcome::Failed(crate::ledger::FailReason::AlreadyFailed { height: 1 })
+        );
+        let shared = lock(&chain.shared);
+        assert_eq!(shared.ledger.account(&key(unfunded).public()).balance, 100);
+        assert_eq!(shared.ledger.account(&key(1).public()).balance, 900);
+        assert_eq!(shared.ledger.failed_at(&first.hash()), Some(1));
+        drop(shared);
+        assert_eq!(
+            store.live_ids().unwrap(),
+            vec![(*first.hash().as_bytes(), 1, VALID_UNTIL)],
+            "a restart rebuilds the failed transfers from the store"
+        );
     }
 
     /// The primary's own block passes its check without decoding: same digest as a

@@ -12,13 +12,22 @@
 //!   the recipient's balance would overflow, `BalanceOverflow`. A failed transfer
 //!   leaves the state untouched (the nonce does not move). Otherwise the amount moves
 //!   and the sender's nonce goes up by one. A transfer to oneself only bumps the nonce.
+//! - A transfer is included at most once with effect: one that failed in an earlier
+//!   block and is included again before its `valid_until` fails with
+//!   `AlreadyFailed` (state untouched), so a `failed` status is final. Without this
+//!   rule the same signed bytes, which still carry the unused nonce, could be sent
+//!   again by anyone once the sender has funds, and a payment its sender was told
+//!   had failed would move money. The failed transfers that could still be included
+//!   are kept with the ledger ([`FailedTransfers`]; not part of the state root, and
+//!   rebuilt from the store after a restart). One that applied cannot apply again:
+//!   its nonce is used, so it fails with `BadNonce`.
 //! - The state root is the root of the Merkle crit-bit trie ([`mosaic_crypto::trie`])
 //!   over the accounts by address, each leaf the canonical bytes of
 //!   `(address, account)`; an empty ledger has root `Hash::ZERO`. Accounts with zero
 //!   balance and zero nonce are not stored, so the root depends on the state only,
 //!   and a block's root costs the paths of the accounts it changed, not all accounts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use mosaic_crypto::{
     ChainId, Domain, Hash, Keypair, MerkleTrie, PublicKey, Signature, SignedItem, TrieValue, merkle,
@@ -177,6 +186,10 @@ impl VerifiedTransfer {
     pub fn hash(&self) -> TxHash {
         self.hash
     }
+    /// The transaction id, borrowed.
+    pub fn hash_ref(&self) -> &TxHash {
+        &self.hash
+    }
     /// Wraps a transaction already verified by this node (its id and signature were
     /// checked and remembered), without checking again.
     pub(crate) fn trusted(signed: SignedTransfer, hash: TxHash) -> Self {
@@ -334,6 +347,79 @@ pub enum FailReason {
         /// The block's height.
         height: u64,
     },
+    /// It already failed in an earlier block: a failed transfer is final.
+    #[error("already failed in block {height}: a failed transfer never applies later")]
+    AlreadyFailed {
+        /// The block it first failed in.
+        height: u64,
+    },
+}
+
+/// Transfers that failed in a block and could still be included again (the tip has
+/// not passed their `valid_until`): each maps to the height it first failed at.
+/// Part of what every validator and auditor must agree on, since including one
+/// again fails it with [`FailReason::AlreadyFailed`]; entries whose `valid_until`
+/// has passed are pruned (including one then fails with `Expired` anyway).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FailedTransfers {
+    by_id: HashMap<TxHash, (u64, u64)>,
+    /// (valid_until, id): what can be pruned first comes first.
+    by_expiry: BTreeSet<(u64, TxHash)>,
+}
+
+impl FailedTransfers {
+    /// The height `id` first failed at, if it failed and is not pruned.
+    pub fn first_failure(&self, id: &TxHash) -> Option<u64> {
+        self.by_id.get(id).map(|(height, _)| *height)
+    }
+
+    /// Records that `id`, valid until `valid_until`, failed at `height`. A transfer
+    /// already recorded keeps its first height.
+    pub fn insert(&mut self, id: TxHash, height: u64, valid_until: u64) {
+        if self.by_id.contains_key(&id) {
+            return;
+        }
+        self.by_id.insert(id, (height, valid_until));
+        self.by_expiry.insert((valid_until, id));
+    }
+
+    /// Forgets every entry that no block from `height` on can include
+    /// (`valid_until` below `height`).
+    pub fn prune_below(&mut self, height: u64) {
+        while let Some(&(valid_until, id)) = self.by_expiry.first() {
+            if valid_until >= height {
+                break;
+            }
+            self.by_expiry.remove(&(valid_until, id));
+            self.by_id.remove(&id);
+        }
+    }
+
+    /// The entries for `ids` only (what a block's execution needs to see).
+    pub fn subset<'a>(&self, ids: impl IntoIterator<Item = &'a TxHash>) -> FailedTransfers {
+        let mut out = FailedTransfers::default();
+        for id in ids {
+            if let Some(&(height, valid_until)) = self.by_id.get(id) {
+                out.insert(*id, height, valid_until);
+            }
+        }
+        out
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Every entry as (id, height it failed at, valid_until).
+    pub fn iter(&self) -> impl Iterator<Item = (TxHash, u64, u64)> + '_ {
+        self.by_id.iter().map(|(id, (h, v))| (*id, *h, *v))
+    }
 }
 
 /// What happened to one transaction of a block.
@@ -352,12 +438,17 @@ pub struct Execution {
     pub outcomes: Vec<(TxHash, TxOutcome)>,
     /// The accounts that changed, with their new state (`None`: now empty).
     pub changes: BTreeMap<PublicKey, Option<Account>>,
+    /// Transfers that failed for the first time and may still be included again,
+    /// as (id, valid_until): what [`Ledger::record_failures`] takes once the block
+    /// is durable.
+    pub new_failures: Vec<(TxHash, u64)>,
 }
 
 /// All non-empty accounts, in the Merkle trie whose root is the state root.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     accounts: MerkleTrie<PublicKey, Account>,
+    failed: FailedTransfers,
 }
 
 impl PartialEq for Ledger {
@@ -411,6 +502,31 @@ impl Ledger {
     /// Every non-empty account, in address order.
     pub fn accounts(&self) -> impl Iterator<Item = (&PublicKey, &Account)> {
         self.accounts.iter()
+    }
+
+    /// The failed transfers that could still be included (see the module docs).
+    pub fn failed(&self) -> &FailedTransfers {
+        &self.failed
+    }
+
+    /// The height `id` failed at, if it failed and could still be included.
+    pub fn failed_at(&self, id: &TxHash) -> Option<u64> {
+        self.failed.first_failure(id)
+    }
+
+    /// Replaces the failed transfers (a scratch ledger gets the entries of the
+    /// block it executes; a restart gets what the store kept).
+    pub fn set_failed(&mut self, failed: FailedTransfers) {
+        self.failed = failed;
+    }
+
+    /// Takes the new failures of the block executed at `height` (its
+    /// [`Execution::new_failures`]) and prunes what no later block can include.
+    pub fn record_failures(&mut self, height: u64, failures: &[(TxHash, u64)]) {
+        for (id, valid_until) in failures {
+            self.failed.insert(*id, height, *valid_until);
+        }
+        self.failed.prune_below(height.saturating_add(1));
     }
 
     /// Number of non-empty accounts.
@@ -497,15 +613,40 @@ impl Ledger {
         }
     }
 
-    /// Executes a block's transactions in order.
+    /// Executes a block's transactions in order against the accounts and the
+    /// failed transfers this ledger holds. The accounts change here; the failed
+    /// transfers do not (the caller hands [`Execution::new_failures`] to
+    /// [`Ledger::record_failures`], on a scratch ledger or once the block is
+    /// durable), but a transfer that fails twice in one block is caught too.
     pub fn apply(&mut self, height: u64, txs: &[VerifiedTransfer]) -> Execution {
         let mut outcomes = Vec::with_capacity(txs.len());
         let mut touched = Vec::new();
+        let mut new_failures: Vec<(TxHash, u64)> = Vec::new();
+        let mut failed_here: HashMap<TxHash, ()> = HashMap::new();
         for tx in txs {
-            let outcome = self.apply_one(height, tx.transfer());
-            if outcome == TxOutcome::Applied {
-                touched.push(tx.transfer().from);
-                touched.push(tx.transfer().to);
+            let t = tx.transfer();
+            let earlier = self
+                .failed
+                .first_failure(&tx.hash())
+                .or_else(|| failed_here.contains_key(&tx.hash()).then_some(height));
+            let outcome = match earlier {
+                // An expired one fails as expired, whatever happened before.
+                Some(first) if t.valid_until >= height => {
+                    TxOutcome::Failed(FailReason::AlreadyFailed { height: first })
+                }
+                _ => self.apply_one(height, t),
+            };
+            match outcome {
+                TxOutcome::Applied => {
+                    touched.push(t.from);
+                    touched.push(t.to);
+                }
+                TxOutcome::Failed(_) => {
+                    if earlier.is_none() && t.valid_until > height {
+                        failed_here.insert(tx.hash(), ());
+                        new_failures.push((tx.hash(), t.valid_until));
+                    }
+                }
             }
             outcomes.push((tx.hash(), outcome));
         }
@@ -515,7 +656,11 @@ impl Ledger {
             .collect();
         // No state root here: execution runs on a scratch ledger of the touched
         // accounts, whose root would mean nothing; the caller's ledger gives it.
-        Execution { outcomes, changes }
+        Execution {
+            outcomes,
+            changes,
+            new_failures,
+        }
     }
 }
 

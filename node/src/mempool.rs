@@ -94,6 +94,16 @@ pub enum MempoolError {
     /// Already in a committed block.
     #[error("transaction {0} is already committed")]
     AlreadyCommitted(TxHash),
+    /// It failed in a block: a failed transfer is final and never included again.
+    #[error(
+        "transaction {hash} already failed in block {height} (see its status for why); a failed transfer never applies: sign a new one (another valid_until makes it new)"
+    )]
+    AlreadyFailed {
+        /// The transaction.
+        hash: TxHash,
+        /// The block it failed in.
+        height: u64,
+    },
     /// The sender already used this nonce.
     #[error("nonce {got} is already used: the account's next nonce is {next}")]
     StaleNonce {
@@ -222,7 +232,7 @@ impl std::fmt::Display for Dropped {
             ),
             Dropped::BehindGap { nonce, next_nonce } => write!(
                 f,
-                "dropped from this validator's pool: its nonce {nonce} waited behind the sender's next nonce {next_nonce} while transfers behind nonce gaps held their whole share of the pool; another validator may still include it, so send the same signed transfer again once the nonces before it are in, and use the nonce for another transfer only after this one's valid_until has passed"
+                "behind a nonce gap: its nonce {nonce} waited behind the sender's next nonce {next_nonce} while transfers behind nonce gaps held their whole share of this validator's pool; another validator may still include it, so send the same signed transfer again once the nonces before it are in, and use the nonce for another transfer only after this one's valid_until has passed"
             ),
         }
     }
@@ -479,6 +489,24 @@ impl Mempool {
             valid_until: t.valid_until,
             waiting_for: (expected < t.nonce).then_some(expected),
         })
+    }
+
+    /// The nonce after the run of `sender`'s transfers pending or reserved here in
+    /// turn from its next nonce `next` (`next` itself when none is): the nonce a
+    /// client signs next so that its transfers in flight are not replaced. Costs
+    /// the run's length, which admission bounds by `nonce_ahead_max`.
+    pub fn pending_nonce(&self, sender: &PublicKey, next: u64) -> u64 {
+        let pending = self.by_sender.get(sender);
+        let mut nonce = next;
+        while pending.is_some_and(|m| m.contains_key(&nonce))
+            || self.reserved_nonces.contains_key(&(*sender, nonce))
+        {
+            nonce = nonce.saturating_add(1);
+            if nonce.saturating_sub(next) > self.config.nonce_ahead_max {
+                break;
+            }
+        }
+        nonce
     }
 
     /// Why `hash` was dropped, if it was (recently).
@@ -788,6 +816,12 @@ impl Mempool {
         gap_share: bool,
     ) -> Result<bool, MempoolError> {
         let t = tx.transfer();
+        if let Some(height) = ledger.failed_at(&tx.hash()) {
+            return Err(MempoolError::AlreadyFailed {
+                hash: tx.hash(),
+                height,
+            });
+        }
         if t.valid_until <= self.tip {
             return Err(MempoolError::Expired {
                 valid_until: t.valid_until,

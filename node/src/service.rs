@@ -24,7 +24,7 @@ use mosaic_consensus::{
     CheckpointProof, CommitCertificate, Config as ConsensusConfig, Digest, Input, Message, Output,
     Replica, ReplicaId, Restored, SeqNum, Timer, ValidatorSet, View,
 };
-use mosaic_crypto::{ChainId, Keypair, codec};
+use mosaic_crypto::{ChainId, Hash, Keypair, codec};
 use mosaic_storage::{CodingError, Fragment, FragmentCommitment, StoreConfig, coding};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -320,6 +320,13 @@ pub async fn start(
             .hash(),
     };
     let mut ledger = Ledger::from_accounts(store.accounts()?);
+    // Transfers that failed and could still be included: including one again fails
+    // it (a failed status is final), so every replica must know the same ones.
+    let mut failed = crate::ledger::FailedTransfers::default();
+    for (id, height, until) in store.live_ids()? {
+        failed.insert(Hash::from_bytes(id), height, until);
+    }
+    ledger.set_failed(failed);
     let tip = Tip {
         height: tip_height,
         hash: tip_hash,

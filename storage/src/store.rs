@@ -105,6 +105,10 @@ pub struct CommittedBlock<S: Schema> {
     /// Records kept in full by id, for what cannot be read back from the block (the
     /// node keeps failed transfers with their reasons).
     pub tx_records: Vec<([u8; 32], S::TxRecord)>,
+    /// Ids that later blocks must still know about until a height: (id, last
+    /// height that matters). Kept by [`Store::live_ids`] until the tip passes that
+    /// height (the node keeps its failed transfers until their `valid_until`).
+    pub live_ids: Vec<([u8; 32], u64)>,
 }
 
 /// Errors from the store.
@@ -257,6 +261,9 @@ const TX_RUNS: HeightTable = HeightTable::new("tx_runs");
 const TX_RECENT: HeightTable = HeightTable::new("tx_recent");
 const ACCOUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("accounts");
 const TX_RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_records");
+/// [`CommittedBlock::live_ids`]: until (big endian) || id -> the height that wrote it
+/// (big endian); pruned as the tip passes `until`.
+const LIVE_IDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("live_ids");
 /// Consensus payloads persisted before a vote, keyed by height (big endian) || digest.
 const PAYLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("payloads");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -336,6 +343,14 @@ fn payload_key(height: u64, digest: &[u8; 32]) -> [u8; 40] {
 }
 
 /// Key of a full transaction record: id, then height (big endian).
+/// A [`LIVE_IDS`] key: `until` first, so pruning is one range.
+fn record_key_until(id: &[u8; 32], until: u64) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&until.to_be_bytes());
+    key[8..].copy_from_slice(id);
+    key
+}
+
 fn record_key(id: &[u8; 32], height: u64) -> [u8; 40] {
     let mut key = [0u8; 40];
     key[..32].copy_from_slice(id);
@@ -503,7 +518,7 @@ impl<S: Schema> Store<S> {
             ] {
                 txn.open_table(table.definition).map_err(StoreError::db)?;
             }
-            for table in [ACCOUNTS, TX_RECORDS, PAYLOADS] {
+            for table in [ACCOUNTS, TX_RECORDS, LIVE_IDS, PAYLOADS] {
                 txn.open_table(table).map_err(StoreError::db)?;
             }
         }
@@ -818,6 +833,20 @@ impl<S: Schema> Store<S> {
                         .insert(k.as_slice(), v.as_slice())
                         .map_err(StoreError::db)?;
                 }
+                let mut live = txn.open_table(LIVE_IDS).map_err(StoreError::db)?;
+                for (id, until) in &block.live_ids {
+                    if *until > height {
+                        live.insert(
+                            record_key_until(id, *until).as_slice(),
+                            height.to_be_bytes().as_slice(),
+                        )
+                        .map_err(StoreError::db)?;
+                    }
+                }
+                // What no later block can need: `until` at or below this height.
+                let below = (height.saturating_add(1)).to_be_bytes();
+                live.retain_in(..below.as_slice(), |_, _| false)
+                    .map_err(StoreError::db)?;
                 let mut meta = txn.open_table(META).map_err(StoreError::db)?;
                 let tip = seal("meta", META_TIP.as_bytes(), &height)?;
                 meta.insert(META_TIP, tip.as_slice())
@@ -1177,6 +1206,32 @@ impl<S: Schema> Store<S> {
                 u64::from_be_bytes(height),
                 unseal("tx_records", key, v.value())?,
             ));
+        }
+        Ok(out)
+    }
+
+    /// The ids of [`CommittedBlock::live_ids`] the tip has not passed yet, as (id,
+    /// the height that wrote it, until).
+    pub fn live_ids(&self) -> Result<Vec<([u8; 32], u64, u64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::db)?;
+        let table = txn.open_table(LIVE_IDS).map_err(StoreError::db)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(StoreError::db)? {
+            let (k, v) = entry.map_err(StoreError::db)?;
+            let (key, value) = (k.value(), v.value());
+            let corrupt = || StoreError::Corrupt {
+                table: "live_ids",
+                key: format!("{key:02x?}"),
+                reason: format!("{} key bytes and {} value bytes", key.len(), value.len()),
+            };
+            let (Some(until), Some(id), Ok(height)) = (
+                key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+                key.get(8..).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+                <[u8; 8]>::try_from(value),
+            ) else {
+                return Err(corrupt());
+            };
+            out.push((id, u64::from_be_bytes(height), u64::from_be_bytes(until)));
         }
         Ok(out)
     }

@@ -683,3 +683,31 @@ fn full_records_of_one_id_are_kept_per_height() -> TestResult {
     assert!(store.tx_records(&next)?.is_empty());
     Ok(())
 }
+
+#[test]
+fn live_ids_are_kept_until_the_tip_passes_them_and_survive_a_reopen() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.redb");
+    {
+        let store = Store::<TestSchema>::open(&path, config(0, 100))?;
+        for h in 1..=3 {
+            let mut block = block(h, 0);
+            // Each block names an id that matters until height h + 2, and one that
+            // never matters past its own height.
+            block.live_ids.push(([h as u8; 32], h + 2));
+            block.live_ids.push(([100 + h as u8; 32], h));
+            store.commit_block(block)?;
+        }
+        let mut live = store.live_ids()?;
+        live.sort();
+        assert_eq!(
+            live,
+            vec![([2u8; 32], 2, 4), ([3u8; 32], 3, 5)],
+            "id 1 (until 3) is gone at tip 3; ids until their own height never stay"
+        );
+    }
+    let store = Store::<TestSchema>::open(&path, config(0, 100))?;
+    store.commit_block(block(4, 0))?;
+    assert_eq!(store.live_ids()?, vec![([3u8; 32], 3, 5)]);
+    Ok(())
+}
