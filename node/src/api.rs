@@ -460,13 +460,13 @@ async fn admit_logged(
                 // Logged but refused after all (the chain moved on meanwhile: it
                 // committed, its nonce was used, it expired): the log forgets them,
                 // and a restart refuses them for the same reason.
-                let refused: Vec<Hash> = signed
+                let refused: Vec<(Hash, Option<Dropped>)> = signed
                     .iter()
                     .zip(&admitted)
                     .filter(|(_, r)| matches!(r, Err(e) if !matches!(e, MempoolError::AlreadyPending(_))))
-                    .map(|(tx, _)| tx.hash())
+                    .map(|(tx, _)| (tx.hash(), None))
                     .collect();
-                state.log.forget(refused);
+                state.log.tombstone(refused);
                 for (slot, result) in slots.into_iter().zip(admitted) {
                     results[slot] = Some(result);
                 }

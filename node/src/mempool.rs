@@ -189,7 +189,7 @@ pub enum MempoolError {
 }
 
 /// Why a pending transaction left the pool without being committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Dropped {
     /// The tip reached its last valid height before a block included it (often
     /// because an earlier nonce of its sender never arrived).
@@ -514,10 +514,27 @@ impl Mempool {
         self.dropped.get(hash).copied()
     }
 
-    /// Logged transactions that left the pool (committed, dropped or made stale)
-    /// since the last call: the mempool log forgets them.
-    pub fn take_departed(&mut self) -> Vec<TxHash> {
+    /// Logged transactions that left the pool since the last call, each with why
+    /// it was dropped (`None`: a block carried it): the mempool log forgets them,
+    /// durably for the dropped ones (a block's verdict is in the store).
+    pub fn take_departed(&mut self) -> Vec<(TxHash, Option<Dropped>)> {
         std::mem::take(&mut self.departed)
+            .into_iter()
+            .map(|hash| {
+                let why = self.dropped.get(&hash).copied();
+                (hash, why)
+            })
+            .collect()
+    }
+
+    /// Takes back what this node had dropped before it restarted (the mempool
+    /// log's tombstones), so a status still says why.
+    pub fn restore_dropped(&mut self, dropped: impl IntoIterator<Item = (TxHash, Dropped)>) {
+        for (hash, why) in dropped {
+            if !self.entries.contains_key(&hash) {
+                self.dropped.insert(hash, why);
+            }
+        }
     }
 
     /// Starts a new round and returns up to `max` transactions that have been
@@ -1879,7 +1896,7 @@ mod tests {
         l.apply(1, &block);
         p.remove_committed(1, &block, &l);
         assert!(p.is_empty());
-        let mut departed = p.take_departed();
+        let mut departed: Vec<TxHash> = p.take_departed().into_iter().map(|(h, _)| h).collect();
         departed.sort();
         let mut expected: Vec<TxHash> = block
             .iter()

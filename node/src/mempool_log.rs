@@ -2,15 +2,26 @@
 //!
 //! - Records go to segment files `<seq>.log` in one folder, each record
 //!   `[length u32 LE][first 8 bytes of blake3(payload)][payload]`, the payload the
-//!   canonical encoding of the signed transfer. A segment starts with [`MAGIC`].
+//!   canonical encoding of the signed transfer, or, when the length's top bit is
+//!   set, of a [`Tombstone`]. A segment starts with [`MAGIC`] (or [`MAGIC_V1`],
+//!   which has no tombstones; both are read).
 //! - One writer thread owns the files. It takes every append queued while it was
 //!   busy, writes them together and syncs once (group commit), then answers each: a
 //!   burst of submissions costs one fsync, not one each.
-//! - A logged transfer that leaves the mempool (committed, expired, superseded) is
-//!   forgotten; a segment whose transfers were all forgotten is deleted, and when
-//!   the log passes half its byte bound, the live records of the segments with the
-//!   largest share of dead bytes move to the newest, so the log stays bounded by
-//!   what is pending, however the long-pending transfers are spread.
+//! - A logged transfer that leaves the mempool is forgotten. One that a block
+//!   carried (applied or failed) is forgotten in memory only: a restart that reads
+//!   it back refuses it against the chain (its nonce is used, or it failed and a
+//!   failed transfer is final). One that this node dropped (expired, its nonce used
+//!   by another, behind a nonce gap) or refused after logging it gets a
+//!   *tombstone*: a record naming the segment and offset of the record it kills,
+//!   with the reason, written in the next group commit. Recovery skips every
+//!   record a tombstone names, and hands the reasons back for the status API.
+//! - A segment whose transfers were all forgotten is deleted once none of its
+//!   tombstones still guards a record in a segment that exists; when the log
+//!   passes half its byte bound, the live records (and the tombstones still
+//!   guarding something) of the segments with the largest share of dead bytes move
+//!   to the newest, so the log stays bounded by what is pending, however the
+//!   long-pending transfers are spread.
 //! - A segment's magic goes out with its first records, so a segment file is
 //!   empty or starts with the magic.
 //! - On start the node reads every segment ([`recover`]): a torn or corrupt record
@@ -30,9 +41,34 @@ use mosaic_crypto::{Hash, codec};
 use tokio::sync::oneshot;
 
 use crate::ledger::{SignedTransfer, TX_BYTES_MAX, TxHash};
+use crate::mempool::Dropped;
 
-/// The first bytes of every segment file.
-pub const MAGIC: &[u8; 8] = b"mosmplg1";
+/// The first bytes of every segment file written now.
+pub const MAGIC: &[u8; 8] = b"mosmplg2";
+/// The first bytes of a segment written before tombstones (read the same way).
+pub const MAGIC_V1: &[u8; 8] = b"mosmplg1";
+/// The length's top bit marks a tombstone record.
+const TOMBSTONE_FLAG: u32 = 1 << 31;
+/// Largest encoded tombstone.
+const TOMBSTONE_BYTES_MAX: usize = 128;
+/// A tombstone that kills no record, only keeps a reason (written at start for the
+/// reasons a restart read back).
+const NO_SEGMENT: u64 = u64::MAX;
+
+/// A record that kills the transfer record at (`segment`, `offset`): the transfer
+/// left this node's pool without a block deciding it, and a restart must not take
+/// it back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tombstone {
+    /// The transfer.
+    pub id: TxHash,
+    /// The segment of the record it kills ([`NO_SEGMENT`]: none).
+    pub segment: u64,
+    /// The record's offset in that segment's file.
+    pub offset: u64,
+    /// Why it left (`None`: refused after it was logged; the client was told so).
+    pub reason: Option<Dropped>,
+}
 /// Bytes before each record's payload.
 const RECORD_HEADER: usize = 4 + 8;
 /// A current segment with nothing live in it is closed (and deleted) past this size.
@@ -113,13 +149,22 @@ fn checksum(payload: &[u8]) -> [u8; 8] {
     out
 }
 
+fn framed(payload: &[u8], flag: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RECORD_HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32 | flag).to_le_bytes());
+    out.extend_from_slice(&checksum(payload));
+    out.extend_from_slice(payload);
+    out
+}
+
 fn record(tx: &SignedTransfer) -> Result<Vec<u8>, LogError> {
     let payload = codec::encode(tx).map_err(|e| LogError::Encode(e.to_string()))?;
-    let mut out = Vec::with_capacity(RECORD_HEADER + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&checksum(&payload));
-    out.extend_from_slice(&payload);
-    Ok(out)
+    Ok(framed(&payload, 0))
+}
+
+fn tombstone_record(tombstone: &Tombstone) -> Result<Vec<u8>, LogError> {
+    let payload = codec::encode(tombstone).map_err(|e| LogError::Encode(e.to_string()))?;
+    Ok(framed(&payload, TOMBSTONE_FLAG))
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -144,10 +189,19 @@ fn segments(dir: &Path) -> Result<Vec<u64>, LogError> {
     Ok(out)
 }
 
+/// One transfer record read back: its id, the transfer, its bytes and offset.
+struct ReadRecord {
+    hash: TxHash,
+    tx: SignedTransfer,
+    bytes: Vec<u8>,
+    offset: u64,
+}
+
 /// One segment's records, up to the first that is torn or corrupt, and the length
 /// of the good prefix.
 struct SegmentRead {
-    records: Vec<(TxHash, SignedTransfer, Vec<u8>)>,
+    records: Vec<ReadRecord>,
+    tombstones: Vec<(Tombstone, Vec<u8>)>,
     good_len: u64,
     file_len: u64,
 }
@@ -160,10 +214,15 @@ fn read_segment(path: &Path) -> Result<SegmentRead, LogError> {
         .len();
     let mut reader = std::io::BufReader::new(file);
     let mut records = Vec::new();
+    let mut tombstones = Vec::new();
     let mut magic = [0; MAGIC.len()];
-    if file_len < MAGIC.len() as u64 || reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
+    if file_len < MAGIC.len() as u64
+        || reader.read_exact(&mut magic).is_err()
+        || (&magic != MAGIC && &magic != MAGIC_V1)
+    {
         return Ok(SegmentRead {
             records,
+            tombstones,
             good_len: 0,
             file_len,
         });
@@ -178,8 +237,15 @@ fn read_segment(path: &Path) -> Result<SegmentRead, LogError> {
         }
         let mut len = [0; 4];
         len.copy_from_slice(&header[..4]);
-        let len = u32::from_le_bytes(len) as usize;
-        if len > TX_BYTES_MAX || file_len - at - (RECORD_HEADER as u64) < len as u64 {
+        let len = u32::from_le_bytes(len);
+        let is_tombstone = len & TOMBSTONE_FLAG != 0;
+        let len = (len & !TOMBSTONE_FLAG) as usize;
+        let max = if is_tombstone {
+            TOMBSTONE_BYTES_MAX
+        } else {
+            TX_BYTES_MAX
+        };
+        if len > max || file_len - at - (RECORD_HEADER as u64) < len as u64 {
             break;
         }
         let mut bytes = vec![0; RECORD_HEADER + len];
@@ -191,14 +257,27 @@ fn read_segment(path: &Path) -> Result<SegmentRead, LogError> {
         if checksum(payload) != header[4..] {
             break;
         }
-        let Ok(tx) = codec::decode::<SignedTransfer>(payload, TX_BYTES_MAX) else {
-            break;
-        };
-        records.push((tx.hash(), tx, bytes));
+        if is_tombstone {
+            let Ok(tombstone) = codec::decode::<Tombstone>(payload, TOMBSTONE_BYTES_MAX) else {
+                break;
+            };
+            tombstones.push((tombstone, bytes));
+        } else {
+            let Ok(tx) = codec::decode::<SignedTransfer>(payload, TX_BYTES_MAX) else {
+                break;
+            };
+            records.push(ReadRecord {
+                hash: tx.hash(),
+                tx,
+                bytes,
+                offset: at,
+            });
+        }
         at += (RECORD_HEADER + len) as u64;
     }
     Ok(SegmentRead {
         records,
+        tombstones,
         good_len: at,
         file_len,
     })
@@ -216,8 +295,13 @@ pub struct Recovered {
     dir: PathBuf,
     config: LogConfig,
     old: Vec<u64>,
-    /// The logged transfers, oldest first (not verified: the caller checks them).
+    /// The logged transfers no tombstone kills, oldest first (not verified: the
+    /// caller checks them).
     pub transfers: Vec<SignedTransfer>,
+    /// Why this node had dropped the transfers its tombstones name.
+    pub dropped: Vec<(TxHash, Dropped)>,
+    /// Records killed by tombstones.
+    pub killed: usize,
     /// Bytes after the last good record of some segment (a torn tail or rot).
     pub cut_bytes: u64,
 }
@@ -226,7 +310,9 @@ pub struct Recovered {
 pub fn recover(dir: &Path, config: LogConfig) -> Result<Recovered, LogError> {
     fs::create_dir_all(dir).map_err(|e| io_error(dir, "creating", e))?;
     let old = segments(dir)?;
-    let mut transfers = Vec::new();
+    let mut records = Vec::new();
+    let mut killed = std::collections::HashSet::new();
+    let mut dropped = Vec::new();
     let mut cut_bytes = 0;
     let mut good_bytes = 0;
     // Every segment is read whole, whatever the bound is now: a bound lowered since
@@ -244,8 +330,23 @@ pub fn recover(dir: &Path, config: LogConfig) -> Result<Recovered, LogError> {
                 "mempool log: a torn or corrupt tail is cut off"
             );
         }
-        transfers.extend(read.records.into_iter().map(|(_, tx, _)| tx));
+        for (tombstone, _) in read.tombstones {
+            if tombstone.segment != NO_SEGMENT {
+                killed.insert((tombstone.segment, tombstone.offset));
+            }
+            if let Some(reason) = tombstone.reason {
+                dropped.push((tombstone.id, reason));
+            }
+        }
+        records.extend(read.records.into_iter().map(|r| (seq, r.offset, r.tx)));
     }
+    let before = records.len();
+    let transfers: Vec<SignedTransfer> = records
+        .into_iter()
+        .filter(|(seq, offset, _)| !killed.contains(&(*seq, *offset)))
+        .map(|(_, _, tx)| tx)
+        .collect();
+    let killed = before - transfers.len();
     if good_bytes > config.bytes_max {
         tracing::warn!(
             bytes = good_bytes,
@@ -258,21 +359,61 @@ pub fn recover(dir: &Path, config: LogConfig) -> Result<Recovered, LogError> {
         config,
         old,
         transfers,
+        dropped,
+        killed,
         cut_bytes,
     })
 }
 
 impl Recovered {
-    /// Writes `keep` (the recovered transfers the node admitted again) to a fresh
-    /// segment, syncs it, deletes the old segments and starts the writer.
-    pub fn start(self, keep: &[SignedTransfer]) -> Result<MempoolLog, LogError> {
+    /// Puts the recovered transfers back into `mempool`, checked like any input
+    /// against `ledger` (what committed, failed or expired meanwhile is refused;
+    /// in log order, so of two logged transfers with one nonce the one still
+    /// admissible is taken), and the recovered drop reasons with them. Returns
+    /// the transfers taken back: what [`Recovered::start`] keeps.
+    pub fn readmit(
+        &mut self,
+        mempool: &mut crate::mempool::Mempool,
+        ledger: &crate::ledger::Ledger,
+        chain: &mosaic_crypto::ChainId,
+    ) -> Vec<SignedTransfer> {
+        mempool.restore_dropped(self.dropped.iter().copied());
+        let results = mempool.add_logged(
+            crate::ledger::verify_batch(self.transfers.clone(), chain),
+            ledger,
+        );
+        self.transfers
+            .iter()
+            .zip(results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(tx, _)| tx.clone())
+            .collect()
+    }
+
+    /// Writes `keep` (the recovered transfers the node admitted again) and the
+    /// drop reasons in `reasons` (kept for the status API across this restart too)
+    /// to a fresh segment, syncs it, deletes the old segments and starts the writer.
+    pub fn start(
+        self,
+        keep: &[SignedTransfer],
+        reasons: &[(TxHash, Dropped)],
+    ) -> Result<MempoolLog, LogError> {
         let seq = self.old.last().map_or(0, |s| s + 1);
         let mut writer = Writer::create(self.dir.clone(), self.config, seq)?;
         let mut buffer = Vec::new();
         for tx in keep {
             let bytes = record(tx)?;
-            writer.index(tx.hash(), seq, bytes.len() as u64);
+            let offset = (MAGIC.len() + buffer.len()) as u64;
+            writer.index(tx.hash(), seq, offset, bytes.len() as u64);
             buffer.extend_from_slice(&bytes);
+        }
+        for (id, reason) in reasons {
+            buffer.extend_from_slice(&tombstone_record(&Tombstone {
+                id: *id,
+                segment: NO_SEGMENT,
+                offset: 0,
+                reason: Some(*reason),
+            })?);
         }
         writer.write_synced(&buffer)?;
         for old in &self.old {
@@ -302,6 +443,7 @@ enum Request {
         done: oneshot::Sender<Result<(), LogError>>,
     },
     Forget(Vec<TxHash>),
+    Tombstone(Vec<(TxHash, Option<Dropped>)>),
 }
 
 /// The handle to the log (cheap to clone).
@@ -343,12 +485,32 @@ impl MempoolLog {
         answer.await.unwrap_or(Err(LogError::Stopped))
     }
 
-    /// Forgets logged transfers that left the mempool.
+    /// Forgets logged transfers that a block carried (in memory: a restart refuses
+    /// them against the chain).
     pub fn forget(&self, hashes: Vec<TxHash>) {
         if !hashes.is_empty() {
             // A stopped writer has nothing left to forget.
             let _ = self.requests.send(Request::Forget(hashes));
         }
+    }
+
+    /// Forgets logged transfers that left the pool with no block deciding them
+    /// (dropped, with the reason; or refused after logging, `None`): tombstones go
+    /// out with the next group commit, so a restart does not take them back.
+    pub fn tombstone(&self, departed: Vec<(TxHash, Option<Dropped>)>) {
+        if !departed.is_empty() {
+            // A stopped writer has nothing left to forget.
+            let _ = self.requests.send(Request::Tombstone(departed));
+        }
+    }
+
+    /// What left the mempool ([`crate::mempool::Mempool::take_departed`]): those a
+    /// block carried are forgotten, the dropped ones get tombstones.
+    pub fn departed(&self, departed: Vec<(TxHash, Option<Dropped>)>) {
+        let (dropped, carried): (Vec<_>, Vec<_>) =
+            departed.into_iter().partition(|(_, why)| why.is_some());
+        self.forget(carried.into_iter().map(|(h, _)| h).collect());
+        self.tombstone(dropped);
     }
 }
 
@@ -359,6 +521,10 @@ struct Segment {
     live_bytes: u64,
     /// Bytes in the file.
     bytes: u64,
+    /// Its tombstones that kill records of other segments: by that segment, their
+    /// count and bytes. While such a segment exists, this one is not deleted
+    /// (compaction moves those tombstones along).
+    guards: BTreeMap<u64, (usize, u64)>,
 }
 
 impl Segment {
@@ -366,13 +532,8 @@ impl Segment {
         live: 0,
         live_bytes: 0,
         bytes: 0,
+        guards: BTreeMap::new(),
     };
-
-    /// Bytes that compaction would free.
-    fn garbage(&self) -> u64 {
-        self.bytes
-            .saturating_sub(self.live_bytes + MAGIC.len() as u64)
-    }
 }
 
 struct Writer {
@@ -381,9 +542,9 @@ struct Writer {
     current: u64,
     file: File,
     segments: BTreeMap<u64, Segment>,
-    /// Each logged transfer's segments and record lengths (a transfer appended
-    /// twice has two).
-    placed: HashMap<TxHash, Vec<(u64, u64)>>,
+    /// Each logged transfer's records as (segment, offset, length) (a transfer
+    /// appended twice has two).
+    placed: HashMap<TxHash, Vec<(u64, u64, u64)>>,
     /// A failed write left bytes it could not cut: later appends go to a new segment.
     broken: bool,
 }
@@ -420,8 +581,42 @@ impl Writer {
         self.segments.values().map(|s| s.bytes).sum()
     }
 
-    fn index(&mut self, hash: TxHash, seq: u64, len: u64) {
-        self.placed.entry(hash).or_default().push((seq, len));
+    /// Bytes of `seq`'s tombstones that still guard a record of an existing
+    /// segment.
+    fn guard_bytes(&self, seq: u64) -> u64 {
+        self.segments.get(&seq).map_or(0, |s| {
+            s.guards
+                .iter()
+                .filter(|(target, _)| self.segments.contains_key(target))
+                .map(|(_, (_, bytes))| bytes)
+                .sum()
+        })
+    }
+
+    /// Bytes that compacting `seq` would free.
+    fn garbage(&self, seq: u64) -> u64 {
+        self.segments.get(&seq).map_or(0, |s| {
+            s.bytes
+                .saturating_sub(s.live_bytes + self.guard_bytes(seq) + MAGIC.len() as u64)
+        })
+    }
+
+    fn guard(&mut self, seq: u64, target: u64, bytes: u64) {
+        if target == seq {
+            return;
+        }
+        if let Some(segment) = self.segments.get_mut(&seq) {
+            let entry = segment.guards.entry(target).or_insert((0, 0));
+            entry.0 += 1;
+            entry.1 += bytes;
+        }
+    }
+
+    fn index(&mut self, hash: TxHash, seq: u64, offset: u64, len: u64) {
+        self.placed
+            .entry(hash)
+            .or_default()
+            .push((seq, offset, len));
         if let Some(segment) = self.segments.get_mut(&seq) {
             segment.live += 1;
             segment.live_bytes += len;
@@ -438,21 +633,36 @@ impl Writer {
     fn unindex(&mut self, hash: &TxHash, seq: u64) {
         if let Some(places) = self.placed.get_mut(hash) {
             let mut gone = None;
-            if let Some(i) = places.iter().position(|(s, _)| *s == seq) {
+            if let Some(i) = places.iter().position(|(s, _, _)| *s == seq) {
                 gone = Some(places.swap_remove(i));
             }
             if places.is_empty() {
                 self.placed.remove(hash);
             }
-            if let Some((seq, len)) = gone {
+            if let Some((seq, _, len)) = gone {
                 self.dead(seq, len);
             }
         }
     }
 
-    fn forget(&mut self, hash: &TxHash) {
-        for (seq, len) in self.placed.remove(hash).unwrap_or_default() {
-            self.dead(seq, len);
+    /// Forgets `hash`'s records; returns where they were, as (segment, offset).
+    fn forget(&mut self, hash: &TxHash) -> Vec<(u64, u64)> {
+        let places = self.placed.remove(hash).unwrap_or_default();
+        for (seq, _, len) in &places {
+            self.dead(*seq, *len);
+        }
+        places
+            .into_iter()
+            .map(|(seq, offset, _)| (seq, offset))
+            .collect()
+    }
+
+    /// Where the next byte written to the current segment lands (after the magic a
+    /// new segment's first write carries).
+    fn write_offset(&self) -> u64 {
+        match self.segments.get(&self.current) {
+            Some(s) if s.bytes > 0 => s.bytes,
+            _ => MAGIC.len() as u64,
         }
     }
 
@@ -524,6 +734,9 @@ impl Writer {
         let mut buffer = Vec::new();
         let mut waiting = Vec::new();
         let mut refused = Vec::new();
+        let base = self.write_offset();
+        // (target segment, bytes) of the tombstones in this group, for the guards.
+        let mut guards: Vec<(u64, u64)> = Vec::new();
         for request in batch {
             match request {
                 Request::Append {
@@ -538,8 +751,9 @@ impl Writer {
                     }
                     let mut hashes = Vec::with_capacity(records.len());
                     for (hash, bytes) in records {
+                        let offset = base + buffer.len() as u64;
                         buffer.extend_from_slice(&bytes);
-                        self.index(hash, self.current, bytes.len() as u64);
+                        self.index(hash, self.current, offset, bytes.len() as u64);
                         hashes.push(hash);
                     }
                     waiting.push((hashes, done));
@@ -547,6 +761,27 @@ impl Writer {
                 Request::Forget(hashes) => {
                     for hash in &hashes {
                         self.forget(hash);
+                    }
+                }
+                Request::Tombstone(departed) => {
+                    for (hash, reason) in departed {
+                        for (segment, offset) in self.forget(&hash) {
+                            let tombstone = Tombstone {
+                                id: hash,
+                                segment,
+                                offset,
+                                reason,
+                            };
+                            match tombstone_record(&tombstone) {
+                                Ok(bytes) => {
+                                    guards.push((segment, bytes.len() as u64));
+                                    buffer.extend_from_slice(&bytes);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "mempool log: cannot encode a tombstone")
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -566,7 +801,11 @@ impl Writer {
                 full.clone()
             }));
         }
-        if waiting.is_empty() {
+        if buffer.is_empty() {
+            for (_, done) in waiting {
+                // A caller that stopped waiting has nothing to be told.
+                let _ = done.send(Ok(()));
+            }
             return;
         }
         let result = self.write_synced(&buffer);
@@ -576,7 +815,13 @@ impl Writer {
                     self.unindex(hash, self.current);
                 }
             }
+            // The tombstones are lost with the write: a restart reads those
+            // transfers back and checks them again like any input.
             tracing::warn!(error = ?result, "mempool log: a group commit failed");
+        } else {
+            for (target, bytes) in guards {
+                self.guard(self.current, target, bytes);
+            }
         }
         for (_, done) in waiting {
             // A caller that stopped waiting has nothing to be told.
@@ -597,12 +842,28 @@ impl Writer {
     /// bound, and past half the byte bound compacts the segments with the most dead
     /// bytes.
     fn housekeeping(&mut self) {
-        let dead: Vec<u64> = self
-            .segments
-            .iter()
-            .filter(|(seq, s)| **seq != self.current && s.live == 0)
-            .map(|(seq, _)| *seq)
-            .collect();
+        // Oldest first: deleting a segment can release the segments whose
+        // tombstones guarded its records.
+        let mut dead = Vec::new();
+        for (&seq, segment) in &self.segments {
+            if seq != self.current && segment.live == 0 {
+                dead.push(seq);
+            }
+        }
+        let dead: Vec<u64> = {
+            let mut gone = std::collections::BTreeSet::new();
+            for seq in dead {
+                let guarding = self.segments.get(&seq).is_some_and(|s| {
+                    s.guards
+                        .keys()
+                        .any(|t| self.segments.contains_key(t) && !gone.contains(t))
+                });
+                if !guarding {
+                    gone.insert(seq);
+                }
+            }
+            gone.into_iter().collect()
+        };
         let mut deleted = false;
         for seq in dead {
             let path = segment_path(&self.dir, seq);
@@ -657,11 +918,13 @@ impl Writer {
     fn compaction_candidate(&self) -> Option<u64> {
         self.segments
             .iter()
-            .filter(|(seq, s)| **seq != self.current && s.garbage() * 4 >= s.bytes && s.bytes > 0)
-            .max_by(|(_, a), (_, b)| {
+            .filter(|(seq, s)| {
+                **seq != self.current && self.garbage(**seq) * 4 >= s.bytes && s.bytes > 0
+            })
+            .max_by(|(a_seq, a), (b_seq, b)| {
                 // a.garbage/a.bytes vs b.garbage/b.bytes without division.
-                (u128::from(a.garbage()) * u128::from(b.bytes))
-                    .cmp(&(u128::from(b.garbage()) * u128::from(a.bytes)))
+                (u128::from(self.garbage(**a_seq)) * u128::from(b.bytes))
+                    .cmp(&(u128::from(self.garbage(**b_seq)) * u128::from(a.bytes)))
             })
             .map(|(seq, _)| *seq)
     }
@@ -674,31 +937,57 @@ impl Writer {
         }
         let path = segment_path(&self.dir, seq);
         let read = read_segment(&path)?;
+        let base = self.write_offset();
         let mut buffer = Vec::new();
         let mut moved = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (hash, _, bytes) in read.records {
-            if self
-                .placed
-                .get(&hash)
-                .is_some_and(|places| places.iter().any(|(s, _)| *s == seq))
-                && seen.insert(hash)
+        let mut guards = Vec::new();
+        for record in read.records {
+            if self.placed.get(&record.hash).is_some_and(|places| {
+                places
+                    .iter()
+                    .any(|(s, o, _)| *s == seq && *o == record.offset)
+            }) {
+                let offset = base + buffer.len() as u64;
+                buffer.extend_from_slice(&record.bytes);
+                moved.push((
+                    record.hash,
+                    record.offset,
+                    offset,
+                    record.bytes.len() as u64,
+                ));
+            }
+        }
+        // Tombstones whose records still exist elsewhere go along.
+        for (tombstone, bytes) in read.tombstones {
+            if tombstone.segment != seq
+                && tombstone.segment != NO_SEGMENT
+                && self.segments.contains_key(&tombstone.segment)
             {
+                guards.push((tombstone.segment, bytes.len() as u64));
                 buffer.extend_from_slice(&bytes);
-                moved.push((hash, bytes.len() as u64));
             }
         }
         self.write_synced(&buffer)?;
-        for (hash, len) in &moved {
-            self.unindex(hash, seq);
-            self.index(*hash, self.current, *len);
+        for (hash, old_offset, offset, len) in &moved {
+            if let Some(places) = self.placed.get_mut(hash)
+                && let Some(i) = places
+                    .iter()
+                    .position(|(s, o, _)| *s == seq && o == old_offset)
+            {
+                places.swap_remove(i);
+            }
+            self.dead(seq, *len);
+            self.index(*hash, self.current, *offset, *len);
+        }
+        for (target, bytes) in guards {
+            self.guard(self.current, target, bytes);
         }
         // Whatever was not found in the file (rot) cannot be moved: it is dropped
         // from the index with the file.
         let leftover: Vec<TxHash> = self
             .placed
             .iter()
-            .filter(|(_, places)| places.iter().any(|(s, _)| *s == seq))
+            .filter(|(_, places)| places.iter().any(|(s, _, _)| *s == seq))
             .map(|(h, _)| *h)
             .collect();
         for hash in leftover {
@@ -732,7 +1021,7 @@ mod tests {
     fn open(dir: &Path, config: LogConfig) -> (MempoolLog, Vec<SignedTransfer>) {
         let recovered = recover(dir, config).unwrap();
         let transfers = recovered.transfers.clone();
-        (recovered.start(&transfers).unwrap(), transfers)
+        (recovered.start(&transfers, &[]).unwrap(), transfers)
     }
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -775,6 +1064,187 @@ mod tests {
         );
     }
 
+    fn tx_of(key: u64, nonce: u64, valid_until: u64) -> SignedTransfer {
+        let sender = Keypair::from_seed_for_tests(key);
+        Transfer {
+            chain: ChainId::new("log-test").unwrap(),
+            from: sender.public(),
+            to: Keypair::from_seed_for_tests(2).public(),
+            amount: 5,
+            nonce,
+            valid_until,
+        }
+        .sign(&sender)
+    }
+
+    /// Forgets reach the writer before this returns (it answers in order).
+    fn flush(rt: &tokio::runtime::Runtime, log: &MempoolLog) {
+        rt.block_on(log.append(&[])).unwrap();
+    }
+
+    #[test]
+    fn tombstoned_transfers_stay_gone_after_a_restart_with_their_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let (log, _) = open(dir.path(), LogConfig::default());
+        let txs: Vec<SignedTransfer> = (0..4).map(tx).collect();
+        rt.block_on(log.append(&txs)).unwrap();
+        let gap = Dropped::BehindGap {
+            nonce: 1,
+            next_nonce: 0,
+        };
+        // One dropped behind a gap, one refused after logging, one committed
+        // (forgotten in memory only: the chain refuses it after a restart).
+        log.departed(vec![(txs[1].hash(), Some(gap)), (txs[3].hash(), None)]);
+        log.tombstone(vec![(txs[2].hash(), None)]);
+        flush(&rt, &log);
+        drop(log);
+        let recovered = recover(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(recovered.transfers, vec![txs[0].clone(), txs[3].clone()]);
+        assert_eq!(recovered.killed, 2);
+        assert_eq!(recovered.dropped, vec![(txs[1].hash(), gap)]);
+        // The reason is written again at start, so a second restart keeps it.
+        let dropped = recovered.dropped.clone();
+        let keep = recovered.transfers.clone();
+        drop(recovered.start(&keep, &dropped).unwrap());
+        let again = recover(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(again.transfers, keep);
+        assert_eq!(again.dropped, vec![(txs[1].hash(), gap)]);
+    }
+
+    #[test]
+    fn a_transfer_logged_again_after_its_tombstone_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let (log, _) = open(dir.path(), LogConfig::default());
+        rt.block_on(log.append(&[tx(0)])).unwrap();
+        log.tombstone(vec![(tx(0).hash(), None)]);
+        flush(&rt, &log);
+        // Sent again (say, once the nonces before it arrived) and answered 202.
+        rt.block_on(log.append(&[tx(0)])).unwrap();
+        drop(log);
+        assert_eq!(
+            recover(dir.path(), LogConfig::default()).unwrap().transfers,
+            vec![tx(0)]
+        );
+    }
+
+    #[test]
+    fn a_tombstone_outlives_the_segment_it_is_in_while_its_record_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let one = record(&tx(0)).unwrap().len() as u64;
+        // Every group closes its segment.
+        let config = LogConfig {
+            bytes_max: one * 1_000,
+            segment_bytes: 1,
+            queued_bytes_max: 1 << 20,
+        };
+        let (log, _) = open(dir.path(), config);
+        // Segment A: a long-pending transfer and one that will be dropped.
+        rt.block_on(log.append(&[tx(0), tx(1)])).unwrap();
+        // Segment B: the drop's tombstone, with a transfer that commits at once.
+        log.tombstone(vec![(tx(1).hash(), None)]);
+        rt.block_on(log.append(&[tx(2)])).unwrap();
+        log.forget(vec![tx(2).hash()]);
+        // More groups: housekeeping runs after each and would delete B, which has
+        // nothing live, if its tombstone did not keep it.
+        for n in 3..6 {
+            rt.block_on(log.append(&[tx(n)])).unwrap();
+            log.forget(vec![tx(n).hash()]);
+        }
+        flush(&rt, &log);
+        drop(log);
+        let back = recover(dir.path(), config).unwrap().transfers;
+        assert!(back.contains(&tx(0)), "{back:?}");
+        assert!(
+            !back.contains(&tx(1)),
+            "the dropped transfer stays dropped: {back:?}"
+        );
+    }
+
+    /// The sequence a client saw: its first transfer failed in a block (no funds
+    /// yet; a failed transfer keeps its nonce), it was funded and signed its next
+    /// transfer with the same nonce, which this node answered 202, and the node
+    /// restarted before the transfer spread. The restart must take back the second
+    /// one, not the first.
+    #[test]
+    fn a_restart_takes_back_the_transfer_answered_202_not_the_one_that_failed() {
+        use crate::ledger::Ledger;
+        use crate::mempool::{Mempool, MempoolConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let chain = ChainId::new("log-test").unwrap();
+        let sender = Keypair::from_seed_for_tests(7).public();
+        let funder = Keypair::from_seed_for_tests(1).public();
+        let mut ledger = Ledger::from_balances(&[(funder, 1_000)]).unwrap();
+        let mut mempool = Mempool::new(chain.clone(), MempoolConfig::default(), 0);
+        let (log, _) = open(dir.path(), LogConfig::default());
+
+        // The first transfer: logged (answered 202), in a block at height 1, failed.
+        let first = tx_of(7, 0, 500);
+        rt.block_on(log.append(std::slice::from_ref(&first)))
+            .unwrap();
+        // Admitted as a restart would (no balance check for a logged transfer).
+        let admitted = mempool.add_logged(vec![first.clone().verify(&chain)], &ledger);
+        assert!(admitted[0].is_ok(), "{admitted:?}");
+        let block = mempool.select(|k| ledger.account(k).nonce, 10, usize::MAX);
+        let execution = ledger.apply(1, &block);
+        assert!(matches!(
+            execution.outcomes[0].1,
+            crate::ledger::TxOutcome::Failed(_)
+        ));
+        ledger.record_failures(1, &execution.new_failures);
+        mempool.remove_committed(1, &block, &ledger);
+        log.departed(mempool.take_departed());
+
+        // Funded at height 2, then the second transfer with the same nonce: 202.
+        let funding = Transfer {
+            chain: chain.clone(),
+            from: funder,
+            to: sender,
+            amount: 100,
+            nonce: 0,
+            valid_until: 500,
+        }
+        .sign(&Keypair::from_seed_for_tests(1))
+        .verify(&chain)
+        .unwrap();
+        let execution = ledger.apply(2, std::slice::from_ref(&funding));
+        ledger.record_failures(2, &execution.new_failures);
+        mempool.remove_committed(2, std::slice::from_ref(&funding), &ledger);
+        let second = tx_of(7, 0, 600);
+        let verified = second.clone().verify(&chain).unwrap();
+        mempool.reserve(&verified, &ledger).unwrap();
+        rt.block_on(log.append(std::slice::from_ref(&second)))
+            .unwrap();
+        assert!(mempool.add_logged(vec![Ok(verified)], &ledger)[0].is_ok());
+        flush(&rt, &log);
+        drop(log);
+
+        // The restart: a fresh pool over the same chain state (the failed
+        // transfers come from the store, as the node's start does).
+        let mut restarted = Ledger::from_accounts(ledger.accounts().map(|(k, a)| (*k, *a)));
+        let mut failed = crate::ledger::FailedTransfers::default();
+        for (id, height, until) in ledger.failed().iter() {
+            failed.insert(id, height, until);
+        }
+        restarted.set_failed(failed);
+        let mut pool = Mempool::new(chain.clone(), MempoolConfig::default(), 2);
+        let mut recovered = recover(dir.path(), LogConfig::default()).unwrap();
+        let back = recovered.readmit(&mut pool, &restarted, &chain);
+        assert_eq!(back, vec![second.clone()], "the 202'd transfer is back");
+        assert!(pool.contains(&second.hash()));
+        assert!(!pool.contains(&first.hash()), "the failed one stays failed");
+        // And a block of the pool applies the second one.
+        let block = pool.select(|k| restarted.account(k).nonce, 10, usize::MAX);
+        let execution = restarted.apply(3, &block);
+        assert_eq!(
+            execution.outcomes,
+            vec![(second.hash(), crate::ledger::TxOutcome::Applied)]
+        );
+    }
+
     #[test]
     fn a_torn_tail_is_cut_and_the_records_before_it_are_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -805,7 +1275,7 @@ mod tests {
         let recovered = recover(dir.path(), LogConfig::default()).unwrap();
         assert!(recovered.transfers.is_empty());
         assert_eq!(recovered.cut_bytes, 9);
-        recovered.start(&[]).unwrap();
+        recovered.start(&[], &[]).unwrap();
     }
 
     #[test]

@@ -359,7 +359,7 @@ pub async fn start(
     // What this node accepted before it stopped: re-checked like any input, what is
     // still admissible goes back into the pool (and out by gossip again), the rest
     // (committed or expired meanwhile) is dropped from the log.
-    let recovered = mempool_log::recover(
+    let mut recovered = mempool_log::recover(
         &config.data_dir.join("mempool-log"),
         LogConfig {
             bytes_max: config.mempool.log_bytes_max,
@@ -367,26 +367,20 @@ pub async fn start(
         },
     )?;
     let reloaded_total = recovered.transfers.len();
-    let reloaded: Vec<SignedTransfer> = recovered
-        .transfers
-        .iter()
-        .cloned()
-        .zip(mempool.add_logged(
-            crate::ledger::verify_batch(recovered.transfers.clone(), &chain),
-            &ledger,
-        ))
-        .filter(|(_, r)| r.is_ok())
-        .map(|(tx, _)| tx)
-        .collect();
-    if reloaded_total > 0 || recovered.cut_bytes > 0 {
+    let reloaded = recovered.readmit(&mut mempool, &ledger, &chain);
+    if reloaded_total > 0 || recovered.cut_bytes > 0 || recovered.killed > 0 {
         tracing::info!(
             reloaded = reloaded.len(),
             left_out = reloaded_total - reloaded.len(),
+            tombstoned = recovered.killed,
             cut_bytes = recovered.cut_bytes,
             "mempool log read back: accepted transfers pending again (left out: committed, expired or invalid meanwhile)"
         );
     }
-    let mempool_log = recovered.start(&reloaded)?;
+    // Why this node had let go of the transfers its tombstones name: kept for the
+    // status API, and written again so a later restart keeps them too.
+    let dropped = std::mem::take(&mut recovered.dropped);
+    let mempool_log = recovered.start(&reloaded, &dropped)?;
     // Shedding bound: about backlog_ms_max of commits, never less than a full block.
     let backlog = crate::backlog::Backlog::new(
         config.mempool.backlog_ms_max as f64 / 1000.0,
@@ -1068,7 +1062,7 @@ impl EventLoop {
                 shared.mempool.take_dropped_count(),
             )
         };
-        self.mempool_log.forget(departed);
+        self.mempool_log.departed(departed);
         self.metrics.transactions_dropped.inc_by(dropped);
         let txs = executed.header.tx_count;
         self.metrics.blocks_committed.inc();

@@ -101,11 +101,12 @@ async fn an_accepted_transfer_survives_its_node_restarting_and_expiry_is_enforce
     wait_for_status(
         &cluster.url(3),
         &doomed_hash,
-        "dropped",
-        "the gapped transfer is dropped",
+        "expired",
+        "the gapped transfer expires",
     )
     .await;
     let status = tx_status(&cluster.url(3), &doomed_hash).await;
+    assert_eq!(status["final"], true, "{status}");
     let reason = status["reason"].as_str().unwrap();
     assert!(
         reason.contains(&format!("expired at height {}", tip + 3)),
