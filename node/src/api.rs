@@ -316,6 +316,7 @@ fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Val
                 | MempoolError::Gapped { .. }
                 | MempoolError::Busy { .. }
                 | MempoolError::Overloaded { .. }
+                | MempoolError::Behind { .. }
                 | MempoolError::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::CONFLICT,
             };
@@ -327,21 +328,41 @@ fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Val
     }
 }
 
+/// Why a node at `tip` refuses submissions for being behind the network
+/// (`network`: its height, when f+1 peers reported one), if it does.
+fn behind(network: Option<u64>, tip: u64, behind_max: u64) -> Option<MempoolError> {
+    let network = network?;
+    (network.saturating_sub(tip) > behind_max).then(|| MempoolError::Behind {
+        behind: network - tip,
+        tip,
+        network,
+    })
+}
+
 async fn admit(state: &ApiState, txs: Vec<SignedTransfer>) -> Vec<(StatusCode, Value)> {
     let hashes: Vec<Hash> = txs.iter().map(SignedTransfer::hash).collect();
+    let network = match state.status.read() {
+        Ok(s) => s.network_known.then_some(s.network_height),
+        Err(poisoned) => {
+            let s = poisoned.into_inner();
+            s.network_known.then_some(s.network_height)
+        }
+    };
     let refused = {
         let verifying = state.verify_backlog.load(Ordering::Relaxed) + state.signatures.waiting();
         let mut shared = lock(&state.shared);
-        shared.mempool.refusal(verifying).or_else(|| {
-            shared
-                .backlog
-                .refusal(std::time::Instant::now(), verifying)
-                .map(|o| MempoolError::Overloaded {
-                    queued: o.queued,
-                    limit: o.limit,
-                    rate: o.rate as u64,
-                })
-        })
+        behind(network, shared.tip.height, state.info.behind_heights_max)
+            .or_else(|| shared.mempool.refusal(verifying))
+            .or_else(|| {
+                shared
+                    .backlog
+                    .refusal(std::time::Instant::now(), verifying)
+                    .map(|o| MempoolError::Overloaded {
+                        queued: o.queued,
+                        limit: o.limit,
+                        rate: o.rate as u64,
+                    })
+            })
     };
     if let Some(MempoolError::Overloaded { .. }) = &refused {
         state.metrics.submissions_shed.inc_by(txs.len() as u64);
@@ -1104,6 +1125,26 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+
+    #[test]
+    fn a_node_behind_the_network_refuses_submissions_with_503() {
+        // Unknown network height (fewer than f+1 reports): no refusal.
+        assert!(behind(None, 3, 8).is_none());
+        assert!(
+            behind(Some(11), 3, 8).is_none(),
+            "8 behind is still in step"
+        );
+        assert!(behind(Some(2), 3, 8).is_none(), "ahead of the reports");
+        let refused = behind(Some(1_207), 3, 8).unwrap();
+        assert!(
+            refused
+                .to_string()
+                .contains("catching up: 1204 heights behind"),
+            "{refused}"
+        );
+        let (status, _) = admission(Hash::ZERO, Err(refused));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
 
     #[test]
     fn heights_fold_into_ranges() {

@@ -33,6 +33,7 @@
 //! valid_for_max = 100000     # how far past the tip a transfer's valid_until may be
 //! log_bytes_max = 268435456  # the mempool log's bound on disk (data_dir/mempool-log)
 //! backlog_ms_max = 300       # submissions shed (503) past about this much queued work (0: never)
+//! behind_heights_max = 8     # submissions refused (503) while this node is further behind the network
 //!
 //! [connections]
 //! incoming_max = 256
@@ -284,6 +285,10 @@ pub struct MempoolLimits {
     /// Queued work admission takes, in milliseconds of commits: past it the API
     /// answers 503 with `Retry-After` ([`crate::backlog`]). 0 never sheds.
     pub backlog_ms_max: u64,
+    /// Heights this node may be behind the network (the (f+1)-th highest height its
+    /// peers report) and still admit submissions: further behind, it answers 503,
+    /// since its checks (nonce, expiry, balance) would run against an old state.
+    pub behind_heights_max: u64,
 }
 
 /// libp2p connection limits. Genesis validators are never refused for
@@ -352,6 +357,7 @@ impl Default for MempoolLimits {
             valid_for_max: crate::mempool::VALID_FOR_MAX,
             log_bytes_max: 256 * 1024 * 1024,
             backlog_ms_max: 300,
+            behind_heights_max: 8,
         }
     }
 }

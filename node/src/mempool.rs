@@ -158,6 +158,19 @@ pub enum MempoolError {
         /// Committed transfers per second.
         rate: u64,
     },
+    /// This node is further behind the network than it admits submissions at: its
+    /// checks would run against an old state.
+    #[error(
+        "catching up: {behind} heights behind the network (this node is at {tip}, the network at {network}); send it to another validator or retry shortly"
+    )]
+    Behind {
+        /// Heights behind.
+        behind: u64,
+        /// This node's executed tip.
+        tip: u64,
+        /// The network's height as peers report it.
+        network: u64,
+    },
     /// This node could not write it to its mempool log (disk full, log full,
     /// unwritable): it is not accepted here.
     #[error(

@@ -170,8 +170,10 @@ pub struct StatusInfo {
     pub view_changing: bool,
     /// Connected peers.
     pub peers: Vec<String>,
-    /// Highest height a peer reported.
+    /// The height at least one honest validator reached, as peers report.
     pub network_height: u64,
+    /// Whether f+1 peers reported, so `network_height` means that.
+    pub network_known: bool,
     /// Whether the node is catching up.
     pub syncing: bool,
 }
@@ -193,6 +195,8 @@ pub struct NodeInfo {
     pub peer_id: PeerId,
     /// k.
     pub data_shards: usize,
+    /// `mempool.behind_heights_max`.
+    pub behind_heights_max: u64,
 }
 
 /// Options that tests and tools set; operators never need them.
@@ -552,6 +556,7 @@ pub async fn start(
         genesis: genesis.clone(),
         peer_id,
         data_shards,
+        behind_heights_max: config.mempool.behind_heights_max,
     });
     let listener = tokio::net::TcpListener::bind(config.api_address)
         .await
@@ -2517,6 +2522,7 @@ impl EventLoop {
         status.view_changing = self.replica.status() != mosaic_consensus::Status::Normal;
         status.peers = self.connected.keys().map(|p| p.to_string()).collect();
         status.network_height = self.network_height();
+        status.network_known = self.sync.network_known();
         status.syncing = self.sync.started.is_some();
     }
 }

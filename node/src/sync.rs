@@ -100,6 +100,12 @@ impl CatchUp {
         self.heights.remove(peer);
     }
 
+    /// Whether at least f+1 peers reported a height, so that
+    /// [`Sync::network_height`] is one an honest validator reached.
+    pub fn network_known(&self) -> bool {
+        self.heights.len() > self.faulty_max
+    }
+
     /// The height at least one honest validator reached: the (f+1)-th highest
     /// reported, or what consensus proved.
     pub fn network_height(&self) -> u64 {
