@@ -342,7 +342,9 @@ enum TxCmd {
         /// Amount (at least 1).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         amount: u64,
-        /// Nonce (default: the account's next nonce, asked from the node).
+        /// Nonce (default: the account's next nonce past its transfers pending in
+        /// turn, the highest any --node reports, so transfers sent in a row do not
+        /// reuse a nonce).
         #[arg(long)]
         nonce: Option<u64>,
         /// Heights after the tip it stays valid for: after height tip + N it can
@@ -620,10 +622,11 @@ fn run(cli: Cli) -> Result<()> {
             let value = node.get(&format!("/v1/accounts/{address}"))?;
             print(json, &value, || {
                 format!(
-                    "address {}\nbalance {}\nnext nonce {}\n(at height {})",
+                    "address {}\nbalance {}\nnext nonce {} (next past its pending transfers: {})\n(at height {})",
                     value["address"].as_str().unwrap_or_default(),
                     value["balance"],
                     value["nonce"],
+                    value["pending_nonce"],
                     value["height"]
                 )
             });
