@@ -10,6 +10,11 @@ use serde_json::Value;
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:8000";
 /// Largest answer read by default (a full block's JSON fits).
 pub const ANSWER_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Times a GET is asked again while the node says it is busy (503 with
+/// `Retry-After`).
+pub const BUSY_RETRIES: u32 = 5;
+/// Longest wait between those tries, whatever `Retry-After` says.
+pub const BUSY_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// A node's API.
 #[derive(Debug, Clone)]
@@ -84,14 +89,35 @@ impl Client {
         Ok(value)
     }
 
+    /// GET `url`, asking again (up to [`BUSY_RETRIES`] times) while the node
+    /// answers 503 with `Retry-After` (its heavy reads are all taken), after the
+    /// wait it names (at most [`BUSY_WAIT_MAX`]).
+    fn call_get(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut tries = 0;
+        loop {
+            let response = self
+                .agent
+                .get(url)
+                .call()
+                .map_err(|e| self.unreachable(e))?;
+            let wait = (response.status().as_u16() == 503)
+                .then(|| response.headers().get("retry-after"))
+                .flatten()
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+            match wait {
+                Some(secs) if tries < BUSY_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_secs(secs).min(BUSY_WAIT_MAX));
+                }
+                _ => return Ok(response),
+            }
+        }
+    }
+
     /// GET `path`: status and body, whatever the status.
     pub fn get_raw(&self, path: &str) -> Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| self.unreachable(e))?;
+        let response = self.call_get(&url)?;
         self.answer(path, response)
     }
 
@@ -99,11 +125,7 @@ impl Client {
     /// read (no copy of the text is kept); a non-2xx answer becomes an error.
     pub fn get_json_within(&self, path: &str, limit: u64) -> Result<Value> {
         let url = format!("{}{path}", self.base);
-        let mut response = self
-            .agent
-            .get(&url)
-            .call()
-            .map_err(|e| self.unreachable(e))?;
+        let mut response = self.call_get(&url)?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             let (status, value) = self.answer_within(path, response, 64 * 1024)?;

@@ -2,7 +2,10 @@
 //! error is a 4xx/5xx with `{"error": "..."}` saying what is wrong and what to do. A
 //! submission refused for load (503: mempool full, signature checks busy, more work
 //! queued than `mempool.backlog_ms_max`) carries `Retry-After`; a batch carries it
-//! when any of its transfers was refused so.
+//! when any of its transfers was refused so. Reads of bodies, fragments and
+//! headers are heavy reads ([`crate::read_budget`]): at most a few run at once
+//! (past that, 503 with `Retry-After`), and each stops within a byte and a time
+//! budget, saying where (`to`) when it covers many heights.
 //!
 //! | Method | Path | What |
 //! |---|---|---|
@@ -14,8 +17,8 @@
 //! | GET | `/v1/accounts/{address}` | balance and next nonce |
 //! | GET | `/v1/blocks/{height}` | header, certificate, transactions (rebuilt from fragments when pruned); `?view=hashes`: transaction ids only |
 //! | GET | `/v1/blocks/{height}/fragments/{index}` | a fragment with its proof |
-//! | GET | `/v1/headers?from=H&count=N` | certified headers (for audits) |
-//! | GET | `/v1/own-fragments?from=H&count=N[&view=ranges]` | this validator's own fragments of heights H.. with their proofs (at most 1,024 heights and about 4 MiB; `to` says where it stopped), and the ranges of heights it holds good ones for and lacks; `view=ranges`: the ranges only (up to 16,384 heights) |
+//! | GET | `/v1/headers?from=H&count=N` | certified headers (for audits; at most 256, about 2 MiB and 2 s: fewer when a budget ends, ask again from the next height) |
+//! | GET | `/v1/own-fragments?from=H&count=N[&view=ranges]` | this validator's own fragments of heights H.. with their proofs, read and checked now (at most 1,024 heights, about 4 MiB and 2 s; `to` says where it stopped), and the ranges of heights it holds good ones for and lacks; `view=ranges`: the ranges only, from the index without reading a fragment (up to 16,384 heights; the scrub checks the bytes) |
 //! | GET | `/metrics` | Prometheus |
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +45,7 @@ use crate::ledger::{SignedTransfer, TxOutcome};
 use crate::mempool::{Dropped, MempoolError};
 use crate::mempool_log::MempoolLog;
 use crate::metrics::Metrics;
+use crate::read_budget::{Busy, HeavyReads};
 use crate::schema::NodeStore;
 use crate::service::{Command, NodeInfo, StatusInfo};
 use crate::sigbatch::SigBatcher;
@@ -58,6 +62,8 @@ pub const OWN_FRAGMENTS_MAX: u64 = 1_024;
 pub const OWN_RANGES_MAX: u64 = 16_384;
 /// Fragment bytes per `/v1/own-fragments` answer, about (it always holds one).
 pub const OWN_FRAGMENT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes of headers with certificates per `/v1/headers` answer, about (JSON).
+pub const HEADERS_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -80,6 +86,8 @@ pub struct ApiState {
     pub signatures: SigBatcher,
     /// Where accepted transactions are made durable before the answer.
     pub log: MempoolLog,
+    /// Permits of the heavy reads.
+    pub reads: HeavyReads,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -93,6 +101,8 @@ impl std::fmt::Debug for ApiState {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds for `Retry-After` (load refusals).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -100,6 +110,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
     fn bad_request(message: impl Into<String>) -> Self {
@@ -113,9 +124,25 @@ impl ApiError {
     }
 }
 
+impl From<Busy> for ApiError {
+    fn from(busy: Busy) -> Self {
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECS),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, busy.to_string())
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, json_body(&json!({ "error": self.message }))).into_response()
+        let mut response =
+            (self.status, json_body(&json!({ "error": self.message }))).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -310,6 +337,7 @@ fn admission(hash: Hash, result: Result<Hash, MempoolError>) -> (StatusCode, Val
         Err(e) => {
             let status = match e {
                 MempoolError::Invalid(_)
+                | MempoolError::Unfunded { .. }
                 | MempoolError::Expired { .. }
                 | MempoolError::ValidTooLong { .. } => StatusCode::BAD_REQUEST,
                 MempoolError::Full { .. }
@@ -510,7 +538,7 @@ async fn admit_logged(
 }
 
 /// Seconds a client refused for overload (503) is told to wait before it retries.
-pub const RETRY_AFTER_SECS: u64 = 1;
+pub const RETRY_AFTER_SECS: u64 = crate::read_budget::RETRY_AFTER_SECS;
 
 /// The media type of the binary submission path: the canonical encoding of one
 /// signed transfer (`/v1/transactions`) or of a list of them, a u64 count and then
@@ -668,6 +696,12 @@ async fn transaction(
         .copied()
         .filter(|h| first_failure.is_none_or(|f| *h < f))
         .collect();
+    // Looking into bodies is a heavy read; the answers above were not.
+    let _read = if below.is_empty() {
+        None
+    } else {
+        Some(state.reads.start()?)
+    };
     let mut applied = None;
     let mut unchecked = None;
     for &height in &below {
@@ -885,6 +919,7 @@ async fn block(
             )));
         }
     };
+    let _read = state.reads.start()?;
     let header = stored_header(&state, height)?;
     let certificate = state
         .store
@@ -919,6 +954,7 @@ async fn fragment(
     let index: u32 = index.parse().map_err(|_| {
         ApiError::bad_request(format!("fragment index {index:?} is not an integer"))
     })?;
+    let _read = state.reads.start()?;
     let header = stored_header(&state, height)?;
     let n = header.fragments.params.n();
     if index as usize >= n {
@@ -988,22 +1024,34 @@ async fn headers(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Ap
         }
     }
     let count = count.min(HEADERS_MAX);
-    let mut out = Vec::new();
-    for height in from.max(1)..from.max(1).saturating_add(count) {
-        let (Some(header), Some(certificate)) = (
-            state
-                .store
-                .header(height)
-                .map_err(|e| ApiError::internal(e.to_string()))?,
-            state
-                .store
-                .certificate(height)
-                .map_err(|e| ApiError::internal(e.to_string()))?,
-        ) else {
-            break;
-        };
-        out.push(json!({ "height": height, "header": header, "certificate": certificate }));
-    }
+    let read = state.reads.start()?;
+    let store = state.store.clone();
+    let out = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for height in from.max(1)..from.max(1).saturating_add(count) {
+            let (Some(header), Some(certificate)) = (
+                store
+                    .header(height)
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+                store
+                    .certificate(height)
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            ) else {
+                break;
+            };
+            let entry = json!({ "height": height, "header": header, "certificate": certificate });
+            bytes += entry.to_string().len();
+            out.push(entry);
+            // The first header is always answered, so a client always gets on.
+            if bytes >= HEADERS_BYTES_MAX || read.out_of_time() {
+                break;
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("header read stopped: {e}")))??;
     Ok(ok(json!({ "headers": out })))
 }
 
@@ -1017,8 +1065,10 @@ fn push_range(ranges: &mut Vec<[u64; 2]>, height: u64) {
 
 /// `GET /v1/own-fragments?from=H&count=N[&view=ranges]`: which heights this
 /// validator holds a good own fragment for (read and checked against the block's
-/// commitment now), and unless `view=ranges` the fragments themselves, so an
-/// auditor checks every proof with one request per few MiB instead of per height.
+/// commitment now) with the fragments themselves, so an auditor checks every proof
+/// with one request per few MiB instead of per height; `view=ranges`: which
+/// heights its index holds one for, without reading any (the scrub checks them at
+/// its disk rate).
 async fn own_fragments(State(state): State<ApiState>, RawQuery(query): RawQuery) -> ApiResult {
     let mut from = 1u64;
     let mut count = OWN_FRAGMENTS_MAX;
@@ -1054,6 +1104,7 @@ async fn own_fragments(State(state): State<ApiState>, RawQuery(query): RawQuery)
             OWN_FRAGMENTS_MAX
         },
     );
+    let read = state.reads.start()?;
     let store = state.store.clone();
     let tip = lock(&state.shared).tip.height;
     let index = state.info.index;
@@ -1064,7 +1115,23 @@ async fn own_fragments(State(state): State<ApiState>, RawQuery(query): RawQuery)
         let mut bytes = 0usize;
         let mut to = from.saturating_sub(1);
         let last = from.saturating_add(count - 1).min(tip);
-        for height in from..=last {
+        if ranges_only {
+            // From the index: one range scan, no fragment read.
+            let indexed = store
+                .indexed_own_fragments(from, last, OWN_RANGES_MAX as usize)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let mut indexed = indexed.into_iter().peekable();
+            for height in from..=last {
+                if indexed.next_if_eq(&height).is_some() {
+                    push_range(&mut held, height);
+                } else {
+                    push_range(&mut missing, height);
+                }
+            }
+            to = last.max(to);
+        }
+        // Read and checked now: the time budget stops it early, `to` says where.
+        for height in (from..=last).filter(|_| !ranges_only) {
             let fragment = match store.own_fragment(height) {
                 Ok(f) => f,
                 Err(mosaic_storage::StoreError::Corrupt { .. }) => None,
@@ -1074,20 +1141,18 @@ async fn own_fragments(State(state): State<ApiState>, RawQuery(query): RawQuery)
             match fragment {
                 Some(fragment) => {
                     push_range(&mut held, height);
-                    if !ranges_only {
-                        let encoded = codec::encode(&fragment)
-                            .map_err(|e| ApiError::internal(e.to_string()))?;
-                        bytes += encoded.len();
-                        fragments.push(json!({
-                            "height": height,
-                            "index": fragment.index,
-                            "fragment": hex::encode(encoded),
-                        }));
-                    }
+                    let encoded =
+                        codec::encode(&fragment).map_err(|e| ApiError::internal(e.to_string()))?;
+                    bytes += encoded.len();
+                    fragments.push(json!({
+                        "height": height,
+                        "index": fragment.index,
+                        "fragment": hex::encode(encoded),
+                    }));
                 }
                 None => push_range(&mut missing, height),
             }
-            if bytes >= OWN_FRAGMENT_BYTES_MAX {
+            if bytes >= OWN_FRAGMENT_BYTES_MAX || read.out_of_time() {
                 break;
             }
         }
@@ -1144,6 +1209,18 @@ mod tests {
         );
         let (status, _) = admission(Hash::ZERO, Err(refused));
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn a_heavy_read_past_the_bound_is_a_503_with_retry_after() {
+        let reads = HeavyReads::new(1);
+        let _running = reads.start().unwrap();
+        let refused = ApiError::from(reads.start().unwrap_err()).into_response();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            refused.headers().get(header::RETRY_AFTER).unwrap(),
+            &RETRY_AFTER_SECS.to_string()
+        );
     }
 
     #[test]

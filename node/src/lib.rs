@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod net;
 pub mod peers;
 pub mod proposal;
+pub mod read_budget;
 pub mod schema;
 pub mod scrub;
 pub mod serve;

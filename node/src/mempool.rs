@@ -132,6 +132,22 @@ pub enum MempoolError {
         /// The pending transaction's id.
         pending: TxHash,
     },
+    /// The sender's confirmed balance, less what its transfers pending here spend,
+    /// cannot pay it: it would fail in a block. Incoming transfers count once they
+    /// commit, not while they are pending.
+    #[error(
+        "insufficient funds: the sender's confirmed balance is {balance} and its transfers pending here spend {pending}, which leaves {available}, less than the amount {amount}; wait until the pending transfers (its own, or one paying it) commit, or send less"
+    )]
+    Unfunded {
+        /// The sender's balance at this node's executed tip.
+        balance: u64,
+        /// What the sender's transfers pending or reserved here spend together.
+        pending: u128,
+        /// What is left for this one.
+        available: u64,
+        /// The transfer's amount.
+        amount: u64,
+    },
     /// Behind a gap in the sender's nonces, and the pool's share for such transfers
     /// is taken: the earlier nonces must come first.
     #[error(
@@ -349,12 +365,39 @@ struct Entry {
 struct Reservation {
     from: PublicKey,
     nonce: u64,
+    amount: u64,
     bytes: usize,
     /// Submissions of these same bytes in flight at once.
     holders: u32,
     /// Behind a gap in its sender's nonces when reserved: it counts toward the
     /// gapped share while its log write is in flight.
     gapped: bool,
+}
+
+/// What [`Mempool::admissible`] found.
+#[derive(Debug, Clone, Copy)]
+struct Admissible {
+    /// In line (see [`Mempool::in_line`]).
+    in_line: bool,
+    /// The sender's next nonce in the ledger it was judged against.
+    next: u64,
+}
+
+/// What the pool holds of one sender, pending or reserved, kept as transfers come
+/// and go so that admission costs the same for the 1,000th nonce of a run as for
+/// the first.
+#[derive(Debug, Clone, Copy)]
+struct SenderBook {
+    /// Transfers held: entries plus reservations (an entry and the reservation it
+    /// came through count twice for the moment between the two).
+    held: usize,
+    /// Their amounts together, counted the same way.
+    spend: u128,
+    /// A run of held nonces: every nonce in `run.0..run.1` is held and `run.1` is
+    /// not, so for a next nonce anywhere in `run.0..=run.1` the sender's transfers
+    /// are in line up to `run.1`. It starts at the sender's next nonce as the
+    /// pool last saw it.
+    run: (u64, u64),
 }
 
 /// The pool of pending transactions.
@@ -393,6 +436,8 @@ pub struct Mempool {
     reserved: HashMap<TxHash, Reservation>,
     reserved_nonces: HashMap<(PublicKey, u64), TxHash>,
     reserved_bytes: usize,
+    /// Per sender with anything held: its run of nonces and what it spends.
+    books: HashMap<PublicKey, SenderBook>,
     /// Transactions of blocks whose signatures this node had not checked before the
     /// block carried them, since the last [`Mempool::take_unchecked_in_blocks`].
     unchecked_in_blocks: u64,
@@ -436,6 +481,7 @@ impl Mempool {
             reserved: HashMap::new(),
             reserved_nonces: HashMap::new(),
             reserved_bytes: 0,
+            books: HashMap::new(),
             gapped: 0,
             reserved_gapped: 0,
             ready_at_block: 0,
@@ -464,17 +510,116 @@ impl Mempool {
     /// admitted: its nonce is the account's `next`, or every nonce from `next` up
     /// to it is pending or reserved (a reservation is the one in-flight write of
     /// its sender's nonce, so a run through it is judged as if it were pending).
-    /// Walks up from `next`, so a gap near the front ends it early; costs at most
-    /// the distance, which admission bounds by `nonce_ahead_max`.
+    /// One lookup: the sender's run of held nonces ([`SenderBook::run`]) answers
+    /// it whenever `next` lies within the run, as it does for the ledger the pool
+    /// follows; any other `next` walks up from it (bounded by what is held).
     fn in_line(&self, sender: &PublicKey, nonce: u64, next: u64) -> bool {
         if nonce <= next {
             return nonce == next;
         }
-        let pending = self.by_sender.get(sender);
-        (next..nonce).all(|n| {
-            pending.is_some_and(|m| m.contains_key(&n))
-                || self.reserved_nonces.contains_key(&(*sender, n))
-        })
+        self.run_end(sender, next) >= nonce
+    }
+
+    /// The first nonce from `next` on that the pool holds neither pending nor
+    /// reserved for `sender`.
+    fn run_end(&self, sender: &PublicKey, next: u64) -> u64 {
+        match self.books.get(sender) {
+            None => next,
+            Some(book) if book.run.0 <= next && next <= book.run.1 => book.run.1,
+            Some(_) => self.walk(sender, next),
+        }
+    }
+
+    /// Whether `sender`'s `nonce` is pending or reserved here.
+    fn holds(&self, sender: &PublicKey, nonce: u64) -> bool {
+        self.by_sender
+            .get(sender)
+            .is_some_and(|m| m.contains_key(&nonce))
+            || self.reserved_nonces.contains_key(&(*sender, nonce))
+    }
+
+    /// The first nonce from `from` on that is not held, found by looking at each:
+    /// costs the length of the run, at most what the sender holds.
+    fn walk(&self, sender: &PublicKey, from: u64) -> u64 {
+        let mut nonce = from;
+        while nonce < u64::MAX && self.holds(sender, nonce) {
+            nonce += 1;
+        }
+        nonce
+    }
+
+    /// Books a transfer of `amount` at `nonce` that was just added to the entries
+    /// or the reservations; `next` is the sender's next nonce in the ledger the
+    /// admission checked against. Extends the run when the nonce is its end (a walk
+    /// over what follows, each held nonce passed once until a removal cuts the run
+    /// before it).
+    fn book_held(&mut self, sender: PublicKey, nonce: u64, amount: u64, next: u64) {
+        let run = match self.books.get(&sender) {
+            Some(book) if book.run.0 <= next && next <= book.run.1 => {
+                if nonce == book.run.1 {
+                    (next, self.walk(&sender, nonce))
+                } else {
+                    (next, book.run.1)
+                }
+            }
+            Some(_) => (next, self.walk(&sender, next)),
+            // Nothing else of the sender is held: only this nonce.
+            None if nonce == next => (next, next.saturating_add(1)),
+            None => (next, next),
+        };
+        let book = self.books.entry(sender).or_insert(SenderBook {
+            held: 0,
+            spend: 0,
+            run,
+        });
+        book.held += 1;
+        book.spend += u128::from(amount);
+        book.run = run;
+    }
+
+    /// Books a transfer that left the entries or the reservations. If nothing else
+    /// holds its nonce now: the run starts after it when it was the run's first
+    /// (a block took it: the sender's next nonce moves there), or ends at it when
+    /// it was further in.
+    fn book_released(&mut self, sender: PublicKey, nonce: u64, amount: u64) {
+        let still_held = self.holds(&sender, nonce);
+        let Some(book) = self.books.get_mut(&sender) else {
+            return;
+        };
+        book.held = book.held.saturating_sub(1);
+        book.spend = book.spend.saturating_sub(u128::from(amount));
+        if !still_held && book.run.0 <= nonce && nonce < book.run.1 {
+            if nonce == book.run.0 {
+                book.run.0 = nonce + 1;
+            } else {
+                book.run.1 = nonce;
+            }
+        }
+        if book.held == 0 {
+            self.books.remove(&sender);
+        }
+    }
+
+    /// Moves `sender`'s run to start at its new next nonce `next` (a block used the
+    /// nonces before it): the same run's tail when `next` lies within it, else
+    /// measured again from `next`.
+    fn book_next_nonce(&mut self, sender: &PublicKey, next: u64) {
+        let Some(run) = self.books.get(sender).map(|b| b.run) else {
+            return;
+        };
+        let run = if run.0 <= next && next <= run.1 {
+            (next, run.1)
+        } else {
+            (next, self.walk(sender, next))
+        };
+        if let Some(book) = self.books.get_mut(sender) {
+            book.run = run;
+        }
+    }
+
+    /// What `sender`'s transfers pending or reserved here spend together.
+    pub fn pending_spend(&self, sender: &PublicKey) -> u128 {
+        self.books.get(sender).map_or(0, |b| b.spend)
     }
 
     /// The height admission and expiry are relative to.
@@ -506,20 +651,10 @@ impl Mempool {
 
     /// The nonce after the run of `sender`'s transfers pending or reserved here in
     /// turn from its next nonce `next` (`next` itself when none is): the nonce a
-    /// client signs next so that its transfers in flight are not replaced. Costs
-    /// the run's length, which admission bounds by `nonce_ahead_max`.
+    /// client signs next so that its transfers in flight are not replaced. One
+    /// lookup (see [`Mempool::in_line`]).
     pub fn pending_nonce(&self, sender: &PublicKey, next: u64) -> u64 {
-        let pending = self.by_sender.get(sender);
-        let mut nonce = next;
-        while pending.is_some_and(|m| m.contains_key(&nonce))
-            || self.reserved_nonces.contains_key(&(*sender, nonce))
-        {
-            nonce = nonce.saturating_add(1);
-            if nonce.saturating_sub(next) > self.config.nonce_ahead_max {
-                break;
-            }
-        }
-        nonce
+        self.run_end(sender, next)
     }
 
     /// Why `hash` was dropped, if it was (recently).
@@ -763,7 +898,8 @@ impl Mempool {
             r.holders += 1;
             return Ok(());
         }
-        let gapped = !self.admissible(tx, ledger, true)?;
+        let Admissible { in_line, next } = self.admissible(tx, ledger, true)?;
+        let gapped = !in_line;
         let t = tx.transfer();
         let bytes = encoded_len(tx.signed());
         self.reserved_gapped += usize::from(gapped);
@@ -772,6 +908,7 @@ impl Mempool {
             Reservation {
                 from: t.from,
                 nonce: t.nonce,
+                amount: t.amount,
                 bytes,
                 holders: 1,
                 gapped,
@@ -779,6 +916,7 @@ impl Mempool {
         );
         self.reserved_nonces.insert((t.from, t.nonce), hash);
         self.reserved_bytes += bytes;
+        self.book_held(t.from, t.nonce, t.amount, next);
         Ok(())
     }
 
@@ -805,6 +943,7 @@ impl Mempool {
             self.reserved_nonces.remove(&(r.from, r.nonce));
             self.reserved_bytes -= r.bytes;
             self.reserved_gapped -= usize::from(r.gapped);
+            self.book_released(r.from, r.nonce, r.amount);
         }
     }
 
@@ -832,19 +971,21 @@ impl Mempool {
 
     /// The admission rules that depend on the pool's state and the ledger, not on
     /// whether the transaction is already known.
-    /// `gap_share`: whether the share of transfers behind nonce gaps applies. It
-    /// applies to new arrivals (gossip, a submission's reservation), not to a
-    /// transfer already in the mempool log: its reservation passed it, or a
-    /// restart reads back what was answered 202, and that must not be refused for
-    /// a share that the counting since the restart fills differently.
+    /// `arriving`: whether the rules for new arrivals apply (gossip, a
+    /// submission's reservation): the share of transfers behind nonce gaps, and the
+    /// sender's balance less its pending spends. They do not apply to a transfer
+    /// already in the mempool log: its reservation passed them, or a restart reads
+    /// back what was answered 202, and that must not be refused for a share or a
+    /// sum that the counting since the restart fills differently.
     /// Returns whether the transfer is in line (see [`Mempool::in_line`]), which
-    /// decides whether it counts toward the gapped share once taken.
+    /// decides whether it counts toward the gapped share once taken, and the
+    /// sender's next nonce it was judged against.
     fn admissible(
         &self,
         tx: &VerifiedTransfer,
         ledger: &Ledger,
-        gap_share: bool,
-    ) -> Result<bool, MempoolError> {
+        arriving: bool,
+    ) -> Result<Admissible, MempoolError> {
         let t = tx.transfer();
         if let Some(height) = ledger.failed_at(&tx.hash()) {
             return Err(MempoolError::AlreadyFailed {
@@ -865,7 +1006,8 @@ impl Mempool {
                 max: self.config.valid_for_max,
             });
         }
-        let next = ledger.account(&t.from).nonce;
+        let account = ledger.account(&t.from);
+        let next = account.nonce;
         if t.nonce < next {
             return Err(MempoolError::StaleNonce { next, got: t.nonce });
         }
@@ -892,25 +1034,38 @@ impl Mempool {
             });
         }
         let in_line = self.in_line(&t.from, t.nonce, next);
-        if gap_share && !in_line && self.gapped() >= self.gapped_max() {
+        if arriving && !in_line && self.gapped() >= self.gapped_max() {
             return Err(MempoolError::Gapped {
                 next,
                 got: t.nonce,
                 held: self.gapped(),
             });
         }
-        let bytes = encoded_len(tx.signed());
         // A transfer's own reservation is the room it takes, not room taken from it.
-        let (own_count, own_bytes) = self
-            .reserved
-            .get(&tx.hash())
-            .map_or((0, 0), |r| (1, r.bytes));
+        let own = self.reserved.get(&tx.hash());
+        let (own_count, own_bytes, own_amount) = own.map_or((0, 0, 0), |r| (1, r.bytes, r.amount));
+        if arriving {
+            let balance = account.balance;
+            let pending = self
+                .pending_spend(&t.from)
+                .saturating_sub(u128::from(own_amount));
+            let available = u128::from(balance).saturating_sub(pending);
+            if available < u128::from(t.amount) {
+                return Err(MempoolError::Unfunded {
+                    balance,
+                    pending,
+                    available: u64::try_from(available).unwrap_or(u64::MAX),
+                    amount: t.amount,
+                });
+            }
+        }
+        let bytes = encoded_len(tx.signed());
         let count = self.entries.len() + self.reserved.len() - own_count;
         let held = self.bytes + self.reserved_bytes - own_bytes;
         if count >= self.config.count_max || held + bytes > self.config.bytes_max {
             return Err(MempoolError::Full { count, bytes: held });
         }
-        Ok(in_line)
+        Ok(Admissible { in_line, next })
     }
 
     fn admit(
@@ -919,15 +1074,14 @@ impl Mempool {
         ledger: &Ledger,
         logged: bool,
     ) -> Result<TxHash, MempoolError> {
-        let in_line = self.admissible(&tx, ledger, !logged)?;
+        let Admissible { in_line, next } = self.admissible(&tx, ledger, !logged)?;
         let hash = tx.hash();
         let t = tx.transfer();
+        let (from, nonce, amount) = (t.from, t.nonce, t.amount);
         self.gapped += usize::from(!in_line);
         let bytes = encoded_len(tx.signed());
-        self.by_sender
-            .entry(t.from)
-            .or_default()
-            .insert(t.nonce, hash);
+        self.by_sender.entry(from).or_default().insert(nonce, hash);
+        self.book_held(from, nonce, amount, next);
         self.by_expiry.insert((t.valid_until, hash));
         self.bytes += bytes;
         let round = self.round;
@@ -1029,17 +1183,15 @@ impl Mempool {
             .sum()
     }
 
-    /// Whether the pending transfer of `sender` with `nonce` is ready when the
-    /// sender's next nonce is `next`: it and every nonce before it down to `next`
-    /// are pending. Costs at most the distance, which admission bounds by
-    /// `nonce_ahead_max`.
+    /// Whether the transfer of `sender` with `nonce` is pending and ready when the
+    /// sender's next nonce is `next`: every nonce before it down to `next` is
+    /// pending or reserved (a reservation is admitted as soon as its log write
+    /// lands). One lookup (see [`Mempool::in_line`]).
     pub fn is_ready(&self, sender: &PublicKey, nonce: u64, next: u64) -> bool {
-        let Some(by_nonce) = self.by_sender.get(sender) else {
-            return false;
-        };
-        nonce >= next
-            && u64::try_from(by_nonce.range(next..=nonce).count())
-                .is_ok_and(|n| n == nonce - next + 1)
+        self.by_sender
+            .get(sender)
+            .is_some_and(|m| m.contains_key(&nonce))
+            && self.in_line(sender, nonce, next)
     }
 
     /// Verifies a block's transactions, skipping the signature check for those this
@@ -1098,6 +1250,7 @@ impl Mempool {
                 self.dropped.insert(hash, Dropped::NonceUsed { nonce });
                 self.dropped_since += 1;
             }
+            self.book_next_nonce(&sender, next);
         }
         while let Some(&(valid_until, hash)) = self.by_expiry.first() {
             if valid_until > self.tip {
@@ -1177,12 +1330,14 @@ impl Mempool {
             if entry.logged {
                 self.departed.push(*hash);
             }
-            if let Some(m) = self.by_sender.get_mut(&t.from) {
-                m.remove(&t.nonce);
+            let (from, nonce, amount) = (t.from, t.nonce, t.amount);
+            if let Some(m) = self.by_sender.get_mut(&from) {
+                m.remove(&nonce);
                 if m.is_empty() {
-                    self.by_sender.remove(&t.from);
+                    self.by_sender.remove(&from);
                 }
             }
+            self.book_released(from, nonce, amount);
         }
     }
 
@@ -1201,6 +1356,28 @@ impl Mempool {
         assert_eq!(reserved, self.reserved_bytes);
         let reserved_gapped = self.reserved.values().filter(|r| r.gapped).count();
         assert_eq!(reserved_gapped, self.reserved_gapped);
+        let mut books: HashMap<PublicKey, (usize, u128)> = HashMap::new();
+        for entry in self.entries.values() {
+            let t = entry.tx.transfer();
+            let book = books.entry(t.from).or_default();
+            book.0 += 1;
+            book.1 += u128::from(t.amount);
+        }
+        for r in self.reserved.values() {
+            let book = books.entry(r.from).or_default();
+            book.0 += 1;
+            book.1 += u128::from(r.amount);
+        }
+        assert_eq!(books.len(), self.books.len());
+        for (sender, book) in &self.books {
+            assert_eq!(books.get(sender), Some(&(book.held, book.spend)));
+            assert!(book.run.0 <= book.run.1);
+            assert_eq!(
+                self.walk(sender, book.run.0),
+                book.run.1,
+                "the run of {sender}"
+            );
+        }
     }
 }
 
@@ -1473,14 +1650,17 @@ mod tests {
 
     #[test]
     fn transfers_stranded_behind_a_failed_transfer_leave_past_the_share() {
-        // Key 7 holds nothing: its transfers are in line when admitted, but its
-        // nonce 0 fails in a block and leaves the nonce where it was, so the rest
-        // can never be in a block. Left in the pool they would hold it past the
-        // gapped share and lock out the transfers blocks can take.
+        // Key 7's transfers are in line and paid for when admitted, but its funds
+        // are gone when its nonce 0 executes (as when another validator's transfer
+        // of the same sender committed first): nonce 0 fails and leaves the nonce
+        // where it was, so the rest can never be in a block. Left in the pool they
+        // would hold it past the gapped share and lock out the transfers blocks
+        // can take.
         let mut l = ledger();
+        let funded = Ledger::from_balances(&[(key(7).public(), 1_000)]).unwrap();
         let mut p = pool(8);
         for nonce in 0..8 {
-            assert!(p.add(tx(7, nonce), &l).is_ok(), "7/{nonce}");
+            assert!(p.add(tx(7, nonce), &funded).is_ok(), "7/{nonce}");
         }
         let block = p.select(|k| l.account(k).nonce, 1, usize::MAX);
         assert_eq!(block.len(), 1);
@@ -2002,5 +2182,178 @@ mod tests {
         p.add(tx(4, 0), &l).unwrap();
         assert_eq!(p.len(), 3);
         p.check_invariants();
+    }
+
+    fn tx_amount(from: u64, nonce: u64, amount: u64) -> SignedTransfer {
+        Transfer {
+            amount,
+            ..tx(from, nonce).transfer
+        }
+        .sign(&key(from))
+    }
+
+    #[test]
+    fn a_transfer_its_sender_cannot_pay_after_its_pending_spends_is_refused_with_the_numbers() {
+        let l = ledger(); // keys 0..5 hold 1,000 each
+        let mut p = pool(16);
+        let verify = |t: SignedTransfer| t.verify(&chain()).unwrap();
+        // Nothing at all: refused, whatever the nonce.
+        let refused = p.add(tx(7, 0), &l).unwrap_err();
+        assert_eq!(
+            refused,
+            MempoolError::Unfunded {
+                balance: 0,
+                pending: 0,
+                available: 0,
+                amount: 1
+            }
+        );
+        assert!(refused.to_string().contains("balance is 0"), "{refused}");
+        // Pending and reserved spends both count, in any nonce order.
+        p.add(tx_amount(1, 0, 600), &l).unwrap();
+        p.reserve(&verify(tx_amount(1, 2, 300)), &l).unwrap();
+        let refused = p.add(tx_amount(1, 1, 101), &l).unwrap_err();
+        assert_eq!(
+            refused,
+            MempoolError::Unfunded {
+                balance: 1_000,
+                pending: 900,
+                available: 100,
+                amount: 101
+            }
+        );
+        p.add(tx_amount(1, 1, 100), &l).unwrap();
+        assert_eq!(p.pending_spend(&key(1).public()), 1_000);
+        p.check_invariants();
+        // A reservation given back frees what it held.
+        p.release(&[tx_amount(1, 2, 300).hash()]);
+        assert_eq!(p.pending_spend(&key(1).public()), 700);
+        p.add(tx_amount(1, 2, 300), &l).unwrap();
+        // Its own reservation is not counted against a transfer.
+        p.reserve(&verify(tx_amount(2, 0, 1_000)), &l).unwrap();
+        assert_eq!(
+            p.add_logged(vec![Ok(verify(tx_amount(2, 0, 1_000)))], &l),
+            vec![Ok(tx_amount(2, 0, 1_000).hash())]
+        );
+        p.check_invariants();
+        // A block that takes them moves the balance and the spends together.
+        let mut l = l;
+        let block = p.select(|k| l.account(k).nonce, 16, usize::MAX);
+        l.apply(1, &block);
+        p.remove_committed(1, &block, &l);
+        assert_eq!(p.pending_spend(&key(1).public()), 0);
+        assert_eq!(l.account(&key(1).public()).balance, 0);
+        assert!(matches!(
+            p.add(tx(1, 3), &l),
+            Err(MempoolError::Unfunded { balance: 0, .. })
+        ));
+        p.check_invariants();
+    }
+
+    #[test]
+    fn a_transfer_read_back_from_the_log_is_not_refused_for_its_balance() {
+        // Answered 202 when the sender could pay; after a restart the spends are
+        // counted again in log order, and a 202 is not taken back for a sum.
+        let l = ledger();
+        let mut p = pool(16);
+        let verify = |t: SignedTransfer| t.verify(&chain()).unwrap();
+        let logged = vec![Ok(verify(tx_amount(7, 0, 5)))];
+        assert_eq!(
+            p.add_logged(logged, &l),
+            vec![Ok(tx_amount(7, 0, 5).hash())]
+        );
+        p.check_invariants();
+    }
+
+    #[test]
+    fn the_run_of_nonces_follows_admissions_reservations_blocks_and_drops() {
+        let mut l = ledger();
+        let mut p = pool(64);
+        let verify = |t: SignedTransfer| t.verify(&chain()).unwrap();
+        let k1 = key(1).public();
+        // Out of order: 2 and 3 wait behind 0 and 1.
+        p.add(tx(1, 2), &l).unwrap();
+        p.add(tx(1, 3), &l).unwrap();
+        assert_eq!(p.pending_nonce(&k1, 0), 0);
+        assert!(!p.in_line(&k1, 2, 0));
+        p.reserve(&verify(tx(1, 0)), &l).unwrap();
+        assert_eq!(p.pending_nonce(&k1, 0), 1);
+        p.add(tx(1, 1), &l).unwrap();
+        // Filling the gap joins the run behind it.
+        assert_eq!(p.pending_nonce(&k1, 0), 4);
+        assert!(p.in_line(&k1, 4, 0) && !p.in_line(&k1, 5, 0));
+        p.check_invariants();
+        // A failed write cuts the run at its nonce.
+        p.release(&[tx(1, 0).hash()]);
+        assert_eq!(p.pending_nonce(&k1, 0), 0);
+        p.check_invariants();
+        p.add(tx(1, 0), &l).unwrap();
+        assert_eq!(p.pending_nonce(&k1, 0), 4);
+        // A block takes the front of the run: the rest is the run from the new
+        // next nonce.
+        let block = p.select(|k| l.account(k).nonce, 2, usize::MAX);
+        l.apply(1, &block);
+        p.remove_committed(1, &block, &l);
+        assert_eq!(l.account(&k1).nonce, 2);
+        assert_eq!(p.pending_nonce(&k1, 2), 4);
+        p.check_invariants();
+        // Asked with a next nonce outside the run, it still answers.
+        assert_eq!(p.pending_nonce(&k1, 3), 4);
+        assert_eq!(p.pending_nonce(&k1, 9), 9);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the order of admissions, reservations, failed writes, log
+        /// answers and blocks, the books (runs and spends) match what the pool
+        /// holds, and the one-lookup answers match a walk over every nonce.
+        #[test]
+        fn the_books_match_the_pool_under_any_order_of_events(
+            ops in proptest::collection::vec((0u8..6, 0u64..3, 0u64..8, 1u64..400), 1..80)
+        ) {
+            let mut l = ledger();
+            let mut p = pool(32);
+            let mut height = 0;
+            let mut reserved: Vec<SignedTransfer> = Vec::new();
+            for (op, sender, ahead, amount) in ops {
+                let next = l.account(&key(sender).public()).nonce;
+                let t = tx_amount(sender, next + ahead, amount);
+                match op {
+                    0 | 1 => {
+                        let _ = p.add(t, &l);
+                    }
+                    2 => {
+                        if p.reserve(&t.clone().verify(&chain()).unwrap(), &l).is_ok() {
+                            reserved.push(t);
+                        }
+                    }
+                    3 => {
+                        if let Some(t) = reserved.pop() {
+                            let _ = p.add_logged(vec![t.verify(&chain())], &l);
+                        }
+                    }
+                    4 => {
+                        if let Some(t) = reserved.pop() {
+                            p.release(&[t.hash()]);
+                        }
+                    }
+                    _ => {
+                        height += 1;
+                        let block = p.select(|k| l.account(k).nonce, 3, usize::MAX);
+                        l.apply(height, &block);
+                        p.remove_committed(height, &block, &l);
+                    }
+                }
+                p.check_invariants();
+                for s in 0..3 {
+                    let k = key(s).public();
+                    let next = l.account(&k).nonce;
+                    for from in next..next + 10 {
+                        proptest::prop_assert_eq!(p.pending_nonce(&k, from), p.walk(&k, from));
+                    }
+                }
+            }
+        }
     }
 }

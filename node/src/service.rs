@@ -585,6 +585,7 @@ pub async fn start(
         verify_backlog: verify_backlog.clone(),
         signatures: signatures.clone(),
         log: mempool_log.clone(),
+        reads: crate::read_budget::HeavyReads::new(crate::read_budget::HEAVY_READS_MAX),
     };
     let listener = crate::api_listener::LimitedListener::new(
         listener,

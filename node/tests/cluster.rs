@@ -101,26 +101,18 @@ async fn transfers_submitted_to_any_node_commit_on_all_and_balances_agree() {
     assert_eq!(body["validators"].as_array().map(Vec::len), Some(4));
     assert!(body["connected_peers"].as_u64().unwrap() >= 3, "{body}");
 
-    // A failing transfer is committed with its reason and changes nothing.
+    // A transfer its sender cannot pay is refused at the door with the numbers,
+    // and changes nothing.
     let broke = transfer(3, &recipient, FUNDS * 2, 3);
-    let (status, _) = submit(&cluster.url(0), &broke).await;
-    assert_eq!(status, 202);
-    let hash = broke.hash().to_string();
-    let url = cluster.url(3);
-    wait_until("the overdraft is decided", LIMIT, || {
-        let url = url.clone();
-        let hash = hash.clone();
-        async move { tx_status(&url, &hash).await["status"] == "failed" }
-    })
-    .await;
-    let status = tx_status(&url, &hash).await;
+    let (status, answer) = submit(&cluster.url(0), &broke).await;
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().unwrap();
     assert!(
-        status["reason"]
-            .as_str()
-            .unwrap()
-            .contains("insufficient balance"),
-        "{status}"
+        error.contains("insufficient funds")
+            && error.contains(&format!("less than the amount {}", FUNDS * 2)),
+        "{answer}"
     );
+    let url = cluster.url(3);
     assert_eq!(balance(&url, &client_key(3).public()).await, FUNDS - 33);
     cluster.shutdown().await;
 }

@@ -1469,6 +1469,31 @@ impl<S: Schema> Store<S> {
         Ok(missing)
     }
 
+    /// Heights in `from..=to` that the index holds an own fragment for, at most
+    /// `max` of them, in order: one range scan of the index, no fragment read (the
+    /// scrub reads and checks the bytes at its own disk rate, and re-derives or
+    /// drops what fails).
+    pub fn indexed_own_fragments(
+        &self,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut heights = Vec::new();
+        if from > to {
+            return Ok(heights);
+        }
+        let txn = self.db.begin_read().map_err(StoreError::db)?;
+        let t = txn
+            .open_table(FRAGMENTS.definition)
+            .map_err(StoreError::db)?;
+        for item in t.range(from..=to).map_err(StoreError::db)?.take(max) {
+            let (height, _) = item.map_err(StoreError::db)?;
+            heights.push(height.value());
+        }
+        Ok(heights)
+    }
+
     /// Rebuilds the block at `height` from fragments (`fetch` as in
     /// [`Self::body_or_rebuild`]), re-derives this validator's fragment and stores it.
     pub fn repair(

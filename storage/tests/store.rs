@@ -217,6 +217,11 @@ fn repairs_lost_own_fragments_from_peers() -> TestResult {
         store.forget_own_fragment(h)?;
     }
     assert_eq!(store.missing_fragments(1, 6)?, vec![2, 5]);
+    // The index answers the same without reading a fragment, bounded by `max`.
+    assert_eq!(store.indexed_own_fragments(1, 6, 100)?, vec![1, 3, 4, 6]);
+    assert_eq!(store.indexed_own_fragments(2, 9, 2)?, vec![3, 4]);
+    assert!(store.indexed_own_fragments(7, 9, 100)?.is_empty());
+    assert!(store.indexed_own_fragments(6, 1, 100)?.is_empty());
     // Height 2's body is pruned: rebuilt from peers. Height 5's is stored: derived.
     store.repair(2, |i| peer_fragment(2, i))?;
     store.repair(5, |_| None)?;

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,24 +18,10 @@ use mosaic_crypto::{ChainId, Keypair, PublicKey, keyfile};
 use mosaic_node::ledger::{SignedTransfer, Transfer};
 use serde_json::Value;
 
-/// POST a JSON body to node `port` over HTTP/1.0: (status, body); `None` when the
-/// node did not answer (down, or killed mid-request).
+/// POST a JSON body to node `port`: (status, body); `None` when the node did not
+/// answer (down, or killed mid-request).
 fn post(port: u16, path: &str, body: &[u8]) -> Option<(u16, Value)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .ok()?;
-    stream.write_all(body).ok()?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).ok()?;
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+    request(port, "POST", path, body, Duration::from_secs(5))
 }
 
 /// A small deterministic generator (the seed is printed, so a run can be replayed).
