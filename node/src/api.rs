@@ -45,7 +45,7 @@ use crate::ledger::{SignedTransfer, TxOutcome};
 use crate::mempool::{Dropped, MempoolError};
 use crate::mempool_log::MempoolLog;
 use crate::metrics::Metrics;
-use crate::read_budget::{Busy, HeavyReads};
+use crate::read_budget::{Busy, HeavyRead, HeavyReads};
 use crate::schema::NodeStore;
 use crate::service::{Command, NodeInfo, StatusInfo};
 use crate::sigbatch::SigBatcher;
@@ -62,6 +62,9 @@ pub const OWN_FRAGMENTS_MAX: u64 = 1_024;
 pub const OWN_RANGES_MAX: u64 = 16_384;
 /// Fragment bytes per `/v1/own-fragments` answer, about (it always holds one).
 pub const OWN_FRAGMENT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// How long a status reads the blocks that may hold a transfer (each may be
+/// rebuilt from fragments, up to 15 s) before it answers 503.
+pub const STATUS_READ_TIME_MAX: Duration = Duration::from_secs(20);
 /// Bytes of headers with certificates per `/v1/headers` answer, about (JSON).
 pub const HEADERS_BYTES_MAX: usize = 2 * 1024 * 1024;
 
@@ -697,14 +700,24 @@ async fn transaction(
         .filter(|h| first_failure.is_none_or(|f| *h < f))
         .collect();
     // Looking into bodies is a heavy read; the answers above were not.
-    let _read = if below.is_empty() {
+    let read = if below.is_empty() {
         None
     } else {
-        Some(state.reads.start()?)
+        Some(state.reads.start_for(STATUS_READ_TIME_MAX)?)
     };
     let mut applied = None;
     let mut unchecked = None;
     for &height in &below {
+        if read.as_ref().is_some_and(HeavyRead::out_of_time) {
+            unchecked = Some(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the blocks that may hold it took longer than {} s to read; retry",
+                    STATUS_READ_TIME_MAX.as_secs()
+                ),
+            ));
+            break;
+        }
         let body = match state
             .store
             .body(height)
@@ -834,11 +847,23 @@ async fn block_body(
         return Ok((body, false, Vec::new()));
     }
     let (reply, answer) = oneshot::channel();
-    state
-        .commands
-        .send(Command::Fragments { height, reply })
-        .await
-        .map_err(|_| ApiError::internal("node is stopping"))?;
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        state.commands.send(Command::Fragments { height, reply }),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(ApiError::internal("node is stopping")),
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "body of block {height} is pruned here and the node is too busy to gather its fragments now; retry"
+                ),
+            ));
+        }
+    }
     let fragments = tokio::time::timeout(Duration::from_secs(15), answer)
         .await
         .ok()

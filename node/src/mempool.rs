@@ -133,15 +133,17 @@ pub enum MempoolError {
         pending: TxHash,
     },
     /// The sender's confirmed balance, less what its transfers pending here spend,
-    /// cannot pay it: it would fail in a block. Incoming transfers count once they
-    /// commit, not while they are pending.
+    /// cannot pay it: it would fail in a block. For a transfer in line only the
+    /// transfers before it count (it executes first, and a later one fails
+    /// instead); for one behind a gap, all of them. Incoming transfers count once
+    /// they commit, not while they are pending.
     #[error(
-        "insufficient funds: the sender's confirmed balance is {balance} and its transfers pending here spend {pending}, which leaves {available}, less than the amount {amount}; wait until the pending transfers (its own, or one paying it) commit, or send less"
+        "insufficient funds: the sender's confirmed balance is {balance} and its transfers pending here spend {pending} (for a transfer next in line, those with lower nonces), which leaves {available}, less than the amount {amount}; wait until the pending transfers (its own, or one paying it) commit, or send less"
     )]
     Unfunded {
         /// The sender's balance at this node's executed tip.
         balance: u64,
-        /// What the sender's transfers pending or reserved here spend together.
+        /// What the sender's transfers counted against it spend together.
         pending: u128,
         /// What is left for this one.
         available: u64,
@@ -617,6 +619,27 @@ impl Mempool {
         }
     }
 
+    /// What `sender`'s transfers pending or reserved here with nonces from `next`
+    /// up to `nonce` (not included) spend together: one lookup per nonce.
+    fn spend_before(&self, sender: &PublicKey, next: u64, nonce: u64) -> u128 {
+        let pending = self.by_sender.get(sender);
+        (next..nonce)
+            .map(|n| {
+                let entry = pending
+                    .and_then(|m| m.get(&n))
+                    .and_then(|h| self.entries.get(h))
+                    .map(|e| e.tx.transfer().amount);
+                let reserved = || {
+                    self.reserved_nonces
+                        .get(&(*sender, n))
+                        .and_then(|h| self.reserved.get(h))
+                        .map(|r| r.amount)
+                };
+                u128::from(entry.or_else(reserved).unwrap_or(0))
+            })
+            .sum()
+    }
+
     /// What `sender`'s transfers pending or reserved here spend together.
     pub fn pending_spend(&self, sender: &PublicKey) -> u128 {
         self.books.get(sender).map_or(0, |b| b.spend)
@@ -1046,9 +1069,15 @@ impl Mempool {
         let (own_count, own_bytes, own_amount) = own.map_or((0, 0, 0), |r| (1, r.bytes, r.amount));
         if arriving {
             let balance = account.balance;
-            let pending = self
+            let mut pending = self
                 .pending_spend(&t.from)
                 .saturating_sub(u128::from(own_amount));
+            if u128::from(balance) < pending + u128::from(t.amount) && in_line {
+                // In line, it executes after the run before it and before the rest,
+                // which would fail instead of it: only the run counts. Walks the
+                // run, only when the sum of everything held is too much.
+                pending = self.spend_before(&t.from, next, t.nonce);
+            }
             let available = u128::from(balance).saturating_sub(pending);
             if available < u128::from(t.amount) {
                 return Err(MempoolError::Unfunded {
@@ -1074,8 +1103,13 @@ impl Mempool {
         ledger: &Ledger,
         logged: bool,
     ) -> Result<TxHash, MempoolError> {
-        let Admissible { in_line, next } = self.admissible(&tx, ledger, !logged)?;
         let hash = tx.hash();
+        if !logged && self.reserved.contains_key(&hash) {
+            // Its log write is in flight and admits it: taken now, it would count
+            // twice until then.
+            return Err(MempoolError::AlreadyPending(hash));
+        }
+        let Admissible { in_line, next } = self.admissible(&tx, ledger, !logged)?;
         let t = tx.transfer();
         let (from, nonce, amount) = (t.from, t.nonce, t.amount);
         self.gapped += usize::from(!in_line);
@@ -2209,10 +2243,10 @@ mod tests {
             }
         );
         assert!(refused.to_string().contains("balance is 0"), "{refused}");
-        // Pending and reserved spends both count, in any nonce order.
+        // Behind a gap, everything held counts: pending and reserved alike.
         p.add(tx_amount(1, 0, 600), &l).unwrap();
         p.reserve(&verify(tx_amount(1, 2, 300)), &l).unwrap();
-        let refused = p.add(tx_amount(1, 1, 101), &l).unwrap_err();
+        let refused = p.add(tx_amount(1, 3, 101), &l).unwrap_err();
         assert_eq!(
             refused,
             MempoolError::Unfunded {
@@ -2222,13 +2256,27 @@ mod tests {
                 amount: 101
             }
         );
-        p.add(tx_amount(1, 1, 100), &l).unwrap();
-        assert_eq!(p.pending_spend(&key(1).public()), 1_000);
+        // In line, only the transfers before it count: it executes first.
+        let refused = p.add(tx_amount(1, 1, 401), &l).unwrap_err();
+        assert_eq!(
+            refused,
+            MempoolError::Unfunded {
+                balance: 1_000,
+                pending: 600,
+                available: 400,
+                amount: 401
+            }
+        );
+        p.add(tx_amount(1, 1, 400), &l).unwrap();
+        assert_eq!(p.pending_spend(&key(1).public()), 1_300);
         p.check_invariants();
         // A reservation given back frees what it held.
         p.release(&[tx_amount(1, 2, 300).hash()]);
-        assert_eq!(p.pending_spend(&key(1).public()), 700);
-        p.add(tx_amount(1, 2, 300), &l).unwrap();
+        assert_eq!(p.pending_spend(&key(1).public()), 1_000);
+        // An earlier nonce that arrives after a later one (gossip from another
+        // validator) is not refused for the later one's spend.
+        p.add(tx_amount(3, 1, 500), &l).unwrap();
+        p.add(tx_amount(3, 0, 600), &l).unwrap();
         // Its own reservation is not counted against a transfer.
         p.reserve(&verify(tx_amount(2, 0, 1_000)), &l).unwrap();
         assert_eq!(
@@ -2244,7 +2292,7 @@ mod tests {
         assert_eq!(p.pending_spend(&key(1).public()), 0);
         assert_eq!(l.account(&key(1).public()).balance, 0);
         assert!(matches!(
-            p.add(tx(1, 3), &l),
+            p.add(tx(1, 2), &l),
             Err(MempoolError::Unfunded { balance: 0, .. })
         ));
         p.check_invariants();

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use mosaic_crypto::{Hash, codec};
+use mosaic_crypto::{Hash, PublicKey, codec};
 use tokio::sync::oneshot;
 
 use crate::ledger::{SignedTransfer, TX_BYTES_MAX, TxHash};
@@ -378,11 +378,27 @@ impl Recovered {
         chain: &mosaic_crypto::ChainId,
     ) -> Vec<SignedTransfer> {
         mempool.restore_dropped(self.dropped.iter().copied());
+        // Of two records with one sender and nonce the later one was logged only
+        // after the pool had let go of the earlier (a reservation holds the nonce
+        // while its write is in flight): the later one was answered 202 last, and
+        // the earlier one's tombstone may have been lost with a crash or a failed
+        // write.
+        let mut last: HashMap<(PublicKey, u64), usize> = HashMap::new();
+        for (i, tx) in self.transfers.iter().enumerate() {
+            last.insert((tx.transfer.from, tx.transfer.nonce), i);
+        }
+        let transfers: Vec<SignedTransfer> = self
+            .transfers
+            .iter()
+            .enumerate()
+            .filter(|(i, tx)| last.get(&(tx.transfer.from, tx.transfer.nonce)) == Some(i))
+            .map(|(_, tx)| tx.clone())
+            .collect();
         let results = mempool.add_logged(
-            crate::ledger::verify_batch(self.transfers.clone(), chain),
+            crate::ledger::verify_batch(transfers.clone(), chain),
             ledger,
         );
-        self.transfers
+        transfers
             .iter()
             .zip(results)
             .filter(|(_, r)| r.is_ok())
@@ -1243,6 +1259,34 @@ mod tests {
             execution.outcomes,
             vec![(second.hash(), crate::ledger::TxOutcome::Applied)]
         );
+    }
+
+    #[test]
+    fn of_two_logged_transfers_with_one_nonce_a_restart_takes_the_later_one() {
+        // The earlier one left the pool (dropped behind a gap) but its tombstone was
+        // lost with a crash before the group write; the later one, logged after,
+        // was answered 202 last and is what the restart keeps.
+        use crate::ledger::Ledger;
+        use crate::mempool::{Mempool, MempoolConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let chain = ChainId::new("log-test").unwrap();
+        let (log, _) = open(dir.path(), LogConfig::default());
+        let earlier = tx_of(7, 3, 500);
+        let later = tx_of(7, 3, 600);
+        rt.block_on(log.append(std::slice::from_ref(&earlier)))
+            .unwrap();
+        rt.block_on(log.append(std::slice::from_ref(&later)))
+            .unwrap();
+        flush(&rt, &log);
+        drop(log);
+        let ledger =
+            Ledger::from_balances(&[(Keypair::from_seed_for_tests(7).public(), 100)]).unwrap();
+        let mut pool = Mempool::new(chain.clone(), MempoolConfig::default(), 0);
+        let mut recovered = recover(dir.path(), LogConfig::default()).unwrap();
+        let back = recovered.readmit(&mut pool, &ledger, &chain);
+        assert_eq!(back, vec![later.clone()]);
+        assert!(pool.contains(&later.hash()) && !pool.contains(&earlier.hash()));
     }
 
     #[test]
