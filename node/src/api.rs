@@ -495,7 +495,7 @@ async fn admit_logged(
                         ..
                     } = &mut *shared;
                     let admitted =
-                        mempool.add_logged(candidates.into_iter().map(Ok).collect(), ledger);
+                        mempool.add_written(candidates.into_iter().map(Ok).collect(), ledger);
                     // Only what a block could take now counts toward the backlog.
                     let ready = signed
                         .iter()

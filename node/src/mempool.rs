@@ -828,7 +828,7 @@ impl Mempool {
                 Ok(tx) => {
                     self.verified
                         .insert(verified_key(&tx.hash(), &tx.signed().signature));
-                    self.admit(tx, ledger, false)
+                    self.admit(tx, ledger, false, true)
                 }
                 Err(e) => Err(MempoolError::Invalid(e)),
             });
@@ -846,7 +846,7 @@ impl Mempool {
         txs: Vec<Result<VerifiedTransfer, TxError>>,
         ledger: &Ledger,
     ) -> Vec<Result<TxHash, MempoolError>> {
-        self.add_checked(txs, ledger, false)
+        self.add_checked(txs, ledger, false, false)
     }
 
     /// [`Mempool::add_verified`] for transactions already in this node's mempool
@@ -857,7 +857,20 @@ impl Mempool {
         txs: Vec<Result<VerifiedTransfer, TxError>>,
         ledger: &Ledger,
     ) -> Vec<Result<TxHash, MempoolError>> {
-        self.add_checked(txs, ledger, true)
+        self.add_checked(txs, ledger, true, false)
+    }
+
+    /// [`Mempool::add_logged`] for submissions whose log write this node just
+    /// made after [`Mempool::reserve`]: one that was pending (by gossip) when
+    /// reserved, and so held nothing, and has left the pool since (dropped behind
+    /// a gap) arrives anew and passes the arrival checks again (the gap share, the
+    /// balance), so a drop is not undone by the write it overlapped.
+    pub fn add_written(
+        &mut self,
+        txs: Vec<Result<VerifiedTransfer, TxError>>,
+        ledger: &Ledger,
+    ) -> Vec<Result<TxHash, MempoolError>> {
+        self.add_checked(txs, ledger, true, true)
     }
 
     fn add_checked(
@@ -865,6 +878,7 @@ impl Mempool {
         txs: Vec<Result<VerifiedTransfer, TxError>>,
         ledger: &Ledger,
         logged: bool,
+        written: bool,
     ) -> Vec<Result<TxHash, MempoolError>> {
         txs.into_iter()
             .map(|result| {
@@ -885,7 +899,8 @@ impl Mempool {
                 }
                 self.verified
                     .insert(verified_key(&hash, &tx.signed().signature));
-                let admitted = self.admit(tx, ledger, logged);
+                let arriving = !logged || (written && !self.reserved.contains_key(&hash));
+                let admitted = self.admit(tx, ledger, logged, arriving);
                 if logged {
                     if admitted.is_ok() {
                         // Pending now: other submissions of the same bytes find the
@@ -1102,6 +1117,7 @@ impl Mempool {
         tx: VerifiedTransfer,
         ledger: &Ledger,
         logged: bool,
+        arriving: bool,
     ) -> Result<TxHash, MempoolError> {
         let hash = tx.hash();
         if !logged && self.reserved.contains_key(&hash) {
@@ -1109,7 +1125,7 @@ impl Mempool {
             // twice until then.
             return Err(MempoolError::AlreadyPending(hash));
         }
-        let Admissible { in_line, next } = self.admissible(&tx, ledger, !logged)?;
+        let Admissible { in_line, next } = self.admissible(&tx, ledger, arriving)?;
         let t = tx.transfer();
         let (from, nonce, amount) = (t.from, t.nonce, t.amount);
         self.gapped += usize::from(!in_line);
@@ -2295,6 +2311,34 @@ mod tests {
             p.add(tx(1, 2), &l),
             Err(MempoolError::Unfunded { balance: 0, .. })
         ));
+        p.check_invariants();
+    }
+
+    #[test]
+    fn a_submission_pending_by_gossip_and_dropped_during_its_log_write_arrives_anew() {
+        // Key 7's transfers came by gossip; a client submits nonce 7 while it is
+        // pending (the reservation holds nothing for it). During the log write a
+        // block strands them behind a failed nonce 0 and the furthest ahead leave
+        // past the gapped share: the written one must not come back past it.
+        let l = ledger();
+        let funded = Ledger::from_balances(&[(key(7).public(), 1_000)]).unwrap();
+        let mut p = pool(8);
+        for nonce in 0..8 {
+            p.add(tx(7, nonce), &funded).unwrap();
+        }
+        let submitted = tx(7, 7).verify(&chain()).unwrap();
+        p.reserve(&submitted, &funded).unwrap();
+        let mut l = l;
+        let block = p.select(|k| l.account(k).nonce, 1, usize::MAX);
+        l.apply(1, &block);
+        p.remove_committed(1, &block, &l);
+        assert!(!p.contains(&tx(7, 7).hash()), "dropped behind the gap");
+        let written = p.add_written(vec![Ok(submitted)], &l);
+        assert!(
+            matches!(written[0], Err(MempoolError::Gapped { .. })),
+            "{written:?}"
+        );
+        assert_eq!(p.gapped(), p.gapped_max());
         p.check_invariants();
     }
 

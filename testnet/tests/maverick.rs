@@ -213,6 +213,11 @@ fn attack(n: usize, mavericks: &[(usize, &str)], evidence: &[&str]) {
     });
 
     // Safety: one hash per height on every honest node, and each chain verifies.
+    // Every honest node gets to the target (one may be a block behind the node
+    // the target was read from when the victim reaches it).
+    wait_until("every honest node reaches the target", || {
+        run.honest.iter().all(|i| run.height(*i) >= target)
+    });
     let top = run.honest.iter().map(|i| run.height(*i)).min().unwrap_or(0);
     assert!(top >= target, "honest heights below {target}");
     for height in 1..=top {
