@@ -20,7 +20,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use mosaic_consensus::{CommitCertificate, ValidatorSet};
 use mosaic_crypto::{Hash, codec};
-use mosaic_node::block::{BODY_BYTES_MAX, BlockHeader, body_bytes, tx_root};
+use mosaic_node::block::{BODY_BYTES_MAX, BlockHeader, body_bytes, outcome_root, tx_root};
 use mosaic_node::genesis::Genesis;
 use mosaic_node::ledger::{self, Ledger, SignedTransfer};
 use mosaic_storage::{Fragment, FragmentCommitment, coding, placement};
@@ -448,11 +448,13 @@ fn check_header(
     Ok(())
 }
 
-/// Checks a body against its header and replays it. `Err` says what is wrong.
+/// Checks a body against its header and replays it: the header must name the
+/// state and the outcomes the replay of its parent gave (`outcomes`, which then
+/// becomes this block's outcome root). `Err` says what is wrong.
 fn check_body(
     header: &BlockHeader,
     txs: Vec<SignedTransfer>,
-    ledger: &mut Ledger,
+    (ledger, outcomes): (&mut Ledger, &mut Hash),
     chain: &mosaic_crypto::ChainId,
 ) -> Result<(), String> {
     if header.tx_count as usize != txs.len() || header.tx_root != tx_root(&txs) {
@@ -478,8 +480,16 @@ fn check_body(
             header.state_root
         ));
     }
+    if header.outcome_root != *outcomes {
+        return Err(format!(
+            "outcome root {} differs from the replayed outcomes of block {} ({outcomes})",
+            header.outcome_root,
+            header.height - 1
+        ));
+    }
     let execution = ledger.apply(header.height, &verified);
     ledger.record_failures(header.height, &execution.new_failures);
+    *outcomes = outcome_root(&execution.outcomes);
     Ok(())
 }
 
@@ -509,6 +519,7 @@ pub fn verify(source: &Source, trust: &Trust, quiet: bool) -> Result<Value> {
     let bar = progress(tip, quiet);
     bar.set_message("verifying");
     let mut parent = genesis.hash();
+    let mut outcomes = Hash::ZERO;
     let mut height = 1;
     let mut transactions = 0u64;
     while height <= tip {
@@ -538,8 +549,13 @@ pub fn verify(source: &Source, trust: &Trust, quiet: bool) -> Result<Value> {
                 }
             };
             transactions += txs.len() as u64;
-            check_body(&certified.header, txs, &mut ledger, &genesis.chain_id)
-                .map_err(|reason| anyhow!("height {height}: {reason}"))?;
+            check_body(
+                &certified.header,
+                txs,
+                (&mut ledger, &mut outcomes),
+                &genesis.chain_id,
+            )
+            .map_err(|reason| anyhow!("height {height}: {reason}"))?;
             parent = certified.header.hash();
             height += 1;
             bar.inc(1);
@@ -553,6 +569,7 @@ pub fn verify(source: &Source, trust: &Trust, quiet: bool) -> Result<Value> {
         "height": tip,
         "transactions": transactions,
         "state_root": ledger.state_root().to_string(),
+        "outcome_root": outcomes.to_string(),
     }))
 }
 

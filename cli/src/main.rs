@@ -9,6 +9,7 @@ mod lifecycle;
 mod netns;
 mod plot;
 mod testnet;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,13 +57,17 @@ enum Top {
     /// Sign, submit and look up transactions.
     #[command(subcommand)]
     Tx(TxCmd),
-    /// An account's balance and next nonce.
-    #[command(after_help = "Example: mosaic account 3b6a27bc...e5f0")]
+    /// An account's balance and nonce, verified against the genesis file.
+    #[command(
+        after_help = "Example: mosaic account 3b6a27bc...e5f0\nWith a genesis file (--genesis, or the local testnet's) the answer is checked: a commit certificate of 2f+1 genesis validators over a header, and the account's path under its state root. A node whose proof fails is named and the next --node is asked."
+    )]
     Account {
         /// The address (public key, 64 hex characters).
         address: PublicKey,
         #[command(flatten)]
         node: NodeArg,
+        #[command(flatten)]
+        verify: VerifyArg,
     },
     /// A block with its certificate and transactions.
     #[command(after_help = "Example: mosaic block 12")]
@@ -368,7 +373,31 @@ enum TxCmd {
         hash: String,
         #[command(flatten)]
         node: NodeArg,
+        #[command(flatten)]
+        verify: VerifyArg,
     },
+}
+
+/// What answers are checked against.
+#[derive(Args, Clone, Debug)]
+struct VerifyArg {
+    /// The genesis file to check answers against (default: the local testnet's,
+    /// testnet/data/genesis.json, when there is one).
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// Print what the node says without checking its proof.
+    #[arg(long = "no-verify")]
+    no_verify: bool,
+}
+
+impl VerifyArg {
+    /// The genesis to check against, or `None` to print unchecked answers.
+    fn genesis(&self) -> Result<Option<Genesis>> {
+        if self.no_verify {
+            return Ok(None);
+        }
+        verify::trusted_genesis(self.genesis.as_deref())
+    }
 }
 
 #[derive(Args, Clone)]
@@ -614,15 +643,30 @@ fn run(cli: Cli) -> Result<()> {
             &node.urls(),
             json,
         )?,
-        Top::Tx(TxCmd::Status { hash, node }) => {
-            let value = lifecycle::status(&hash, &node.urls())?;
-            print(json, &value, || lifecycle::describe_status(&value));
-        }
-        Top::Account { address, node } => {
+        Top::Tx(TxCmd::Status { hash, node, verify }) => match verify.genesis()? {
+            Some(genesis) => {
+                let value = verify::status(&hash, &node.urls(), &genesis)?;
+                print(json, &value, || verify::describe_status(&value));
+            }
+            None => {
+                let value = lifecycle::status(&hash, &node.urls())?;
+                print(json, &value, || lifecycle::describe_status(&value));
+            }
+        },
+        Top::Account {
+            address,
+            node,
+            verify,
+        } => {
+            if let Some(genesis) = verify.genesis()? {
+                let value = verify::account(&address, &node.urls(), &genesis)?;
+                print(json, &value, || verify::describe_account(&value));
+                return Ok(());
+            }
             let value = node.get(&format!("/v1/accounts/{address}"))?;
             print(json, &value, || {
                 format!(
-                    "address {}\nbalance {}\nnext nonce {} (next past its pending transfers: {})\n(at height {})",
+                    "address {}\nbalance {}\nnext nonce {} (next past its pending transfers: {})\n(at height {}; not verified: no genesis file to check against, pass --genesis)",
                     value["address"].as_str().unwrap_or_default(),
                     value["balance"],
                     value["nonce"],

@@ -42,4 +42,7 @@ pub use sign::{
     ChainId, Domain, Keypair, PublicKey, SignError, Signature, SignedItem, batch_holds, verify,
     verify_batch,
 };
-pub use trie::{MerkleTrie, TrieKey, TrieValue};
+pub use trie::{
+    MerkleTrie, PathStep, ProofKind, TRIE_DEPTH_MAX, TrieKey, TrieNeighbour, TriePath, TrieProof,
+    TrieProofError, TrieValue,
+};

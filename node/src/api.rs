@@ -109,20 +109,27 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
             retry_after: None,
         }
     }
-    fn bad_request(message: impl Into<String>) -> Self {
+    /// The same error, with `Retry-After: secs`.
+    pub(crate) fn retry_after(self, secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(secs),
+            ..self
+        }
+    }
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
-    fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 }
@@ -160,11 +167,11 @@ fn json_body(value: &impl Serialize) -> Response {
     }
 }
 
-fn ok(value: Value) -> Response {
+pub(crate) fn ok(value: Value) -> Response {
     json_body(&value)
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// Serves the API until `shutdown` turns true.
 pub async fn serve(
@@ -192,6 +199,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/transactions/batch", post(submit_batch))
         .route("/v1/transactions/{hash}", get(transaction))
         .route("/v1/accounts/{address}", get(account))
+        .route(
+            "/v1/accounts/{address}/proof",
+            get(crate::api_proofs::account_proof),
+        )
+        .route(
+            "/v1/transactions/{hash}/proof",
+            get(crate::api_proofs::transaction_proof),
+        )
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/blocks/{height}/fragments/{index}", get(fragment))
         .route("/v1/headers", get(headers))
@@ -644,12 +659,12 @@ fn too_many(count: u64) -> ApiError {
 }
 
 /// A path parameter, or a JSON 400 saying why it could not be read.
-fn path_arg<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+pub(crate) fn path_arg<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     path.map(|Path(value)| value)
         .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))
 }
 
-fn parse_hash(text: &str, what: &str) -> Result<Hash, ApiError> {
+pub(crate) fn parse_hash(text: &str, what: &str) -> Result<Hash, ApiError> {
     text.parse::<Hash>().map_err(|e| {
         ApiError::bad_request(format!("{what} {text:?} is not 64 hex characters: {e}"))
     })
@@ -826,7 +841,7 @@ fn pending_answer(id: &Hash, tip: u64, pending: &crate::mempool::PendingState) -
 }
 
 /// Where in a block body transaction `id` is, if it is there.
-fn position_of(body: &[u8], id: &Hash) -> Result<Option<u32>, ApiError> {
+pub(crate) fn position_of(body: &[u8], id: &Hash) -> Result<Option<u32>, ApiError> {
     let txs: Vec<SignedTransfer> = codec::decode(body, BODY_BYTES_MAX)
         .map_err(|e| ApiError::internal(format!("stored body does not decode: {e}")))?;
     Ok(txs.iter().position(|t| t.hash() == *id).map(|i| i as u32))
@@ -835,7 +850,7 @@ fn position_of(body: &[u8], id: &Hash) -> Result<Option<u32>, ApiError> {
 /// The body of the block at `height`: stored, or rebuilt from fragments that the
 /// node asks its peers for. Also says whether it was rebuilt and which fragments
 /// were refused.
-async fn block_body(
+pub(crate) async fn block_body(
     state: &ApiState,
     height: u64,
 ) -> Result<(Vec<u8>, bool, Vec<String>), ApiError> {

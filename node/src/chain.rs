@@ -17,8 +17,10 @@ use mosaic_consensus::{CommitCertificate, Digest, PayloadCheck, SeqNum};
 use mosaic_crypto::{ChainId, Hash};
 use mosaic_storage::{CommittedBlock, coding, placement};
 
-use crate::block::{Block, BlockError, BlockHeader, Position, body_bytes};
-use crate::ledger::{FailedTransfers, Ledger, TxOutcome, VerifiedTransfer};
+use crate::block::{
+    AfterParent, Block, BlockError, BlockHeader, Position, body_bytes, outcome_root,
+};
+use crate::ledger::{AccountTrie, FailedTransfers, Ledger, TxOutcome, VerifiedTransfer};
 use crate::mempool::Mempool;
 use crate::schema::{NodeStore, TxRecord};
 
@@ -31,6 +33,18 @@ pub struct Tip {
     pub hash: Hash,
     /// The state root after it.
     pub state_root: Hash,
+    /// The root of its outcomes ([`crate::block::outcome_root`]).
+    pub outcome_root: Hash,
+}
+
+impl Tip {
+    /// What the header of the next block must record of this one.
+    pub fn after(&self) -> AfterParent {
+        AfterParent {
+            state_root: self.state_root,
+            outcome_root: self.outcome_root,
+        }
+    }
 }
 
 /// State shared between the event loop, the payload check and the HTTP API. Held
@@ -45,6 +59,50 @@ pub struct Shared {
     pub tip: Tip,
     /// Queued work against the commit rate, for shedding submissions.
     pub backlog: crate::backlog::Backlog,
+    /// The newest state a client can check against the genesis validators
+    /// (`None` until a block makes one provable).
+    pub proven: Option<Proven>,
+}
+
+/// The accounts after block h - 1, which header h commits to (`state_root`) under
+/// its commit certificate: what an account proof is made from. The ledger moves on
+/// after h, so this is a snapshot (the trie's nodes are shared, so holding it costs
+/// the paths that change, not a copy).
+#[derive(Debug, Clone)]
+pub struct Proven {
+    /// Header h.
+    pub header: BlockHeader,
+    /// Its commit certificate.
+    pub certificate: CommitCertificate,
+    /// The accounts after block h - 1; their root is `header.state_root`.
+    pub accounts: AccountTrie,
+}
+
+/// What a restart can prove before the next block: the state after the tip is the
+/// state after its parent when the tip is empty (as it is once the chain goes
+/// idle: an empty block always follows the last block with transfers), so header
+/// tip proves it; otherwise nothing until the next block executes.
+pub fn proven_at_restart(
+    store: &NodeStore,
+    ledger: &mut Ledger,
+    tip: Tip,
+) -> Result<Option<Proven>, mosaic_storage::StoreError> {
+    if tip.height == 0 {
+        return Ok(None);
+    }
+    let (Some(header), Some(certificate)) =
+        (store.header(tip.height)?, store.certificate(tip.height)?)
+    else {
+        return Ok(None);
+    };
+    if header.tx_count != 0 || header.state_root != ledger.state_root() {
+        return Ok(None);
+    }
+    Ok(Some(Proven {
+        header,
+        certificate,
+        accounts: ledger.snapshot(),
+    }))
 }
 
 /// Locks the shared state. A poisoned lock means a thread panicked while holding it:
@@ -121,7 +179,7 @@ impl CheckedBlocks {
         (seq, parent): (SeqNum, Digest),
         view: u64,
         proposer: u32,
-        state_root: Hash,
+        after: AfterParent,
         txs: Vec<VerifiedTransfer>,
     ) -> Result<(Vec<u8>, BlockHeader), BlockError> {
         let position = Position {
@@ -134,7 +192,7 @@ impl CheckedBlocks {
             &position,
             view,
             proposer,
-            state_root,
+            after,
             signed,
             layout.data_shards,
             layout.total_shards,
@@ -273,23 +331,35 @@ impl BlockCheck {
 }
 
 /// The checks that depend on the executed tip: a proposal right above it must extend
-/// it and name the state after it.
+/// it and name the state and the outcomes after it.
 fn check_against_tip(
     tip: &Tip,
     seq: SeqNum,
     parent: Digest,
-    state_root: Hash,
+    header: &BlockHeader,
 ) -> Result<(), String> {
     if seq.0 == tip.height + 1 {
         if parent.0 != tip.hash {
             return Err("does not extend this node's executed chain".into());
         }
-        if state_root != tip.state_root {
-            return Err(format!(
-                "state root {} differs from the state after block {} ({})",
-                state_root, tip.height, tip.state_root
-            ));
-        }
+        check_after(tip, header)?;
+    }
+    Ok(())
+}
+
+/// That `header` names the state root and the outcome root after `tip`.
+fn check_after(tip: &Tip, header: &BlockHeader) -> Result<(), String> {
+    if header.state_root != tip.state_root {
+        return Err(format!(
+            "state root {} differs from the state after block {} ({})",
+            header.state_root, tip.height, tip.state_root
+        ));
+    }
+    if header.outcome_root != tip.outcome_root {
+        return Err(format!(
+            "outcome root {} differs from the outcomes of block {} ({})",
+            header.outcome_root, tip.height, tip.outcome_root
+        ));
     }
     Ok(())
 }
@@ -344,7 +414,7 @@ impl PayloadCheck for BlockCheck {
         if let Some(own) = self.checked.take_own(seq, parent, payload) {
             // Built here from verified transactions by the same code that checks
             // structure (tests keep the two agreeing); only the tip may have moved.
-            check_against_tip(&lock(&self.shared).tip, seq, parent, own.header.state_root)?;
+            check_against_tip(&lock(&self.shared).tip, seq, parent, &own.header)?;
             let digest = Digest(own.header.hash());
             self.checked.put(digest, own);
             return Ok(digest);
@@ -355,7 +425,7 @@ impl PayloadCheck for BlockCheck {
             check_proposer(&assembled.header, self.layout.total_shards)?;
             let failed = {
                 let shared = lock(&self.shared);
-                check_against_tip(&shared.tip, seq, parent, assembled.header.state_root)?;
+                check_against_tip(&shared.tip, seq, parent, &assembled.header)?;
                 shared
                     .ledger
                     .failed()
@@ -377,7 +447,7 @@ impl PayloadCheck for BlockCheck {
             .map_err(|e| e.to_string())?;
         check_proposer(&block.header, self.layout.total_shards)?;
         let mut shared = lock(&self.shared);
-        check_against_tip(&shared.tip, seq, parent, block.header.state_root)?;
+        check_against_tip(&shared.tip, seq, parent, &block.header)?;
         let mut verified = Vec::with_capacity(block.txs.len());
         for (i, result) in shared
             .mempool
@@ -535,12 +605,7 @@ impl Chain {
                 shared.tip.height
             )));
         }
-        if header.state_root != shared.tip.state_root {
-            return Err(invalid(format!(
-                "state root {} differs from the state after block {} ({})",
-                header.state_root, shared.tip.height, shared.tip.state_root
-            )));
-        }
+        check_after(&shared.tip, &header).map_err(invalid)?;
         let verified = match txs {
             Ok(verified) => verified,
             Err(txs) => {
@@ -588,6 +653,9 @@ impl Chain {
                 ));
             }
         }
+        let outcome_root = outcome_root(&execution.outcomes);
+        let proven_header = header.clone();
+        let proven_certificate = certificate.clone();
         let changes: Vec<_> = execution.changes.into_iter().collect();
         let new_failures = execution.new_failures;
         self.store.commit_block(CommittedBlock {
@@ -600,12 +668,19 @@ impl Chain {
             account_changes: changes.clone(),
             tx_ids,
             tx_records,
+            outcome_root: *outcome_root.as_bytes(),
             live_ids: new_failures
                 .iter()
                 .map(|(id, until)| (*id.as_bytes(), *until))
                 .collect(),
         })?;
         let mut shared = lock(&self.shared);
+        // The state before this block is the one this block's header proves.
+        shared.proven = Some(Proven {
+            header: proven_header,
+            certificate: proven_certificate,
+            accounts: shared.ledger.snapshot(),
+        });
         shared.ledger.update(&changes);
         shared.ledger.record_failures(height, &new_failures);
         let state_root = shared.ledger.state_root();
@@ -613,6 +688,7 @@ impl Chain {
             height,
             hash: digest.0,
             state_root,
+            outcome_root,
         };
         let Shared {
             mempool,
@@ -679,12 +755,14 @@ mod tests {
             height: 0,
             hash: Hash::from_bytes([7u8; 32]),
             state_root: ledger.state_root(),
+            outcome_root: Hash::ZERO,
         };
         let shared = Arc::new(Mutex::new(Shared {
             ledger,
             mempool: Mempool::new(chain_id(), MempoolConfig::default(), 0),
             tip,
             backlog: Default::default(),
+            proven: None,
         }));
         let checked = CheckedBlocks::default();
         let check = BlockCheck::new(shared.clone(), layout(), checked.clone());
@@ -714,7 +792,7 @@ mod tests {
             height: tip.height + 1,
             parent: tip.hash,
         };
-        Block::build(&position, 0, 0, tip.state_root, txs, K, N)
+        Block::build(&position, 0, 0, tip.after(), txs, K, N)
             .unwrap()
             .0
     }
@@ -853,7 +931,17 @@ mod tests {
         let build = |txs: Vec<VerifiedTransfer>, root: Hash| {
             check
                 .checked
-                .build_own(&layout(), (SeqNum(1), parent), 0, 0, root, txs)
+                .build_own(
+                    &layout(),
+                    (SeqNum(1), parent),
+                    0,
+                    0,
+                    AfterParent {
+                        state_root: root,
+                        outcome_root: tip.outcome_root,
+                    },
+                    txs,
+                )
                 .unwrap()
                 .0
         };

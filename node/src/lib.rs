@@ -27,15 +27,16 @@
 
 pub mod api;
 pub mod api_listener;
+pub mod api_proofs;
 pub mod backlog;
-pub mod block;
+pub use mosaic_ledger::block;
 pub mod chain;
 pub mod config;
 pub mod gather;
-pub mod genesis;
+pub use mosaic_ledger::genesis;
 pub mod gossip;
 pub mod held;
-pub mod ledger;
+pub use mosaic_ledger::ledger;
 pub mod links;
 pub mod maverick;
 pub mod mempool;

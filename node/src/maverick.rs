@@ -215,7 +215,7 @@ mod enabled {
     use mosaic_crypto::{Hash, Keypair, codec};
 
     use super::{Mode, TickContext};
-    use crate::block::{Block, Position};
+    use crate::block::{AfterParent, Block, Position};
     use crate::chain::Layout;
     use crate::ledger::SignedTransfer;
     use crate::net::{SyncRequest, SyncResponse};
@@ -298,7 +298,7 @@ mod enabled {
             layout: &Layout,
             (seq, parent): (SeqNum, Digest),
             view: View,
-            state_root: Hash,
+            after: AfterParent,
             txs: &[SignedTransfer],
         ) {
             if self.mode != Mode::Equivocate {
@@ -315,7 +315,7 @@ mod enabled {
                 &position,
                 view.0,
                 self.index,
-                state_root,
+                after,
                 other,
                 layout.data_shards,
                 layout.total_shards,
@@ -706,6 +706,7 @@ mod disabled {
     use mosaic_crypto::{Hash, Keypair};
 
     use super::{Mode, TickContext};
+    use crate::block::AfterParent;
     use crate::chain::Layout;
     use crate::ledger::SignedTransfer;
     use crate::net::{SyncRequest, SyncResponse};
@@ -740,7 +741,7 @@ mod disabled {
             _layout: &Layout,
             _at: (SeqNum, Digest),
             _view: View,
-            _state_root: Hash,
+            _after: AfterParent,
             _txs: &[SignedTransfer],
         ) {
             match *self {}

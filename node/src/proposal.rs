@@ -779,8 +779,19 @@ mod tests {
         };
         let proposer = validators().primary(View(view));
         let signed = txs.iter().map(|t| t.signed().clone()).collect();
-        let (block, _) =
-            Block::build(&position, view, proposer.0, Hash::ZERO, signed, 2, 4).unwrap();
+        let (block, _) = Block::build(
+            &position,
+            view,
+            proposer.0,
+            crate::block::AfterParent {
+                state_root: Hash::ZERO,
+                outcome_root: Hash::ZERO,
+            },
+            signed,
+            2,
+            4,
+        )
+        .unwrap();
         let body = PrePrepare {
             view: View(view),
             seq: SeqNum(height),

@@ -368,6 +368,7 @@ mod tests {
             account_changes: Vec::new(),
             tx_ids: Vec::new(),
             tx_records: Vec::new(),
+            outcome_root: [0; 32],
             live_ids: Vec::new(),
         }
     }

@@ -331,11 +331,22 @@ pub async fn start(
         failed.insert(Hash::from_bytes(id), height, until);
     }
     ledger.set_failed(failed);
+    let outcome_root = match tip_height {
+        0 => Hash::ZERO,
+        h => Hash::from_bytes(
+            store
+                .block_outcomes(h)?
+                .ok_or(mosaic_storage::StoreError::UnknownHeight { height: h })?
+                .root,
+        ),
+    };
     let tip = Tip {
         height: tip_height,
         hash: tip_hash,
         state_root: ledger.state_root(),
+        outcome_root,
     };
+    let proven = crate::chain::proven_at_restart(&store, &mut ledger, tip)?;
     let mut mempool = Mempool::new(
         chain.clone(),
         MempoolConfig {
@@ -395,6 +406,7 @@ pub async fn start(
         mempool,
         tip,
         backlog,
+        proven,
     }));
 
     // Consensus, restored from the store.
@@ -1166,7 +1178,11 @@ impl EventLoop {
             if shared.tip.height + 1 != seq.0 || shared.tip.hash != parent.0 {
                 return;
             }
-            if shared.mempool.is_empty() {
+            // A block with transfers is followed by one more (empty if need be):
+            // its header is what certifies their outcomes and the state after them,
+            // so a client can prove a payment as soon as the chain goes quiet.
+            let seal = shared.tip.outcome_root != Hash::ZERO;
+            if shared.mempool.is_empty() && !seal {
                 self.batch_ready_since = None;
                 return;
             }
@@ -1186,7 +1202,11 @@ impl EventLoop {
         };
         // Nothing can go in: an empty block now and then still moves the height on,
         // so waiting transactions reach their expiry.
-        if txs.is_empty() && since.elapsed() < Duration::from_millis(batching.idle_block_ms) {
+        let seal = tip.outcome_root != Hash::ZERO;
+        if txs.is_empty()
+            && !seal
+            && since.elapsed() < Duration::from_millis(batching.idle_block_ms)
+        {
             return;
         }
         if let Some(maverick) = self.maverick.as_mut() {
@@ -1195,7 +1215,7 @@ impl EventLoop {
                 &self.layout,
                 (seq, parent),
                 self.replica.view(),
-                tip.state_root,
+                tip.after(),
                 &signed,
             );
         }
@@ -1206,7 +1226,7 @@ impl EventLoop {
             (seq, parent),
             self.replica.view().0,
             self.info.index,
-            tip.state_root,
+            tip.after(),
             txs,
         ) {
             Ok((payload, header)) => {

@@ -270,10 +270,12 @@ mod tests {
                 height: 0,
                 hash: Hash::from_bytes([0u8; 32]),
                 state_root: ledger.state_root(),
+                outcome_root: Hash::ZERO,
             },
             ledger,
             mempool: Mempool::new(chain(), MempoolConfig::default(), 0),
             backlog: Default::default(),
+            proven: None,
         }));
         SigBatcher::new(chain(), shared, VerifyPool::start(2).unwrap())
     }

@@ -37,5 +37,6 @@ pub use coding::{
 };
 pub use segments::Damage;
 pub use store::{
-    CommittedBlock, FragmentState, OpenDamage, Rebuilt, Schema, Store, StoreConfig, StoreError,
+    BlockOutcomes, CommittedBlock, FragmentState, OpenDamage, Rebuilt, Schema, Store, StoreConfig,
+    StoreError,
 };

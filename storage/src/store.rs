@@ -105,10 +105,24 @@ pub struct CommittedBlock<S: Schema> {
     /// Records kept in full by id, for what cannot be read back from the block (the
     /// node keeps failed transfers with their reasons).
     pub tx_records: Vec<([u8; 32], S::TxRecord)>,
+    /// The root of the block's outcomes, kept with [`Self::tx_records`] as its
+    /// [`BlockOutcomes`] (a restart needs the tip's root; proofs need the records).
+    pub outcome_root: [u8; 32],
     /// Ids that later blocks must still know about until a height: (id, last
     /// height that matters). Kept by [`Store::live_ids`] until the tip passes that
     /// height (the node keeps its failed transfers until their `valid_until`).
     pub live_ids: Vec<([u8; 32], u64)>,
+}
+
+/// What a block's execution did, beyond its account changes: the root its next
+/// header commits to, and the records kept in full ([`CommittedBlock::tx_records`]).
+#[derive(Debug, Serialize, serde::Deserialize)]
+#[serde(bound = "")]
+pub struct BlockOutcomes<S: Schema> {
+    /// [`CommittedBlock::outcome_root`].
+    pub root: [u8; 32],
+    /// [`CommittedBlock::tx_records`], in block order.
+    pub records: Vec<([u8; 32], S::TxRecord)>,
 }
 
 /// Errors from the store.
@@ -226,10 +240,10 @@ impl StoreError {
     }
 }
 
-/// Version of the on-disk layout, and of what it holds: 3 stores block bodies whose
-/// transfers carry `valid_until` (a store of format 2 holds bodies this build cannot
-/// decode).
-pub const STORE_FORMAT: u64 = 3;
+/// Version of the on-disk layout, and of what it holds: 4 stores headers that commit
+/// to their parent's outcomes and each block's outcome root (a store of format 3
+/// holds headers this build cannot decode).
+pub const STORE_FORMAT: u64 = 4;
 const CHECKSUM_LEN: usize = 16;
 /// Largest value the store decodes (bodies are at most coding::BODY_BYTES_MAX).
 const VALUE_BYTES_MAX: usize = coding::BODY_BYTES_MAX + 1024 * 1024;
@@ -259,6 +273,8 @@ const BODIES: HeightTable = HeightTable::new("bodies");
 const TX_RUNS: HeightTable = HeightTable::new("tx_runs");
 /// Transaction index entries not yet in a run: height -> the block's id prefixes.
 const TX_RECENT: HeightTable = HeightTable::new("tx_recent");
+/// [`BlockOutcomes`] by height.
+const OUTCOMES: HeightTable = HeightTable::new("outcomes");
 const ACCOUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("accounts");
 const TX_RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_records");
 /// [`CommittedBlock::live_ids`]: until (big endian) || id -> the height that wrote it
@@ -515,6 +531,7 @@ impl<S: Schema> Store<S> {
                 BODIES,
                 TX_RUNS,
                 TX_RECENT,
+                OUTCOMES,
             ] {
                 txn.open_table(table.definition).map_err(StoreError::db)?;
             }
@@ -817,6 +834,15 @@ impl<S: Schema> Store<S> {
                         }
                     }
                 }
+                put(
+                    OUTCOMES,
+                    seal(
+                        OUTCOMES.name,
+                        &key,
+                        // Encodes as a BlockOutcomes (fields in order).
+                        &(&block.outcome_root, &block.tx_records),
+                    )?,
+                )?;
                 if !block.tx_ids.is_empty() {
                     let prefixes: Vec<u8> = block
                         .tx_ids
@@ -1061,6 +1087,11 @@ impl<S: Schema> Store<S> {
     /// The header at `height`.
     pub fn header(&self, height: u64) -> Result<Option<S::Header>, StoreError> {
         self.get_at(HEADERS, height)
+    }
+
+    /// The outcome root and the full records of the block at `height`.
+    pub fn block_outcomes(&self, height: u64) -> Result<Option<BlockOutcomes<S>>, StoreError> {
+        self.get_at(OUTCOMES, height)
     }
 
     /// The commit certificate at `height`.
@@ -1333,6 +1364,7 @@ impl<S: Schema> Store<S> {
             BODIES,
             TX_RUNS,
             TX_RECENT,
+            OUTCOMES,
         ] {
             match txn.open_table(table.definition) {
                 Ok(t) => out.push((table.name, size(t.stats().map_err(StoreError::db)?))),

@@ -44,6 +44,7 @@ pub fn block(height: u64, validator: u32) -> CommittedBlock<TestSchema> {
         ],
         tx_ids: vec![tx_id(height)],
         tx_records: vec![(tx_id(height), (height, 0))],
+        outcome_root: [height as u8; 32],
         live_ids: Vec::new(),
     }
 }

@@ -7,18 +7,21 @@
 //! - `parent` is the hash of the previous header (the genesis hash for height 1), so
 //!   headers form a hash chain; the header hash is what consensus orders and what
 //!   the commit certificate signs.
-//! - `state_root` is the state after executing the parent block (see
-//!   docs/adr/006-state-root.md).
+//! - `state_root` is the state after executing the parent block, and
+//!   `outcome_root` the root of the parent block's outcomes ([`outcome_root`]: per
+//!   transfer, applied or failed with its reason), so header h + 1 commits to what
+//!   block h did (docs/adr/006-state-root.md). A client proves that a transfer
+//!   succeeded with a path under the next header's `outcome_root`.
 //!
 //! [`Block::check_structure`] checks everything a replica can check from the block
 //! alone (chain, height, parent, counts, roots, the erasure encoding); signatures,
 //! duplicates and the state root need the node's state and are checked by the caller.
 
-use mosaic_crypto::{ChainId, Hash, MerkleTree, codec};
+use mosaic_crypto::{ChainId, Hash, MerkleTree, codec, merkle};
 use mosaic_storage::{FragmentCommitment, coding};
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{SignedTransfer, VerifiedTransfer};
+use crate::ledger::{SignedTransfer, TxOutcome, VerifiedTransfer};
 
 /// Largest block body accepted.
 pub const BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -44,6 +47,9 @@ pub struct BlockHeader {
     pub tx_count: u32,
     /// State root after executing the parent block.
     pub state_root: Hash,
+    /// Root of the parent block's outcomes ([`outcome_root`]; `Hash::ZERO` at
+    /// height 1 and after an empty block).
+    pub outcome_root: Hash,
     /// How the body was erasure-coded, and the fragment root.
     pub fragments: FragmentCommitment,
 }
@@ -82,6 +88,32 @@ pub enum BlockError {
         /// Size.
         len: usize,
     },
+}
+
+/// What a header records of its parent block's execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterParent {
+    /// The state root after the parent block.
+    pub state_root: Hash,
+    /// The root of the parent block's outcomes.
+    pub outcome_root: Hash,
+}
+
+/// The leaf of one transfer's outcome: `H(0x00 || id || codec(outcome))`.
+pub fn outcome_leaf(id: &Hash, outcome: &TxOutcome) -> Hash {
+    let bytes = codec::encode(outcome).unwrap_or_default();
+    merkle::leaf_hash_parts(&[id.as_bytes(), &bytes])
+}
+
+/// The Merkle root of a block's outcomes, one leaf per transfer in block order
+/// ([`outcome_leaf`]); `Hash::ZERO` for an empty block.
+pub fn outcome_root(outcomes: &[(Hash, TxOutcome)]) -> Hash {
+    outcome_tree(outcomes).map_or(Hash::ZERO, |t| t.root())
+}
+
+/// The Merkle tree of a block's outcomes (`None` for an empty block), for proofs.
+pub fn outcome_tree(outcomes: &[(Hash, TxOutcome)]) -> Option<MerkleTree> {
+    MerkleTree::from_leaf_hashes(outcomes.iter().map(|(id, o)| outcome_leaf(id, o)).collect()).ok()
 }
 
 /// The Merkle root of transaction ids (`Hash::ZERO` for none).
@@ -126,7 +158,7 @@ impl Block {
         position: &Position,
         view: u64,
         proposer: u32,
-        state_root: Hash,
+        after: AfterParent,
         txs: Vec<SignedTransfer>,
         data_shards: usize,
         total_shards: usize,
@@ -145,7 +177,8 @@ impl Block {
                 proposer,
                 tx_root: tx_root(&txs),
                 tx_count: txs.len() as u32,
-                state_root,
+                state_root: after.state_root,
+                outcome_root: after.outcome_root,
                 fragments: encoded.commitment(),
             },
             txs,
@@ -287,6 +320,13 @@ mod tests {
         ChainId::new("blocks").unwrap()
     }
 
+    fn after() -> AfterParent {
+        AfterParent {
+            state_root: Hash::of(b"state"),
+            outcome_root: Hash::of(b"outcomes"),
+        }
+    }
+
     fn txs(count: u64) -> Vec<SignedTransfer> {
         let k = Keypair::from_seed_for_tests(1);
         (0..count)
@@ -316,7 +356,7 @@ mod tests {
     fn built_blocks_pass_and_round_trip() {
         for count in [0, 1, 50] {
             let (block, built) =
-                Block::build(&position(), 3, 1, Hash::of(b"state"), txs(count), 2, 4).unwrap();
+                Block::build(&position(), 3, 1, after(), txs(count), 2, 4).unwrap();
             let checked = block.check_structure(&position(), 2, 4).unwrap();
             // What building computed is what checking computes.
             assert_eq!(built.body, checked.body);
@@ -332,7 +372,7 @@ mod tests {
     fn assembled_payloads_are_the_built_bytes_and_checked_alike() {
         for count in [0, 1, 50] {
             let (block, built) =
-                Block::build(&position(), 3, 1, Hash::of(b"state"), txs(count), 2, 4).unwrap();
+                Block::build(&position(), 3, 1, after(), txs(count), 2, 4).unwrap();
             let verified: Vec<VerifiedTransfer> =
                 crate::ledger::verify_batch(block.txs.clone(), &chain())
                     .into_iter()
@@ -344,7 +384,7 @@ mod tests {
             assert_eq!(structure.body, built.body);
             assert_eq!(structure.encoded.commitment(), block.header.fragments);
         }
-        let (block, _) = Block::build(&position(), 3, 1, Hash::of(b"state"), txs(5), 2, 4).unwrap();
+        let (block, _) = Block::build(&position(), 3, 1, after(), txs(5), 2, 4).unwrap();
         let verified: Vec<VerifiedTransfer> =
             crate::ledger::verify_batch(block.txs.clone(), &chain())
                 .into_iter()
@@ -371,7 +411,7 @@ mod tests {
 
     #[test]
     fn every_tampered_field_is_caught() {
-        let (block, _) = Block::build(&position(), 3, 1, Hash::of(b"state"), txs(5), 2, 4).unwrap();
+        let (block, _) = Block::build(&position(), 3, 1, after(), txs(5), 2, 4).unwrap();
         let mut cases: Vec<(&str, Block)> = Vec::new();
         let mut b = block.clone();
         b.header.height = 8;

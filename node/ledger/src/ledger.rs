@@ -191,8 +191,9 @@ impl VerifiedTransfer {
         &self.hash
     }
     /// Wraps a transaction already verified by this node (its id and signature were
-    /// checked and remembered), without checking again.
-    pub(crate) fn trusted(signed: SignedTransfer, hash: TxHash) -> Self {
+    /// checked and remembered), without checking again. Only the node's cache of
+    /// verified transfers may call it: anything else must [`SignedTransfer::verify`].
+    pub fn trusted(signed: SignedTransfer, hash: TxHash) -> Self {
         VerifiedTransfer { signed, hash }
     }
 }
@@ -444,6 +445,12 @@ pub struct Execution {
     pub new_failures: Vec<(TxHash, u64)>,
 }
 
+/// The accounts' trie: its root is the state root.
+pub type AccountTrie = MerkleTrie<PublicKey, Account>;
+
+/// A proof of an account's state, or of its absence, under a state root.
+pub type AccountProof = mosaic_crypto::TrieProof<PublicKey, Account>;
+
 /// All non-empty accounts, in the Merkle trie whose root is the state root.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
@@ -502,6 +509,14 @@ impl Ledger {
     /// Every non-empty account, in address order.
     pub fn accounts(&self) -> impl Iterator<Item = (&PublicKey, &Account)> {
         self.accounts.iter()
+    }
+
+    /// The accounts as they are now, kept apart from later changes (the trie's
+    /// nodes are shared until either side changes them). Call
+    /// [`Self::state_root`] first so the snapshot carries its hashes and proves
+    /// at O(depth).
+    pub fn snapshot(&self) -> AccountTrie {
+        self.accounts.clone()
     }
 
     /// The failed transfers that could still be included (see the module docs).
