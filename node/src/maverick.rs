@@ -703,7 +703,7 @@ mod disabled {
     use std::sync::Arc;
 
     use mosaic_consensus::{Digest, Message, SeqNum, ValidatorSet, View};
-    use mosaic_crypto::{Hash, Keypair};
+    use mosaic_crypto::Keypair;
 
     use super::{Mode, TickContext};
     use crate::block::AfterParent;
