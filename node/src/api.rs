@@ -664,6 +664,15 @@ pub(crate) fn path_arg<T>(path: Result<Path<T>, PathRejection>) -> Result<T, Api
         .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))
 }
 
+/// An account address from a path: a public key in 64 hex characters.
+pub(crate) fn parse_address(address: String) -> Result<PublicKey, ApiError> {
+    address.parse().map_err(|e| {
+        ApiError::bad_request(format!(
+            "address {address:?} is not a public key (64 hex characters): {e}"
+        ))
+    })
+}
+
 pub(crate) fn parse_hash(text: &str, what: &str) -> Result<Hash, ApiError> {
     text.parse::<Hash>().map_err(|e| {
         ApiError::bad_request(format!("{what} {text:?} is not 64 hex characters: {e}"))
@@ -904,12 +913,7 @@ async fn account(
     State(state): State<ApiState>,
     address: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let address = path_arg(address)?;
-    let key: PublicKey = address.parse().map_err(|e| {
-        ApiError::bad_request(format!(
-            "address {address:?} is not a public key (64 hex characters): {e}"
-        ))
-    })?;
+    let key = parse_address(path_arg(address)?)?;
     let (account, height, pending_nonce) = {
         let shared = lock(&state.shared);
         let account = shared.ledger.account(&key);

@@ -16,13 +16,13 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use mosaic_crypto::{Hash, MerkleTree, PublicKey, codec};
+use mosaic_crypto::{Hash, MerkleTree, codec};
 use mosaic_ledger::proof::{AccountProof, CertifiedHeader, TxProof, encode};
 use serde_json::json;
 
 use crate::api::{
     ApiError, ApiResult, ApiState, RETRY_AFTER_SECS, STATUS_READ_TIME_MAX, block_body, ok,
-    parse_hash, path_arg,
+    parse_address, parse_hash, path_arg,
 };
 use crate::block::{BODY_BYTES_MAX, outcome_tree};
 use crate::chain::lock;
@@ -41,12 +41,7 @@ pub async fn account_proof(
     State(state): State<ApiState>,
     address: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    let address = path_arg(address)?;
-    let key: PublicKey = address.parse().map_err(|e| {
-        ApiError::bad_request(format!(
-            "address {address:?} is not a public key (64 hex characters): {e}"
-        ))
-    })?;
+    let key = parse_address(path_arg(address)?)?;
     // The snapshot shares its nodes with the ledger: cloning it under the lock is
     // O(1), and the proof is made outside it.
     let proven = lock(&state.shared).proven.clone();
