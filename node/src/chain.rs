@@ -364,6 +364,36 @@ fn check_after(tip: &Tip, header: &BlockHeader) -> Result<(), String> {
     Ok(())
 }
 
+/// That no transfer of a proposal right above the tip carries a nonce its sender
+/// has used: the same transfer applied before (a faulty primary replaying it while
+/// it is still valid) or another one with that nonce. Such a transfer can only fail,
+/// and a certified failure of a payment that applied would let a proof show it as
+/// failed. A proposal above the next height is checked when its parent is executed
+/// (the event loop holds it until then), except a re-proposal in a NEW-VIEW, which
+/// 2f+1 replicas prepared, so honest ones checked it here.
+fn check_nonces(
+    tip: &Tip,
+    seq: SeqNum,
+    ledger: &Ledger,
+    verified: &[VerifiedTransfer],
+) -> Result<(), String> {
+    if seq.0 != tip.height + 1 {
+        return Ok(());
+    }
+    for (i, tx) in verified.iter().enumerate() {
+        let transfer = tx.transfer();
+        let next = ledger.account(&transfer.from).nonce;
+        if transfer.nonce < next {
+            return Err(format!(
+                "transaction {i} ({}): nonce {} is used, the sender's next nonce is {next}",
+                tx.hash(),
+                transfer.nonce
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_proposer(header: &BlockHeader, validators: usize) -> Result<(), String> {
     if header.proposer as usize >= validators {
         return Err(format!("proposer {} is not a validator", header.proposer));
@@ -426,6 +456,7 @@ impl PayloadCheck for BlockCheck {
             let failed = {
                 let shared = lock(&self.shared);
                 check_against_tip(&shared.tip, seq, parent, &assembled.header)?;
+                check_nonces(&shared.tip, seq, &shared.ledger, &assembled.verified)?;
                 shared
                     .ledger
                     .failed()
@@ -457,6 +488,7 @@ impl PayloadCheck for BlockCheck {
         {
             verified.push(result.map_err(|e| format!("transaction {i}: {e}"))?);
         }
+        check_nonces(&shared.tip, seq, &shared.ledger, &verified)?;
         let failed = shared
             .ledger
             .failed()
@@ -911,6 +943,26 @@ mod tests {
             vec![(*first.hash().as_bytes(), 1, VALID_UNTIL)],
             "a restart rebuilds the failed transfers from the store"
         );
+    }
+
+    /// A transfer that applied cannot be carried again: its nonce is used, so a
+    /// proposal holding it (a faulty primary replaying it before it expires) is
+    /// refused, and no certified block can show the payment as failed afterwards.
+    #[test]
+    fn an_applied_transfer_is_refused_in_a_later_proposal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (check, chain, _) = node(dir.path());
+        let paid = signed(1, 2, 5, 0);
+        next_block(&check, &chain, vec![paid.clone()]).unwrap();
+        let refused = next_block(&check, &chain, vec![paid.clone()]).unwrap_err();
+        assert!(refused.contains("nonce 0 is used"), "{refused}");
+        let other = signed(1, 3, 7, 0);
+        let refused = next_block(&check, &chain, vec![other]).unwrap_err();
+        assert!(refused.contains("nonce 0 is used"), "{refused}");
+        next_block(&check, &chain, vec![signed(1, 2, 5, 1)]).unwrap();
+        let shared = lock(&chain.shared);
+        assert_eq!(shared.ledger.account(&key(2).public()).balance, 1_010);
+        assert_eq!(shared.ledger.account(&key(1).public()).nonce, 2);
     }
 
     /// The primary's own block passes its check without decoding: same digest as a
