@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use mosaic_crypto::{ChainId, PublicKey, keyfile};
+use mosaic_node::genesis::Genesis;
 use mosaic_node::ledger::{SignedTransfer, Transfer};
 use serde_json::{Value, json};
 
@@ -39,6 +40,8 @@ pub struct TransferArgs {
     pub wait: bool,
     /// Longest wait.
     pub timeout: Duration,
+    /// What --wait checks the end against (`None`: the node's word is taken).
+    pub genesis: Option<Genesis>,
 }
 
 /// The nodes, with the one in use first; rotating moves to the next.
@@ -227,20 +230,119 @@ pub fn transfer(args: &TransferArgs, urls: &[String], json: bool) -> Result<()> 
         }
         return Ok(());
     }
-    follow(&mut nodes, &tx, args.timeout, json)
+    follow(&mut nodes, &tx, args, json)
+}
+
+/// What --wait does with an answer when it checks proofs.
+enum Checked {
+    /// The end, proven: printed, and the command's result.
+    Ended(Result<()>),
+    /// Nothing proven yet: ask again.
+    Waiting,
+    /// The node said something its proofs do not show: ask the next one.
+    Suspect(String),
+}
+
+/// Checks an answer that claims an end (`value` from the node in use) against
+/// proofs: a committed or failed status by the node's own transfer proof, any
+/// other end, and any answer once the chain is past `valid_until`, by
+/// [`crate::verify::settle`] over every node.
+fn check_end(
+    nodes: &Nodes,
+    tx: &SignedTransfer,
+    value: &Value,
+    genesis: &Genesis,
+    json: bool,
+) -> Checked {
+    let hash = tx.hash().to_string();
+    let proven = match value["status"].as_str() {
+        Some("committed" | "failed") => {
+            match crate::verify::check_status(&hash, nodes.url(), value, genesis) {
+                Ok(proven) => Some(proven),
+                Err(crate::verify::Unproven::Refused(reason)) => return Checked::Suspect(reason),
+                Err(crate::verify::Unproven::NotYet(_)) => return Checked::Waiting,
+            }
+        }
+        _ => crate::verify::settle(&tx.transfer, &nodes.urls, genesis),
+    };
+    let Some(proven) = proven else {
+        return match value["status"].as_str() {
+            Some("expired") => Checked::Suspect(format!(
+                "{} says expired, but no proof shows the nonce unused past height {}",
+                nodes.url(),
+                tx.transfer.valid_until
+            )),
+            Some("dropped") if value["final"].as_bool() != Some(false) => {
+                Checked::Suspect(format!(
+                    "{} says it can never commit ({}), but no proof shows it",
+                    nodes.url(),
+                    value["reason"].as_str().unwrap_or_default()
+                ))
+            }
+            _ => Checked::Waiting,
+        };
+    };
+    let text = crate::verify::describe_status(&proven);
+    Checked::Ended(match proven["status"].as_str() {
+        Some("committed") => {
+            crate::print(json, &proven, || text);
+            Ok(())
+        }
+        _ => {
+            if json {
+                println!("{proven}");
+            }
+            Err(anyhow!("{text}"))
+        }
+    })
 }
 
 /// Waits for `tx` to end, moving to another node (and submitting it there again)
 /// whenever the one in use stops answering.
-fn follow(nodes: &mut Nodes, tx: &SignedTransfer, timeout: Duration, json: bool) -> Result<()> {
+fn follow(nodes: &mut Nodes, tx: &SignedTransfer, args: &TransferArgs, json: bool) -> Result<()> {
     let hash = tx.hash().to_string();
     let valid_until = tx.transfer.valid_until;
+    let timeout = args.timeout;
     let start = Instant::now();
     let mut last_sent = Instant::now();
+    let mut last_settle: Option<Instant> = None;
     loop {
         match nodes.client().get_raw(&format!("/v1/transactions/{hash}")) {
             Ok((200, value)) => {
                 let tip = value["tip"].as_u64().unwrap_or(0);
+                let claims_end = crate::lifecycle::rank(&value) >= FINAL_RANK || tip > valid_until;
+                // Proofs over every node are asked at most once per RESEND.
+                let due = last_settle.is_none_or(|t| t.elapsed() >= RESEND)
+                    || matches!(value["status"].as_str(), Some("committed" | "failed"));
+                if let (Some(genesis), true, true) = (&args.genesis, claims_end, due) {
+                    last_settle = Some(Instant::now());
+                    match check_end(nodes, tx, &value, genesis, json) {
+                        Checked::Ended(result) => return result,
+                        Checked::Waiting => {}
+                        Checked::Suspect(reason) => {
+                            if !json {
+                                eprintln!(
+                                    "refused: {reason}; sending the same signed transfer to the next node and waiting there"
+                                );
+                            }
+                            nodes.rotate();
+                            let _ = submit(nodes, tx);
+                            last_sent = Instant::now();
+                        }
+                    }
+                    if start.elapsed() > timeout {
+                        bail!(
+                            "no verified end within {} s; it may still commit up to height {valid_until}: check with `mosaic tx status {hash}`",
+                            timeout.as_secs()
+                        );
+                    }
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+                if args.genesis.is_some() && claims_end {
+                    std::thread::sleep(POLL);
+                    continue;
+                }
                 match value["status"].as_str() {
                     Some("committed") => {
                         crate::print(json, &value, || {
@@ -360,11 +462,14 @@ fn follow(nodes: &mut Nodes, tx: &SignedTransfer, timeout: Duration, json: bool)
     }
 }
 
+/// The rank from which an answer says the transfer's life is over.
+pub(crate) const FINAL_RANK: u8 = 3;
+
 /// How final an answer is: a node that saw the end outranks one that did not, a
 /// block's verdict outranks a node's own (expiry, a used nonce), and a transfer
 /// pending at one node outranks another node's local drop (that node let it go;
 /// the first may still get it included).
-fn rank(value: &Value) -> u8 {
+pub(crate) fn rank(value: &Value) -> u8 {
     match value["status"].as_str() {
         Some("committed" | "failed") => 4,
         Some("expired") => 3,

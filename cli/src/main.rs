@@ -365,6 +365,8 @@ enum TxCmd {
         timeout: u64,
         #[command(flatten)]
         node: NodeArg,
+        #[command(flatten)]
+        verify: VerifyArg,
     },
     /// Status of a transaction: pending, committed, failed, unknown.
     #[command(after_help = "Example: mosaic tx status 9f2c...01ab")]
@@ -630,6 +632,7 @@ fn run(cli: Cli) -> Result<()> {
             wait,
             timeout,
             node,
+            verify,
         }) => lifecycle::transfer(
             &lifecycle::TransferArgs {
                 key_file: key,
@@ -639,6 +642,7 @@ fn run(cli: Cli) -> Result<()> {
                 valid_for,
                 wait,
                 timeout: Duration::from_secs(timeout),
+                genesis: if wait { verify.genesis()? } else { None },
             },
             &node.urls(),
             json,
