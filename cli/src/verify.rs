@@ -37,13 +37,25 @@ pub fn trusted_genesis(explicit: Option<&Path>) -> Result<Option<Genesis>> {
             local
         }
     };
-    Ok(Some(Genesis::read(&path)?))
+    let genesis = Genesis::read(&path)?;
+    if let Some(dir) = path.parent() {
+        let _ = NAMES_DIR.set(dir.to_path_buf());
+    }
+    Ok(Some(genesis))
 }
+
+/// The testnet folder whose file names the nodes: the one holding the trusted
+/// genesis file (set once, by [`trusted_genesis`]), else [`TESTNET_DIR`].
+static NAMES_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// A node's name: the validator of the local testnet at that address, else the
 /// address.
 fn name_of(url: &str, genesis: &Genesis) -> String {
-    crate::testnet::read(Path::new(TESTNET_DIR))
+    let dir = NAMES_DIR
+        .get()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(TESTNET_DIR));
+    crate::testnet::read(&dir)
         .ok()
         .and_then(|file| file.nodes.into_iter().find(|n| n.api == url))
         .and_then(|n| genesis.validators.get(n.index).map(|v| v.name.clone()))

@@ -173,13 +173,12 @@ pub(crate) fn ok(value: Value) -> Response {
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
-/// Serves the API until `shutdown` turns true.
+/// Serves `app` (the [`router`]) until `shutdown` turns true.
 pub async fn serve(
     listener: crate::api_listener::LimitedListener,
-    state: ApiState,
+    app: Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let app = router(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

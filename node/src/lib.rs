@@ -32,6 +32,8 @@ pub mod backlog;
 pub use mosaic_ledger::block;
 pub mod chain;
 pub mod config;
+#[cfg(feature = "byzantine")]
+pub mod forge;
 pub mod gather;
 pub use mosaic_ledger::genesis;
 pub mod gossip;

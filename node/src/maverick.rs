@@ -19,6 +19,7 @@
 //! | `silent` | stays connected, sends and answers nothing |
 //! | `hoard` | as primary, keeps the transfers it admits from gossip (backups fetch them from its compact proposals) |
 //! | `bad-supply` | hoards as `hoard`, and answers wants for them with the transfers out of order |
+//! | `forge-answers` | honest consensus, lying API: forged balances, statuses and proofs to clients ([`crate::forge`]) |
 
 use std::fmt;
 
@@ -46,6 +47,8 @@ pub enum Mode {
     Hoard,
     /// Hoards, and answers wants with the wrong transfers.
     BadSupply,
+    /// Forges what its API tells clients.
+    ForgeAnswers,
 }
 
 /// A maverick mode: none exist in a build without the `byzantine` feature.
@@ -54,7 +57,7 @@ pub enum Mode {
 pub enum Mode {}
 
 /// The names `--maverick` accepts in a build with the `byzantine` feature.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 11] = [
     "garbage",
     "equivocate",
     "lie-height",
@@ -65,6 +68,7 @@ pub const NAMES: [&str; 10] = [
     "silent",
     "hoard",
     "bad-supply",
+    "forge-answers",
 ];
 
 /// Why a maverick mode cannot be used.
@@ -98,6 +102,7 @@ impl Mode {
                 "bad-fragments" => Mode::BadFragments,
                 "hoard" => Mode::Hoard,
                 "bad-supply" => Mode::BadSupply,
+                "forge-answers" => Mode::ForgeAnswers,
                 _ => Mode::Silent,
             })
         }
@@ -120,6 +125,7 @@ impl Mode {
                 Mode::Silent => NAMES[7],
                 Mode::Hoard => NAMES[8],
                 Mode::BadSupply => NAMES[9],
+                Mode::ForgeAnswers => NAMES[10],
             }
         }
         #[cfg(not(feature = "byzantine"))]
@@ -177,6 +183,30 @@ pub async fn flood(
     _duration: std::time::Duration,
 ) -> Result<FloodReport, String> {
     Err(ModeError::NotBuilt.to_string())
+}
+
+/// The API routes as a maverick of `mode` serves them: forged for
+/// `forge-answers`, as they are otherwise.
+#[cfg(feature = "byzantine")]
+pub fn wrap_api(
+    mode: Option<Mode>,
+    router: axum::Router,
+    shared: std::sync::Arc<std::sync::Mutex<crate::chain::Shared>>,
+) -> axum::Router {
+    match mode {
+        Some(Mode::ForgeAnswers) => crate::forge::wrap(router, shared),
+        _ => router,
+    }
+}
+
+/// The API routes: no mode exists in this build.
+#[cfg(not(feature = "byzantine"))]
+pub fn wrap_api(
+    _mode: Option<Mode>,
+    router: axum::Router,
+    _shared: std::sync::Arc<std::sync::Mutex<crate::chain::Shared>>,
+) -> axum::Router {
+    router
 }
 
 #[cfg(feature = "byzantine")]

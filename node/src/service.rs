@@ -604,7 +604,8 @@ pub async fn start(
         config.api.connections_max,
         Duration::from_secs(config.api.idle_timeout_secs),
     );
-    let api_task = tokio::spawn(api::serve(listener, api_state, shutdown_rx.clone()));
+    let app = maverick::wrap_api(options.maverick, api::router(api_state), shared.clone());
+    let api_task = tokio::spawn(api::serve(listener, app, shutdown_rx.clone()));
     let scrub = Scrub::new(
         store.clone(),
         GatheredByNode::new(commands_tx),

@@ -97,3 +97,162 @@ fn balances_and_outcomes_are_verified_against_the_genesis_file() {
 fn text_of(out: &std::process::Output) -> String {
     text(out)
 }
+
+/// Starts an n-validator testnet with validator `liar` serving forged answers
+/// (`--maverick forge-answers`: honest consensus, lying API).
+fn with_liar(n: usize, liar: usize) -> Testnet {
+    let net = Testnet::init(n);
+    for i in 0..n {
+        let node = i.to_string();
+        let mut args = vec!["testnet", "start", "--node", &node];
+        if i == liar {
+            args.extend(["--maverick", "forge-answers"]);
+        }
+        let out = net.mosaic(&args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    wait_until("every validator connected to the others", || {
+        (0..n).all(|i| {
+            net.get(i, "/v1/status")
+                .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+                .and_then(|status| status["peers"].as_array().map(Vec::len))
+                .is_some_and(|peers| peers + 1 >= n)
+        })
+    });
+    net
+}
+
+/// The node named in the first refusal of a verified answer.
+fn first_refused(value: &Value) -> (String, String) {
+    let r = &value["refused"][0];
+    (
+        r["node"].as_str().unwrap_or_default().to_string(),
+        r["reason"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// A validator that forges every balance, status and proof it gives clients (four
+/// kinds of account forgery in turn, flipped and invented outcomes): the CLI,
+/// asking it first, never prints its value, names it, and prints what an honest
+/// node proves; `tx transfer --wait` through it still ends verified.
+#[test]
+fn a_lying_validator_is_named_and_never_believed() {
+    let (n, liar) = (4, 3);
+    let net = with_liar(n, liar);
+    let genesis = net.data().join("genesis.json");
+    let genesis = genesis.to_str().unwrap();
+    let liar_name = format!("validator-{liar}");
+    // The liar first, then the honest validators.
+    let nodes = std::iter::once(liar)
+        .chain((0..n).filter(|i| *i != liar))
+        .map(|i| net.url(i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let payee = net.address(1);
+    let before = net.balance(0, &payee).unwrap();
+    let sent = net.transfer(0, &payee, 7, 0);
+    let hash = sent["hash"].as_str().unwrap().to_string();
+    let account = |expect: &str| -> Value {
+        let mut value = Value::Null;
+        wait_until("a verified balance with the payment", || {
+            let out = net.mosaic(&[
+                "account",
+                &payee,
+                "--genesis",
+                genesis,
+                "--node",
+                &nodes,
+                "--json",
+            ]);
+            assert!(out.status.success(), "{}", text(&out));
+            value = serde_json::from_slice(&out.stdout).unwrap();
+            // Before the payment is provable an honest node may prove the state
+            // before it: ask again.
+            value["balance"].as_u64() == Some(before + 7)
+        });
+        let (node, reason) = first_refused(&value);
+        assert_eq!(node, liar_name, "{value}");
+        assert!(reason.contains(expect), "expected {expect:?}: {value}");
+        assert_ne!(value["verified"]["node"], liar_name.as_str(), "{value}");
+        value
+    };
+    // Rounds 0-2: a raised balance field, a raised balance inside the proof, a true
+    // proof of another account.
+    account("balance its own proof contradicts");
+    account("answered a balance its certificate does not prove");
+    account("answered a balance its certificate does not prove");
+    // Round 3: a true proof of the oldest state the liar kept, once the chain has
+    // moved on by more than the freshness bound.
+    let first_height = net.height(0).unwrap();
+    let recipient = net.address(5);
+    while net.height(0).unwrap() <= first_height + 20 {
+        net.transfer(2, &recipient, 1, 0);
+    }
+    account("below the nodes' height");
+
+    // A committed payment shown as failed, with its proof's outcome flipped.
+    let out = net.mosaic(&[
+        "tx",
+        "status",
+        &hash,
+        "--genesis",
+        genesis,
+        "--node",
+        &nodes,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["status"], "committed", "{status}");
+    assert!(status["verified"].is_object(), "{status}");
+    let (node, reason) = first_refused(&status);
+    assert_eq!(node, liar_name, "{status}");
+    assert!(reason.contains("certificate does not prove"), "{status}");
+
+    // A transfer nobody has: the liar says committed, with another transfer's proof.
+    let unknown = "ab".repeat(32);
+    let out = net.mosaic(&[
+        "tx",
+        "status",
+        &unknown,
+        "--genesis",
+        genesis,
+        "--node",
+        &nodes,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(status["status"], "committed", "{status}");
+    assert_eq!(status["final"], false, "{status}");
+    assert_eq!(first_refused(&status).0, liar_name, "{status}");
+
+    // --wait through the liar: its early "committed" is refused, the same signed
+    // transfer goes to the next node, and the end printed is proven.
+    let payer_before = net.balance(0, &net.address(4)).unwrap();
+    let out = net.mosaic(&[
+        "tx",
+        "transfer",
+        "--key",
+        &net.client_key(4),
+        "--to",
+        &payee,
+        "--amount",
+        "3",
+        "--wait",
+        "--timeout",
+        "60",
+        "--genesis",
+        genesis,
+        "--node",
+        &nodes,
+    ]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains(&format!("refused: {liar_name}")), "{shown}");
+    assert!(shown.contains("committed at height"), "{shown}");
+    assert!(shown.contains("verified against genesis"), "{shown}");
+    wait_until("the payer's balance down by 3 at an honest node", || {
+        net.balance(0, &net.address(4)) == Some(payer_before - 3)
+    });
+}
