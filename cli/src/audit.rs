@@ -912,3 +912,84 @@ pub fn availability(
     });
     Ok((report, lost))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code
+mod tests {
+    use super::*;
+    use mosaic_crypto::{ChainId, Keypair};
+    use mosaic_node::block::{AfterParent, Block, Position};
+    use mosaic_node::ledger::Transfer;
+
+    /// Replay catches a header whose outcome root is not the outcomes of its
+    /// parent, even with the state root right (what 2f+1 faulty validators could
+    /// certify to show a payment as failed): and only then.
+    #[test]
+    fn a_header_with_forged_outcomes_fails_the_replay() {
+        let chain = ChainId::new("audit-test").unwrap();
+        let payer = Keypair::from_seed_for_tests(1);
+        let mut ledger = Ledger::from_balances(&[(payer.public(), 100)]).unwrap();
+        let pay = |nonce| {
+            Transfer {
+                chain: chain.clone(),
+                from: payer.public(),
+                to: Keypair::from_seed_for_tests(2).public(),
+                amount: 5,
+                nonce,
+                valid_until: 100,
+            }
+            .sign(&payer)
+        };
+        let block = |height, after: AfterParent, txs: Vec<SignedTransfer>| {
+            let position = Position {
+                chain: chain.clone(),
+                height,
+                parent: Hash::ZERO,
+            };
+            Block::build(&position, 0, 0, after, txs, 2, 4).unwrap().0
+        };
+        let mut outcomes = Hash::ZERO;
+        let first = block(
+            1,
+            AfterParent {
+                state_root: ledger.state_root(),
+                outcome_root: Hash::ZERO,
+            },
+            vec![pay(0)],
+        );
+        check_body(
+            &first.header,
+            first.txs,
+            (&mut ledger, &mut outcomes),
+            &chain,
+        )
+        .unwrap();
+        assert_ne!(outcomes, Hash::ZERO, "block 1 applied a transfer");
+        let state_root = ledger.state_root();
+        for (forged, expect_ok) in [(Hash::from_bytes([9; 32]), false), (outcomes, true)] {
+            let mut replayed = ledger.clone();
+            let mut replayed_outcomes = outcomes;
+            let second = block(
+                2,
+                AfterParent {
+                    state_root,
+                    outcome_root: forged,
+                },
+                vec![pay(1)],
+            );
+            let verdict = check_body(
+                &second.header,
+                second.txs,
+                (&mut replayed, &mut replayed_outcomes),
+                &chain,
+            );
+            match verdict {
+                Ok(()) => assert!(expect_ok),
+                Err(reason) => {
+                    assert!(!expect_ok, "{reason}");
+                    assert!(reason.contains("outcome root"), "{reason}");
+                }
+            }
+        }
+    }
+}
