@@ -70,8 +70,12 @@ pub async fn account_proof(
         "nonce": shown.nonce,
         "height": height,
         "state_after_height": height.saturating_sub(1),
-        "proof": hex::encode(encode(&proof)),
+        "proof": hex::encode(encode(&proof).map_err(cannot_encode)?),
     })))
+}
+
+fn cannot_encode(e: mosaic_crypto::codec::CodecError) -> ApiError {
+    ApiError::internal(format!("cannot encode the proof: {e}"))
 }
 
 /// `GET /v1/transactions/{hash}/proof`.
@@ -192,7 +196,7 @@ pub async fn transaction_proof(
         "height": height,
         "index": index,
         "proven_by_height": height + 1,
-        "proof": hex::encode(encode(&proof)),
+        "proof": hex::encode(encode(&proof).map_err(cannot_encode)?),
     });
     if let (TxOutcome::Failed(reason), Some(map)) = (outcome, answer.as_object_mut()) {
         map.insert("reason".into(), json!(reason.to_string()));

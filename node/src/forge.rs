@@ -156,7 +156,7 @@ impl Forger {
                     ..account
                 });
                 value["balance"] = json!(raised);
-                value["proof"] = json!(hex::encode(encode(&proof)));
+                value["proof"] = json!(hex::encode(encode(&proof).unwrap_or_default()));
             }
             (2, _, Some(proven)) => {
                 if let Some((other, account)) = proven.accounts.iter().find(|(k, _)| **k != key) {
@@ -171,7 +171,7 @@ impl Forger {
                     };
                     value["balance"] = json!(account.balance);
                     value["nonce"] = json!(account.nonce);
-                    value["proof"] = json!(hex::encode(encode(&proof)));
+                    value["proof"] = json!(hex::encode(encode(&proof).unwrap_or_default()));
                 }
             }
             (3, _, _) => {
@@ -190,7 +190,7 @@ impl Forger {
                     value["balance"] = json!(shown.balance);
                     value["nonce"] = json!(shown.nonce);
                     value["height"] = json!(old.header.height);
-                    value["proof"] = json!(hex::encode(encode(&proof)));
+                    value["proof"] = json!(hex::encode(encode(&proof).unwrap_or_default()));
                 }
             }
             _ => value["balance"] = json!(raised),
@@ -246,7 +246,7 @@ impl Forger {
                         balance: 0,
                         amount: 1,
                     });
-                    value["proof"] = json!(hex::encode(encode(&proof)));
+                    value["proof"] = json!(hex::encode(encode(&proof).unwrap_or_default()));
                 }
                 (200, value)
             }

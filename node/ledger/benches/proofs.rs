@@ -186,6 +186,7 @@ fn make_account_proof(ledger: &Ledger, at: &CertifiedHeader, address: &PublicKey
         trie: trie.prove(address),
         at: at.clone(),
     })
+    .unwrap()
 }
 
 /// Prints the average, 99th percentile and largest of `sizes`.
@@ -231,7 +232,7 @@ fn account_proofs(c: &mut Criterion) {
         let label = format!("accounts={accounts},validators={validators}");
         println!(
             "proof::account_bytes/{label}: certified header {} bytes ({} signatures)",
-            encode(&at).len(),
+            encode(&at).unwrap().len(),
             at.certificate.signatures.len()
         );
         let mut timed = Vec::new();
@@ -381,7 +382,7 @@ fn transfer_proofs_of(genesis: &Genesis) -> Vec<(Hash, Vec<u8>)> {
                 outcome_path: outcomes.proof(index).unwrap(),
                 next: next.clone(),
             };
-            (ids[index], encode(&proof))
+            (ids[index], encode(&proof).unwrap())
         })
         .collect()
 }

@@ -392,8 +392,8 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ProofError>
 }
 
 /// The canonical bytes of a proof, as served.
-pub fn encode<T: Serialize>(proof: &T) -> Vec<u8> {
-    codec::encode(proof).unwrap_or_default()
+pub fn encode<T: Serialize>(proof: &T) -> Result<Vec<u8>, codec::CodecError> {
+    codec::encode(proof)
 }
 
 #[cfg(test)]
@@ -553,7 +553,7 @@ mod tests {
         let checker = Checker::new(&genesis()).unwrap();
         let payer = key(100).public();
         let proven = checker
-            .account(&payer, &encode(&account_proof(&c, 100)))
+            .account(&payer, &encode(&account_proof(&c, 100)).unwrap())
             .unwrap();
         assert_eq!(proven.value.account, c.after.account(&payer));
         assert_eq!(proven.value.account.balance, 990);
@@ -564,14 +564,17 @@ mod tests {
         assert_eq!(proven.genesis, genesis().hash());
         // An account that does not exist is proven absent.
         let nobody = checker
-            .account(&key(555).public(), &encode(&account_proof(&c, 555)))
+            .account(
+                &key(555).public(),
+                &encode(&account_proof(&c, 555)).unwrap(),
+            )
             .unwrap();
         assert!(!nobody.value.exists);
         assert_eq!(nobody.value.account, Account::default());
 
         let applied = tx_proof(&c, 0);
         let proven = checker
-            .transfer(&applied.transfer.hash(), &encode(&applied))
+            .transfer(&applied.transfer.hash(), &encode(&applied).unwrap())
             .unwrap();
         assert_eq!(
             (proven.value.block, proven.value.outcome),
@@ -579,7 +582,7 @@ mod tests {
         );
         let failed = tx_proof(&c, 1);
         let proven = checker
-            .transfer(&failed.transfer.hash(), &encode(&failed))
+            .transfer(&failed.transfer.hash(), &encode(&failed).unwrap())
             .unwrap();
         assert!(matches!(
             proven.value.outcome,
@@ -728,7 +731,7 @@ mod tests {
         // the same proof.
         let honest = tx_proof(&c, 0);
         let id = honest.transfer.hash();
-        let bytes = encode(&honest);
+        let bytes = encode(&honest).unwrap();
         for i in 0..bytes.len() {
             let mut changed = bytes.clone();
             changed[i] ^= 0x01;
