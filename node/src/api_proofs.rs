@@ -17,7 +17,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use mosaic_crypto::{Hash, MerkleTree, codec};
-use mosaic_ledger::proof::{AccountProof, CertifiedHeader, TxProof, encode};
+use mosaic_ledger::proof::{CertifiedHeader, TxProof, encode};
 use serde_json::json;
 
 use crate::api::{
@@ -51,16 +51,8 @@ pub async fn account_proof(
                 .into(),
         ));
     };
-    let account = proven.accounts.get(&key).copied();
-    let proof = AccountProof {
-        address: key,
-        account,
-        trie: proven.accounts.prove(&key),
-        at: CertifiedHeader {
-            header: proven.header,
-            certificate: proven.certificate,
-        },
-    };
+    let proof = proven.prove(&key);
+    let account = proof.account;
     let height = proof.at.header.height;
     let shown = account.unwrap_or_default();
     Ok(ok(json!({

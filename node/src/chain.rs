@@ -78,6 +78,21 @@ pub struct Proven {
     pub accounts: AccountTrie,
 }
 
+impl Proven {
+    /// The proof of `address` (its account, or its absence) in this state.
+    pub fn prove(&self, address: &mosaic_crypto::PublicKey) -> mosaic_ledger::proof::AccountProof {
+        mosaic_ledger::proof::AccountProof {
+            address: *address,
+            account: self.accounts.get(address).copied(),
+            trie: self.accounts.prove(address),
+            at: mosaic_ledger::proof::CertifiedHeader {
+                header: self.header.clone(),
+                certificate: self.certificate.clone(),
+            },
+        }
+    }
+}
+
 /// What a restart can prove before the next block: the state after the tip is the
 /// state after its parent when the tip is empty (as it is once the chain goes
 /// idle: an empty block always follows the last block with transfers), so header

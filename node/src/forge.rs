@@ -22,7 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use mosaic_crypto::codec;
 use mosaic_ledger::ledger::{Account, FailReason, TxOutcome};
-use mosaic_ledger::proof::{AccountProof, CertifiedHeader, PROOF_BYTES_MAX, TxProof, encode};
+use mosaic_ledger::proof::{AccountProof, PROOF_BYTES_MAX, TxProof, encode};
 use serde_json::{Value, json};
 
 use crate::chain::{Proven, Shared, lock};
@@ -160,15 +160,7 @@ impl Forger {
             }
             (2, _, Some(proven)) => {
                 if let Some((other, account)) = proven.accounts.iter().find(|(k, _)| **k != key) {
-                    let proof = AccountProof {
-                        address: *other,
-                        account: Some(*account),
-                        trie: proven.accounts.prove(other),
-                        at: CertifiedHeader {
-                            header: proven.header.clone(),
-                            certificate: proven.certificate.clone(),
-                        },
-                    };
+                    let proof = proven.prove(other);
                     value["balance"] = json!(account.balance);
                     value["nonce"] = json!(account.nonce);
                     value["proof"] = json!(hex::encode(encode(&proof).unwrap_or_default()));
@@ -176,17 +168,8 @@ impl Forger {
             }
             (3, _, _) => {
                 if let Some(old) = oldest {
-                    let account = old.accounts.get(&key).copied();
-                    let proof = AccountProof {
-                        address: key,
-                        account,
-                        trie: old.accounts.prove(&key),
-                        at: CertifiedHeader {
-                            header: old.header.clone(),
-                            certificate: old.certificate.clone(),
-                        },
-                    };
-                    let shown = account.unwrap_or_default();
+                    let proof = old.prove(&key);
+                    let shown = proof.account.unwrap_or_default();
                     value["balance"] = json!(shown.balance);
                     value["nonce"] = json!(shown.nonce);
                     value["height"] = json!(old.header.height);
