@@ -16,11 +16,23 @@ pub const BUSY_RETRIES: u32 = 5;
 /// Longest wait between those tries, whatever `Retry-After` says.
 pub const BUSY_WAIT_MAX: Duration = Duration::from_secs(5);
 
+/// What a GET does with a 503 that names a `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// Ask again after the wait it names, up to [`BUSY_RETRIES`] times: for a
+    /// one-shot question.
+    WaitOutBusy,
+    /// Return the 503 at once: for a caller that polls on its own clock and
+    /// would otherwise sleep a whole second on a proof that is a block away.
+    Poll,
+}
+
 /// A node's API.
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    busy_retries: u32,
 }
 
 impl Client {
@@ -40,7 +52,17 @@ impl Client {
         Client {
             base: url.trim_end_matches('/').to_string(),
             agent,
+            busy_retries: BUSY_RETRIES,
         }
+    }
+
+    /// This client, treating a busy node's 503 as `patience` says.
+    pub fn with_patience(mut self, patience: Patience) -> Self {
+        self.busy_retries = match patience {
+            Patience::WaitOutBusy => BUSY_RETRIES,
+            Patience::Poll => 0,
+        };
+        self
     }
 
     /// The node's URL.
@@ -89,7 +111,7 @@ impl Client {
         Ok(value)
     }
 
-    /// GET `url`, asking again (up to [`BUSY_RETRIES`] times) while the node
+    /// GET `url`, asking again (up to `busy_retries` times) while the node
     /// answers 503 with `Retry-After` (its heavy reads are all taken), after the
     /// wait it names (at most [`BUSY_WAIT_MAX`]).
     fn call_get(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>> {
@@ -105,7 +127,7 @@ impl Client {
                 .flatten()
                 .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
             match wait {
-                Some(secs) if tries < BUSY_RETRIES => {
+                Some(secs) if tries < self.busy_retries => {
                     tries += 1;
                     std::thread::sleep(Duration::from_secs(secs).min(BUSY_WAIT_MAX));
                 }

@@ -257,7 +257,13 @@ fn check_end(
     let hash = tx.hash().to_string();
     let proven = match value["status"].as_str() {
         Some("committed" | "failed") => {
-            match crate::verify::check_status(&hash, nodes.url(), value, genesis) {
+            match crate::verify::check_status(
+                &hash,
+                nodes.url(),
+                value,
+                genesis,
+                crate::client::Patience::Poll,
+            ) {
                 Ok(proven) => Some(proven),
                 Err(crate::verify::Unproven::Refused(reason)) => return Checked::Suspect(reason),
                 Err(crate::verify::Unproven::NotYet(_)) => return Checked::Waiting,

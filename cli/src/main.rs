@@ -24,7 +24,7 @@ use mosaic_node::maverick;
 use mosaic_node::service::{self, TestOptions};
 use serde_json::{Value, json};
 
-use client::{Client, DEFAULT_NODE};
+use client::{Client, DEFAULT_NODE, Patience};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -649,7 +649,7 @@ fn run(cli: Cli) -> Result<()> {
         )?,
         Top::Tx(TxCmd::Status { hash, node, verify }) => match verify.genesis()? {
             Some(genesis) => {
-                let value = verify::status(&hash, &node.urls(), &genesis)?;
+                let value = verify::status(&hash, &node.urls(), &genesis, Patience::WaitOutBusy)?;
                 print(json, &value, || verify::describe_status(&value));
             }
             None => {
@@ -663,7 +663,8 @@ fn run(cli: Cli) -> Result<()> {
             verify,
         } => {
             if let Some(genesis) = verify.genesis()? {
-                let value = verify::account(&address, &node.urls(), &genesis)?;
+                let value =
+                    verify::account(&address, &node.urls(), &genesis, Patience::WaitOutBusy)?;
                 print(json, &value, || verify::describe_account(&value));
                 return Ok(());
             }

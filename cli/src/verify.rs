@@ -17,7 +17,7 @@ use mosaic_ledger::ledger::Transfer;
 use mosaic_ledger::proof::Checker;
 use serde_json::{Value, json};
 
-use crate::client::{self, Client};
+use crate::client::{self, Client, Patience};
 use crate::lifecycle::TESTNET_DIR;
 
 /// How far below the nodes' height an account proof may be.
@@ -139,13 +139,19 @@ fn proof_bytes(value: &Value) -> Result<Vec<u8>, String> {
 }
 
 /// `mosaic account` with verification: the first node whose proof holds.
-pub fn account(address: &PublicKey, urls: &[String], genesis: &Genesis) -> Result<Value> {
+pub fn account(
+    address: &PublicKey,
+    urls: &[String],
+    genesis: &Genesis,
+    patience: Patience,
+) -> Result<Value> {
     let checker = Checker::new(genesis)?;
     let freshness = Freshness::of(urls, genesis);
     let mut refused = Vec::new();
     for url in urls {
         let name = name_of(url, genesis);
         let answer = Client::with_timeout(url, REQUEST_TIMEOUT)
+            .with_patience(patience)
             .get_raw(&format!("/v1/accounts/{address}/proof"));
         let value = match answer {
             Ok((200, value)) => value,
@@ -266,6 +272,7 @@ pub fn check_status(
     url: &str,
     status: &Value,
     genesis: &Genesis,
+    patience: Patience,
 ) -> Result<Value, Unproven> {
     let name = name_of(url, genesis);
     let checker = Checker::new(genesis).map_err(|e| Unproven::Refused(e.to_string()))?;
@@ -273,8 +280,10 @@ pub fn check_status(
         .parse()
         .map_err(|e| Unproven::Refused(format!("{hash:?} is not a transfer hash: {e}")))?;
     let claimed = status["status"].as_str().unwrap_or_default();
-    // The client waits out a 503's Retry-After a few times before this answer.
+    // With `WaitOutBusy` the client waits out a 503's Retry-After a few times
+    // before this answer; with `Poll` the caller's own loop asks again.
     let answer = Client::with_timeout(url, REQUEST_TIMEOUT)
+        .with_patience(patience)
         .get_raw(&format!("/v1/transactions/{hash}/proof"))
         .map_err(|e| Unproven::NotYet(format!("{name} could not be asked for its proof: {e:#}")))?;
     let value = match answer {
@@ -337,7 +346,7 @@ pub fn check_status(
 /// has no proof (pending, dropped, expired, or an outcome not provable yet) is
 /// final only when f+1 nodes say the same, so at least one honest node does;
 /// otherwise the most final of the other answers is printed, marked not final.
-pub fn status(hash: &str, urls: &[String], genesis: &Genesis) -> Result<Value> {
+pub fn status(hash: &str, urls: &[String], genesis: &Genesis, patience: Patience) -> Result<Value> {
     let mut refused = Vec::new();
     let mut unproven: Vec<Value> = Vec::new();
     let mut not_yet = Vec::new();
@@ -362,7 +371,7 @@ pub fn status(hash: &str, urls: &[String], genesis: &Genesis) -> Result<Value> {
             map.insert("verified".into(), json!(false));
         }
         if matches!(value["status"].as_str(), Some("committed" | "failed")) {
-            match check_status(hash, url, &value, genesis) {
+            match check_status(hash, url, &value, genesis, patience) {
                 Ok(mut verified) => {
                     if let Some(map) = verified.as_object_mut() {
                         map.insert("refused".into(), json!(refused));
@@ -447,7 +456,7 @@ fn most_final_unproven(answers: Vec<Value>, f: usize) -> Option<Value> {
 /// the nonce: this one can never apply).
 pub fn settle(tx: &Transfer, urls: &[String], genesis: &Genesis) -> Option<Value> {
     let hash = tx.hash().to_string();
-    let status = status(&hash, urls, genesis).ok()?;
+    let status = status(&hash, urls, genesis, Patience::Poll).ok()?;
     if status["verified"].is_object() {
         return Some(status);
     }
@@ -458,7 +467,7 @@ pub fn settle(tx: &Transfer, urls: &[String], genesis: &Genesis) -> Option<Value
     if waiting {
         return None;
     }
-    let account = account(&tx.from, urls, genesis).ok()?;
+    let account = account(&tx.from, urls, genesis, Patience::Poll).ok()?;
     let next = account["nonce"].as_u64()?;
     let height = account["verified"]["height"].as_u64()?;
     let (ended, reason) = if next > tx.nonce {

@@ -155,6 +155,7 @@ pub struct SyncBlock {
     /// Its commit certificate.
     pub certificate: CommitCertificate,
     /// The body bytes, if the responder still has them.
+    #[serde(with = "serde_bytes")]
     pub body: Option<Vec<u8>>,
 }
 

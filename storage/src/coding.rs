@@ -114,6 +114,7 @@ pub struct Fragment {
     /// Which of the n shards this is.
     pub index: u32,
     /// The shard bytes.
+    #[serde(with = "serde_bytes")]
     pub shard: Vec<u8>,
     /// Proof that leaf `index` is in the fragment tree.
     pub proof: MerkleProof,
