@@ -5,11 +5,11 @@
 //! submit-to-commit latency, block rate and size, view changes, CPU per transaction,
 //! peak memory and stored bytes per node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -18,7 +18,7 @@ use mosaic_node::config::NodeConfig;
 use mosaic_node::ledger::{SignedTransfer, Transfer};
 use serde_json::{Value, json};
 
-use crate::client::Client;
+use crate::client::{Client, Patience};
 use crate::testnet;
 
 /// Options of one run.
@@ -87,6 +87,12 @@ pub struct BenchOptions {
     /// `application/octet-stream`) or `json`.
     #[arg(long, value_enum, default_value_t = Encoding::Binary)]
     pub encoding: Encoding,
+    /// Proof requests per second besides the load (0: none): account proofs of
+    /// the senders and transfer proofs of transfers already seen committed, in
+    /// turn, spread over the nodes that take the load. Measures what serving
+    /// proofs takes from commit throughput.
+    #[arg(long, default_value_t = 0)]
+    pub proof_rate: u64,
 }
 
 /// The submission encoding of a run.
@@ -482,99 +488,130 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
     let interval = options
         .rate
         .map(|r| Duration::from_secs_f64(batch_size as f64 * submitters as f64 / r as f64));
-    let (submitted, observed): (Vec<Submitted>, Vec<SeenBlock>) = std::thread::scope(|scope| {
-        let handles: Vec<_> = per_submitter
-            .iter()
-            .zip(honest.iter().cycle())
-            .map(|(batches, node)| {
-                let stop = stop.clone();
-                scope.spawn(move || {
-                    let client = Client::new(&node.api);
-                    let mut out = Vec::new();
-                    let mut next = Instant::now();
-                    for batch in batches {
-                        if stop.load(Ordering::Relaxed) || Instant::now() >= end {
-                            break;
-                        }
-                        if let Some(interval) = interval {
-                            let now = Instant::now();
-                            if next > now {
-                                std::thread::sleep(next - now);
-                            }
-                            next += interval;
-                        }
-                        let offered = Instant::now();
-                        let mut admitted: Vec<Option<Instant>> = vec![None; batch.hashes.len()];
-                        let mut refused = 0;
-                        // What a node refused (shed, full, busy) is sent again after a
-                        // pause, and only that: a transfer already admitted may commit
-                        // meanwhile, and sending it again would be refused for good.
-                        // Its senders' later nonces would wait behind it otherwise.
-                        let mut waiting: Vec<usize> = (0..batch.hashes.len()).collect();
-                        let mut resend: Option<Vec<u8>> = None;
-                        loop {
-                            let body = resend.as_deref().unwrap_or(&batch.body);
-                            let sent = Instant::now();
-                            let answer = match options.encoding {
-                                Encoding::Json => {
-                                    client.post_json_bytes("/v1/transactions/batch", body)
-                                }
-                                Encoding::Binary => {
-                                    client.post_binary("/v1/transactions/batch", body)
-                                }
-                            };
-                            let results = match &answer {
-                                Ok((200, answer)) => answer["results"].as_array(),
-                                _ => None,
-                            };
-                            let still: Vec<usize> = match results {
-                                Some(results) if results.len() == waiting.len() => waiting
-                                    .iter()
-                                    .zip(results)
-                                    .filter_map(|(&i, result)| {
-                                        if result["status"] == "pending" {
-                                            admitted[i] = Some(sent);
-                                            None
-                                        } else {
-                                            Some(i)
-                                        }
-                                    })
-                                    .collect(),
-                                _ => waiting.clone(),
-                            };
-                            refused += still.len();
-                            waiting = still;
-                            if waiting.is_empty() || Instant::now() >= end {
+    let recent = Mutex::new(VecDeque::new());
+    let senders: Vec<PublicKey> = keys.iter().map(Keypair::public).collect();
+    let warm = start + Duration::from_secs(options.warmup);
+    let readers = if options.proof_rate > 0 {
+        honest.len() * PROOF_READERS_PER_NODE
+    } else {
+        0
+    };
+    let reader_interval =
+        Duration::from_secs_f64(readers as f64 / options.proof_rate.max(1) as f64);
+    let (submitted, observed, proof_reads): (Vec<Submitted>, Vec<SeenBlock>, Vec<ProofReads>) =
+        std::thread::scope(|scope| {
+            let reader_handles: Vec<_> = (0..readers)
+                .map(|r| {
+                    let api = &honest[r % honest.len()].api;
+                    let (senders, recent) = (&senders, &recent);
+                    scope.spawn(move || {
+                        read_proofs(
+                            api,
+                            reader_interval,
+                            senders,
+                            recent,
+                            (warm, end),
+                            r * 7_919,
+                        )
+                    })
+                })
+                .collect();
+            let handles: Vec<_> = per_submitter
+                .iter()
+                .zip(honest.iter().cycle())
+                .map(|(batches, node)| {
+                    let stop = stop.clone();
+                    scope.spawn(move || {
+                        let client = Client::new(&node.api);
+                        let mut out = Vec::new();
+                        let mut next = Instant::now();
+                        for batch in batches {
+                            if stop.load(Ordering::Relaxed) || Instant::now() >= end {
                                 break;
                             }
-                            std::thread::sleep(RETRY_PAUSE);
-                            let again: Vec<SignedTransfer> =
-                                waiting.iter().map(|&i| batch.txs[i].clone()).collect();
-                            match batch_body(&again, options.encoding) {
-                                Ok(body) => resend = Some(body),
-                                Err(_) => break,
+                            if let Some(interval) = interval {
+                                let now = Instant::now();
+                                if next > now {
+                                    std::thread::sleep(next - now);
+                                }
+                                next += interval;
                             }
+                            let offered = Instant::now();
+                            let mut admitted: Vec<Option<Instant>> = vec![None; batch.hashes.len()];
+                            let mut refused = 0;
+                            // What a node refused (shed, full, busy) is sent again after a
+                            // pause, and only that: a transfer already admitted may commit
+                            // meanwhile, and sending it again would be refused for good.
+                            // Its senders' later nonces would wait behind it otherwise.
+                            let mut waiting: Vec<usize> = (0..batch.hashes.len()).collect();
+                            let mut resend: Option<Vec<u8>> = None;
+                            loop {
+                                let body = resend.as_deref().unwrap_or(&batch.body);
+                                let sent = Instant::now();
+                                let answer = match options.encoding {
+                                    Encoding::Json => {
+                                        client.post_json_bytes("/v1/transactions/batch", body)
+                                    }
+                                    Encoding::Binary => {
+                                        client.post_binary("/v1/transactions/batch", body)
+                                    }
+                                };
+                                let results = match &answer {
+                                    Ok((200, answer)) => answer["results"].as_array(),
+                                    _ => None,
+                                };
+                                let still: Vec<usize> = match results {
+                                    Some(results) if results.len() == waiting.len() => waiting
+                                        .iter()
+                                        .zip(results)
+                                        .filter_map(|(&i, result)| {
+                                            if result["status"] == "pending" {
+                                                admitted[i] = Some(sent);
+                                                None
+                                            } else {
+                                                Some(i)
+                                            }
+                                        })
+                                        .collect(),
+                                    _ => waiting.clone(),
+                                };
+                                refused += still.len();
+                                waiting = still;
+                                if waiting.is_empty() || Instant::now() >= end {
+                                    break;
+                                }
+                                std::thread::sleep(RETRY_PAUSE);
+                                let again: Vec<SignedTransfer> =
+                                    waiting.iter().map(|&i| batch.txs[i].clone()).collect();
+                                match batch_body(&again, options.encoding) {
+                                    Ok(body) => resend = Some(body),
+                                    Err(_) => break,
+                                }
+                            }
+                            out.push(Submitted {
+                                offered,
+                                admitted,
+                                refused,
+                                hashes: &batch.hashes,
+                            });
                         }
-                        out.push(Submitted {
-                            offered,
-                            admitted,
-                            refused,
-                            hashes: &batch.hashes,
-                        });
-                    }
-                    out
+                        out
+                    })
                 })
-            })
-            .collect();
-        // Follow the chain on node 0 meanwhile.
-        let observed = follow(&honest[0].api, end + Duration::from_secs(5));
-        stop.store(true, Ordering::Relaxed);
-        let all: Vec<Submitted> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect();
-        (all, observed)
-    });
+                .collect();
+            // Follow the chain on node 0 meanwhile.
+            let observed = follow(&honest[0].api, end + Duration::from_secs(5), &recent);
+            stop.store(true, Ordering::Relaxed);
+            let all: Vec<Submitted> = handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect();
+            let reads: Vec<ProofReads> = reader_handles
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .collect();
+            (all, observed, reads)
+        });
 
     let cpu_after: f64 = pids.iter().filter_map(|p| read_cpu_seconds(*p)).sum();
     let peak_memory: Vec<u64> = pids.iter().filter_map(|p| peak_memory_bytes(*p)).collect();
@@ -608,7 +645,6 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
             }
         }
     }
-    let warm = start + Duration::from_secs(options.warmup);
     let mut per_second = vec![0u64; options.duration as usize];
     let mut latencies = Vec::new();
     let mut from_offer = Vec::new();
@@ -648,6 +684,26 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         .sum();
     let refused: usize = submitted.iter().map(|s| s.refused).sum();
     let full_replication = committed_body_bytes.max(1) as f64;
+    let proofs = (options.proof_rate > 0).then(|| {
+        let mut latencies: Vec<f64> = proof_reads
+            .iter()
+            .flat_map(|r| r.latencies_ms.iter().copied())
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let ok: u64 = proof_reads.iter().map(|r| r.ok).sum();
+        json!({
+            "offered_per_second": options.proof_rate,
+            "readers": readers,
+            "served_per_second": ok as f64 / window,
+            "served": ok,
+            "busy": proof_reads.iter().map(|r| r.busy).sum::<u64>(),
+            "failed": proof_reads.iter().map(|r| r.failed).sum::<u64>(),
+            "latency_ms": {
+                "p50": percentile(&latencies, 50.0),
+                "p99": percentile(&latencies, 99.0),
+            },
+        })
+    });
     Ok(json!({
         "validators": n,
         "network": if file.netns.is_some() { "netns" } else { "loopback" },
@@ -689,7 +745,76 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
         "body_window": { "blocks": BENCH_BODY_WINDOW_BLOCKS, "mib": BENCH_BODY_WINDOW_MIB },
         "committed_body_bytes": committed_body_bytes,
         "stored_per_committed_byte": stored.iter().map(|b| *b as f64 / full_replication).collect::<Vec<_>>(),
+        "proofs": proofs,
     }))
+}
+
+/// Committed transfer ids kept for the proof readers to ask about.
+const RECENT_MAX: usize = 20_000;
+/// Proof-reading threads per node (each paced at its share of `--proof-rate`).
+const PROOF_READERS_PER_NODE: usize = 2;
+
+/// What the proof readers saw inside the measured window.
+#[derive(Debug, Default)]
+struct ProofReads {
+    ok: u64,
+    busy: u64,
+    failed: u64,
+    latencies_ms: Vec<f64>,
+}
+
+/// One proof reader: from `start` to `end`, every `interval`, asks `api` for an
+/// account proof of one of `senders` or a transfer proof of one of `recent`, in
+/// turn; counts what it gets from `warm` on. A 503 is counted as busy, not
+/// waited out: the reader keeps its pace as a crowd of clients would.
+fn read_proofs(
+    api: &str,
+    interval: Duration,
+    senders: &[PublicKey],
+    recent: &Mutex<VecDeque<String>>,
+    (warm, end): (Instant, Instant),
+    seed: usize,
+) -> ProofReads {
+    let client = Client::new(api).with_patience(Patience::Poll);
+    let mut reads = ProofReads::default();
+    let mut next = Instant::now();
+    let mut i = seed;
+    while Instant::now() < end {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        next += interval;
+        i = i.wrapping_add(1);
+        let pick = i.wrapping_mul(2_654_435_761);
+        let hash = (i % 2 == 1)
+            .then(|| {
+                let recent = recent.lock().ok()?;
+                recent.get(pick % recent.len().max(1)).cloned()
+            })
+            .flatten();
+        let path = match (hash, senders.get(pick % senders.len().max(1))) {
+            (Some(hash), _) => format!("/v1/transactions/{hash}/proof"),
+            (None, Some(sender)) => format!("/v1/accounts/{sender}/proof"),
+            (None, None) => break,
+        };
+        let asked = Instant::now();
+        let answer = client.get_raw(&path);
+        if asked < warm {
+            continue;
+        }
+        match answer {
+            Ok((200, _)) => {
+                reads.ok += 1;
+                reads
+                    .latencies_ms
+                    .push(asked.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok((503, _)) => reads.busy += 1,
+            _ => reads.failed += 1,
+        }
+    }
+    reads
 }
 
 struct SeenBlock {
@@ -698,8 +823,9 @@ struct SeenBlock {
     body_bytes: u64,
 }
 
-/// Polls `api` for new blocks until `until`, noting when each was first seen.
-fn follow(api: &str, until: Instant) -> Vec<SeenBlock> {
+/// Polls `api` for new blocks until `until`, noting when each was first seen;
+/// the ids of the latest committed transfers go to `recent` (for proof readers).
+fn follow(api: &str, until: Instant, recent: &Mutex<VecDeque<String>>) -> Vec<SeenBlock> {
     let client = Client::new(api);
     let mut next = 1u64;
     let mut out = Vec::new();
@@ -719,16 +845,22 @@ fn follow(api: &str, until: Instant) -> Vec<SeenBlock> {
             let body_bytes = block["header"]["fragments"]["params"]["body_len"]
                 .as_u64()
                 .unwrap_or(0);
+            let hashes: Vec<String> = block["transaction_hashes"]
+                .as_array()
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|id| id.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Ok(mut recent) = recent.lock() {
+                recent.extend(hashes.iter().cloned());
+                let over = recent.len().saturating_sub(RECENT_MAX);
+                recent.drain(..over);
+            }
             out.push(SeenBlock {
                 seen,
-                hashes: block["transaction_hashes"]
-                    .as_array()
-                    .map(|ids| {
-                        ids.iter()
-                            .filter_map(|id| id.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                hashes,
                 body_bytes,
             });
             next += 1;

@@ -948,7 +948,33 @@ fn bench_table(r: &Value) -> String {
                 .unwrap_or_default(),
         ),
     ];
+    let proofs = &r["proofs"];
+    let proof_rows = proofs.is_object().then(|| {
+        [
+            (
+                "proofs offered / served (per s)",
+                format!(
+                    "{} / {}",
+                    proofs["offered_per_second"],
+                    number(&proofs["served_per_second"])
+                ),
+            ),
+            (
+                "proofs busy (503) / failed",
+                format!("{} / {}", proofs["busy"], proofs["failed"]),
+            ),
+            (
+                "proof latency p50 / p99 (ms)",
+                format!(
+                    "{} / {}",
+                    number(&proofs["latency_ms"]["p50"]),
+                    number(&proofs["latency_ms"]["p99"])
+                ),
+            ),
+        ]
+    });
     rows.iter()
+        .chain(proof_rows.iter().flatten())
         .map(|(k, v)| format!("{k:<42} {v}"))
         .collect::<Vec<_>>()
         .join("\n")

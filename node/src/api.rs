@@ -91,6 +91,8 @@ pub struct ApiState {
     pub log: MempoolLog,
     /// Permits of the heavy reads.
     pub reads: HeavyReads,
+    /// Transfer-proof material of the latest blocks asked about.
+    pub proofs: Arc<crate::proof_cache::ProofCache>,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -8,15 +8,20 @@
 //!   block with transfers, so that comes soon). In memory, O(trie depth).
 //! - `GET /v1/transactions/{hash}/proof`: the transfer's inclusion in the block
 //!   that decided it and its outcome under the next header. A heavy read (bodies,
-//!   rebuilt from fragments when pruned), bounded like a status.
+//!   rebuilt from fragments when pruned), bounded like a status; a block's
+//!   transfers and trees are made once and kept for the next requests
+//!   ([`crate::proof_cache`]).
 //!
 //! Each answer carries the proof as hex of its canonical bytes (`proof`), and the
 //! same facts as JSON for people; a client prints only what the bytes prove.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use mosaic_crypto::{Hash, MerkleTree, codec};
+use mosaic_crypto::{Hash, codec};
 use mosaic_ledger::proof::{CertifiedHeader, TxProof, encode};
 use serde_json::json;
 
@@ -24,9 +29,10 @@ use crate::api::{
     ApiError, ApiResult, ApiState, RETRY_AFTER_SECS, STATUS_READ_TIME_MAX, block_body, ok,
     parse_address, parse_hash, path_arg,
 };
-use crate::block::{BODY_BYTES_MAX, outcome_tree};
+use crate::block::BODY_BYTES_MAX;
 use crate::chain::lock;
 use crate::ledger::{SignedTransfer, TxOutcome};
+use crate::proof_cache::BlockProofs;
 
 /// Heights a transfer proof looks into for the transfer, at most (the index's
 /// candidates are few; a false positive costs one body read).
@@ -108,15 +114,20 @@ pub async fn transaction_proof(
                 STATUS_READ_TIME_MAX.as_secs()
             )));
         }
-        let (body, _, _) = block_body(&state, height).await?;
-        let txs: Vec<SignedTransfer> = codec::decode(&body, BODY_BYTES_MAX)
-            .map_err(|e| ApiError::internal(format!("stored body does not decode: {e}")))?;
-        if let Some(index) = txs.iter().position(|t| t.hash() == id) {
-            found = Some((height, index, txs));
+        let material = match state.proofs.get(height) {
+            Some(material) => material,
+            None => {
+                let material = Arc::new(block_proofs(&state, height).await?);
+                state.proofs.insert(height, material.clone());
+                material
+            }
+        };
+        if let Some(index) = material.position(&id) {
+            found = Some((height, index, material));
             break;
         }
     }
-    let Some((height, index, txs)) = found else {
+    let Some((height, index, material)) = found else {
         return Err(ApiError::not_found(format!(
             "transfer {id} is in no block this node executed (its height is {tip})"
         )));
@@ -127,24 +138,6 @@ pub async fn transaction_proof(
             height + 1
         )));
     }
-    let ids: Vec<Hash> = txs.iter().map(SignedTransfer::hash).collect();
-    let records = state
-        .store
-        .block_outcomes(height)
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::internal(format!("no outcomes stored for block {height}")))?
-        .records;
-    let outcomes: Vec<(Hash, TxOutcome)> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let outcome = records
-                .iter()
-                .find(|(rid, record)| rid == id.as_bytes() && record.index as usize == i)
-                .map_or(TxOutcome::Applied, |(_, record)| record.outcome);
-            (*id, outcome)
-        })
-        .collect();
     let certified = |h: u64| -> Result<CertifiedHeader, ApiError> {
         let header = state.store.header(h).map_err(store_error)?;
         let certificate = state.store.certificate(h).map_err(store_error)?;
@@ -161,25 +154,21 @@ pub async fn transaction_proof(
     let block = certified(height)?;
     let next = certified(height + 1)?;
     let path_error = |e: mosaic_crypto::MerkleError| ApiError::internal(e.to_string());
-    let tx_path = MerkleTree::from_leaves(&ids)
-        .and_then(|t| t.proof(index))
-        .map_err(path_error)?;
-    let tree =
-        outcome_tree(&outcomes).ok_or_else(|| ApiError::internal("block has no outcomes"))?;
-    if tree.root() != next.header.outcome_root {
+    let tx_path = material.tx_tree.proof(index).map_err(path_error)?;
+    if material.outcome_tree.root() != next.header.outcome_root {
         return Err(ApiError::internal(format!(
             "the outcomes stored for block {height} do not match the outcome root of block {}: the store is damaged",
             height + 1
         )));
     }
-    let outcome = outcomes[index].1;
+    let outcome = material.outcomes[index];
     let proof = TxProof {
-        transfer: txs[index].clone(),
+        transfer: material.txs[index].clone(),
         index: index as u32,
         tx_path,
         block,
         outcome,
-        outcome_path: tree.proof(index).map_err(path_error)?,
+        outcome_path: material.outcome_tree.proof(index).map_err(path_error)?,
         next,
     };
     let mut answer = json!({
@@ -194,4 +183,34 @@ pub async fn transaction_proof(
         map.insert("reason".into(), json!(reason.to_string()));
     }
     Ok(ok(answer))
+}
+
+/// Block `height`'s proof material: its body (rebuilt from fragments when
+/// pruned) decoded, and its outcomes as this node recorded them.
+async fn block_proofs(state: &ApiState, height: u64) -> Result<BlockProofs, ApiError> {
+    let (body, _, _) = block_body(state, height).await?;
+    let txs: Vec<SignedTransfer> = codec::decode(&body, BODY_BYTES_MAX)
+        .map_err(|e| ApiError::internal(format!("stored body does not decode: {e}")))?;
+    let records = state
+        .store
+        .block_outcomes(height)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::internal(format!("no outcomes stored for block {height}")))?
+        .records;
+    // A failure record names the transfer and its position; every other
+    // transfer applied.
+    let failed: HashMap<usize, (Hash, TxOutcome)> = records
+        .iter()
+        .map(|(rid, record)| {
+            (
+                record.index as usize,
+                (Hash::from_bytes(*rid), record.outcome),
+            )
+        })
+        .collect();
+    BlockProofs::new(txs, body.len(), |i, id| match failed.get(&i) {
+        Some((rid, outcome)) if rid == id => *outcome,
+        _ => TxOutcome::Applied,
+    })
+    .map_err(|e| ApiError::internal(format!("block {height}: {e}")))
 }

@@ -46,6 +46,7 @@ pub mod mempool_log;
 pub mod metrics;
 pub mod net;
 pub mod peers;
+pub mod proof_cache;
 pub mod proposal;
 pub mod read_budget;
 pub mod schema;

@@ -598,6 +598,7 @@ pub async fn start(
         signatures: signatures.clone(),
         log: mempool_log.clone(),
         reads: crate::read_budget::HeavyReads::new(crate::read_budget::HEAVY_READS_MAX),
+        proofs: Arc::new(crate::proof_cache::ProofCache::default()),
     };
     let listener = crate::api_listener::LimitedListener::new(
         listener,
