@@ -722,6 +722,21 @@ mod tests {
             checker.check_transfer(&id, &same),
             Err(ProofError::NotConsecutive { .. })
         ));
+        // Each half of "the next block": the height right, the parent another
+        // block's; the parent right, the height skipping one.
+        let mut wrong_parent = c.two.header.clone();
+        wrong_parent.parent = Hash::of(b"another block 1");
+        let mut wrong_height = c.two.header.clone();
+        wrong_height.height += 1;
+        for header in [wrong_parent, wrong_height] {
+            let mut proof = tx_proof(&c, 0);
+            let id = proof.transfer.hash();
+            proof.next = certify(&header, &QUORUM);
+            assert!(matches!(
+                checker.check_transfer(&id, &proof),
+                Err(ProofError::NotConsecutive { .. })
+            ));
+        }
         // The outcome under header 2's root, but header 2 not certified.
         let mut unsigned = tx_proof(&c, 0);
         let id = unsigned.transfer.hash();
@@ -742,5 +757,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_largest_proof_a_set_allows_fits_the_decode_limit() {
+        // n = 256, the most a validator set allows: certificates of 2f+1 = 171.
+        let c = chain();
+        let signers: Vec<u64> = (0..171).collect();
+        let mut proof = tx_proof(&c, 0);
+        proof.block = certify(&c.one.header, &signers);
+        proof.next = certify(&c.two.header, &signers);
+        let bytes = encode(&proof).unwrap();
+        assert!(bytes.len() > 20 * 1024, "{} bytes", bytes.len());
+        assert!(bytes.len() < PROOF_BYTES_MAX, "{} bytes", bytes.len());
+        let back: TxProof = decode(&bytes).unwrap();
+        assert_eq!(back, proof);
+        let mut over = bytes;
+        over.resize(PROOF_BYTES_MAX + 1, 0);
+        assert!(matches!(
+            decode::<TxProof>(&over),
+            Err(ProofError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_checker_names_the_genesis_it_trusts() {
+        let g = genesis();
+        let checker = Checker::new(&g).unwrap();
+        assert_eq!(checker.genesis(), g.hash());
+        let c = chain();
+        let proof = tx_proof(&c, 0);
+        let verified = checker
+            .transfer(&proof.transfer.hash(), &encode(&proof).unwrap())
+            .unwrap();
+        assert_eq!(verified.genesis, g.hash());
     }
 }
