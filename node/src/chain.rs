@@ -22,6 +22,7 @@ use crate::block::{
 };
 use crate::ledger::{AccountTrie, FailedTransfers, Ledger, TxOutcome, VerifiedTransfer};
 use crate::mempool::Mempool;
+use crate::proof_cache::{BlockProofs, ProofCache};
 use crate::schema::{NodeStore, TxRecord};
 
 /// The last executed block.
@@ -562,6 +563,7 @@ pub struct Chain {
     layout: Layout,
     validator_index: u32,
     checked: CheckedBlocks,
+    proofs: Arc<ProofCache>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -578,8 +580,10 @@ impl Chain {
         layout: Layout,
         validator_index: u32,
         checked: CheckedBlocks,
+        proofs: Arc<ProofCache>,
     ) -> Self {
         Chain {
+            proofs,
             shared,
             store,
             layout,
@@ -701,6 +705,7 @@ impl Chain {
             }
         }
         let outcome_root = outcome_root(&execution.outcomes);
+        let body_len = body.len();
         let proven_header = header.clone();
         let proven_certificate = certificate.clone();
         let changes: Vec<_> = execution.changes.into_iter().collect();
@@ -721,6 +726,15 @@ impl Chain {
                 .map(|(id, until)| (*id.as_bytes(), *until))
                 .collect(),
         })?;
+        // While clients ask for proofs, the block's material is made from what
+        // execution has at hand, so the API does not decode the body again.
+        if !verified.is_empty() && self.proofs.take_asked() {
+            let txs = verified.iter().map(|t| t.signed().clone()).collect();
+            match BlockProofs::executed(txs, execution.outcomes, body_len) {
+                Ok(material) => self.proofs.insert(height, Arc::new(material)),
+                Err(e) => tracing::warn!(height, error = %e, "no proof material for the block"),
+            }
+        }
         let mut shared = lock(&self.shared);
         // The state before this block is the one this block's header proves.
         shared.proven = Some(Proven {
@@ -813,7 +827,14 @@ mod tests {
         }));
         let checked = CheckedBlocks::default();
         let check = BlockCheck::new(shared.clone(), layout(), checked.clone());
-        let chain = Chain::new(shared, store.clone(), layout(), 0, checked);
+        let chain = Chain::new(
+            shared,
+            store.clone(),
+            layout(),
+            0,
+            checked,
+            Arc::new(ProofCache::default()),
+        );
         (check, chain, store)
     }
 

@@ -7,6 +7,7 @@
 //! byte budget; a committed block never changes, so nothing is invalidated.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mosaic_crypto::{Hash, MerkleTree};
@@ -14,8 +15,12 @@ use mosaic_crypto::{Hash, MerkleTree};
 use crate::block::outcome_tree;
 use crate::ledger::{SignedTransfer, TxOutcome};
 
-/// Body bytes of the blocks kept, at most (one block is always kept).
-pub const PROOF_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes the kept blocks' material may take, at most (one block is always kept).
+pub const PROOF_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What one transfer's share of the material takes in memory besides the
+/// transfer: its leaf and inner node in each of the two trees, and its position.
+const PER_TRANSFER_BYTES: usize = 4 * 32 + 48;
 
 /// One block's proof material.
 #[derive(Debug)]
@@ -30,8 +35,9 @@ pub struct BlockProofs {
     pub outcomes: Vec<TxOutcome>,
     /// The tree whose root is the next header's `outcome_root`.
     pub outcome_tree: MerkleTree,
-    /// The encoded body's size, charged to the budget.
-    body_bytes: usize,
+    /// What the material is charged against the budget: the larger of the
+    /// encoded body and the decoded transfers with their share of the trees.
+    charged: usize,
 }
 
 /// Why a block's proof material cannot be made.
@@ -53,30 +59,52 @@ impl BlockProofs {
         body_bytes: usize,
         outcome: impl Fn(usize, &Hash) -> TxOutcome,
     ) -> Result<Self, ProofMaterialError> {
+        let with_outcomes: Vec<(Hash, TxOutcome)> = txs
+            .iter()
+            .enumerate()
+            .map(|(i, tx)| {
+                let id = tx.hash();
+                (id, outcome(i, &id))
+            })
+            .collect();
+        Self::executed(txs, with_outcomes, body_bytes)
+    }
+
+    /// The material of a block as its execution left it: `txs` with each one's
+    /// id and outcome, in block order (no transfer is hashed again).
+    pub fn executed(
+        txs: Vec<SignedTransfer>,
+        with_outcomes: Vec<(Hash, TxOutcome)>,
+        body_bytes: usize,
+    ) -> Result<Self, ProofMaterialError> {
         if txs.is_empty() {
             return Err(ProofMaterialError::Empty);
         }
-        let ids: Vec<Hash> = txs.iter().map(SignedTransfer::hash).collect();
+        if with_outcomes.len() != txs.len() {
+            return Err(ProofMaterialError::Tree(format!(
+                "{} outcomes for {} transfers",
+                with_outcomes.len(),
+                txs.len()
+            )));
+        }
+        let ids: Vec<Hash> = with_outcomes.iter().map(|(id, _)| *id).collect();
         let mut positions = HashMap::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             positions.entry(*id).or_insert(i);
         }
         let tx_tree =
             MerkleTree::from_leaves(&ids).map_err(|e| ProofMaterialError::Tree(e.to_string()))?;
-        let with_outcomes: Vec<(Hash, TxOutcome)> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (*id, outcome(i, id)))
-            .collect();
         let outcome_tree = outcome_tree(&with_outcomes)
             .ok_or_else(|| ProofMaterialError::Tree("no outcome leaves".into()))?;
+        let charged = body_bytes
+            .max(txs.len() * (std::mem::size_of::<SignedTransfer>() + PER_TRANSFER_BYTES));
         Ok(BlockProofs {
             txs,
             positions,
             tx_tree,
             outcomes: with_outcomes.into_iter().map(|(_, o)| o).collect(),
             outcome_tree,
-            body_bytes,
+            charged,
         })
     }
 
@@ -86,11 +114,15 @@ impl BlockProofs {
     }
 }
 
-/// The latest blocks' proof material, within [`PROOF_CACHE_BYTES`].
+/// The latest blocks' proof material, within [`PROOF_CACHE_BYTES`] as charged.
 #[derive(Debug)]
 pub struct ProofCache {
     budget: usize,
     blocks: Mutex<VecDeque<(u64, Arc<BlockProofs>)>>,
+    /// Whether a proof was asked for since the executor last looked: while
+    /// clients ask, each executed block's material is made from what execution
+    /// has at hand, and otherwise nothing is spent on it.
+    asked: AtomicBool,
 }
 
 impl Default for ProofCache {
@@ -105,6 +137,7 @@ impl ProofCache {
         ProofCache {
             budget,
             blocks: Mutex::new(VecDeque::new()),
+            asked: AtomicBool::new(false),
         }
     }
 
@@ -115,6 +148,7 @@ impl ProofCache {
 
     /// Block `height`'s material, if kept; it becomes the most recently used.
     pub fn get(&self, height: u64) -> Option<Arc<BlockProofs>> {
+        self.asked.store(true, Ordering::Relaxed);
         let mut blocks = self.lock();
         let at = blocks.iter().position(|(h, _)| *h == height)?;
         let entry = blocks.remove(at)?;
@@ -129,12 +163,17 @@ impl ProofCache {
         let mut blocks = self.lock();
         blocks.retain(|(h, _)| *h != height);
         blocks.push_back((height, proofs));
-        let mut bytes: usize = blocks.iter().map(|(_, p)| p.body_bytes).sum();
+        let mut bytes: usize = blocks.iter().map(|(_, p)| p.charged).sum();
         while bytes > self.budget && blocks.len() > 1 {
             if let Some((_, dropped)) = blocks.pop_front() {
-                bytes -= dropped.body_bytes;
+                bytes -= dropped.charged;
             }
         }
+    }
+
+    /// Whether a proof was asked for since the last call (which clears it).
+    pub fn take_asked(&self) -> bool {
+        self.asked.swap(false, Ordering::Relaxed)
     }
 
     /// Heights kept, least recently used first.
@@ -169,7 +208,7 @@ mod tests {
     }
 
     fn proofs(count: u64) -> Arc<BlockProofs> {
-        Arc::new(BlockProofs::new(transfers(count), 1000, |_, _| TxOutcome::Applied).unwrap())
+        Arc::new(BlockProofs::new(transfers(count), 100_000, |_, _| TxOutcome::Applied).unwrap())
     }
 
     #[test]
@@ -195,6 +234,19 @@ mod tests {
         );
         assert_eq!(block.outcomes[2], TxOutcome::Applied);
         assert_eq!(block.position(&Hash::of(b"absent")), None);
+        // The same material from what execution has at hand.
+        let executed = BlockProofs::executed(
+            txs.clone(),
+            ids.iter()
+                .zip(&block.outcomes)
+                .map(|(id, o)| (*id, *o))
+                .collect(),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(executed.tx_tree.root(), block.tx_tree.root());
+        assert_eq!(executed.outcome_tree.root(), block.outcome_tree.root());
+        assert!(BlockProofs::executed(txs.clone(), Vec::new(), 1000).is_err());
         assert_eq!(
             BlockProofs::new(Vec::new(), 0, |_, _| TxOutcome::Applied).unwrap_err(),
             ProofMaterialError::Empty
@@ -203,14 +255,17 @@ mod tests {
 
     #[test]
     fn the_cache_keeps_the_latest_used_within_its_budget() {
-        let cache = ProofCache::with_budget(2500);
+        let cache = ProofCache::with_budget(250_000);
         cache.insert(1, proofs(1));
         cache.insert(2, proofs(2));
         assert!(cache.get(1).is_some());
         cache.insert(3, proofs(3));
-        // 3 x 1000 bytes > 2500: the least recently used (2) goes.
+        // 3 x 100,000 bytes > 250,000: the least recently used (2) goes.
         assert_eq!(cache.heights(), vec![1, 3]);
         assert!(cache.get(2).is_none());
+
+        assert!(cache.take_asked(), "a lookup marks the cache as asked");
+        assert!(!cache.take_asked());
 
         let tiny = ProofCache::with_budget(10);
         tiny.insert(7, proofs(1));

@@ -587,6 +587,7 @@ pub async fn start(
     )
     .map_err(NodeError::Threads)?;
     let signatures = SigBatcher::new(layout.chain.clone(), shared.clone(), verify_pool);
+    let proofs = Arc::new(crate::proof_cache::ProofCache::default());
     let api_state = api::ApiState {
         shared: shared.clone(),
         store: store.clone(),
@@ -598,7 +599,7 @@ pub async fn start(
         signatures: signatures.clone(),
         log: mempool_log.clone(),
         reads: crate::read_budget::HeavyReads::new(crate::read_budget::HEAVY_READS_MAX),
-        proofs: Arc::new(crate::proof_cache::ProofCache::default()),
+        proofs: proofs.clone(),
     };
     let listener = crate::api_listener::LimitedListener::new(
         listener,
@@ -629,6 +630,7 @@ pub async fn start(
         layout.clone(),
         index,
         checked.clone(),
+        proofs,
     );
     let mut node = EventLoop {
         replica,
