@@ -155,9 +155,13 @@ pub async fn transaction_proof(
     let next = certified(height + 1)?;
     let path_error = |e: mosaic_crypto::MerkleError| ApiError::internal(e.to_string());
     let tx_path = material.tx_tree.proof(index).map_err(path_error)?;
-    if material.outcome_tree.root() != next.header.outcome_root {
+    if material.tx_tree.root() != block.header.tx_root
+        || material.outcome_tree.root() != next.header.outcome_root
+    {
+        // Made from a damaged body or record: not kept to answer again.
+        state.proofs.remove(height);
         return Err(ApiError::internal(format!(
-            "the outcomes stored for block {height} do not match the outcome root of block {}: the store is damaged",
+            "the transfers or outcomes stored for block {height} do not match the roots of blocks {height} and {}: the store is damaged",
             height + 1
         )));
     }

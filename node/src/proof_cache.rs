@@ -20,7 +20,11 @@ pub const PROOF_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// What one transfer's share of the material takes in memory besides the
 /// transfer: its leaf and inner node in each of the two trees, and its position.
-const PER_TRANSFER_BYTES: usize = 4 * 32 + 48;
+const PER_TRANSFER_BYTES: usize = 4 * 32 + 48 + 2 * 40;
+/// What one block's entry takes besides its transfers (allocations, the list).
+const PER_BLOCK_BYTES: usize = 1024;
+/// Blocks kept at most, whatever their size: lookups scan the list.
+pub const PROOF_CACHE_BLOCKS: usize = 1024;
 
 /// One block's proof material.
 #[derive(Debug)]
@@ -96,8 +100,11 @@ impl BlockProofs {
             MerkleTree::from_leaves(&ids).map_err(|e| ProofMaterialError::Tree(e.to_string()))?;
         let outcome_tree = outcome_tree(&with_outcomes)
             .ok_or_else(|| ProofMaterialError::Tree("no outcome leaves".into()))?;
-        let charged = body_bytes
-            .max(txs.len() * (std::mem::size_of::<SignedTransfer>() + PER_TRANSFER_BYTES));
+        let per_transfer = std::mem::size_of::<SignedTransfer>()
+            + std::mem::size_of::<TxOutcome>()
+            + PER_TRANSFER_BYTES
+            + txs.first().map_or(0, |t| t.transfer.chain.as_str().len());
+        let charged = PER_BLOCK_BYTES + body_bytes.max(txs.len() * per_transfer);
         Ok(BlockProofs {
             txs,
             positions,
@@ -132,7 +139,8 @@ impl Default for ProofCache {
 }
 
 impl ProofCache {
-    /// A cache keeping at most `budget` body bytes (and always the last block).
+    /// A cache keeping material charged at most `budget` bytes (and always the
+    /// last block).
     pub fn with_budget(budget: usize) -> Self {
         ProofCache {
             budget,
@@ -164,11 +172,16 @@ impl ProofCache {
         blocks.retain(|(h, _)| *h != height);
         blocks.push_back((height, proofs));
         let mut bytes: usize = blocks.iter().map(|(_, p)| p.charged).sum();
-        while bytes > self.budget && blocks.len() > 1 {
+        while (bytes > self.budget || blocks.len() > PROOF_CACHE_BLOCKS) && blocks.len() > 1 {
             if let Some((_, dropped)) = blocks.pop_front() {
                 bytes -= dropped.charged;
             }
         }
+    }
+
+    /// Forgets block `height`'s material (it did not match the block's headers).
+    pub fn remove(&self, height: u64) {
+        self.lock().retain(|(h, _)| *h != height);
     }
 
     /// Whether a proof was asked for since the last call (which clears it).
@@ -264,6 +277,8 @@ mod tests {
         assert_eq!(cache.heights(), vec![1, 3]);
         assert!(cache.get(2).is_none());
 
+        cache.remove(1);
+        assert_eq!(cache.heights(), vec![3]);
         assert!(cache.take_asked(), "a lookup marks the cache as asked");
         assert!(!cache.take_asked());
 
@@ -271,5 +286,15 @@ mod tests {
         tiny.insert(7, proofs(1));
         tiny.insert(8, proofs(1));
         assert_eq!(tiny.heights(), vec![8], "one block is always kept");
+
+        // However small the blocks, at most PROOF_CACHE_BLOCKS of them.
+        let many = ProofCache::with_budget(usize::MAX);
+        let one = proofs(1);
+        for height in 0..=PROOF_CACHE_BLOCKS as u64 {
+            many.insert(height, one.clone());
+        }
+        let kept = many.heights();
+        assert_eq!(kept.len(), PROOF_CACHE_BLOCKS);
+        assert_eq!(kept.first(), Some(&1), "the oldest went first");
     }
 }
