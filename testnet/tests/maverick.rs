@@ -50,24 +50,7 @@ impl Run {
     /// (so it is the first view's primary when it is validator 0).
     fn starting_with(n: usize, maverick: usize, mode: &str) -> Run {
         let net = Self::configured(n);
-        for i in 0..n {
-            let node = i.to_string();
-            let mut args = vec!["testnet", "start", "--node", &node];
-            if i == maverick {
-                args.extend(["--maverick", mode]);
-            }
-            let out = net.mosaic(&args);
-            assert!(out.status.success(), "{}", text(&out));
-        }
-        // Proposals sent before the links are up would be lost, not judged.
-        wait_until("every validator connected to the others", || {
-            (0..n).all(|i| {
-                net.get(i, "/v1/status")
-                    .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
-                    .and_then(|status| status["peers"].as_array().map(Vec::len))
-                    .is_some_and(|peers| peers + 1 >= n)
-            })
-        });
+        net.start_with_maverick(n, (maverick, mode));
         Self::around(net, n, &[maverick])
     }
 

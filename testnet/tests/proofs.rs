@@ -36,7 +36,7 @@ fn balances_and_outcomes_are_verified_against_the_genesis_file() {
             "--json",
         ]);
         if !out.status.success() {
-            eprintln!("account: {}", text_of(&out));
+            eprintln!("account: {}", text(&out));
             return false;
         }
         proven = serde_json::from_slice(&out.stdout).unwrap();
@@ -44,11 +44,11 @@ fn balances_and_outcomes_are_verified_against_the_genesis_file() {
     });
     assert_eq!(proven["verified"]["signers"], 3, "{proven}");
     assert_eq!(proven["verified"]["validators"], 4, "{proven}");
-    let text = text(&net.mosaic(&["account", &payee, "--genesis", genesis, "--node", &nodes]));
+    let shown = text(&net.mosaic(&["account", &payee, "--genesis", genesis, "--node", &nodes]));
     assert!(
-        text.contains("verified against genesis")
-            && text.contains("certificate of 3 of 4 validators"),
-        "{text}"
+        shown.contains("verified against genesis")
+            && shown.contains("certificate of 3 of 4 validators"),
+        "{shown}"
     );
 
     let mut status: Value = Value::Null;
@@ -86,39 +86,19 @@ fn balances_and_outcomes_are_verified_against_the_genesis_file() {
         "--node",
         &net.url(2),
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text_of(&out).contains("answered a balance its certificate does not prove"),
+        text(&out).contains("answered a balance its certificate does not prove"),
         "{}",
-        text_of(&out)
+        text(&out)
     );
-}
-
-fn text_of(out: &std::process::Output) -> String {
-    text(out)
 }
 
 /// Starts an n-validator testnet with validator `liar` serving forged answers
 /// (`--maverick forge-answers`: honest consensus, lying API).
 fn with_liar(n: usize, liar: usize) -> Testnet {
     let net = Testnet::init(n);
-    for i in 0..n {
-        let node = i.to_string();
-        let mut args = vec!["testnet", "start", "--node", &node];
-        if i == liar {
-            args.extend(["--maverick", "forge-answers"]);
-        }
-        let out = net.mosaic(&args);
-        assert!(out.status.success(), "{}", text(&out));
-    }
-    wait_until("every validator connected to the others", || {
-        (0..n).all(|i| {
-            net.get(i, "/v1/status")
-                .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
-                .and_then(|status| status["peers"].as_array().map(Vec::len))
-                .is_some_and(|peers| peers + 1 >= n)
-        })
-    });
+    net.start_with_maverick(n, (liar, "forge-answers"));
     net
 }
 

@@ -82,6 +82,29 @@ impl Testnet {
         assert!(out.status.success(), "{}", text(&out));
     }
 
+    /// Starts every validator, validator `maverick.0` as a Byzantine one in mode
+    /// `maverick.1` (test builds), and waits until each links to all the others:
+    /// consensus messages sent before the links are up would be lost, not judged.
+    pub fn start_with_maverick(&self, n: usize, maverick: (usize, &str)) {
+        for i in 0..n {
+            let node = i.to_string();
+            let mut args = vec!["testnet", "start", "--node", &node];
+            if i == maverick.0 {
+                args.extend(["--maverick", maverick.1]);
+            }
+            let out = self.mosaic(&args);
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        wait_until("every validator connected to the others", || {
+            (0..n).all(|i| {
+                self.get(i, "/v1/status")
+                    .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+                    .and_then(|status| status["peers"].as_array().map(Vec::len))
+                    .is_some_and(|peers| peers + 1 >= n)
+            })
+        });
+    }
+
     /// Edits node i's node.toml.
     pub fn edit_config(&self, i: usize, edit: impl FnOnce(String) -> String) {
         let path = self.data().join(format!("node{i}/node.toml"));
