@@ -218,14 +218,17 @@ pub fn transfer(args: &TransferArgs, urls: &[String], json: bool) -> Result<()> 
     .sign(&key);
     let hash = tx.hash().to_string();
     submit_somewhere(&mut nodes, &tx, json)?;
+    let page = format!("{}/?tx={hash}", nodes.url().trim_end_matches('/'));
     if !json {
         println!("{hash}");
+        // On stderr: `hash=$(mosaic tx transfer ...)` keeps working.
+        eprintln!("follow it on the validator's page: {page}");
     }
     if !args.wait {
         if json {
             println!(
                 "{}",
-                json!({ "hash": hash, "status": "pending", "nonce": nonce, "valid_until": tx.transfer.valid_until, "node": nodes.url() })
+                json!({ "hash": hash, "status": "pending", "nonce": nonce, "valid_until": tx.transfer.valid_until, "node": nodes.url(), "page": page })
             );
         }
         return Ok(());

@@ -4,6 +4,7 @@
 
 mod audit;
 mod bench;
+mod block_text;
 mod client;
 mod lifecycle;
 mod netns;
@@ -69,8 +70,8 @@ enum Top {
         #[command(flatten)]
         verify: VerifyArg,
     },
-    /// A block with its certificate and transactions.
-    #[command(after_help = "Example: mosaic block 12")]
+    /// A block with its certificate and transactions (a summary; --json: the node's answer).
+    #[command(after_help = "Example: mosaic block 12\n         mosaic --json block 12")]
     Block {
         /// Height.
         height: u64,
@@ -121,10 +122,15 @@ impl NodeArg {
     /// GET `path` from the first node that answers (an answer with an error
     /// status is an answer).
     fn get(&self, path: &str) -> Result<Value> {
+        self.get_from(path).map(|(_, value)| value)
+    }
+
+    /// [`Self::get`], with the URL of the node that answered.
+    fn get_from(&self, path: &str) -> Result<(String, Value)> {
         let mut unreachable = Vec::new();
         for url in self.urls() {
             match Client::new(&url).get_raw(path) {
-                Ok((status, value)) if (200..300).contains(&status) => return Ok(value),
+                Ok((status, value)) if (200..300).contains(&status) => return Ok((url, value)),
                 Ok((status, value)) => bail!("{}", client::error_text(status, &value)),
                 Err(e) => unreachable.push(format!("{e:#}")),
             }
@@ -681,9 +687,11 @@ fn run(cli: Cli) -> Result<()> {
             });
         }
         Top::Block { height, node } => {
-            let value = node.get(&format!("/v1/blocks/{height}"))?;
+            let (url, value) = node.get_from(&format!("/v1/blocks/{height}"))?;
             print(json, &value, || {
-                serde_json::to_string_pretty(&value).unwrap_or_default()
+                let status = Client::new(&url).get_raw("/v1/status").ok().map(|(_, s)| s);
+                let page = format!("{}/?block={height}", url.trim_end_matches('/'));
+                block_text::describe(&value, status.as_ref(), &page)
             });
         }
         Top::Bench(options) if !options.sweep.is_empty() => {
@@ -1416,7 +1424,12 @@ fn up(dir: &Path, detach: bool, json: bool) -> Result<()> {
         "mosaic tx transfer --key {} --to {recipient} --amount 10 --wait",
         client.display()
     );
-    let value = json!({ "nodes": rows, "example": example });
+    let page = file
+        .nodes
+        .first()
+        .map(|n| format!("{}/", n.api.trim_end_matches('/')))
+        .unwrap_or_default();
+    let value = json!({ "nodes": rows, "example": example, "page": page });
     print(json, &value, || {
         let mut out = format!(
             "testnet {} is up ({} validators)\n{:<5} {:<24} {:<28} {:<54} {}",
@@ -1438,7 +1451,9 @@ fn up(dir: &Path, detach: bool, json: bool) -> Result<()> {
                 testnet::log_path(dir, n.index).display()
             );
         }
-        out += &format!("\n\nSend a transfer:\n  {example}\n");
+        out += &format!(
+            "\n\nThe testnet at a glance (every validator serves it at its api address): {page}\nSend a transfer:\n  {example}\n"
+        );
         if !detach {
             out += "Ctrl-C stops every node.";
         }

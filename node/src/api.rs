@@ -20,6 +20,8 @@
 //! | GET | `/v1/headers?from=H&count=N` | certified headers (for audits; at most 256, about 2 MiB and 2 s: fewer when a budget ends, ask again from the next height) |
 //! | GET | `/v1/own-fragments?from=H&count=N[&view=ranges]` | this validator's own fragments of heights H.. with their proofs, read and checked now (at most 1,024 heights, about 4 MiB and 2 s; `to` says where it stopped), and the ranges of heights it holds good ones for and lacks; `view=ranges`: the ranges only, from the index without reading a fragment (up to 16,384 heights; the scrub checks the bytes) |
 //! | GET | `/metrics` | Prometheus |
+//! | GET | `/v1/overview` | the validator set as this validator sees it and each peer reports, the last 5 minutes of commits, view changes, fragment availability ([`crate::overview`]) |
+//! | GET | `/` | the operator's page ([`crate::api_page`]); `/assets/page.js`, `/assets/page.css`; `/lookup?kind=block\|tx\|account&q=...` redirects to the endpoint that answers it |
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -93,6 +95,8 @@ pub struct ApiState {
     pub reads: HeavyReads,
     /// Transfer-proof material of the latest blocks asked about.
     pub proofs: Arc<crate::proof_cache::ProofCache>,
+    /// What the operator's page shows.
+    pub overview: Arc<crate::overview::Overview>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -213,6 +217,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/headers", get(headers))
         .route("/v1/own-fragments", get(own_fragments))
         .route("/metrics", get(metrics))
+        .route("/v1/overview", get(crate::api_page::overview))
+        .route("/", get(crate::api_page::page))
+        .route("/assets/page.js", get(crate::api_page::script))
+        .route("/assets/page.css", get(crate::api_page::style))
+        .route("/lookup", get(crate::api_page::lookup))
         .fallback(|| async {
             ApiError::not_found("no such endpoint: see the API table in node/src/api.rs")
         })
@@ -222,7 +231,19 @@ pub fn router(state: ApiState) -> Router {
                 "method not allowed here: see the API table in node/src/api.rs",
             )
         })
+        .layer(axum::middleware::map_response_with_state(
+            state.metrics.clone(),
+            count_unavailable,
+        ))
         .with_state(state)
+}
+
+/// Counts the 503 answers (for `api_unavailable_responses` and the page).
+async fn count_unavailable(State(metrics): State<Metrics>, response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        metrics.api_unavailable.inc();
+    }
+    response
 }
 
 async fn status(State(state): State<ApiState>) -> ApiResult {

@@ -86,6 +86,12 @@ impl Backlog {
         self.admitted_since = 0;
     }
 
+    /// Transfers queued for blocks: ready in the pool when the last block executed,
+    /// and admitted since.
+    pub fn queued(&self) -> usize {
+        self.ready.saturating_add(self.admitted_since)
+    }
+
     /// `count` transfers were admitted through the API.
     pub fn admitted(&mut self, count: usize) {
         self.admitted_since = self.admitted_since.saturating_add(count);

@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod api_listener;
+pub mod api_page;
 pub mod api_proofs;
 pub mod backlog;
 pub use mosaic_ledger::block;
@@ -45,6 +46,7 @@ pub mod mempool;
 pub mod mempool_log;
 pub mod metrics;
 pub mod net;
+pub mod overview;
 pub mod peers;
 pub mod proof_cache;
 pub mod proposal;

@@ -443,7 +443,10 @@ mod enabled {
             match (self.mode, request, honest) {
                 (Mode::Silent, _, _) => None,
                 (Mode::LieHeight | Mode::LieHeightBodies, SyncRequest::Status, _) => {
-                    Some(SyncResponse::Status { height: u64::MAX })
+                    Some(SyncResponse::Status {
+                        height: u64::MAX,
+                        report: crate::overview::PeerReport::default(),
+                    })
                 }
                 (Mode::LieHeight, SyncRequest::Blocks { .. }, _) => {
                     Some(SyncResponse::Error("no".into()))

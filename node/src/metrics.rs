@@ -55,6 +55,8 @@ pub struct Metrics {
     pub submissions_shed: Counter,
     /// Logged transactions expired or superseded before a block included them.
     pub transactions_dropped: Counter,
+    /// API answers of 503 (busy, overloaded, too few validators up for a read).
+    pub api_unavailable: Counter,
     /// Consensus messages not sent: the validator was unreachable or its queue full.
     pub consensus_dropped: Counter,
     /// Transactions of blocks whose signatures this node checked only then.
@@ -176,6 +178,12 @@ impl Metrics {
             "Pending transactions in the mempool",
             mempool_transactions.clone(),
         );
+        let api_unavailable = Counter::default();
+        registry.register(
+            "api_unavailable_responses",
+            "HTTP API answers of 503 (refused for load, or too few validators up for a read)",
+            api_unavailable.clone(),
+        );
         registry.register(
             "blocks_committed",
             "Blocks committed and executed",
@@ -288,6 +296,7 @@ impl Metrics {
             submissions_shed,
             transactions_regossiped,
             transactions_dropped,
+            api_unavailable,
             consensus_dropped,
             block_transactions_unchecked,
             proposal_transfers_fetched,

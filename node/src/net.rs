@@ -162,10 +162,13 @@ pub struct SyncBlock {
 /// A sync response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncResponse {
-    /// The responder's executed height.
+    /// The responder's executed height, and what it says of itself for the
+    /// operator's page ([`crate::overview`]).
     Status {
         /// Height.
         height: u64,
+        /// View, peers, scrub findings.
+        report: crate::overview::PeerReport,
     },
     /// Blocks in height order (possibly fewer than asked).
     Blocks(Vec<SyncBlock>),

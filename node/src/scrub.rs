@@ -62,6 +62,8 @@ pub struct ScrubMetrics {
     pub position: Gauge,
     /// Full passes done.
     pub passes: Counter,
+    /// Heights found bad and not repaired yet (for the status report).
+    pub unrepaired: crate::overview::Unrepaired,
 }
 
 /// Where the fragments of peers come from: the event loop's fragment gathering in
@@ -183,6 +185,7 @@ where
                 Ok(Some(rest)) => rest,
                 Ok(None) => {
                     self.metrics.passes.inc();
+                    self.metrics.unrepaired.pass_done();
                     self.config.pass_pause
                 }
                 Err(e) => {
@@ -231,6 +234,7 @@ where
                 Found::Nothing => {}
                 Found::Good(read) => {
                     self.metrics.checked.inc();
+                    self.metrics.unrepaired.good(height);
                     bytes += read;
                 }
                 Found::Bad(reason) => {
@@ -240,10 +244,12 @@ where
                     match self.repair(height).await {
                         Ok(source) => {
                             self.metrics.repaired.inc();
+                            self.metrics.unrepaired.good(height);
                             tracing::info!(height, source, "repaired own fragment");
                         }
                         Err(e) => {
                             self.metrics.failed.inc();
+                            self.metrics.unrepaired.failed(height);
                             tracing::warn!(height, error = %e, "cannot repair own fragment yet; the next pass retries");
                         }
                     }
@@ -483,6 +489,15 @@ mod tests {
         pass(&mut scrub).await;
         assert_eq!(counts(&scrub.metrics), [20, 1, 0, 1]);
         assert_eq!(store.missing_fragments(1, 20).unwrap(), vec![3]);
+        // What the status report says: height 3 unrepaired, until a repair works.
+        assert_eq!(scrub.metrics.unrepaired.ranges(8), (vec![[3, 3]], false));
+        scrub.peers = Arc::new(Peers {
+            forged: false,
+            asked: Default::default(),
+        });
+        pass(&mut scrub).await;
+        assert_eq!(counts(&scrub.metrics), [40, 2, 1, 1]);
+        assert_eq!(scrub.metrics.unrepaired.ranges(8), (vec![], false));
     }
 
     #[tokio::test]

@@ -300,7 +300,10 @@ impl<C> Serve<C> {
 /// executed height). Runs on a blocking thread.
 pub fn read(store: &NodeStore, tip: u64, request: &SyncRequest) -> SyncResponse {
     match *request {
-        SyncRequest::Status => SyncResponse::Status { height: tip },
+        SyncRequest::Status => SyncResponse::Status {
+            height: tip,
+            report: crate::overview::PeerReport::default(),
+        },
         SyncRequest::Blocks { from, count } => blocks(store, tip, from, count),
         SyncRequest::Fragment { height } if height > tip => SyncResponse::Fragment(None),
         SyncRequest::Fragment { height } => match store.own_fragment(height) {

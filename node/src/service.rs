@@ -47,6 +47,7 @@ use crate::net::{
     self, Behaviour, BehaviourEvent, CONSENSUS_FRAME_MAX, GOSSIP_BYTES_MAX, NetError,
     SYNC_BLOCKS_MAX, SYNC_RESPONSE_MAX, SyncRequest, SyncResponse,
 };
+use crate::overview::{Overview, PeerReport, REPORT_RANGES_MAX};
 use crate::peers::{ConsensusBlame, Peers};
 use crate::proposal::{self, Frame, Received, Relay};
 use crate::schema::{NodeStore, PersistedConsensus};
@@ -588,6 +589,7 @@ pub async fn start(
     .map_err(NodeError::Threads)?;
     let signatures = SigBatcher::new(layout.chain.clone(), shared.clone(), verify_pool);
     let proofs = Arc::new(crate::proof_cache::ProofCache::default());
+    let overview = Arc::new(Overview::new(validator_peers.len()));
     let api_state = api::ApiState {
         shared: shared.clone(),
         store: store.clone(),
@@ -600,6 +602,7 @@ pub async fn start(
         log: mempool_log.clone(),
         reads: crate::read_budget::HeavyReads::new(crate::read_budget::HEAVY_READS_MAX),
         proofs: proofs.clone(),
+        overview: overview.clone(),
     };
     let listener = crate::api_listener::LimitedListener::new(
         listener,
@@ -633,6 +636,7 @@ pub async fn start(
         proofs,
     );
     let mut node = EventLoop {
+        overview,
         replica,
         checked,
         chain: chain_exec,
@@ -755,6 +759,8 @@ struct Unsaved {
 }
 
 struct EventLoop {
+    /// What the operator's page shows ([`crate::overview`]).
+    overview: Arc<Overview>,
     replica: Replica,
     chain: Chain,
     /// Hands the block this node builds as primary to its own proposal check.
@@ -1031,6 +1037,7 @@ impl EventLoop {
                     self.store.prune_payloads(seq)?;
                 }
                 Output::EnteredView { view, primary } => {
+                    self.overview.entered_view(view.0, primary.0, unix_ms());
                     if self.entered_first_view {
                         self.metrics.view_changes.inc();
                         tracing::warn!(view = view.0, primary = primary.0, "entered new view");
@@ -1098,6 +1105,11 @@ impl EventLoop {
         if let Some(seconds) = latency_ms {
             self.metrics.commit_latency.observe(seconds);
         }
+        self.overview.committed(
+            u64::from(txs),
+            latency_ms.map(Duration::from_secs_f64),
+            Instant::now(),
+        );
         if self.sync.started.is_some() {
             tracing::debug!(height = seq.0, txs, "caught-up block executed");
         } else {
@@ -1164,6 +1176,7 @@ impl EventLoop {
             .collect();
         for timer in due {
             self.timers.remove(&timer);
+            self.overview.timer_fired(&timer);
             self.drive(Input::Timeout(timer))?;
         }
         Ok(())
@@ -1969,9 +1982,10 @@ impl EventLoop {
         {
             Decision::Status(channel) => {
                 let height = self.chain.tip().height;
+                let report = self.own_report();
                 self.answer(
                     &SyncRequest::Status,
-                    SyncResponse::Status { height },
+                    SyncResponse::Status { height, report },
                     channel,
                 );
             }
@@ -2063,8 +2077,17 @@ impl EventLoop {
         response: SyncResponse,
     ) -> Result<(), NodeError> {
         match (purpose, response) {
-            (Purpose::Status, SyncResponse::Status { height }) => {
+            (Purpose::Status, SyncResponse::Status { height, report }) => {
                 self.sync.report_height(peer, height);
+                if let Some(index) = self.validator_index(&peer) {
+                    match report.problem(height) {
+                        None => {
+                            self.overview
+                                .reported(index.0 as usize, height, report, Instant::now())
+                        }
+                        Some(reason) => self.metrics.rejected(reason, 1),
+                    }
+                }
             }
             (Purpose::Blocks { from }, SyncResponse::Blocks(blocks)) => {
                 if self.sync.in_flight == Some(peer) {
@@ -2534,7 +2557,36 @@ impl EventLoop {
             self.links_dropped_seen = dropped;
         }
         self.update_status();
+        let (mempool, backlog) = {
+            let shared = lock(&self.shared);
+            (shared.mempool.len(), shared.backlog.queued())
+        };
+        self.overview.second(
+            unix_ms(),
+            tip,
+            mempool,
+            backlog,
+            self.metrics.api_unavailable.get(),
+        );
         Ok(())
+    }
+
+    /// What this validator says of itself in its status answers.
+    fn own_report(&self) -> PeerReport {
+        let scrub = &self.metrics.scrub;
+        let (unrepaired, unrepaired_more) = scrub.unrepaired.ranges(REPORT_RANGES_MAX);
+        PeerReport {
+            view: self.replica.view().0,
+            primary: self.replica.primary().0,
+            view_changing: self.replica.status() != mosaic_consensus::Status::Normal,
+            peers: u32::try_from(self.connected.len()).unwrap_or(u32::MAX),
+            syncing: self.sync.started.is_some(),
+            commit_age_ms: self.overview.commit_age_ms(Instant::now()),
+            scrub_position: u64::try_from(scrub.position.get()).unwrap_or(0),
+            scrub_passes: scrub.passes.get(),
+            unrepaired,
+            unrepaired_more,
+        }
     }
 
     fn update_status(&mut self) {
@@ -2550,4 +2602,11 @@ impl EventLoop {
         status.network_known = self.sync.network_known();
         status.syncing = self.sync.started.is_some();
     }
+}
+
+/// Now in Unix milliseconds (0 if the clock is before 1970).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
