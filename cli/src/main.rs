@@ -7,6 +7,7 @@ mod bench;
 mod block_text;
 mod client;
 mod lifecycle;
+mod monitoring;
 mod netns;
 mod plot;
 mod testnet;
@@ -1090,13 +1091,16 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
                     netns: plan,
                 },
             )?;
-            let value = serde_json::to_value(&file)?;
+            let monitoring = monitoring::write(&dir, &file)?;
+            let mut value = serde_json::to_value(&file)?;
+            value["monitoring"] = json!(monitoring.display().to_string());
             print(json, &value, || {
                 let mut out = format!(
-                    "wrote a {}-validator testnet to {} (chain {})",
+                    "wrote a {}-validator testnet to {} (chain {})\nPrometheus scrape config and Grafana dashboard for it: {}/ (docs/DEPLOY.md, \"Monitoring\")",
                     file.nodes.len(),
                     dir.display(),
-                    file.chain_id
+                    file.chain_id,
+                    monitoring.display()
                 );
                 if let Some(plan) = &file.netns {
                     out += &format!(

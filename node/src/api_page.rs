@@ -467,6 +467,7 @@ pub fn render(o: &Value) -> String {
 <section id="commits-section">
 <h2>Commits</h2>
 <div id="chart" class="chart"><p class="muted">The chart needs JavaScript; <a href="/metrics">/metrics</a> has the counters.</p></div>
+<p id="legend" class="muted"></p>
 <p id="rates" class="muted"></p>
 </section>
 <section id="view-changes-section">

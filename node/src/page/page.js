@@ -75,7 +75,7 @@
         name,
         el("td", { class: "state" }, state + (v.view_changing ? " (changing view)" : "")),
         el("td", {}, show(v.height)),
-        el("td", {}, show(v.view)),
+        el("td", { class: !v.self && v.view !== o.view ? "differs" : null, title: !v.self && v.view !== o.view ? "not this validator's view" : null }, show(v.view)),
         el("td", {}, show(v.peers)),
         el("td", {}, show(v.syncing)),
         el("td", {}, age(v.commit_age_ms)),
@@ -125,32 +125,49 @@
 
   function drawChart(o) {
     const history = (o.history || []).slice(-CHART_SECONDS);
+    // The window grows with the history, from a minute up to five.
+    const span = Math.max(60, history.length);
     const box = document.getElementById("chart");
-    const W = 600, H = 160, P = 4;
-    const chart = svg("svg", { viewBox: "0 0 " + W + " " + (H + 18), role: "img", "aria-label": "commits per second and commit latency" });
+    const W = 600, H = 160, P = 2;
+    // Stretched to the box's width; strokes keep their width.
+    const chart = svg("svg", {
+      viewBox: "0 0 " + W + " " + H,
+      preserveAspectRatio: "none",
+      role: "img",
+      "aria-label": "transfers committed per second and commit latency",
+    });
     const maxRate = Math.max(1, ...history.map((s) => s.transfers));
     const maxMs = Math.max(1, ...history.map((s) => s.p99_ms || 0));
-    const step = (W - 2 * P) / CHART_SECONDS;
-    const offset = CHART_SECONDS - history.length;
+    const step = (W - 2 * P) / span;
+    const offset = span - history.length;
     history.forEach((s, i) => {
       const h = ((H - 2 * P) * s.transfers) / maxRate;
-      chart.append(svg("rect", { x: P + (offset + i) * step, y: H - P - h, width: Math.max(step - 0.3, 0.5), height: h, class: "bar" }));
+      chart.append(svg("rect", { x: P + (offset + i) * step, y: H - P - h, width: Math.max(step * 0.85, 0.5), height: h, class: "bar" }));
     });
     for (const [key, cls] of [["p50_ms", "p50"], ["p99_ms", "p99"]]) {
-      const points = [];
+      // A second without commits breaks the line: no latency is drawn across it.
+      let points = [];
+      const flush = () => {
+        if (points.length > 1) chart.append(svg("polyline", { points: points.join(" "), class: cls, "vector-effect": "non-scaling-stroke" }));
+        else if (points.length === 1) {
+          const [x, y] = points[0].split(",");
+          chart.append(svg("circle", { cx: x, cy: y, r: 1.5, class: cls + " dot" }));
+        }
+        points = [];
+      };
       history.forEach((s, i) => {
         if (typeof s[key] === "number") {
           points.push((P + (offset + i + 0.5) * step).toFixed(1) + "," + (H - P - ((H - 2 * P) * s[key]) / maxMs).toFixed(1));
-        }
+        } else flush();
       });
-      if (points.length > 0) chart.append(svg("polyline", { points: points.join(" "), class: cls }));
+      flush();
     }
-    const legend = svg("text", { x: P, y: H + 14, class: "legend" });
-    legend.textContent =
-      "bars: transfers/s (max " + maxRate + ") · lines: p50 / p99 commit latency (max " + maxMs.toFixed(0) + " ms) · last " +
-      history.length + " s";
-    chart.append(legend);
     box.replaceChildren(chart);
+    setText(
+      "legend",
+      "Bars: transfers committed per second (top: " + maxRate + "/s). Lines: p50 (green) and p99 (red) commit latency, proposal seen to executed (top: " +
+        maxMs.toFixed(0) + " ms). Last " + history.length + " s, newest at the right."
+    );
     const recent = history.slice(-10);
     const sum = (k) => recent.reduce((t, s) => t + (s[k] || 0), 0);
     const secs = Math.max(recent.length, 1);
