@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -93,7 +93,12 @@ pub fn overview_value(state: &ApiState) -> Value {
                 row["unrepaired"] = json!(own_unrepaired);
                 row["unrepaired_more"] = json!(own_more);
                 row["report_age_ms"] = Value::Null;
-                holdings.push(Some((tip, own_unrepaired.clone())));
+                holdings.push(Some(Holding {
+                    height: tip,
+                    unrepaired: own_unrepaired.clone(),
+                    more: own_more,
+                    syncing: live.syncing,
+                }));
                 return row;
             }
             let connected = live.peers.iter().any(|p| *p == peer.to_string());
@@ -120,7 +125,12 @@ pub fn overview_value(state: &ApiState) -> Value {
                     row["scrub_passes"] = json!(r.report.scrub_passes);
                     row["unrepaired"] = json!(r.report.unrepaired);
                     row["unrepaired_more"] = json!(r.report.unrepaired_more);
-                    holdings.push(reachable.then(|| (r.height, r.report.unrepaired.clone())));
+                    holdings.push(reachable.then(|| Holding {
+                        height: r.height,
+                        unrepaired: r.report.unrepaired.clone(),
+                        more: r.report.unrepaired_more,
+                        syncing: r.report.syncing,
+                    }));
                 }
                 None => {
                     row["report_age_ms"] = Value::Null;
@@ -158,24 +168,60 @@ pub fn overview_value(state: &ApiState) -> Value {
     })
 }
 
-/// A validator's height and the ranges of heights its scrub could not repair.
-pub type Holding = (u64, Vec<[u64; 2]>);
+/// What a validator holds, as far as this validator knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// The height it executed.
+    pub height: u64,
+    /// Heights its scrub found bad and could not repair yet (sorted, disjoint).
+    pub unrepaired: Vec<[u64; 2]>,
+    /// Whether it has more unrepaired heights than listed.
+    pub more: bool,
+    /// Whether it is catching up (its missing heights above its height are real
+    /// gaps, not heights committed since its report).
+    pub syncing: bool,
+}
 
-/// Heights `1..=tip` by how many validators hold a good own fragment of them, as
-/// far as this validator knows: a validator counts for the heights up to the one
-/// it reported, except those its scrub found bad and could not repair; one that
-/// is down or has not reported counts for none. `holdings`: per validator, its
-/// height and unrepaired ranges, `None` when it counts for none.
+/// Heights by how many validators hold a good own fragment of them, as far as this
+/// validator knows: a validator counts for the heights up to the one it reported,
+/// except those its scrub found bad and could not repair; one that is down or has
+/// not reported counts for none (`None` in `holdings`, by validator index).
+/// Heights above the lowest height a validator in step reported are too recent to
+/// judge (reports are up to a second or two old): they are given as `recent`, not
+/// counted. A validator catching up counts as lacking what it has not reached.
 pub fn availability(tip: u64, holdings: &[Option<Holding>], k: usize) -> Value {
     let n = holdings.len();
-    if tip == 0 {
-        return json!({ "tip": 0, "validators": n, "data_shards": k, "counts": [] });
+    let incomplete: Vec<usize> = holdings
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.as_ref().is_some_and(|h| h.more))
+        .map(|(i, _)| i)
+        .collect();
+    let settled = holdings
+        .iter()
+        .flatten()
+        .filter(|h| !h.syncing)
+        .map(|h| h.height)
+        .min()
+        .unwrap_or(tip)
+        .min(tip);
+    let recent = (settled < tip).then(|| [settled + 1, tip]);
+    let counted_total = holdings.iter().flatten().count();
+    if settled == 0 {
+        return json!({
+            "tip": tip, "settled": 0, "recent": recent, "validators": n, "counted": counted_total,
+            "data_shards": k, "counts": [], "incomplete": incomplete,
+        });
     }
+    let tip = settled;
     // Boundaries where a validator stops counting (+1 at `from`, -1 after `to`
     // for each range it lacks), swept once in height order.
     let mut events: Vec<(u64, i64)> = Vec::new();
     let mut counted = 0i64;
-    for (height, unrepaired) in holdings.iter().flatten() {
+    for Holding {
+        height, unrepaired, ..
+    } in holdings.iter().flatten()
+    {
         counted += 1;
         let held_to = (*height).min(tip);
         if held_to < tip {
@@ -232,11 +278,14 @@ pub fn availability(tip: u64, holdings: &[Option<Holding>], k: usize) -> Value {
         })
         .collect();
     json!({
-        "tip": tip,
+        "tip": recent.map_or(tip, |r| r[1]),
+        "settled": settled,
+        "recent": recent,
         "validators": n,
         "counted": counted,
         "data_shards": k,
         "counts": counts,
+        "incomplete": incomplete,
     })
 }
 
@@ -262,20 +311,26 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// The query of `GET /lookup`.
+#[derive(Debug, serde::Deserialize)]
+pub struct LookupQuery {
+    kind: String,
+    q: String,
+}
+
 /// `GET /lookup?kind=block|tx|account&q=...`: the forms' target with JavaScript
-/// off: a redirect to the JSON endpoint that answers the lookup.
-pub async fn lookup(RawQuery(query): RawQuery) -> ApiResult {
-    let mut kind = String::new();
-    let mut q = String::new();
-    for pair in query.unwrap_or_default().split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = value.trim();
-        match key {
-            "kind" => kind = value.to_string(),
-            "q" => q = value.to_string(),
-            _ => {}
-        }
-    }
+/// off: a redirect to the JSON endpoint that answers the lookup (built only from a
+/// parsed height or 64 hex characters, so it never leaves this API).
+pub async fn lookup(
+    query: Result<axum::extract::Query<LookupQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let axum::extract::Query(LookupQuery { kind, q }) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad lookup ({}): use /lookup?kind=block|tx|account&q=...",
+            e.body_text()
+        ))
+    })?;
+    let q = q.trim();
     let target = match kind.as_str() {
         "block" => {
             let height: u64 = q.parse().map_err(|_| {
@@ -283,7 +338,7 @@ pub async fn lookup(RawQuery(query): RawQuery) -> ApiResult {
             })?;
             format!("/v1/blocks/{height}?view=hashes")
         }
-        "tx" | "account" if is_hex64(&q) => {
+        "tx" | "account" if is_hex64(q) => {
             let q = q.to_ascii_lowercase();
             if kind == "tx" {
                 format!("/v1/transactions/{q}")
@@ -436,6 +491,20 @@ pub fn render(o: &Value) -> String {
             ranges = ranges_text(&b["ranges"]),
         ));
     }
+    let mut notes = Vec::new();
+    if let (Some(from), Some(to)) = (avail["recent"][0].as_u64(), avail["recent"][1].as_u64()) {
+        notes.push(format!(
+            "Heights {from}-{to}: too recent to judge (not every validator has reported them yet)."
+        ));
+    }
+    if let Some(cut) = avail["incomplete"].as_array().filter(|c| !c.is_empty()) {
+        let list: Vec<String> = cut.iter().map(text).collect();
+        notes.push(format!(
+            "Validators {} have more unrepaired heights than they list: the counts above are upper bounds.",
+            list.join(", ")
+        ));
+    }
+    let notes = notes.join(" ");
     let scrub = &o["scrub"];
     format!(
         r#"<!doctype html>
@@ -481,6 +550,7 @@ pub fn render(o: &Value) -> String {
 <div class="scroll"><table id="fragments"><thead><tr><th>good fragments</th><th>heights</th><th>ranges</th></tr></thead>
 <tbody>
 {fragments}</tbody></table></div>
+<p id="fragments-note" class="muted">{notes}</p>
 <p id="scrub" class="muted">This validator's scrub: at height {scrub_position}, {scrub_passes} passes, {scrub_checked} checked, {scrub_missing} found bad, {scrub_repaired} repaired, {scrub_failed} repairs failed.</p>
 </section>
 <section id="lookup-section">
@@ -548,16 +618,22 @@ mod tests {
         assert_eq!(html.matches("<script").count(), 1);
     }
 
+    fn holding(height: u64, unrepaired: Vec<[u64; 2]>) -> Option<Holding> {
+        Some(Holding {
+            height,
+            unrepaired,
+            more: false,
+            syncing: false,
+        })
+    }
+
     #[test]
     fn availability_counts_validators_per_height() {
-        // 4 validators, k = 2, tip 10: validator 1 lacks 3-4, validator 2 is at
-        // height 8, validator 3 is down.
-        let holdings = vec![
-            Some((10, vec![])),
-            Some((10, vec![[3, 4]])),
-            Some((8, vec![[4, 4]])),
-            None,
-        ];
+        // 4 validators, k = 2, tip 10: validator 1 lacks 3-4, validator 2 is
+        // catching up at height 8 and lacks 4, validator 3 is down.
+        let mut behind = holding(8, vec![[4, 4]]);
+        behind.as_mut().unwrap().syncing = true;
+        let holdings = vec![holding(10, vec![]), holding(10, vec![[3, 4]]), behind, None];
         let a = availability(10, &holdings, 2);
         let counts = a["counts"].as_array().unwrap();
         let by_good: Vec<(i64, u64, Value)> = counts
@@ -579,18 +655,38 @@ mod tests {
             ]
         );
         assert_eq!(a["counted"], json!(3));
+        assert_eq!(a["recent"], Value::Null);
         assert_eq!(counts[2]["rebuildable"], json!(false));
         let total: u64 = by_good.iter().map(|b| b.1).sum();
         assert_eq!(total, 10, "every height is in exactly one count");
     }
 
     #[test]
-    fn availability_of_an_empty_chain_and_of_reports_past_the_tip() {
+    fn heights_newer_than_a_report_are_recent_not_missing() {
+        // Validator 1 reported height 8 a moment ago while this one is at 10.
+        let holdings = vec![holding(10, vec![]), holding(8, vec![[2, 2]])];
+        let a = availability(10, &holdings, 1);
+        assert_eq!(a["recent"], json!([9, 10]));
+        assert_eq!(a["settled"], json!(8));
         assert_eq!(
-            availability(0, &[Some((0, vec![]))], 1)["counts"],
+            a["counts"],
+            json!([
+                {"good": 2, "heights": 7, "rebuildable": true, "ranges": [[1, 1], [3, 8]], "ranges_more": false},
+                {"good": 1, "heights": 1, "rebuildable": true, "ranges": [[2, 2]], "ranges_more": false},
+            ])
+        );
+    }
+
+    #[test]
+    fn availability_of_an_empty_chain_and_of_cut_off_lists() {
+        assert_eq!(
+            availability(0, &[holding(0, vec![])], 1)["counts"],
             json!([])
         );
-        let a = availability(5, &[Some((9, vec![[4, 9]])), Some((5, vec![]))], 1);
+        let mut cut = holding(5, vec![[4, 5]]);
+        cut.as_mut().unwrap().more = true;
+        let a = availability(5, &[holding(9, vec![]), cut], 1);
+        assert_eq!(a["incomplete"], json!([1]));
         assert_eq!(
             a["counts"],
             json!([

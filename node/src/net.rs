@@ -5,7 +5,7 @@
 //! - `/mosaic/<chain>/consensus/2`: one long-lived stream from each validator to each
 //!   other, carrying length-prefixed consensus messages in order ([`crate::links`]);
 //!   only genesis validators may open one.
-//! - `/mosaic/<chain>/sync/2`: request-response for status, certified blocks and
+//! - `/mosaic/<chain>/sync/3` (3: the status answer carries a [`crate::overview::PeerReport`]; peers of another version do not negotiate it rather than misread it): request-response for status, certified blocks and
 //!   fragments ([`SyncRequest`], [`SyncResponse`]), served to validators within
 //!   per-peer budgets ([`crate::serve`]); `sync/1` had no `Busy` answer.
 //! - gossipsub topic `mosaic/<chain>/tx/2`: batches of signed transfers, verified
@@ -384,7 +384,7 @@ impl Behaviour {
         let sync = request_response::Behaviour::with_codec(
             FrameCodec::new(SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX),
             [(
-                protocol(chain, "sync/2")?,
+                protocol(chain, "sync/3")?,
                 request_response::ProtocolSupport::Full,
             )],
             request_response::Config::default()

@@ -62,12 +62,13 @@ impl PeerReport {
         if self.unrepaired.len() > REPORT_RANGES_MAX {
             return Some("status report with too many unrepaired ranges");
         }
-        if self
-            .unrepaired
-            .iter()
-            .any(|[from, to]| from > to || *from == 0 || *to > height)
-        {
-            return Some("status report with an impossible unrepaired range");
+        let mut after = 0u64;
+        for &[from, to] in &self.unrepaired {
+            // Sorted, disjoint, inside 1..=height: each height counted once.
+            if from <= after || from > to || to > height {
+                return Some("status report with an impossible unrepaired range");
+            }
+            after = to;
         }
         None
     }
@@ -82,8 +83,10 @@ pub struct Unrepaired(Arc<Mutex<Set>>);
 #[derive(Debug, Default)]
 struct Set {
     heights: BTreeSet<u64>,
-    /// Heights found bad that did not fit.
+    /// Heights found bad that did not fit, since the last full pass began.
     overflow: bool,
+    /// The same, in the pass under way.
+    overflow_this_pass: bool,
 }
 
 impl Unrepaired {
@@ -98,6 +101,7 @@ impl Unrepaired {
             set.heights.insert(height);
         } else {
             set.overflow = true;
+            set.overflow_this_pass = true;
         }
     }
 
@@ -106,12 +110,11 @@ impl Unrepaired {
         self.lock().heights.remove(&height);
     }
 
-    /// A full pass ended: what overflowed was checked again in it.
+    /// A full pass ended: every height was checked in it, so only what did not
+    /// fit in this pass is still unlisted.
     pub fn pass_done(&self) {
         let mut set = self.lock();
-        if set.heights.len() < UNREPAIRED_MAX {
-            set.overflow = false;
-        }
+        set.overflow = std::mem::take(&mut set.overflow_this_pass);
     }
 
     /// The heights as at most `max` ranges, and whether there are more.
@@ -485,6 +488,12 @@ mod tests {
         assert!(report.problem(5).is_some());
         report.unrepaired = vec![[1, 1]; REPORT_RANGES_MAX + 1];
         assert!(report.problem(5).is_some());
+        report.unrepaired = vec![[1, 3], [1, 3]];
+        assert!(report.problem(5).is_some(), "a height counted twice");
+        report.unrepaired = vec![[3, 4], [1, 2]];
+        assert!(report.problem(5).is_some(), "out of order");
+        report.unrepaired = vec![[1, 2], [2, 4]];
+        assert!(report.problem(5).is_some(), "overlapping");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Serving sync requests: what a peer may make this node read from disk.
 //!
-//! Sync (`/mosaic/<chain>/sync/1`, request-response) is served to genesis
+//! Sync (`/mosaic/<chain>/sync/3`, request-response) is served to genesis
 //! validators only; everyone else is refused before the request is decoded (clients
 //! use the HTTP API). A validator's requests are then checked in this order:
 //!

@@ -1176,8 +1176,15 @@ impl EventLoop {
             .collect();
         for timer in due {
             self.timers.remove(&timer);
-            self.overview.timer_fired(&timer);
+            let before = (self.replica.status(), self.replica.view());
             self.drive(Input::Timeout(timer))?;
+            // The reason of the next view change, if this timer started or moved
+            // one (a stale timer, or one that asked for a state transfer, did not).
+            if (self.replica.status(), self.replica.view()) != before
+                && self.replica.status() != mosaic_consensus::Status::Normal
+            {
+                self.overview.timer_fired(&timer);
+            }
         }
         Ok(())
     }
@@ -2085,7 +2092,7 @@ impl EventLoop {
                             self.overview
                                 .reported(index.0 as usize, height, report, Instant::now())
                         }
-                        Some(reason) => self.metrics.rejected(reason, 1),
+                        Some(reason) => self.misbehaved(peer, reason, 2),
                     }
                 }
             }

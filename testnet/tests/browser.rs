@@ -43,7 +43,7 @@ fn chromium() -> Option<PathBuf> {
 
 /// Headless Chromium with one page, spoken to over the DevTools protocol.
 struct Browser {
-    child: Child,
+    _process: Process,
     _profile: tempfile::TempDir,
     page: WebSocket<TcpStream>,
     next_id: u64,
@@ -55,7 +55,7 @@ impl Browser {
     fn launch(binary: &PathBuf) -> Browser {
         use std::os::unix::process::CommandExt;
         let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new(binary)
+        let child = Command::new(binary)
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -77,9 +77,11 @@ impl Browser {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        // From here on every way out, a panic included, kills it.
+        let mut process = Process(child);
         // Chromium says where DevTools listens on stderr; the rest of stderr is
         // drained by the same thread so that the pipe never fills.
-        let stderr = child.stderr.take().unwrap();
+        let stderr = process.0.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -89,7 +91,6 @@ impl Browser {
             }
         });
         let Ok(browser_ws) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = kill_group(&mut child);
             panic!("chromium did not say where DevTools listens within 30 s");
         };
         let port: u16 = browser_ws
@@ -120,7 +121,7 @@ impl Browser {
             .unwrap();
         let (page, _) = tungstenite::client(page_ws.as_str(), stream).unwrap();
         let mut browser = Browser {
-            child,
+            _process: process,
             _profile: profile,
             page,
             next_id: 0,
@@ -277,17 +278,18 @@ fn devtools_get(port: u16, path: &str) -> Option<String> {
     text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
-fn kill_group(child: &mut Child) -> std::io::Result<()> {
-    let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{}", child.id())])
-        .status();
-    let _ = child.kill();
-    child.wait().map(|_| ())
-}
+/// Chromium's process group, killed when dropped.
+struct Process(Child);
 
-impl Drop for Browser {
+impl Drop for Process {
     fn drop(&mut self) {
-        let _ = kill_group(&mut self.child);
+        let _ = Command::new("kill")
+            // `--`: a negative pid after `-KILL` is not a process group to every
+            // `kill` (procps-ng 4.0.2 signals every process for it).
+            .args(["-s", "KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -338,6 +340,14 @@ fn the_operators_page_shows_the_testnet_live_in_a_browser() {
         html.matches("<span class=\"badge\">primary</span>").count(),
         1
     );
+
+    // The no-JavaScript lookup redirects to the JSON endpoint only for a height or
+    // 64 hex characters, decoding the form's encoding.
+    let (status, _) = testnet.get(0, "/lookup?kind=block&q=+1+").unwrap();
+    assert_eq!(status, 303);
+    let (status, body) = testnet.get(0, "/lookup?kind=tx&q=%3Cscript%3E").unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("<script>"), "{body}");
 
     let mut browser = Browser::launch(&binary);
     browser.navigate(&format!("{url}/"));

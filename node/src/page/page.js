@@ -115,6 +115,12 @@
       )
     );
     body.replaceChildren(...rows);
+    const notes = [];
+    if (Array.isArray(a.recent)) notes.push("Heights " + a.recent[0] + "-" + a.recent[1] + ": too recent to judge (not every validator has reported them yet).");
+    if (Array.isArray(a.incomplete) && a.incomplete.length > 0) {
+      notes.push("Validators " + a.incomplete.join(", ") + " have more unrepaired heights than they list: the counts above are upper bounds.");
+    }
+    setText("fragments-note", notes.join(" "));
     const s = o.scrub || {};
     setText(
       "scrub",
@@ -196,18 +202,31 @@
     drawChart(o);
   }
 
+  // A node that takes the connection and never answers must not freeze the page.
+  async function fetchWithin(path, ms) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), ms);
+    try {
+      return await fetch(path, { cache: "no-store", signal: abort.signal });
+    } catch (e) {
+      throw new Error(e && e.name === "AbortError" ? "no answer within " + ms / 1000 + " s" : String((e && e.message) || e));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async function poll() {
     if (polling) return;
     polling = true;
     try {
-      const answer = await fetch("/v1/overview", { cache: "no-store" });
+      const answer = await fetchWithin("/v1/overview", 2000);
       if (!answer.ok) throw new Error("HTTP " + answer.status);
       draw(await answer.json());
       failures = 0;
       setText("live", "Live: updated " + new Date().toLocaleTimeString());
     } catch (e) {
       failures += 1;
-      setText("live", "This validator is not answering (" + e.message + "); retrying.");
+      setText("live", "This validator is not answering (" + e.message + "); retried " + failures + " times, retrying.");
     } finally {
       polling = false;
     }
@@ -226,7 +245,7 @@
   }
 
   async function ask(path) {
-    const answer = await fetch(path, { cache: "no-store" });
+    const answer = await fetchWithin(path, 30000);
     let body;
     try {
       body = await answer.json();
@@ -324,13 +343,19 @@
         lookup(kind, q);
       });
     }
-    const params = new URLSearchParams(location.search);
-    for (const kind of ["block", "tx", "account"]) {
-      if (params.has(kind)) {
-        poll().then(() => lookup(kind, params.get(kind)));
-        break;
+    const fromAddress = () => {
+      const params = new URLSearchParams(location.search);
+      for (const kind of ["block", "tx", "account"]) {
+        if (params.has(kind)) {
+          poll().then(() => lookup(kind, params.get(kind)));
+          return;
+        }
       }
-    }
+      document.getElementById("result").replaceChildren();
+    };
+    // Back and forward show the lookup of the address they go to.
+    window.addEventListener("popstate", fromAddress);
+    fromAddress();
     poll();
     setInterval(poll, POLL_MS);
   }
