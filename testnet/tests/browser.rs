@@ -436,6 +436,37 @@ fn the_operators_page_shows_the_testnet_live_in_a_browser() {
     });
     browser.screenshot(&artifacts().join("operator-page.png"));
 
+    // With JavaScript off the page still shows the set (server-rendered), escaped.
+    browser.call(
+        "Emulation.setScriptExecutionDisabled",
+        json!({ "value": true }),
+    );
+    browser.navigate(&format!("{url}/"));
+    // Scripts really are off: the page's poll never says it is live.
+    std::thread::sleep(Duration::from_millis(1_200));
+    assert_eq!(
+        browser.eval("/^Live/.test(document.getElementById('live').textContent)"),
+        json!(false)
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#validators tbody tr').length"),
+        json!(4)
+    );
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#validators .badge').length"),
+        json!(1)
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelector('tr[data-index=\"1\"] td.name').firstChild.textContent"),
+        json!(HOSTILE_IMG)
+    );
+    assert_eq!(browser.eval("window.__pwned === undefined"), json!(true));
+    browser.call(
+        "Emulation.setScriptExecutionDisabled",
+        json!({ "value": false }),
+    );
+
     // Readable on a phone: nothing wider than the screen but the scrolling tables.
     browser.call(
         "Emulation.setDeviceMetricsOverride",
