@@ -379,6 +379,28 @@ fn the_operators_page_shows_the_testnet_live_in_a_browser() {
     let before = browser.eval("Number(document.getElementById('height').textContent)");
     let before = before.as_u64().unwrap();
     let to = testnet.address(1);
+    // `mosaic tx transfer` points at the transfer on the page (stderr: stdout
+    // stays the hash alone).
+    let out = testnet.mosaic(&[
+        "tx",
+        "transfer",
+        "--key",
+        &testnet.client_key(2),
+        "--to",
+        &to,
+        "--amount",
+        "1",
+        "--node",
+        &url,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(sent.len(), 64, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("{url}/?tx={sent}")),
+        "{}",
+        text(&out)
+    );
     let committed = testnet.transfer(0, &to, 5, 0);
     let hash = committed["hash"]
         .as_str()
