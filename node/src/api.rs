@@ -43,13 +43,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::block::{BODY_BYTES_MAX, BlockHeader};
 use crate::chain::{Shared, lock};
+use crate::control::{Command, NodeInfo, StatusInfo};
 use crate::ledger::{SignedTransfer, TxOutcome};
 use crate::mempool::{Dropped, MempoolError};
 use crate::mempool_log::MempoolLog;
 use crate::metrics::Metrics;
 use crate::read_budget::{Busy, HeavyRead, HeavyReads};
 use crate::schema::NodeStore;
-use crate::service::{Command, NodeInfo, StatusInfo};
 use crate::sigbatch::SigBatcher;
 
 /// Largest request body.

@@ -2,7 +2,8 @@
 //! [`block`] format, the [`genesis`] file and node [`config`], the replicated
 //! [`chain`] (payload check and execution), the store [`schema`], libp2p
 //! networking ([`net`], [`links`]), the HTTP [`api`], [`metrics`], and the event
-//! loop that wires them ([`service`]) with its rooms, each owning one concern's
+//! loop that wires them ([`service`]; what the API and the scrub know of it is in
+//! [`control`], its errors in [`error`]) with its rooms, each owning one concern's
 //! state: held PRE-PREPAREs ([`held`]), catch-up ([`sync`]), peer scores
 //! ([`peers`]), gossip checks ([`gossip`]), sync serving ([`serve`]) and fragment
 //! gathering ([`gather`]); beside it the [`scrub`] keeps every own fragment present
@@ -33,6 +34,8 @@ pub mod backlog;
 pub use mosaic_ledger::block;
 pub mod chain;
 pub mod config;
+pub mod control;
+pub mod error;
 #[cfg(feature = "byzantine")]
 pub mod forge;
 pub mod gather;

@@ -26,7 +26,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::service::Command;
+use crate::control::Command;
 
 /// Heights checked per blocking batch at most.
 const BATCH_HEIGHTS_MAX: u64 = 256;

@@ -22,19 +22,21 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify};
 use mosaic_consensus::{
     CheckpointProof, CommitCertificate, Config as ConsensusConfig, Digest, Input, Message, Output,
-    Replica, ReplicaId, Restored, SeqNum, Timer, ValidatorSet, View,
+    Replica, ReplicaId, Restored, SeqNum, Timer, View,
 };
-use mosaic_crypto::{ChainId, Hash, Keypair, codec};
+use mosaic_crypto::{Hash, Keypair, codec};
 use mosaic_storage::{CodingError, Fragment, FragmentCommitment, StoreConfig, coding};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::api;
 use crate::block::{BODY_BYTES_MAX, Block};
-use crate::chain::{BlockCheck, Chain, CheckedBlocks, ExecuteError, Layout, Shared, Tip, lock};
+use crate::chain::{BlockCheck, Chain, CheckedBlocks, Layout, Shared, Tip, lock};
 use crate::config::NodeConfig;
+pub use crate::control::{Command, NodeInfo, StatusInfo};
+pub use crate::error::NodeError;
 use crate::gather::{Answer, Gather, GatherLimits, Start};
-use crate::genesis::{Genesis, GenesisError};
+use crate::genesis::Genesis;
 use crate::gossip::{Admission, Gossip, GossipLimits, Judgement, Results as GossipResults, Ticket};
 use crate::held::{Held, HeldLimits, HoldError};
 use crate::ledger::{Ledger, SignedTransfer, TxHash, VerifiedTransfer};
@@ -89,116 +91,6 @@ type GossipResult = Vec<(Ticket, GossipResults)>;
 const FRAGMENT_GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fragment gatherings in flight at most.
 const GATHERINGS_MAX: usize = 64;
-
-/// Why the node could not start or had to stop.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// The genesis file is unusable.
-    #[error("genesis: {0}")]
-    Genesis(#[from] GenesisError),
-    /// The validator key is not in the genesis validator set.
-    #[error(
-        "key {public_key} is not a validator of chain {chain}: use one of the genesis validators' key files"
-    )]
-    NotAValidator {
-        /// The key's public half.
-        public_key: String,
-        /// The chain.
-        chain: String,
-    },
-    /// The configuration is unusable.
-    #[error("config: {0}")]
-    Config(String),
-    /// The store failed (fatal: check the disk, then restart).
-    #[error("store: {0}")]
-    Store(#[from] mosaic_storage::StoreError),
-    /// Network setup failed.
-    #[error("network: {0}")]
-    Net(#[from] NetError),
-    /// The mempool log could not be read back or started.
-    #[error("{0}")]
-    MempoolLog(#[from] mempool_log::LogError),
-    /// A listen address could not be used.
-    #[error("cannot listen on {address}: {reason}")]
-    Listen {
-        /// The address.
-        address: String,
-        /// Why.
-        reason: String,
-    },
-    /// The signature-check threads could not be started.
-    #[error("cannot start the signature-check threads: {0} (check the process and thread limits)")]
-    Threads(#[source] std::io::Error),
-    /// The HTTP API could not bind.
-    #[error("cannot serve the HTTP API on {address}: {source}")]
-    Api {
-        /// The address.
-        address: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A committed block could not be executed or stored.
-    #[error("{0}")]
-    Execute(#[from] ExecuteError),
-    /// The event loop task ended abnormally.
-    #[error("node task failed: {0}")]
-    Task(String),
-}
-
-/// Requests from the HTTP API to the event loop.
-#[derive(Debug)]
-pub enum Command {
-    /// Transactions admitted to the mempool through the API: gossip them.
-    Gossip(Vec<SignedTransfer>),
-    /// Gather fragments of the block at `height` from peers.
-    Fragments {
-        /// Height.
-        height: u64,
-        /// Where to send what was gathered (checked against the block's commitment).
-        reply: oneshot::Sender<Vec<Fragment>>,
-    },
-}
-
-/// What the node reports in `/v1/status`.
-#[derive(Debug, Clone, Default)]
-pub struct StatusInfo {
-    /// Current view.
-    pub view: u64,
-    /// Its primary.
-    pub primary: u32,
-    /// Whether a view change is under way.
-    pub view_changing: bool,
-    /// Connected peers.
-    pub peers: Vec<String>,
-    /// The height at least one honest validator reached, as peers report.
-    pub network_height: u64,
-    /// Whether f+1 peers reported, so `network_height` means that.
-    pub network_known: bool,
-    /// Whether the node is catching up.
-    pub syncing: bool,
-}
-
-/// Read-only facts about a running node, shared with the API.
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    /// The chain.
-    pub chain: ChainId,
-    /// This validator.
-    pub index: u32,
-    /// The validators.
-    pub validators: ValidatorSet,
-    /// Their peer ids, by index.
-    pub validator_peers: Vec<PeerId>,
-    /// The genesis file.
-    pub genesis: Genesis,
-    /// This node's peer id.
-    pub peer_id: PeerId,
-    /// k.
-    pub data_shards: usize,
-    /// `mempool.behind_heights_max`.
-    pub behind_heights_max: u64,
-}
 
 /// Options that tests and tools set; operators never need them.
 #[derive(Debug, Clone, Default)]

@@ -26,6 +26,8 @@
 //! ```
 
 pub mod coding;
+mod durable;
+mod error;
 pub mod placement;
 mod segments;
 pub mod store;

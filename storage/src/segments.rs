@@ -19,12 +19,13 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::StoreError;
+use crate::durable::{create_dir_durably, sync_dir};
+use crate::error::StoreError;
 
 /// Bytes before each payload: height, length, checksum.
 pub(crate) const RECORD_HEADER: usize = 8 + 4 + CHECKSUM_LEN;
@@ -131,31 +132,6 @@ fn checksum(name: &str, height: u64, payload: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut out = [0u8; CHECKSUM_LEN];
     out.copy_from_slice(&hasher.finalize().as_bytes()[..CHECKSUM_LEN]);
     out
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Creates `dir` and its missing parents, and syncs each new entry's parent so
-/// the directories survive a power loss.
-pub(crate) fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dir_durably(parent)?;
-        fs::create_dir(dir).or_else(|e| {
-            if e.kind() == ErrorKind::AlreadyExists {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
-        sync_dir(parent)
-    } else {
-        fs::create_dir_all(dir)
-    }
 }
 
 impl Log {

@@ -22,7 +22,7 @@ use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use mosaic_crypto::codec::{self, CodecError};
+use mosaic_crypto::codec;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 use crate::coding::{
     self, CodingError, Fragment, FragmentCommitment, FragmentError, Reconstruction,
 };
+pub use crate::error::StoreError;
 use crate::placement;
 use crate::segments::{Damage, Loc, Log, LogEnd, Roll};
 use crate::txindex::{self, RunRecord, Runs};
@@ -123,121 +124,6 @@ pub struct BlockOutcomes<S: Schema> {
     pub root: [u8; 32],
     /// [`CommittedBlock::tx_records`], in block order.
     pub records: Vec<([u8; 32], S::TxRecord)>,
-}
-
-/// Errors from the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be opened, read or written. A failed write is fatal to
-    /// the node: stop, check the disk, restart.
-    #[error("database error: {0}")]
-    Database(#[from] redb::Error),
-    /// A stored value failed its checksum or could not be decoded.
-    #[error(
-        "corrupt data in table {table} at key {key}: {reason}; the store must be repaired (re-fetch the block from peers)"
-    )]
-    Corrupt {
-        /// Table name.
-        table: &'static str,
-        /// The key, as text.
-        key: String,
-        /// What was wrong.
-        reason: String,
-    },
-    /// A value could not be encoded.
-    #[error("cannot encode value for table {table}: {source}")]
-    Encode {
-        /// Table name.
-        table: &'static str,
-        /// The codec's error.
-        #[source]
-        source: CodecError,
-    },
-    /// Blocks must be committed in order.
-    #[error(
-        "block {got} cannot follow tip {tip:?}: blocks are committed in height order starting at 1"
-    )]
-    OutOfOrder {
-        /// The current tip.
-        tip: Option<u64>,
-        /// The height offered.
-        got: u64,
-    },
-    /// The own fragment given with a block is not the one this validator keeps, or
-    /// does not match the block's commitment.
-    #[error("own fragment for block {height} is wrong: {reason}")]
-    BadOwnFragment {
-        /// Height.
-        height: u64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The body does not match the commitment.
-    #[error("body of block {height} does not match its commitment: {source}")]
-    BadBody {
-        /// Height.
-        height: u64,
-        /// Why.
-        #[source]
-        source: CodingError,
-    },
-    /// A segment file could not be created, read, written or synced. A failed write
-    /// is fatal to the node: stop, check the disk (space, permissions), restart.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done, with the path.
-        what: String,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Nothing is stored for that height.
-    #[error("no block at height {height}")]
-    UnknownHeight {
-        /// Height.
-        height: u64,
-    },
-    /// A body could not be rebuilt from fragments.
-    #[error("cannot rebuild block {height}: {source}")]
-    Rebuild {
-        /// Height.
-        height: u64,
-        /// Why.
-        #[source]
-        source: CodingError,
-    },
-    /// The store was initialized for another chain.
-    #[error(
-        "the store belongs to genesis {found}, not {expected}: use a fresh data dir for this chain"
-    )]
-    WrongGenesis {
-        /// The genesis id this store was initialized with.
-        found: String,
-        /// The genesis id asked for.
-        expected: String,
-    },
-    /// The file was written by an incompatible version.
-    #[error(
-        "store format {found} is not supported (this build reads format {STORE_FORMAT}); use a matching release or a fresh data dir"
-    )]
-    Format {
-        /// Version found.
-        found: u64,
-    },
-}
-
-impl StoreError {
-    pub(crate) fn db(e: impl Into<redb::Error>) -> Self {
-        let e: redb::Error = e.into();
-        match e {
-            redb::Error::Corrupted(reason) => StoreError::Corrupt {
-                table: "(database file)",
-                key: String::new(),
-                reason,
-            },
-            other => StoreError::Database(other),
-        }
-    }
 }
 
 /// Version of the on-disk layout, and of what it holds: 4 stores headers that commit
@@ -516,7 +402,12 @@ impl<S: Schema> Store<S> {
             };
             match existing {
                 Some(STORE_FORMAT) => {}
-                Some(found) => return Err(StoreError::Format { found }),
+                Some(found) => {
+                    return Err(StoreError::Format {
+                        found,
+                        supported: STORE_FORMAT,
+                    });
+                }
                 None => {
                     let v = seal("meta", META_FORMAT.as_bytes(), &STORE_FORMAT)?;
                     meta.insert(META_FORMAT, v.as_slice())

@@ -44,7 +44,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::StoreError;
+use crate::error::StoreError;
 
 /// Entries per checksummed block of a run file.
 const BLOCK_ENTRIES: usize = 128;
@@ -120,7 +120,7 @@ fn block_checksum(seq: u64, block: u64, entries: &[u8]) -> [u8; CHECKSUM_LEN] {
 impl Runs {
     /// Loads the recorded runs and deletes run files with no record.
     pub(crate) fn open(dir: PathBuf, recorded: Vec<(u64, RunRecord)>) -> Result<Self, StoreError> {
-        crate::segments::create_dir_durably(&dir)
+        crate::durable::create_dir_durably(&dir)
             .map_err(|e| io_error(format!("cannot create {}", dir.display()), e))?;
         let entries = fs::read_dir(&dir)
             .map_err(|e| io_error(format!("cannot list {}", dir.display()), e))?;
