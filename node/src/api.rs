@@ -33,7 +33,6 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use mosaic_crypto::{Hash, PublicKey, codec};
 use mosaic_storage::{coding, placement};
@@ -195,58 +194,7 @@ pub async fn serve(
     }
 }
 
-/// The routes.
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/genesis", get(genesis))
-        .route("/v1/transactions", post(submit))
-        .route("/v1/transactions/batch", post(submit_batch))
-        .route("/v1/transactions/{hash}", get(transaction))
-        .route("/v1/accounts/{address}", get(account))
-        .route(
-            "/v1/accounts/{address}/proof",
-            get(crate::api_proofs::account_proof),
-        )
-        .route(
-            "/v1/transactions/{hash}/proof",
-            get(crate::api_proofs::transaction_proof),
-        )
-        .route("/v1/blocks/{height}", get(block))
-        .route("/v1/blocks/{height}/fragments/{index}", get(fragment))
-        .route("/v1/headers", get(headers))
-        .route("/v1/own-fragments", get(own_fragments))
-        .route("/metrics", get(metrics))
-        .route("/v1/overview", get(crate::api_page::overview))
-        .route("/", get(crate::api_page::page))
-        .route("/assets/page.js", get(crate::api_page::script))
-        .route("/assets/page.css", get(crate::api_page::style))
-        .route("/lookup", get(crate::api_page::lookup))
-        .fallback(|| async {
-            ApiError::not_found("no such endpoint: see the API table in node/src/api.rs")
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed here: see the API table in node/src/api.rs",
-            )
-        })
-        .layer(axum::middleware::map_response_with_state(
-            state.metrics.clone(),
-            count_unavailable,
-        ))
-        .with_state(state)
-}
-
-/// Counts the 503 answers (for `api_unavailable_responses` and the page).
-async fn count_unavailable(State(metrics): State<Metrics>, response: Response) -> Response {
-    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-        metrics.api_unavailable.inc();
-    }
-    response
-}
-
-async fn status(State(state): State<ApiState>) -> ApiResult {
+pub(crate) async fn status(State(state): State<ApiState>) -> ApiResult {
     let (tip, mempool) = {
         let shared = lock(&state.shared);
         (shared.tip, shared.mempool.len())
@@ -291,7 +239,7 @@ async fn status(State(state): State<ApiState>) -> ApiResult {
     })))
 }
 
-async fn genesis(State(state): State<ApiState>) -> ApiResult {
+pub(crate) async fn genesis(State(state): State<ApiState>) -> ApiResult {
     Ok(json_body(&state.info.genesis))
 }
 
@@ -616,7 +564,11 @@ fn with_retry_after(mut response: Response, overloaded: bool) -> Response {
     response
 }
 
-async fn submit(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> ApiResult {
+pub(crate) async fn submit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
     let bytes = read_body(body).await?;
     let tx: SignedTransfer = if is_binary(&headers) {
         parse_binary(&bytes, "a signed transfer")?
@@ -634,7 +586,11 @@ async fn submit(State(state): State<ApiState>, headers: HeaderMap, body: Body) -
     ))
 }
 
-async fn submit_batch(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> ApiResult {
+pub(crate) async fn submit_batch(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
     let bytes = read_body(body).await?;
     let txs: Vec<SignedTransfer> = if is_binary(&headers) {
         // The count comes first: a batch over the limit is refused before any of
@@ -707,7 +663,7 @@ fn parse_height(text: &str) -> Result<u64, ApiError> {
     })
 }
 
-async fn transaction(
+pub(crate) async fn transaction(
     State(state): State<ApiState>,
     hash: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
@@ -931,7 +887,7 @@ pub(crate) async fn block_body(
     Ok((rebuilt.body, !rebuilt.from_store, rejected))
 }
 
-async fn account(
+pub(crate) async fn account(
     State(state): State<ApiState>,
     address: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
@@ -969,7 +925,7 @@ fn stored_header(state: &ApiState, height: u64) -> Result<BlockHeader, ApiError>
 
 /// `GET /v1/blocks/{h}[?view=hashes]`: the block with its transactions, or with only
 /// their ids (`view=hashes`: much smaller, for followers that match ids).
-async fn block(
+pub(crate) async fn block(
     State(state): State<ApiState>,
     height: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
@@ -1011,7 +967,7 @@ async fn block(
     Ok(ok(answer))
 }
 
-async fn fragment(
+pub(crate) async fn fragment(
     State(state): State<ApiState>,
     params: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
@@ -1067,7 +1023,7 @@ async fn fragment(
     })))
 }
 
-async fn headers(State(state): State<ApiState>, RawQuery(query): RawQuery) -> ApiResult {
+pub(crate) async fn headers(State(state): State<ApiState>, RawQuery(query): RawQuery) -> ApiResult {
     let mut from = 1u64;
     let mut count = 100u64;
     for pair in query
@@ -1135,7 +1091,10 @@ fn push_range(ranges: &mut Vec<[u64; 2]>, height: u64) {
 /// with one request per few MiB instead of per height; `view=ranges`: which
 /// heights its index holds one for, without reading any (the scrub checks them at
 /// its disk rate).
-async fn own_fragments(State(state): State<ApiState>, RawQuery(query): RawQuery) -> ApiResult {
+pub(crate) async fn own_fragments(
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     let mut from = 1u64;
     let mut count = OWN_FRAGMENTS_MAX;
     let mut ranges_only = false;
@@ -1240,7 +1199,7 @@ async fn own_fragments(State(state): State<ApiState>, RawQuery(query): RawQuery)
     Ok(ok(answer))
 }
 
-async fn metrics(State(state): State<ApiState>) -> Response {
+pub(crate) async fn metrics(State(state): State<ApiState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,

@@ -65,6 +65,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The connection limits are the network's own (net.rs); the config composes them.
+pub use crate::net::ConnectionLimits;
+
 /// Largest config file read.
 const CONFIG_BYTES_MAX: u64 = 1024 * 1024;
 
@@ -289,32 +292,6 @@ pub struct MempoolLimits {
     /// peers report) and still admit submissions: further behind, it answers 503,
     /// since its checks (nonce, expiry, balance) would run against an old state.
     pub behind_heights_max: u64,
-}
-
-/// libp2p connection limits. Genesis validators are never refused for
-/// `incoming_max` (their connections count towards it but pass when it is reached),
-/// so peers filling the incoming slots cannot keep validators apart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConnectionLimits {
-    /// Established incoming connections at most; a genesis validator's connection
-    /// is let in even beyond it.
-    pub incoming_max: u32,
-    /// Incoming connections still in their handshake at most.
-    pub pending_incoming_max: u32,
-    /// Established connections to or from one peer at most (two dialling each
-    /// other at once may briefly hold two).
-    pub per_peer_max: u32,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            incoming_max: 256,
-            pending_incoming_max: 64,
-            per_peer_max: 4,
-        }
-    }
 }
 
 impl Default for Batching {

@@ -30,6 +30,7 @@ pub mod api;
 pub mod api_listener;
 pub mod api_page;
 pub mod api_proofs;
+pub mod api_routes;
 pub mod backlog;
 pub use mosaic_ledger::block;
 pub mod chain;

@@ -281,7 +281,7 @@ pub struct Behaviour {
     /// runs (so the consensus links and redials do not dial them either).
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     /// Connections in their handshake, and connections per peer, at most (for every
-    /// peer; see [`crate::config::ConnectionLimits`]).
+    /// peer; see [`ConnectionLimits`]).
     pub limits: connection_limits::Behaviour,
     /// Established incoming connections at most, from peers outside the genesis
     /// validator set: a validator is never refused for want of room.
@@ -345,7 +345,7 @@ impl Behaviour {
         key: &identity::Keypair,
         chain: &ChainId,
         mdns: bool,
-        limits: &crate::config::ConnectionLimits,
+        limits: &ConnectionLimits,
         validators: &[PeerId],
     ) -> Result<Self, NetError> {
         let peer_id = key.public().to_peer_id();
@@ -441,6 +441,32 @@ impl Behaviour {
     }
 }
 
+/// libp2p connection limits. Genesis validators are never refused for
+/// `incoming_max` (their connections count towards it but pass when it is reached),
+/// so peers filling the incoming slots cannot keep validators apart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Established incoming connections at most; a genesis validator's connection
+    /// is let in even beyond it.
+    pub incoming_max: u32,
+    /// Incoming connections still in their handshake at most.
+    pub pending_incoming_max: u32,
+    /// Established connections to or from one peer at most (two dialling each
+    /// other at once may briefly hold two).
+    pub per_peer_max: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            incoming_max: 256,
+            pending_incoming_max: 64,
+            per_peer_max: 4,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
@@ -448,8 +474,8 @@ mod tests {
     use libp2p::{Multiaddr, Swarm, noise, tcp, yamux};
     use tokio::sync::mpsc;
 
+    use super::ConnectionLimits;
     use super::*;
-    use crate::config::ConnectionLimits;
 
     const LIMIT: Duration = Duration::from_secs(20);
 

@@ -501,7 +501,11 @@ pub async fn start(
         config.api.connections_max,
         Duration::from_secs(config.api.idle_timeout_secs),
     );
-    let app = maverick::wrap_api(options.maverick, api::router(api_state), shared.clone());
+    let app = maverick::wrap_api(
+        options.maverick,
+        crate::api_routes::router(api_state),
+        shared.clone(),
+    );
     let api_task = tokio::spawn(api::serve(listener, app, shutdown_rx.clone()));
     let scrub = Scrub::new(
         store.clone(),
