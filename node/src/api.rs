@@ -98,6 +98,16 @@ pub struct ApiState {
     pub overview: Arc<crate::overview::Overview>,
 }
 
+impl ApiState {
+    /// A copy of the event loop's live status (a poisoned lock still holds it).
+    pub(crate) fn live_status(&self) -> StatusInfo {
+        match self.status.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiState").finish_non_exhaustive()
@@ -199,10 +209,7 @@ pub(crate) async fn status(State(state): State<ApiState>) -> ApiResult {
         let shared = lock(&state.shared);
         (shared.tip, shared.mempool.len())
     };
-    let live = match state.status.read() {
-        Ok(s) => s.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
+    let live = state.live_status();
     let validators: Vec<Value> = state
         .info
         .genesis

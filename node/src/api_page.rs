@@ -54,10 +54,7 @@ pub fn overview_value(state: &ApiState) -> Value {
             shared.backlog.queued(),
         )
     };
-    let live = match state.status.read() {
-        Ok(s) => s.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
+    let live = state.live_status();
     let snapshot = state.overview.snapshot(now);
     let scrub = &state.metrics.scrub;
     let (own_unrepaired, own_more) = scrub.unrepaired.ranges(REPORT_RANGES_MAX);
