@@ -36,6 +36,7 @@ pub use mosaic_ledger::block;
 pub mod chain;
 pub mod config;
 pub mod control;
+pub mod edge;
 pub mod error;
 #[cfg(feature = "byzantine")]
 pub mod forge;
@@ -44,6 +45,7 @@ pub use mosaic_ledger::genesis;
 pub mod gossip;
 pub mod held;
 pub use mosaic_ledger::ledger;
+mod driver;
 pub mod links;
 pub mod maverick;
 pub mod mempool;

@@ -4,8 +4,8 @@
 //!
 //! Compiled only with the `byzantine` cargo feature, which release builds do not
 //! enable (the workspace's test build does, through a dev-dependency of the
-//! `mosaic-testnet` crate). Without it [`Mode`] has no values, so nothing in this
-//! module can run and every hook the event loop calls is empty.
+//! `mosaic-testnet` crate). Without it [`Mode`] has no values and none of the
+//! behaviours is compiled: the event loop's edge is always [`crate::edge::Honest`].
 //!
 //! | mode | what it does |
 //! |------|--------------|
@@ -209,28 +209,32 @@ pub fn wrap_api(
     router
 }
 
+/// The event loop's edge for `mode`: [`crate::edge::Honest`] without one.
+pub fn edge(
+    mode: Option<Mode>,
+    setup: crate::edge::EdgeSetup<'_>,
+) -> Result<Box<dyn crate::edge::Edge>, String> {
+    match mode {
+        None => Ok(Box::new(crate::edge::Honest)),
+        #[cfg(feature = "byzantine")]
+        Some(mode) => Ok(Box::new(crate::maverick::Maverick::new(
+            mode,
+            setup.key,
+            setup.validators,
+            setup.index,
+            setup.window,
+            setup.payload_bytes_max,
+        )?)),
+        #[cfg(not(feature = "byzantine"))]
+        Some(mode) => {
+            let _ = setup;
+            match mode {}
+        }
+    }
+}
+
 #[cfg(feature = "byzantine")]
 pub use enabled::Maverick;
-
-#[cfg(not(feature = "byzantine"))]
-pub use disabled::Maverick;
-
-/// What the event loop hands to [`Maverick::tick`].
-#[allow(missing_debug_implementations)] // borrows the swarm, which has no useful Debug
-pub struct TickContext<'a> {
-    /// The consensus links, by validator index.
-    pub links: &'a crate::links::Links,
-    /// The swarm (sync requests and gossip).
-    pub swarm: &'a mut libp2p::Swarm<crate::net::Behaviour>,
-    /// The transactions topic.
-    pub topic: &'a libp2p::gossipsub::IdentTopic,
-    /// Connected peers.
-    pub connected: Vec<libp2p::PeerId>,
-    /// This node's executed height.
-    pub tip: u64,
-    /// Its current view.
-    pub view: mosaic_consensus::View,
-}
 
 #[cfg(feature = "byzantine")]
 mod enabled {
@@ -244,9 +248,10 @@ mod enabled {
     };
     use mosaic_crypto::{Hash, Keypair, codec};
 
-    use super::{Mode, TickContext};
+    use super::Mode;
     use crate::block::{AfterParent, Block, Position};
     use crate::chain::Layout;
+    use crate::edge::{Edge, TickContext};
     use crate::ledger::SignedTransfer;
     use crate::net::{SyncRequest, SyncResponse};
     use crate::proposal::Supply;
@@ -502,7 +507,7 @@ mod enabled {
             for to in 0..self.validators.len() {
                 ctx.links.send(to, junk.clone());
             }
-            for peer in &ctx.connected {
+            for peer in ctx.connected.keys() {
                 ctx.swarm
                     .behaviour_mut()
                     .sync
@@ -591,6 +596,49 @@ mod enabled {
                 signer: ReplicaId(self.index),
                 signature,
             })
+        }
+    }
+
+    /// The hooks the driver calls, each one of the behaviours above.
+    impl Edge for Maverick {
+        fn proposing(
+            &mut self,
+            layout: &Layout,
+            at: (SeqNum, Digest),
+            view: View,
+            after: AfterParent,
+            txs: &[SignedTransfer],
+        ) {
+            Maverick::proposing(self, layout, at, view, after, txs);
+        }
+
+        fn outgoing(
+            &mut self,
+            to: usize,
+            message: &Message,
+            frame: Arc<Vec<u8>>,
+        ) -> Option<Arc<Vec<u8>>> {
+            Maverick::outgoing(self, to, message, frame)
+        }
+
+        fn incoming(&mut self, frame: &[u8]) {
+            Maverick::incoming(self, frame);
+        }
+
+        fn holds_gossip(&self, primary: bool) -> bool {
+            Maverick::holds_gossip(self, primary)
+        }
+
+        fn supply(&self, supply: Supply) -> Supply {
+            Maverick::supply(self, supply)
+        }
+
+        fn answer(&mut self, request: &SyncRequest, honest: SyncResponse) -> Option<SyncResponse> {
+            Maverick::answer(self, request, honest)
+        }
+
+        fn tick(&mut self, ctx: TickContext<'_>) {
+            Maverick::tick(self, ctx);
         }
     }
 }
@@ -728,95 +776,5 @@ mod flooder {
             }
         }
         Ok(report)
-    }
-}
-
-#[cfg(not(feature = "byzantine"))]
-mod disabled {
-    use std::sync::Arc;
-
-    use mosaic_consensus::{Digest, Message, SeqNum, ValidatorSet, View};
-    use mosaic_crypto::Keypair;
-
-    use super::{Mode, TickContext};
-    use crate::block::AfterParent;
-    use crate::chain::Layout;
-    use crate::ledger::SignedTransfer;
-    use crate::net::{SyncRequest, SyncResponse};
-    use crate::proposal::Supply;
-
-    /// No Byzantine behaviour exists in this build: a value of this type cannot be
-    /// made, and the loop's hooks compile to nothing.
-    #[derive(Debug)]
-    pub enum Maverick {}
-
-    impl Maverick {
-        /// Never returns a maverick: `mode` has no values in this build.
-        pub fn new(
-            mode: Mode,
-            _key: &Keypair,
-            _validators: ValidatorSet,
-            _index: u32,
-            _window: u64,
-            _payload_bytes_max: usize,
-        ) -> Result<Maverick, String> {
-            match mode {}
-        }
-
-        /// Unreachable.
-        pub fn silent(&self) -> bool {
-            match *self {}
-        }
-
-        /// Unreachable.
-        pub fn proposing(
-            &mut self,
-            _layout: &Layout,
-            _at: (SeqNum, Digest),
-            _view: View,
-            _after: AfterParent,
-            _txs: &[SignedTransfer],
-        ) {
-            match *self {}
-        }
-
-        /// Unreachable.
-        pub fn outgoing(
-            &mut self,
-            _to: usize,
-            _message: &Message,
-            _frame: Arc<Vec<u8>>,
-        ) -> Option<Arc<Vec<u8>>> {
-            match *self {}
-        }
-
-        /// Unreachable.
-        pub fn incoming(&mut self, _frame: &[u8]) {
-            match *self {}
-        }
-
-        /// Unreachable.
-        pub fn holds_gossip(&self, _primary: bool) -> bool {
-            match *self {}
-        }
-
-        /// Unreachable.
-        pub fn supply(&self, _supply: Supply) -> Supply {
-            match *self {}
-        }
-
-        /// Unreachable.
-        pub fn answer(
-            &mut self,
-            _request: &SyncRequest,
-            _honest: SyncResponse,
-        ) -> Option<SyncResponse> {
-            match *self {}
-        }
-
-        /// Unreachable.
-        pub fn tick(&mut self, _ctx: TickContext<'_>) {
-            match *self {}
-        }
     }
 }
