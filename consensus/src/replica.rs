@@ -213,6 +213,17 @@ pub enum Output {
         /// Its primary.
         primary: ReplicaId,
     },
+    /// An input was refused for `reason` (for metrics and peer scores; the host
+    /// decides which reasons cost the sender points). Comes after the input's other
+    /// outputs, in the order of the refusals.
+    Refused {
+        /// The replica whose message was refused (also when the message was kept
+        /// in a buffer and fed again in this step), or `None` for the host's own
+        /// inputs (a proposal, a certified payload).
+        from: Option<ReplicaId>,
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 /// Where the replica is in the view protocol.
@@ -310,9 +321,6 @@ pub struct Replica {
     future_bytes: usize,
     /// Current-view messages just above the window, fed again when it moves.
     ahead: Ahead,
-    /// Steps that fed buffered messages again (their rejections are not all the
-    /// step's sender's).
-    replays: u64,
     next_proposal: SeqNum,
     proposal_wanted: Option<SeqNum>,
     /// Payloads asked for: (seq, digest) -> the parent they must extend.
@@ -327,6 +335,10 @@ pub struct Replica {
     last_new_view: Option<Message>,
     consecutive_view_changes: u32,
     rejections: BTreeMap<&'static str, u64>,
+    /// The sender of the message being handled (`None` for the host's inputs).
+    sender: Option<ReplicaId>,
+    /// Refusals of this step, handed to the host as [`Output::Refused`].
+    refused: Vec<(Option<ReplicaId>, &'static str)>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -406,7 +418,6 @@ impl Replica {
             future: VecDeque::new(),
             future_bytes: 0,
             ahead: Ahead::default(),
-            replays: 0,
             next_proposal: last_delivered.next(),
             // (raised in start() above the primary's own recorded votes)
             proposal_wanted: None,
@@ -418,6 +429,8 @@ impl Replica {
             last_new_view: None,
             consecutive_view_changes: 0,
             rejections: BTreeMap::new(),
+            sender: None,
+            refused: Vec::new(),
             config,
         }
     }
@@ -492,12 +505,6 @@ impl Replica {
     pub fn stable_checkpoint(&self) -> &CheckpointProof {
         &self.stable
     }
-    /// How many steps so far fed buffered messages again (messages of other
-    /// senders kept for a later view or window): the rejections of such a step are
-    /// not all its sender's, so the host blames nobody for them.
-    pub fn replays(&self) -> u64 {
-        self.replays
-    }
     /// Messages refused so far, by reason (for metrics).
     pub fn rejections(&self) -> &BTreeMap<&'static str, u64> {
         &self.rejections
@@ -525,6 +532,7 @@ impl Replica {
 
     fn reject(&mut self, reason: &'static str) {
         *self.rejections.entry(reason).or_default() += 1;
+        self.refused.push((self.sender, reason));
     }
 
     fn persist_and<T>(out: &mut Vec<Output>, signed: SignedWithRecord<T>) -> Signed<T> {
@@ -541,6 +549,7 @@ impl Replica {
     /// Feeds one input; returns what the host must do, in order.
     pub fn handle(&mut self, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
+        self.sender = None;
         match input {
             Input::Message { from, message } => self.on_message(from, message, &mut out),
             Input::Propose {
@@ -559,6 +568,11 @@ impl Replica {
                 certificate,
             } => self.on_certified_payload(payload, certificate, &mut out),
         }
+        out.extend(
+            self.refused
+                .drain(..)
+                .map(|(from, reason)| Output::Refused { from, reason }),
+        );
         #[cfg(test)]
         self.check_invariants();
         out
@@ -650,7 +664,15 @@ impl Replica {
         self.want_proposal(out);
     }
 
+    /// A message of `from`: what it raises is refused in `from`'s name, also when
+    /// it is a buffered one fed again while another sender's message is handled.
     fn on_message(&mut self, from: ReplicaId, message: Message, out: &mut Vec<Output>) {
+        let outer = self.sender.replace(from);
+        self.on_message_of(from, message, out);
+        self.sender = outer;
+    }
+
+    fn on_message_of(&mut self, from: ReplicaId, message: Message, out: &mut Vec<Output>) {
         if self.config.validators.key(from).is_none() {
             self.reject("unknown-sender");
             return;
@@ -788,7 +810,6 @@ impl Replica {
         if kept.is_empty() {
             return;
         }
-        self.replays += 1;
         for (from, message) in kept {
             self.on_message(from, message, out);
         }
@@ -2257,9 +2278,6 @@ impl Replica {
         self.ahead.clear();
         let buffered: Vec<(ReplicaId, Message)> = self.future.drain(..).collect();
         self.future_bytes = 0;
-        if !buffered.is_empty() {
-            self.replays += 1;
-        }
         for (from, message) in buffered {
             self.on_message(from, message, out);
         }

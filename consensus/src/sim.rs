@@ -515,7 +515,8 @@ impl Sim {
                 Output::Persist(_)
                 | Output::PersistPayload { .. }
                 | Output::CheckpointStable(_)
-                | Output::EnteredView { .. } => {}
+                | Output::EnteredView { .. }
+                | Output::Refused { .. } => {}
             }
         }
     }
@@ -754,6 +755,8 @@ impl Sim {
                         .saved_payloads
                         .insert((seq, digest), payload);
                 }
+                // Counted by the replica itself (`rejections_of`).
+                Output::Refused { .. } => {}
                 Output::EnteredView { view, primary } => {
                     // Proposals of earlier views that did not commit go back to the pool.
                     self.nodes[id.0 as usize].proposed.clear();

@@ -3,13 +3,13 @@
 //! Every input that proves invalid charges its sender points; points fade by one a
 //! second, so only sustained misbehaviour reaches [`BAN_POINTS`], at which the peer
 //! is banned for [`BAN_DURATION`] (the event loop closes and refuses its
-//! connections). [`ConsensusBlame`] turns the replica's rejection counters into
-//! points for the sender of the one message that raised them.
+//! connections). [`consensus_points`] prices the replica's refusals, which name the
+//! validator whose message raised them.
 //!
 //! The room owns no sockets: it says whom to ban and unban, and the event loop
 //! does it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -103,35 +103,13 @@ const BLAMED: [(&str, u32); 9] = [
     ("pre-prepare-not-from-primary", 2),
 ];
 
-/// The replica's counts of the blamed reasons before it handles one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConsensusBlame {
-    before: [u64; BLAMED.len()],
-}
-
-impl ConsensusBlame {
-    /// Takes the counts before the message is handled.
-    pub fn before(rejections: &BTreeMap<&'static str, u64>) -> Self {
-        ConsensusBlame {
-            before: Self::counts(rejections),
-        }
-    }
-
-    /// The reasons (with their points) the message raised, given the counts after
-    /// it was handled.
-    pub fn charged(&self, rejections: &BTreeMap<&'static str, u64>) -> Vec<(&'static str, u32)> {
-        let after = Self::counts(rejections);
-        BLAMED
-            .iter()
-            .zip(self.before.iter().zip(after))
-            .filter(|(_, (before, after))| after > *before)
-            .map(|((reason, points), _)| (*reason, *points))
-            .collect()
-    }
-
-    fn counts(rejections: &BTreeMap<&'static str, u64>) -> [u64; BLAMED.len()] {
-        BLAMED.map(|(reason, _)| rejections.get(reason).copied().unwrap_or(0))
-    }
+/// The points a consensus refusal ([`mosaic_consensus::Output::Refused`]) costs the
+/// validator whose message raised it: `None` for the reasons honest peers meet.
+pub fn consensus_points(reason: &str) -> Option<u32> {
+    BLAMED
+        .iter()
+        .find(|(blamed, _)| *blamed == reason)
+        .map(|(_, points)| *points)
 }
 
 #[cfg(test)]
@@ -170,23 +148,20 @@ mod tests {
     }
 
     #[test]
-    fn only_the_blamed_reasons_a_message_raised_are_charged() {
-        let mut rejections: BTreeMap<&'static str, u64> = BTreeMap::new();
-        rejections.insert("bad-signature", 3);
-        rejections.insert("old-view", 7);
-        let blame = ConsensusBlame::before(&rejections);
-        assert!(blame.charged(&rejections).is_empty());
-        *rejections.entry("old-view").or_default() += 1;
-        *rejections.entry("out-of-window").or_default() += 1;
-        assert!(
-            blame.charged(&rejections).is_empty(),
-            "honest peers meet these"
-        );
-        *rejections.entry("bad-signature").or_default() += 1;
-        *rejections.entry("future-buffer-full").or_default() += 2;
-        assert_eq!(
-            blame.charged(&rejections),
-            vec![("bad-signature", 5), ("future-buffer-full", 1)]
-        );
+    fn only_the_reasons_that_prove_misbehaviour_cost_points() {
+        for honest in [
+            "old-view",
+            "out-of-window",
+            "too-far-in-the-future",
+            "future-duplicate",
+        ] {
+            assert_eq!(consensus_points(honest), None, "honest peers meet {honest}");
+        }
+        assert_eq!(consensus_points("bad-signature"), Some(5));
+        assert_eq!(consensus_points("conflicting-pre-prepare"), Some(5));
+        assert_eq!(consensus_points("future-buffer-full"), Some(1));
+        for (reason, points) in BLAMED {
+            assert_eq!(consensus_points(reason), Some(points));
+        }
     }
 }

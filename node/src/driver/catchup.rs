@@ -175,8 +175,7 @@ impl EventLoop {
                 txs,
             }
             .to_bytes();
-            let invalid_before = self.rejection_count("invalid-payload");
-            self.drive(Input::CertifiedPayload {
+            let refusals = self.drive_own(Input::CertifiedPayload {
                 payload,
                 certificate: block.certificate,
             })?;
@@ -184,7 +183,7 @@ impl EventLoop {
                 self.sync.queue.clear();
                 // The certificate is verified, so a body that fails the block check
                 // is the sender's doing; anything else is retried after a pause.
-                if body_from_sender && self.rejection_count("invalid-payload") > invalid_before {
+                if body_from_sender && refusals.contains(&"invalid-payload") {
                     tracing::warn!(height, %from, "synced body fails the block check; asking another peer");
                     self.misbehaved(from, "sync-bad-body", 10);
                     self.sync.failed(from, Instant::now());

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mosaic_consensus::{CommitCertificate, Digest, Input, Output, ReplicaId, SeqNum, Timer, View};
+use mosaic_consensus::{CommitCertificate, Digest, Input, Output, ReplicaId, SeqNum, Timer};
 use mosaic_crypto::Hash;
 
 use crate::chain::lock;
 use crate::error::NodeError;
 use crate::ledger::{SignedTransfer, TxHash, VerifiedTransfer};
-use crate::peers::ConsensusBlame;
+use crate::peers::consensus_points;
 
 use super::state::{EventLoop, unix_ms};
 
@@ -31,22 +31,20 @@ impl EventLoop {
         self.pump()
     }
 
+    /// Feeds one input of the host's own (a certified payload fetched by catch-up)
+    /// and everything it leads to; returns why consensus refused the host's inputs
+    /// in that step ([`Output::Refused`] without a sender).
+    pub(super) fn drive_own(&mut self, input: Input) -> Result<Vec<&'static str>, NodeError> {
+        self.drive(input)?;
+        Ok(std::mem::take(&mut self.own_refusals))
+    }
+
     /// Feeds queued inputs, and the primary's proposal once one is ready.
     pub(super) fn pump(&mut self) -> Result<(), NodeError> {
+        self.own_refusals.clear();
         loop {
             while let Some(input) = self.inbox.pop_front() {
-                let sender = match &input {
-                    Input::Message { from, .. } => Some((
-                        *from,
-                        (self.replica.view(), self.replica.replays()),
-                        ConsensusBlame::before(self.replica.rejections()),
-                    )),
-                    _ => None,
-                };
                 let outputs = self.replica.handle(input);
-                if let Some((from, view, blame)) = sender {
-                    self.blame_consensus_sender(from, view, &blame);
-                }
                 self.apply_outputs(outputs)?;
             }
             self.maybe_propose();
@@ -54,7 +52,6 @@ impl EventLoop {
                 break;
             }
         }
-        self.count_rejections();
         Ok(())
     }
 
@@ -71,6 +68,7 @@ impl EventLoop {
                     | Output::PersistPayload { .. }
                     | Output::SetTimer { .. }
                     | Output::CancelTimer(_)
+                    | Output::Refused { .. }
             ) {
                 self.save(&mut unsaved)?;
             }
@@ -128,6 +126,7 @@ impl EventLoop {
                     self.save(&mut unsaved)?;
                     self.store.prune_payloads(seq)?;
                 }
+                Output::Refused { from, reason } => self.refused(from, reason),
                 Output::EnteredView { view, primary } => {
                     self.overview.entered_view(view.0, primary.0, unix_ms());
                     if self.entered_first_view {
@@ -225,36 +224,20 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Charges `from` for the blamed rejections its message raised. A message that
-    /// moved the view (a NEW-VIEW) or the window (a CHECKPOINT) can make the replica
-    /// feed others' buffered messages in the same step, so what it raised is not all
-    /// its own: nothing is charged then.
-    pub(super) fn blame_consensus_sender(
-        &mut self,
-        from: ReplicaId,
-        (view, replays): (View, u64),
-        blame: &ConsensusBlame,
-    ) {
-        if self.replica.view() != view || self.replica.replays() != replays {
-            return;
-        }
-        let charged = blame.charged(self.replica.rejections());
-        let Some(peer) = self.info.validator_peers.get(from.0 as usize).copied() else {
+    /// Consensus refused an input: counted, and charged to the validator that
+    /// sent it when the reason proves it misbehaved ([`crate::peers::consensus_points`]).
+    /// A refusal of the host's own input is kept for [`Self::drive_own`].
+    fn refused(&mut self, from: Option<ReplicaId>, reason: &'static str) {
+        self.metrics.rejected(reason, 1);
+        let Some(from) = from else {
+            self.own_refusals.push(reason);
             return;
         };
-        for (reason, points) in charged {
-            // The replica counted the rejection itself (see count_rejections).
+        let Some(points) = consensus_points(reason) else {
+            return;
+        };
+        if let Some(peer) = self.info.validator_peers.get(from.0 as usize).copied() {
             self.charge(peer, reason, points);
-        }
-    }
-
-    pub(super) fn count_rejections(&mut self) {
-        for (reason, count) in self.replica.rejections() {
-            let seen = self.rejections_seen.entry(reason).or_insert(0);
-            if *count > *seen {
-                self.metrics.rejected(reason, count - *seen);
-                *seen = *count;
-            }
         }
     }
 

@@ -127,7 +127,8 @@ pub(super) struct EventLoop {
     /// When each in-flight height's proposal reached this node (commit latency).
     pub(super) proposal_seen: BTreeMap<u64, Instant>,
     pub(super) entered_first_view: bool,
-    pub(super) rejections_seen: BTreeMap<&'static str, u64>,
+    /// Why consensus refused the host's own inputs in the current step.
+    pub(super) own_refusals: Vec<&'static str>,
 
     // ----- consensus links inbound (relay.rs) -----
     /// PRE-PREPAREs whose parent is not executed here yet.
@@ -250,7 +251,7 @@ impl EventLoop {
             }),
             proposal_seen: BTreeMap::new(),
             entered_first_view: false,
-            rejections_seen: BTreeMap::new(),
+            own_refusals: Vec::new(),
             edge: parts.edge,
             status_dirty: false,
             quick_redials: HashMap::new(),
@@ -294,11 +295,6 @@ impl EventLoop {
     /// The height at least one honest validator reached (see [`CatchUp`]).
     pub(super) fn network_height(&self) -> u64 {
         self.sync.network_height()
-    }
-
-    /// How often consensus refused an input for `reason` so far.
-    pub(super) fn rejection_count(&self, reason: &str) -> u64 {
-        self.replica.rejections().get(reason).copied().unwrap_or(0)
     }
 }
 
