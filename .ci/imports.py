@@ -64,7 +64,8 @@ def modules(src):
     found = {}
     for path in sorted(src.rglob("*.rs")):
         rel = path.relative_to(src)
-        if rel.name in ("lib.rs", "main.rs"):
+        # A directory module's tests.rs is its test module.
+        if rel.name in ("lib.rs", "main.rs", "tests.rs"):
             continue
         name = rel.parts[0].removesuffix(".rs")
         found.setdefault(name, []).append(path)
