@@ -34,6 +34,9 @@ DRIVER_RANKS = {
     "outbound": 4,
     "state": 5,
 }
+# No file of node/src is longer (one room per concern), and service.rs only wires.
+FILE_LINES_MAX = 1_000
+SERVICE_LINES_MAX = 700
 # The driver's files that may call the edge (`self.edge.`).
 EDGE_CALLERS = {"relay", "outbound"}
 # Files that may never import the event loop (service.rs) or the API.
@@ -181,6 +184,15 @@ def main():
             failed = True
     for problem in driver_rules(node / "driver"):
         print(problem)
+        failed = True
+    for path in sorted(node.rglob("*.rs")):
+        count = len(path.read_text().splitlines())
+        if count > FILE_LINES_MAX:
+            print(f"{path.relative_to(ROOT)} has {count} lines: split it by concern (at most {FILE_LINES_MAX})")
+            failed = True
+    service = len((node / "service.rs").read_text().splitlines())
+    if service > SERVICE_LINES_MAX:
+        print(f"node/src/service.rs has {service} lines: it wires, the driver runs (at most {SERVICE_LINES_MAX})")
         failed = True
     for crate in CRATES:
         src = ROOT / crate

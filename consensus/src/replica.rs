@@ -478,6 +478,7 @@ impl Replica {
             self.start_view_change(asked, &mut out);
         }
         self.want_proposal(&mut out);
+        self.hand_over_refusals(&mut out);
         out
     }
 
@@ -568,14 +569,19 @@ impl Replica {
                 certificate,
             } => self.on_certified_payload(payload, certificate, &mut out),
         }
+        self.hand_over_refusals(&mut out);
+        #[cfg(test)]
+        self.check_invariants();
+        out
+    }
+
+    /// The step's refusals, after its other outputs.
+    fn hand_over_refusals(&mut self, out: &mut Vec<Output>) {
         out.extend(
             self.refused
                 .drain(..)
                 .map(|(from, reason)| Output::Refused { from, reason }),
         );
-        #[cfg(test)]
-        self.check_invariants();
-        out
     }
 
     // ----- normal case (PBFT 4.2) -----
@@ -2287,6 +2293,10 @@ impl Replica {
 
     /// Checks internal invariants; tests and the simulator call it after every step.
     pub fn check_invariants(&self) {
+        assert!(
+            self.refused.is_empty(),
+            "every refusal is handed over with its step"
+        );
         assert!(
             self.view <= self.safety.record().view,
             "view ahead of the safety record"

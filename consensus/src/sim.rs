@@ -651,8 +651,12 @@ impl Sim {
         let Some(replica) = self.nodes[id.0 as usize].replica.as_mut() else {
             return;
         };
-        let out = replica.handle(input);
+        let mut out = replica.handle(input);
         replica.check_invariants();
+        // Refusals are the host's metrics and peer scores: the replica counts them
+        // itself (`rejections_of`), and leaving them out keeps the crash cuts and
+        // the random draws below where they fall among the outputs that act.
+        out.retain(|o| !matches!(o, Output::Refused { .. }));
         if self.nodes[id.0 as usize].behavior == Behavior::Colluder
             && let Some(replica) = &self.nodes[id.0 as usize].replica
         {

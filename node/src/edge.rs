@@ -60,7 +60,13 @@ pub trait Edge: Send {
         Some(honest)
     }
 
-    /// Every 5 ms tick.
+    /// Whether [`Self::tick`] does anything (the honest edge's does not, so the
+    /// loop does not build its context every 5 ms).
+    fn ticks(&self) -> bool {
+        false
+    }
+
+    /// Every 5 ms tick, if [`Self::ticks`].
     fn tick(&mut self, _ctx: TickContext<'_>) {}
 }
 

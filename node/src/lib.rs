@@ -2,8 +2,10 @@
 //! [`block`] format, the [`genesis`] file and node [`config`], the replicated
 //! [`chain`] (payload check and execution), the store [`schema`], libp2p
 //! networking ([`net`], [`links`]), the HTTP [`api`], [`metrics`], and the event
-//! loop that wires them ([`service`]; what the API and the scrub know of it is in
-//! [`control`], its errors in [`error`]) with its rooms, each owning one concern's
+//! loop that runs them ([`service`] starts it; the loop itself, one file per
+//! concern, is the private `driver` module; what the API and the scrub know of it
+//! is in [`control`], its errors in [`error`], its door to test-only Byzantine
+//! behaviour in [`edge`]) with its rooms, each owning one concern's
 //! state: held PRE-PREPAREs ([`held`]), catch-up ([`sync`]), peer scores
 //! ([`peers`]), gossip checks ([`gossip`]), sync serving ([`serve`]) and fragment
 //! gathering ([`gather`]); beside it the [`scrub`] keeps every own fragment present

@@ -637,6 +637,10 @@ mod enabled {
             Maverick::answer(self, request, honest)
         }
 
+        fn ticks(&self) -> bool {
+            true
+        }
+
         fn tick(&mut self, ctx: TickContext<'_>) {
             Maverick::tick(self, ctx);
         }

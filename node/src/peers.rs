@@ -112,6 +112,27 @@ pub fn consensus_points(reason: &str) -> Option<u32> {
         .map(|(_, points)| *points)
 }
 
+/// The consensus charges of one step's outputs: each (validator, reason) at most
+/// once. A step that feeds buffered messages again can refuse many of one
+/// sender's messages for one reason (a full buffer share): one fault, not a ban.
+#[derive(Debug, Default)]
+pub struct StepCharges {
+    charged: Vec<(u32, &'static str)>,
+}
+
+impl StepCharges {
+    /// The points to charge validator `from` for a refusal for `reason`: `None`
+    /// for a reason honest peers meet, or one already charged to it in this step.
+    pub fn charge(&mut self, from: u32, reason: &'static str) -> Option<u32> {
+        let points = consensus_points(reason)?;
+        if self.charged.contains(&(from, reason)) {
+            return None;
+        }
+        self.charged.push((from, reason));
+        Some(points)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +184,21 @@ mod tests {
         for (reason, points) in BLAMED {
             assert_eq!(consensus_points(reason), Some(points));
         }
+    }
+
+    #[test]
+    fn a_step_charges_each_sender_once_per_reason() {
+        let mut step = StepCharges::default();
+        assert_eq!(step.charge(1, "future-buffer-full"), Some(1));
+        assert_eq!(step.charge(1, "future-buffer-full"), None, "the same fault");
+        assert_eq!(
+            step.charge(2, "future-buffer-full"),
+            Some(1),
+            "another sender"
+        );
+        assert_eq!(step.charge(1, "bad-signature"), Some(5), "another reason");
+        assert_eq!(step.charge(1, "old-view"), None, "honest peers meet it");
+        let mut next = StepCharges::default();
+        assert_eq!(next.charge(1, "future-buffer-full"), Some(1), "a new step");
     }
 }

@@ -11,7 +11,7 @@ use mosaic_crypto::Hash;
 use crate::chain::lock;
 use crate::error::NodeError;
 use crate::ledger::{SignedTransfer, TxHash, VerifiedTransfer};
-use crate::peers::consensus_points;
+use crate::peers::StepCharges;
 
 use super::state::{EventLoop, unix_ms};
 
@@ -61,6 +61,7 @@ impl EventLoop {
     /// and at the end: persist-before-send holds with one fsync per group.
     pub(super) fn apply_outputs(&mut self, outputs: Vec<Output>) -> Result<(), NodeError> {
         let mut unsaved = Unsaved::default();
+        let mut charged = StepCharges::default();
         for output in outputs {
             if !matches!(
                 output,
@@ -126,7 +127,7 @@ impl EventLoop {
                     self.save(&mut unsaved)?;
                     self.store.prune_payloads(seq)?;
                 }
-                Output::Refused { from, reason } => self.refused(from, reason),
+                Output::Refused { from, reason } => self.refused(from, reason, &mut charged),
                 Output::EnteredView { view, primary } => {
                     self.overview.entered_view(view.0, primary.0, unix_ms());
                     if self.entered_first_view {
@@ -225,15 +226,21 @@ impl EventLoop {
     }
 
     /// Consensus refused an input: counted, and charged to the validator that
-    /// sent it when the reason proves it misbehaved ([`crate::peers::consensus_points`]).
-    /// A refusal of the host's own input is kept for [`Self::drive_own`].
-    fn refused(&mut self, from: Option<ReplicaId>, reason: &'static str) {
+    /// sent it when the reason proves it misbehaved, once per reason and sender
+    /// in one step's outputs ([`StepCharges`]). A refusal of the host's own input
+    /// is kept for [`Self::drive_own`].
+    fn refused(
+        &mut self,
+        from: Option<ReplicaId>,
+        reason: &'static str,
+        charged: &mut StepCharges,
+    ) {
         self.metrics.rejected(reason, 1);
         let Some(from) = from else {
             self.own_refusals.push(reason);
             return;
         };
-        let Some(points) = consensus_points(reason) else {
+        let Some(points) = charged.charge(from.0, reason) else {
             return;
         };
         if let Some(peer) = self.info.validator_peers.get(from.0 as usize).copied() {

@@ -244,6 +244,9 @@ impl EventLoop {
 
     /// The edge's tick (see [`crate::edge`]).
     pub(super) fn edge_tick(&mut self) {
+        if !self.edge.ticks() {
+            return;
+        }
         self.edge.tick(TickContext {
             links: &self.links,
             swarm: &mut self.swarm,
