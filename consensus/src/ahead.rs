@@ -5,8 +5,11 @@
 //! height. Dropping those PRE-PREPAREs, PREPAREs and COMMITs would leave the height
 //! short of a quorum until its view times out. They are kept here, per sender and
 //! within each sender's share, and fed again when the stable checkpoint advances.
-//! They are not verified on the way in: their sender can only fill its own share,
-//! and every kept message goes through the full checks when it is fed again.
+//! The cheap checks (a duplicate, the sender's share) come before the signature
+//! check, so a replayed or share-exceeding copy costs no verification; every kept
+//! message goes through the full checks again when it is fed again. Only the
+//! view's primary sends PRE-PREPAREs (the caller refuses relayed ones), so its
+//! share of bytes is all of them: one maximal PRE-PREPARE always fits.
 
 use std::collections::BTreeMap;
 
@@ -39,8 +42,36 @@ pub(crate) struct Ahead {
 }
 
 impl Ahead {
-    /// Keeps `message` from `from` (with `bytes` payload bytes) if it is new and
-    /// fits the sender's share of `messages_max` messages and `bytes_max` bytes.
+    /// Whether `message` from `from` (with `bytes` payload bytes) is new and fits
+    /// the sender's share of `messages_max` messages and `bytes_max` bytes.
+    pub(crate) fn room(
+        &self,
+        from: ReplicaId,
+        message: &Message,
+        bytes: usize,
+        messages_max: usize,
+        bytes_max: usize,
+    ) -> Result<(), Refused> {
+        let kept = self.kept.get(&from).map_or(&[][..], Vec::as_slice);
+        if kept.contains(message) {
+            return Err(Refused::Duplicate);
+        }
+        let used = self.bytes(from);
+        if kept.len() >= messages_max || used.saturating_add(bytes) > bytes_max {
+            return Err(Refused::Full);
+        }
+        Ok(())
+    }
+
+    /// Keeps `message` from `from` (with `bytes` payload bytes) after [`Self::room`]
+    /// admitted it.
+    pub(crate) fn keep(&mut self, from: ReplicaId, message: Message, bytes: usize) {
+        self.kept.entry(from).or_default().push(message);
+        *self.bytes.entry(from).or_default() += bytes;
+    }
+
+    /// Keeps `message` if [`Self::room`] admits it.
+    #[cfg(test)]
     pub(crate) fn admit(
         &mut self,
         from: ReplicaId,
@@ -49,16 +80,8 @@ impl Ahead {
         messages_max: usize,
         bytes_max: usize,
     ) -> Result<(), Refused> {
-        let kept = self.kept.entry(from).or_default();
-        if kept.contains(&message) {
-            return Err(Refused::Duplicate);
-        }
-        let used = self.bytes.get(&from).copied().unwrap_or(0);
-        if kept.len() >= messages_max || used.saturating_add(bytes) > bytes_max {
-            return Err(Refused::Full);
-        }
-        kept.push(message);
-        self.bytes.insert(from, used + bytes);
+        self.room(from, &message, bytes, messages_max, bytes_max)?;
+        self.keep(from, message, bytes);
         Ok(())
     }
 

@@ -785,11 +785,29 @@ impl Replica {
             self.reject("out-of-window");
             return;
         }
+        // Only the primary's own PRE-PREPAREs carry payload bytes here (honest
+        // replicas never relay another's), so the primary may use all of the
+        // bytes and one maximal PRE-PREPARE always fits.
+        if let Message::PrePrepare { pre_prepare, .. } = &message
+            && pre_prepare.signer != from
+        {
+            self.reject("ahead-relayed");
+            return;
+        }
         let n = self.config.validators.len();
         let messages_max = (3 * self.config.window as usize)
             .min(self.config.future_messages_max / n)
             .max(1);
-        let bytes_max = self.config.future_bytes_max / n;
+        let bytes_max = self.config.future_bytes_max;
+        // Cheap checks first: a copy or a message past its sender's share costs
+        // no signature check.
+        if let Err(refused) = self
+            .ahead
+            .room(from, &message, bytes, messages_max, bytes_max)
+        {
+            self.reject(refused.reason());
+            return;
+        }
         let verified = match &message {
             Message::PrePrepare { pre_prepare, .. } => {
                 pre_prepare.verify(&self.config.validators).is_ok()
@@ -802,12 +820,7 @@ impl Replica {
             self.reject("bad-signature");
             return;
         }
-        if let Err(refused) = self
-            .ahead
-            .admit(from, message, bytes, messages_max, bytes_max)
-        {
-            self.reject(refused.reason());
-        }
+        self.ahead.keep(from, message, bytes);
     }
 
     /// Feeds again what [`Self::out_of_window`] kept (the window moved).
@@ -897,7 +910,17 @@ impl Replica {
     ) {
         let pp = pre_prepare.body;
         let Some(expected_parent) = self.digest_at(pp.seq.prev()) else {
-            if self.waiting.len() < self.config.window as usize {
+            // Bounded in count (the window) and in payload bytes, like the
+            // other buffers of payloads not yet checked.
+            let parked: usize = self
+                .waiting
+                .iter()
+                .filter(|(s, _)| **s != pp.seq)
+                .map(|(_, (_, p))| p.len())
+                .sum();
+            if self.waiting.len() < self.config.window as usize
+                && parked.saturating_add(payload.len()) <= self.config.future_bytes_max
+            {
                 self.waiting.insert(pp.seq, (pre_prepare, payload));
             } else {
                 self.reject("waiting-buffer-full");
@@ -2339,8 +2362,15 @@ impl Replica {
         let n = self.config.validators.len();
         for id in self.config.validators.ids() {
             assert!(self.ahead.count(id) <= (3 * self.config.window as usize).max(1));
-            assert!(self.ahead.bytes(id) <= self.config.future_bytes_max / n);
+            if id != self.primary() {
+                assert_eq!(self.ahead.bytes(id), 0, "only the primary's PRE-PREPAREs");
+            }
         }
+        assert!(self.ahead.bytes(self.primary()) <= self.config.future_bytes_max);
+        assert!(
+            self.waiting.values().map(|(_, p)| p.len()).sum::<usize>()
+                <= self.config.future_bytes_max
+        );
         assert!(self.ahead.senders() <= n);
         assert!(self.future_bytes <= self.config.future_bytes_max);
         assert!(self.waiting.len() <= self.config.window as usize);

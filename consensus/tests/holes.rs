@@ -50,6 +50,25 @@ impl Net {
         r
     }
 
+    /// Like [`Self::small_window_replica`], with payloads of at most 1 MiB and 2 MiB
+    /// of buffered payload bytes: a sender's even share (512 KiB) holds no maximal
+    /// PRE-PREPARE.
+    fn tight_replica(&self, id: u32) -> Replica {
+        let mut config = Config::new(ReplicaId(id), self.vs.clone(), Digest(Hash::ZERO));
+        config.window = 8;
+        config.checkpoint_interval = 4;
+        config.payload_bytes_max = 1 << 20;
+        config.future_bytes_max = 2 << 20;
+        let mut r = Replica::new(
+            config,
+            Keypair::from_seed_for_tests(id as u64),
+            Box::new(ParentFirst),
+            None,
+        );
+        let _ = r.start();
+        r
+    }
+
     fn pre_prepare(&self, seq: u64, parent: Digest, payload: &[u8], digest: Digest) -> Message {
         Message::PrePrepare {
             pre_prepare: sign(
@@ -451,5 +470,133 @@ fn a_reconnection_resends_the_view_change_to_that_peer_only() {
     assert!(
         matches!(&out[..], [Output::Send { to: ReplicaId(1), message: Message::ViewChange(vc) }] if vc.body.new_view == View(1)),
         "{out:?}"
+    );
+}
+
+/// A payload of `len` bytes extending `parent`, and its digest.
+fn large_block(parent: Digest, len: usize) -> (Vec<u8>, Digest) {
+    let (mut payload, _) = block(parent, b"large");
+    payload.resize(len, 0x5a);
+    let digest = Digest(Hash::of(&payload));
+    (payload, digest)
+}
+
+/// The primary's PRE-PREPARE of a maximal payload just above a backup's window is
+/// kept (its share of the buffer's bytes is all of them: only it sends
+/// PRE-PREPAREs) and voted for once the window moves.
+#[test]
+fn a_maximal_pre_prepare_just_above_the_window_is_kept() {
+    let net = Net::new();
+    let blocks = Net::blocks(8);
+    let mut r3 = net.tight_replica(3);
+    for s in 1..=8u64 {
+        let (payload, digest) = &blocks[s as usize - 1];
+        let out = feed(
+            &mut r3,
+            0,
+            &[Message::Certified {
+                payload: payload.clone(),
+                certificate: net.certificate(s, *digest),
+            }],
+        );
+        assert_eq!(delivered(&out), vec![(s, *digest)]);
+    }
+    let (payload, d9) = large_block(blocks[7].1, 1 << 20);
+    let out = feed(&mut r3, 0, &[net.pre_prepare(9, blocks[7].1, &payload, d9)]);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Refused { .. })),
+        "a maximal PRE-PREPARE of the primary is kept above the window: {:?}",
+        r3.rejections()
+    );
+    let mut out = Vec::new();
+    for from in [0u32, 1] {
+        let checkpoint = Message::Checkpoint(sign(
+            &net.keys[from as usize],
+            from,
+            &net.chain,
+            Checkpoint {
+                seq: SeqNum(8),
+                digest: blocks[7].1,
+            },
+        ));
+        out.extend(feed(&mut r3, from, &[checkpoint]));
+    }
+    assert_eq!(
+        seqs_of_votes(&sent(&out, "prepare")),
+        vec![9],
+        "the kept PRE-PREPARE is voted for once the window moves"
+    );
+}
+
+/// Above the window, a message past its sender's share is refused before its
+/// signature is checked (a flood of them costs no verification), and a
+/// PRE-PREPARE relayed by another replica than its signer is not kept.
+#[test]
+fn above_the_window_the_cheap_checks_come_before_the_signature() {
+    let net = Net::new();
+    let mut r3 = net.small_window_replica(3);
+    let g = Digest(Hash::ZERO);
+    for seq in 9..=16u64 {
+        for tag in 0..3u8 {
+            let digest = Digest(Hash::of(&[seq as u8, tag]));
+            feed(&mut r3, 1, &[net.prepare(1, seq, digest, g)]);
+        }
+    }
+    assert_eq!(r3.rejections().get("ahead-buffer-full"), None, "24 fit");
+    let Message::Prepare(mut forged) = net.prepare(1, 10, Digest(Hash::of(b"x")), g) else {
+        unreachable!()
+    };
+    forged.signature = net.keys[2].sign(
+        mosaic_crypto::Domain::Prepare,
+        &net.chain,
+        b"something else",
+    );
+    let out = feed(&mut r3, 1, &[Message::Prepare(forged)]);
+    assert!(
+        matches!(
+            &out[..],
+            [Output::Refused {
+                from: Some(ReplicaId(1)),
+                reason: "ahead-buffer-full"
+            }]
+        ),
+        "refused for the share, without a signature check: {out:?}"
+    );
+    assert_eq!(r3.rejections().get("bad-signature"), None);
+    let (payload, digest) = block(g, b"relayed");
+    let out = feed(&mut r3, 2, &[net.pre_prepare(12, g, &payload, digest)]);
+    assert!(
+        matches!(
+            &out[..],
+            [Output::Refused {
+                from: Some(ReplicaId(2)),
+                reason: "ahead-relayed"
+            }]
+        ),
+        "{out:?}"
+    );
+}
+
+/// PRE-PREPAREs parked for a missing parent hold at most the buffered-bytes bound
+/// of payload, not a window of maximal payloads.
+#[test]
+fn parked_pre_prepares_are_bounded_in_bytes() {
+    let net = Net::new();
+    let mut r3 = net.tight_replica(3);
+    // Height 1 is missing: 2..=8 wait for their parent.
+    let mut parent = Digest(Hash::of(b"unknown parent of 2"));
+    for seq in 2..=8u64 {
+        let (payload, digest) = large_block(parent, 900 * 1024);
+        feed(
+            &mut r3,
+            0,
+            &[net.pre_prepare(seq, parent, &payload, digest)],
+        );
+        parent = digest;
+    }
+    assert_eq!(
+        r3.rejections().get("waiting-buffer-full"),
+        Some(&5),
+        "two payloads of 900 KiB fit 2 MiB, the other five do not"
     );
 }
