@@ -317,6 +317,11 @@ pub struct Replica {
     checkpoints: BTreeMap<ReplicaId, BTreeMap<SeqNum, Signed<Checkpoint>>>,
     /// Each replica's latest verified view change.
     view_changes: BTreeMap<ReplicaId, Signed<ViewChange>>,
+    /// As the new primary: its own VIEW-CHANGE signed again at its current stable
+    /// checkpoint, when that moved after the first was sent (see
+    /// [`Self::refresh_own_view_change`]). Only the NEW-VIEW carries it: peers keep
+    /// the first one they got.
+    own_refreshed: Option<Signed<ViewChange>>,
     future: VecDeque<(ReplicaId, Message)>,
     future_bytes: usize,
     /// Current-view messages just above the window, fed again when it moves.
@@ -325,6 +330,9 @@ pub struct Replica {
     proposal_wanted: Option<SeqNum>,
     /// Payloads asked for: (seq, digest) -> the parent they must extend.
     fetches_sent: BTreeMap<(SeqNum, Digest), Digest>,
+    /// How often each payload still missing was asked again, one peer at a time
+    /// (see [`Self::ask_again`]).
+    fetch_retries: BTreeMap<(SeqNum, Digest), u32>,
     state_transfer_to: SeqNum,
     pending_work: bool,
     progress_timer: Option<View>,
@@ -415,6 +423,7 @@ impl Replica {
             stable,
             checkpoints: BTreeMap::new(),
             view_changes: BTreeMap::new(),
+            own_refreshed: None,
             future: VecDeque::new(),
             future_bytes: 0,
             ahead: Ahead::default(),
@@ -422,6 +431,7 @@ impl Replica {
             // (raised in start() above the primary's own recorded votes)
             proposal_wanted: None,
             fetches_sent: BTreeMap::new(),
+            fetch_retries: BTreeMap::new(),
             state_transfer_to: SeqNum(0),
             pending_work: false,
             progress_timer: None,
@@ -1684,11 +1694,46 @@ impl Replica {
             }
             Timer::HelpPeriod => {
                 self.help.clear();
+                self.ask_again(out);
                 out.push(Output::SetTimer {
                     timer: Timer::HelpPeriod,
                     after_ticks: self.config.view_change_timeout_ticks,
                 });
             }
+        }
+    }
+
+    /// Asks again, once per help period, for each payload still missing in the
+    /// normal case (a re-issued PRE-PREPARE's, a certified height's): the first
+    /// request was broadcast, but its answers may have been lost with a dead link
+    /// or refused over a peer's help budget, and nothing else would ask again
+    /// in this view. Each retry goes to one other replica, the next in turn, so a
+    /// holder that is silent or lies is passed over and a retry costs one
+    /// payload, not n. While changing views the retransmission timer asks again.
+    fn ask_again(&mut self, out: &mut Vec<Output>) {
+        let fetches = &self.fetches_sent;
+        self.fetch_retries
+            .retain(|key, _| fetches.contains_key(key));
+        if self.status != Status::Normal {
+            return;
+        }
+        let others: Vec<ReplicaId> = self
+            .config
+            .validators
+            .ids()
+            .filter(|id| *id != self.config.id)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        for &(seq, digest) in self.fetches_sent.keys() {
+            let tried = self.fetch_retries.entry((seq, digest)).or_default();
+            let turn = (seq.0 as usize).wrapping_add(*tried as usize) % others.len();
+            *tried = tried.saturating_add(1);
+            out.push(Output::Send {
+                to: others[turn],
+                message: Message::FetchPayload { seq, digest },
+            });
         }
     }
 
@@ -1727,18 +1772,8 @@ impl Replica {
         }
         self.status = Status::ViewChanging(new_view);
         self.proposal_wanted = None;
-        let body = ViewChange {
-            new_view,
-            stable: self.stable.clone(),
-            prepared: self
-                .safety
-                .record()
-                .prepared_certs
-                .range(self.stable.seq.next()..)
-                .map(|(_, c)| c.clone())
-                .collect(),
-            last_delivered: self.last_delivered,
-        };
+        self.own_refreshed = None;
+        let body = self.own_view_change(new_view);
         match self.safety.sign_view_change(&self.config.validators, body) {
             Ok(signed) => {
                 let vc = Self::persist_and(out, signed);
@@ -1754,6 +1789,50 @@ impl Replica {
         });
         self.arm_view_change_timer(out);
         self.retry_new_view(out);
+    }
+
+    /// This replica's VIEW-CHANGE for `new_view`: its stable checkpoint and the
+    /// certificates it prepared above it.
+    fn own_view_change(&self, new_view: View) -> ViewChange {
+        ViewChange {
+            new_view,
+            stable: self.stable.clone(),
+            prepared: self
+                .safety
+                .record()
+                .prepared_certs
+                .range(self.stable.seq.next()..)
+                .map(|(_, c)| c.clone())
+                .collect(),
+            last_delivered: self.last_delivered,
+        }
+    }
+
+    /// As the new primary of `view`: when its stable checkpoint moved after it sent
+    /// its VIEW-CHANGE (CHECKPOINTs arrived while it waited), it signs its
+    /// VIEW-CHANGE again at the current checkpoint. The NEW-VIEW's chain then
+    /// starts at or above its low watermark: built from the first, it would reach
+    /// below it, ask for payloads it dropped and refuse to sign the re-issued
+    /// PRE-PREPAREs (`BelowWatermark`) until the view-change timer moved everyone
+    /// on. Both VIEW-CHANGEs are true statements; receivers check each in a
+    /// NEW-VIEW on its own.
+    fn refresh_own_view_change(&mut self, view: View, out: &mut Vec<Output>) {
+        let Some(own) = self
+            .own_refreshed
+            .as_ref()
+            .or_else(|| self.view_changes.get(&self.config.id))
+            .filter(|v| v.body.new_view == view)
+        else {
+            return;
+        };
+        if own.body.stable.seq >= self.stable.seq {
+            return;
+        }
+        let body = self.own_view_change(view);
+        match self.safety.sign_view_change(&self.config.validators, body) {
+            Ok(signed) => self.own_refreshed = Some(Self::persist_and(out, signed)),
+            Err(_) => self.reject("safety-refused"),
+        }
     }
 
     /// PBFT 4.5.2: the timer for view t starts only once 2f+1 replicas asked for t,
@@ -1940,10 +2019,18 @@ impl Replica {
     fn view_change_quorum(&self, view: View) -> Option<Vec<Signed<ViewChange>>> {
         // Our own view change first, then the highest stable checkpoints: the chain
         // then starts as high as possible, never below what we garbage-collected.
+        let refreshed = self
+            .own_refreshed
+            .as_ref()
+            .filter(|v| v.body.new_view == view);
         let mut vcs: Vec<&Signed<ViewChange>> = self
             .view_changes
             .values()
             .filter(|v| v.body.new_view == view)
+            .map(|v| match refreshed {
+                Some(own) if v.signer == self.config.id => own,
+                _ => v,
+            })
             .collect();
         vcs.sort_by_key(|v| {
             (
@@ -1983,6 +2070,7 @@ impl Replica {
         {
             return;
         }
+        self.refresh_own_view_change(t, out);
         let Some(vcs) = self.view_change_quorum(t) else {
             return;
         };
@@ -2258,6 +2346,7 @@ impl Replica {
         }
         self.view = t;
         self.status = Status::Normal;
+        self.own_refreshed = None;
         self.slots.clear();
         self.waiting.clear();
         self.reissued.clear();
