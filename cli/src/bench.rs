@@ -401,7 +401,7 @@ fn measure(options: &BenchOptions, file: &testnet::TestnetFile, quiet: bool) -> 
     let dir = &options.dir;
     let n = options.validators;
     for node in &file.nodes {
-        testnet::wait_ready(node, Duration::from_secs(60))?;
+        testnet::wait_ready(dir, node, Duration::from_secs(60))?;
     }
     let chain = ChainId::new(file.chain_id.clone())?;
     let keys: Vec<Keypair> = (0..options.accounts)

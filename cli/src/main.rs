@@ -1210,7 +1210,7 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
             };
             testnet::ensure_network(&dir.dir, &file)?;
             testnet::start_node(&dir.dir, i, &extra)?;
-            testnet::wait_ready(&file.nodes[i], Duration::from_secs(60))?;
+            testnet::wait_ready(&dir.dir, &file.nodes[i], Duration::from_secs(60))?;
             print(json, &json!({ "started": i }), || {
                 format!("started node {i}")
             });
@@ -1221,7 +1221,7 @@ fn run_testnet(cmd: TestnetCmd, json: bool) -> Result<()> {
             testnet::stop_node(&dir.dir, i, Duration::from_secs(15));
             testnet::ensure_network(&dir.dir, &file)?;
             testnet::start_node(&dir.dir, i, &[])?;
-            testnet::wait_ready(&file.nodes[i], Duration::from_secs(60))?;
+            testnet::wait_ready(&dir.dir, &file.nodes[i], Duration::from_secs(60))?;
             print(json, &json!({ "restarted": i }), || {
                 format!("restarted node {i}")
             });
@@ -1392,7 +1392,7 @@ fn up(dir: &Path, detach: bool, json: bool) -> Result<()> {
             }
         }
         for node in &file.nodes {
-            testnet::wait_ready(node, Duration::from_secs(60))?;
+            testnet::wait_ready(dir, node, Duration::from_secs(60))?;
         }
         Ok(())
     });

@@ -432,24 +432,53 @@ pub fn kill_node(dir: &Path, i: usize) -> bool {
     true
 }
 
-/// Waits until node `entry` answers `/v1/status`.
-pub fn wait_ready(entry: &NodeEntry, limit: Duration) -> Result<()> {
+/// Waits until node `entry` of the testnet in `dir` answers `/v1/status`. A node
+/// that exits while it starts (a port taken, a bad config) is reported at once,
+/// with the end of its log, rather than after `limit`.
+pub fn wait_ready(dir: &Path, entry: &NodeEntry, limit: Duration) -> Result<()> {
     let client = Client::new(&entry.api);
     let start = Instant::now();
     loop {
         if client.get("/v1/status").is_ok() {
             return Ok(());
         }
+        let i = entry.index;
+        if running_pid(dir, i).is_none() {
+            bail!(
+                "node {i} exited while starting; the end of node{i}/node.log:\n{}",
+                log_tail(dir, i, 20)
+            );
+        }
         if start.elapsed() > limit {
             bail!(
-                "node {} did not answer on {} within {limit:?}: see node{}/node.log",
-                entry.index,
+                "node {i} did not answer on {} within {limit:?}; the end of node{i}/node.log:\n{}",
                 entry.api,
-                entry.index
+                log_tail(dir, i, 20)
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The last `lines` lines of node i's log (at most 64 KiB of it is read).
+fn log_tail(dir: &Path, i: usize, lines: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL_BYTES: u64 = 64 * 1024;
+    let Ok(mut file) = fs::File::open(log_path(dir, i)) else {
+        return "(no log)".into();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut text = Vec::new();
+    if file
+        .seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)))
+        .is_err()
+        || file.take(TAIL_BYTES).read_to_end(&mut text).is_err()
+    {
+        return "(log unreadable)".into();
+    }
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Log file of node i.

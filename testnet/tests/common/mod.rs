@@ -27,17 +27,34 @@ pub fn binary() -> PathBuf {
 }
 
 /// A base port with `count` free consecutive ports after it (API and p2p ranges).
+/// The ranges lie below the kernel's ephemeral ports (32768 and up here), which
+/// other tests' outgoing connections take at random: a port checked free there
+/// may be someone's client socket by the time the node binds it.
 pub fn free_ports(count: u16) -> u16 {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    const LOW: u64 = 10_000;
+    let high = ephemeral_low()
+        .saturating_sub(u64::from(count))
+        .max(LOW + 1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let seed = (std::process::id() as u64).wrapping_mul(2_654_435_761) ^ nanos;
     for attempt in 0..200u64 {
-        let base =
-            20_000 + ((seed.wrapping_mul(7919).wrapping_add(attempt * 104_729)) % 40_000) as u16;
+        let base = (LOW + seed.wrapping_add(attempt * 104_729) % (high - LOW)) as u16;
         let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
             return base;
         }
     }
     panic!("no free port range found");
+}
+
+/// The lowest ephemeral port of this machine (Linux's default where unreadable).
+fn ephemeral_low() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 pub struct Testnet {
