@@ -88,7 +88,7 @@ pub mod types;
 
 pub use messages::{
     Checkpoint, CheckpointProof, Commit, CommitCertificate, Message, NewView, PrePrepare, Prepare,
-    PreparedCertificate, Signed, VerifyError, ViewChange,
+    PreparedCertificate, Signed, VerifyError, ViewChange, ViewChangeSummary,
 };
 pub use replica::{Config, Input, Output, PayloadCheck, Replica, Restored, Status, Timer};
 pub use safety::{SafetyError, SafetyRecord, SafetyRules};

@@ -14,6 +14,12 @@ use crate::types::{Digest, ReplicaId, SeqNum, ValidatorSet, View};
 pub trait Body: Serialize {
     /// The signature domain of this kind of message.
     const DOMAIN: Domain;
+
+    /// The canonical bytes its signature covers: its encoding, unless the kind
+    /// says otherwise.
+    fn signing_bytes(&self) -> Result<Vec<u8>, codec::CodecError> {
+        codec::encode(self)
+    }
 }
 
 /// PBFT 4.2: the primary assigns `digest` to `seq` in `view`. `parent` is the digest
@@ -80,17 +86,97 @@ pub struct ViewChange {
     pub last_delivered: SeqNum,
 }
 
+impl ViewChange {
+    /// What the VIEW-CHANGE says, without the evidence: each prepared
+    /// certificate stands as the PRE-PREPARE it proves. This is what is signed
+    /// (see [`Body::signing_bytes`]), so a NEW-VIEW can carry 2f+1 VIEW-CHANGEs
+    /// as summaries and each certificate it needs once.
+    pub fn summary(&self) -> ViewChangeSummary {
+        ViewChangeSummary {
+            new_view: self.new_view,
+            stable: self.stable.clone(),
+            prepared: self.prepared.iter().map(|c| c.pre_prepare.body).collect(),
+            last_delivered: self.last_delivered,
+        }
+    }
+}
+
+impl Signed<ViewChange> {
+    /// The signed summary: the same signature, over the same bytes.
+    pub fn summarized(&self) -> Signed<ViewChangeSummary> {
+        Signed {
+            body: self.body.summary(),
+            signer: self.signer,
+            signature: self.signature,
+        }
+    }
+}
+
+/// A VIEW-CHANGE as a NEW-VIEW carries it: its claims of what was prepared, the
+/// certificates left out. A VIEW-CHANGE's signature verifies on its summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChangeSummary {
+    /// The view being moved to.
+    pub new_view: View,
+    /// The sender's latest stable checkpoint, with its proof.
+    pub stable: CheckpointProof,
+    /// For each certificate of the VIEW-CHANGE, the PRE-PREPARE it proves
+    /// prepared, in the same order.
+    pub prepared: Vec<PrePrepare>,
+    /// As in [`ViewChange::last_delivered`].
+    pub last_delivered: SeqNum,
+}
+
 /// PBFT 4.4: the new primary's announcement, with the view changes it is based on
 /// and the pre-prepares it re-issues.
+///
+/// Its size is bounded for every validator set: 2f+1 summaries (a checkpoint
+/// proof of 2f+1 signatures and at most a window of claims each) and one
+/// prepared certificate per re-issued height (2f+1 signatures), 5.4 MiB at
+/// n = 256 and a window of 64 (docs/adr/010-new-view-summaries.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewView {
     /// The new view.
     pub view: View,
-    /// 2f+1 view changes for `view` from distinct replicas.
-    pub view_changes: Vec<Signed<ViewChange>>,
+    /// 2f+1 view changes for `view` from distinct replicas, as summaries.
+    pub view_changes: Vec<Signed<ViewChangeSummary>>,
+    /// For each re-issued pre-prepare, the prepared certificate of the claim the
+    /// chain chose at its height, same order: the evidence that the summaries'
+    /// claims are true where they decide anything.
+    pub certificates: Vec<PreparedCertificate>,
     /// Re-issued pre-prepares, in sequence order, contiguous from the highest stable
     /// checkpoint in `view_changes`.
     pub pre_prepares: Vec<Signed<PrePrepare>>,
+}
+
+impl NewView {
+    /// A NEW-VIEW for `view` from whole VIEW-CHANGEs and the PRE-PREPAREs it
+    /// re-issues: the summaries, and for each re-issued height the certificate
+    /// of the highest view among the VIEW-CHANGEs (the claim the chain chooses
+    /// there when `pre_prepares` follow it).
+    pub fn assemble(
+        view: View,
+        view_changes: &[Signed<ViewChange>],
+        pre_prepares: Vec<Signed<PrePrepare>>,
+    ) -> NewView {
+        let certificates = pre_prepares
+            .iter()
+            .filter_map(|p| {
+                view_changes
+                    .iter()
+                    .flat_map(|v| &v.body.prepared)
+                    .filter(|c| c.pre_prepare.body.seq == p.body.seq)
+                    .max_by_key(|c| c.pre_prepare.body.view)
+                    .cloned()
+            })
+            .collect();
+        NewView {
+            view,
+            view_changes: view_changes.iter().map(Signed::summarized).collect(),
+            certificates,
+            pre_prepares,
+        }
+    }
 }
 
 impl Body for PrePrepare {
@@ -106,6 +192,14 @@ impl Body for Checkpoint {
     const DOMAIN: Domain = Domain::Checkpoint;
 }
 impl Body for ViewChange {
+    const DOMAIN: Domain = Domain::ViewChange;
+
+    /// A VIEW-CHANGE is signed as its summary: the claims, not the evidence.
+    fn signing_bytes(&self) -> Result<Vec<u8>, codec::CodecError> {
+        codec::encode(&self.summary())
+    }
+}
+impl Body for ViewChangeSummary {
     const DOMAIN: Domain = Domain::ViewChange;
 }
 impl Body for NewView {
@@ -143,7 +237,7 @@ pub enum VerifyError {
 impl<T: Body> Signed<T> {
     /// The canonical bytes that are signed.
     pub fn signing_bytes(body: &T) -> Result<Vec<u8>, VerifyError> {
-        codec::encode(body).map_err(|_| VerifyError::Encode)
+        body.signing_bytes().map_err(|_| VerifyError::Encode)
     }
 
     /// Checks the signature against the validator set.

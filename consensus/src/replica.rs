@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::ahead::Ahead;
 use crate::messages::{
     Checkpoint, CheckpointProof, Commit, CommitCertificate, Message, NewView, PrePrepare, Prepare,
-    PreparedCertificate, Signed, ViewChange,
+    PreparedCertificate, Signed, ViewChange, ViewChangeSummary,
 };
 use crate::safety::{SafetyRecord, SafetyRules, SignedWithRecord};
 use crate::types::{Digest, ReplicaId, SeqNum, ValidatorSet, View};
@@ -1866,19 +1866,35 @@ impl Replica {
         }
     }
 
+    /// A VIEW-CHANGE as it arrives: its summary (signature, checkpoint proof,
+    /// claims) and the certificate behind every claim.
     fn verify_view_change(&self, vc: &Signed<ViewChange>) -> Result<(), &'static str> {
+        if vc.body.prepared.len() as u64 > self.config.window {
+            return Err("view-change-too-large");
+        }
+        self.verify_summary(&vc.summarized())?;
+        for cert in &vc.body.prepared {
+            cert.verify(&self.config.validators)
+                .map_err(|_| "bad-prepared-certificate")?;
+        }
+        Ok(())
+    }
+
+    /// A VIEW-CHANGE's summary: signed by its sender, its checkpoint proven, at
+    /// most a window of claims at distinct heights above the checkpoint, each of
+    /// a view before the one asked for.
+    fn verify_summary(&self, vc: &Signed<ViewChangeSummary>) -> Result<(), &'static str> {
         let body = &vc.body;
+        if body.prepared.len() as u64 > self.config.window {
+            return Err("view-change-too-large");
+        }
         vc.verify(&self.config.validators)
             .map_err(|_| "bad-signature")?;
         body.stable
             .verify(&self.config.validators, self.config.genesis)
             .map_err(|_| "bad-checkpoint-proof")?;
         let mut seqs = BTreeSet::new();
-        if body.prepared.len() as u64 > self.config.window {
-            return Err("view-change-too-large");
-        }
-        for cert in &body.prepared {
-            let pp = &cert.pre_prepare.body;
+        for pp in &body.prepared {
             if pp.view >= body.new_view
                 || pp.seq <= body.stable.seq
                 || pp.seq.0 > body.stable.seq.0 + self.config.window
@@ -1886,8 +1902,6 @@ impl Replica {
             {
                 return Err("bad-prepared-certificate");
             }
-            cert.verify(&self.config.validators)
-                .map_err(|_| "bad-prepared-certificate")?;
         }
         Ok(())
     }
@@ -2074,7 +2088,24 @@ impl Replica {
         let Some(vcs) = self.view_change_quorum(t) else {
             return;
         };
-        let (stable, chain) = select(&vcs, self.config.window);
+        let summaries: Vec<Signed<ViewChangeSummary>> =
+            vcs.iter().map(Signed::summarized).collect();
+        let (stable, chain) = select(&summaries, self.config.window);
+        // The certificate of each chosen claim, from the VIEW-CHANGE that made it
+        // (each was verified when it arrived).
+        let Some(certificates) = chain
+            .iter()
+            .map(|e| {
+                vcs.iter()
+                    .flat_map(|v| &v.body.prepared)
+                    .find(|c| c.pre_prepare.body == e.claim())
+                    .cloned()
+            })
+            .collect::<Option<Vec<PreparedCertificate>>>()
+        else {
+            self.reject("new-view-certificate-missing");
+            return;
+        };
         if self.contradicts_delivered(&chain) {
             self.reject("new-view-contradicts-delivered");
             return;
@@ -2135,7 +2166,8 @@ impl Replica {
         }
         let body = NewView {
             view: t,
-            view_changes: vcs,
+            view_changes: summaries,
+            certificates,
             pre_prepares,
         };
         let Ok(signed) = self.safety.sign_new_view(&self.config.validators, body) else {
@@ -2216,24 +2248,48 @@ impl Replica {
             return;
         }
         for vc in &nv.view_changes {
-            if let Err(reason) = self.verify_view_change(vc) {
+            if let Err(reason) = self.verify_summary(vc) {
                 self.reject(reason);
                 return;
             }
         }
         #[allow(unused_mut)]
         let (stable, mut chain) = select(&nv.view_changes, self.config.window);
+        #[allow(unused_mut)]
+        let mut recomputed = true;
         #[cfg(test)]
         if crate::types::injected(crate::types::canary::Bug::NoChainRecompute) {
+            // The injected bug trusts the primary's chain: it checks the
+            // certificates carried, not that they back the chain.
+            recomputed = false;
             chain = nv
                 .pre_prepares
                 .iter()
                 .map(|p| Chosen {
+                    view: p.body.view,
                     seq: p.body.seq,
                     digest: p.body.digest,
                     parent: p.body.parent,
                 })
                 .collect();
+        }
+        // The claims that decide the chain are proven: one certificate for each
+        // chosen height, of exactly the claim chosen there, and nothing more.
+        if recomputed
+            && (nv.certificates.len() != chain.len()
+                || chain
+                    .iter()
+                    .zip(&nv.certificates)
+                    .any(|(e, c)| c.pre_prepare.body != e.claim()))
+        {
+            self.reject("bad-new-view");
+            return;
+        }
+        for certificate in &nv.certificates {
+            if certificate.verify(&self.config.validators).is_err() {
+                self.reject("bad-prepared-certificate");
+                return;
+            }
         }
         let matches = chain.len() == nv.pre_prepares.len()
             && payloads.len() == chain.len()
@@ -2481,9 +2537,23 @@ impl Replica {
 /// One re-proposal chosen by NEW-VIEW.
 #[derive(Debug, Clone)]
 struct Chosen {
+    /// The view of the prepared claim chosen at `seq`.
+    view: View,
     seq: SeqNum,
     digest: Digest,
     parent: Digest,
+}
+
+impl Chosen {
+    /// The PRE-PREPARE whose prepared certificate backs this entry.
+    fn claim(&self) -> PrePrepare {
+        PrePrepare {
+            view: self.view,
+            seq: self.seq,
+            digest: self.digest,
+            parent: self.parent,
+        }
+    }
 }
 
 /// PBFT 4.4's choice of re-proposals, for a chain: start at the highest stable
@@ -2493,7 +2563,7 @@ struct Chosen {
 /// payload is never cut off: 2f+1 replicas prepared it (and, by the chaining rule,
 /// its ancestors in the same view), so its certificate and its ancestors' reach
 /// every quorum of view changes, with the highest views.
-fn select(vcs: &[Signed<ViewChange>], window: u64) -> (CheckpointProof, Vec<Chosen>) {
+fn select(vcs: &[Signed<ViewChangeSummary>], window: u64) -> (CheckpointProof, Vec<Chosen>) {
     let stable = vcs
         .iter()
         .map(|v| &v.body.stable)
@@ -2507,20 +2577,20 @@ fn select(vcs: &[Signed<ViewChange>], window: u64) -> (CheckpointProof, Vec<Chos
         let best = vcs
             .iter()
             .flat_map(|v| v.body.prepared.iter().map(move |c| (v.signer, c)))
-            .filter(|(_, c)| c.pre_prepare.body.seq == seq)
+            .filter(|(_, c)| c.seq == seq)
             .max_by_key(|(_, c)| {
                 #[cfg(test)]
                 if crate::types::injected(crate::types::canary::Bug::LowestViewCertificate) {
-                    return View(u64::MAX - c.pre_prepare.body.view.0);
+                    return View(u64::MAX - c.view.0);
                 }
-                c.pre_prepare.body.view
+                c.view
             });
-        let Some((_, cert)) = best else { break };
-        let pp = cert.pre_prepare.body;
+        let Some((_, pp)) = best else { break };
         if pp.parent != parent {
             break;
         }
         chain.push(Chosen {
+            view: pp.view,
             seq,
             digest: pp.digest,
             parent,

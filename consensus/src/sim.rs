@@ -311,11 +311,18 @@ pub struct Sim {
     pub hold_until_executed: bool,
     /// [`Config::message_bytes_max`] of every replica booted from now on.
     pub message_bytes_max: usize,
+    /// The node's size limits, window and checkpoint interval instead of the
+    /// simulator's small ones (see [`Self::with_node_limits`]).
+    node_limits: bool,
     /// NEW-VIEWs that left at least one payload out (for reports).
     pub new_views_without_payloads: u64,
     /// Progress (view-change) timeouts that fired at honest replicas.
     pub progress_timeouts: u64,
 }
+
+/// The largest consensus message the node's links carry (its default
+/// `message_bytes_max`; the frame itself allows twice that).
+pub const FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// The genesis digest of simulated chains.
 pub fn genesis() -> Digest {
@@ -361,6 +368,7 @@ impl Sim {
             votes: BTreeMap::new(),
             hold_until_executed: false,
             message_bytes_max: 32 * 1024 * 1024,
+            node_limits: false,
             new_views_without_payloads: 0,
             progress_timeouts: 0,
         };
@@ -523,6 +531,11 @@ impl Sim {
 
     fn replica_config(&self, id: ReplicaId) -> Config {
         let mut c = Config::new(id, self.validators.clone(), genesis());
+        if self.node_limits {
+            c.view_change_timeout_ticks = 400;
+            c.view_change_timeout_max_ticks = 6_400;
+            return c;
+        }
         c.checkpoint_interval = 4;
         c.window = 8;
         c.view_change_timeout_ticks = 400;
@@ -977,19 +990,32 @@ impl Sim {
             let low = self.committed_height().saturating_sub(64);
             self.votes.retain(|(_, _, _, s), _| *s > low);
         }
-        // A NEW-VIEW fits the limit, or carries no payload at all (its view
-        // changes alone are what they are).
-        if let Message::NewView { payloads, new_view } = message
-            && new_view.signer == id
-            && payloads.iter().any(Option::is_some)
-        {
+        // Every VIEW-CHANGE and NEW-VIEW fits the node's frame, whatever the
+        // validator set; a NEW-VIEW that carries payloads fits the replica's
+        // message limit too (with a limit too small for any, it carries none).
+        let signer = match message {
+            Message::NewView { new_view, .. } => Some(new_view.signer),
+            Message::ViewChange(vc) => Some(vc.signer),
+            _ => None,
+        };
+        if signer == Some(id) {
             let size = message.encode().map_or(usize::MAX, |b| b.len());
             assert!(
-                size <= self.message_bytes_max,
-                "seed {}: honest {id} sent a NEW-VIEW of {size} bytes, over the limit {}",
+                size <= FRAME_BYTES_MAX,
+                "seed {}: honest {id} sent a {} of {size} bytes, over the frame {FRAME_BYTES_MAX}",
                 self.seed,
-                self.message_bytes_max
+                message.kind()
             );
+            if let Message::NewView { payloads, .. } = message
+                && payloads.iter().any(Option::is_some)
+            {
+                assert!(
+                    size <= self.message_bytes_max,
+                    "seed {}: honest {id} sent a NEW-VIEW of {size} bytes, over the limit {}",
+                    self.seed,
+                    self.message_bytes_max
+                );
+            }
         }
     }
 
@@ -1687,6 +1713,19 @@ impl Sim {
         self.partition = Some(groups.iter().map(|g| g.iter().copied().collect()).collect());
     }
 
+    /// Runs every replica with the node's window (64), checkpoint interval (16)
+    /// and size limits ([`Config::new`]'s), restarting them (call before
+    /// anything happens): large sets are tried with what nodes really use.
+    pub fn with_node_limits(mut self) -> Self {
+        self.node_limits = true;
+        self.message_bytes_max = FRAME_BYTES_MAX;
+        for id in 0..self.nodes.len() as u32 {
+            self.crash(id);
+            self.restart(id);
+        }
+        self
+    }
+
     /// Sets [`Config::message_bytes_max`] and restarts every replica with it (call
     /// before anything happens).
     pub fn with_message_bytes_max(mut self, bytes: usize) -> Self {
@@ -2114,6 +2153,43 @@ mod tests {
             seed,
             byzantine: Vec::new(),
         })
+    }
+
+    /// The set sizes a large-set run uses: `MOSAIC_SIM_LARGE_N` (comma-separated)
+    /// or 31 (100 takes about four minutes here: `MOSAIC_SIM_LARGE_N=31,100`).
+    fn large_sizes() -> Vec<usize> {
+        std::env::var("MOSAIC_SIM_LARGE_N")
+            .ok()
+            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![31])
+    }
+
+    /// Large sets with the node's window and size limits: the primary crashes
+    /// with heights in flight and the view change completes, every honest
+    /// VIEW-CHANGE and NEW-VIEW within the frame (checked on each one sent).
+    #[test]
+    fn a_view_change_in_a_large_set_with_the_nodes_limits_completes() {
+        for n in large_sizes() {
+            let mut sim = honest_sim(n, 11).with_node_limits();
+            let first = sim.submit(64);
+            sim.run_until_committed(&first, 50_000)
+                .unwrap_or_else(|e| panic!("n={n}: {e}"));
+            let mut more = sim.submit(256);
+            sim.run_for(4);
+            sim.crash(0);
+            more.extend(sim.submit(64));
+            sim.run_until_committed(&more, 200_000)
+                .unwrap_or_else(|e| panic!("n={n}: {e}"));
+            let views: Vec<View> = sim
+                .nodes
+                .iter()
+                .filter_map(|node| node.replica.as_ref().map(Replica::view))
+                .collect();
+            assert!(
+                views.iter().all(|v| *v >= View(1)),
+                "n={n}: every live replica left view 0: {views:?}"
+            );
+        }
     }
 
     #[test]

@@ -124,6 +124,8 @@ struct Parts {
     view_changes: Vec<Signed<ViewChange>>,
     pre_prepares: Vec<Signed<PrePrepare>>,
     payloads: Vec<Option<Vec<u8>>>,
+    /// The certificates carried instead of those [`NewView::assemble`] picks.
+    certificates: Option<Vec<PreparedCertificate>>,
 }
 
 /// A valid NEW-VIEW for `VIEW` re-issuing height 1 with a payload of `len` bytes.
@@ -145,19 +147,19 @@ fn valid(len: usize) -> Parts {
         ],
         pre_prepares: vec![sign(2, pre_prepare)],
         payloads: vec![Some(payload)],
+        certificates: None,
     }
 }
 
 fn message(p: &Parts) -> Message {
     Message::NewView {
-        new_view: sign(
-            p.signer,
-            NewView {
-                view: View(VIEW),
-                view_changes: p.view_changes.clone(),
-                pre_prepares: p.pre_prepares.clone(),
-            },
-        ),
+        new_view: sign(p.signer, {
+            let mut body = NewView::assemble(View(VIEW), &p.view_changes, p.pre_prepares.clone());
+            if let Some(certificates) = &p.certificates {
+                body.certificates = certificates.clone();
+            }
+            body
+        }),
         payloads: p.payloads.clone(),
     }
 }
@@ -238,6 +240,37 @@ fn a_new_view_wrong_in_one_way_is_refused() {
     let mut p = valid(PAYLOAD_MAX + 1);
     p.payloads[0] = Some(payload_of(PAYLOAD_MAX + 1));
     cases.push(("a prepared payload over the limit", p, "invalid-payload"));
+    let mut p = good.clone();
+    p.certificates = Some(Vec::new());
+    cases.push(("the chosen claim's certificate left out", p, "bad-new-view"));
+    let mut p = good.clone();
+    let cert = prepared(&payload_of(100));
+    p.certificates = Some(vec![cert.clone(), cert]);
+    cases.push(("a certificate more than the chain", p, "bad-new-view"));
+    let mut p = good.clone();
+    p.certificates = Some(vec![prepared(&payload_of(99))]);
+    cases.push((
+        "a valid certificate of another claim than the chosen one",
+        p,
+        "bad-new-view",
+    ));
+    let mut p = good.clone();
+    let mut cert = prepared(&payload_of(100));
+    cert.prepares[1].signature = cert.prepares[0].signature;
+    p.certificates = Some(vec![cert]);
+    cases.push((
+        "the chosen claim's certificate with a forged PREPARE",
+        p,
+        "bad-prepared-certificate",
+    ));
+    let mut p = good.clone();
+    p.view_changes[0].body.prepared[0].pre_prepare.body.view = View(1);
+    p.certificates = Some(vec![prepared(&payload_of(100))]);
+    cases.push((
+        "a summary with another claim than its signature covers",
+        p,
+        "bad-signature",
+    ));
     let mut p = good.clone();
     p.signer = 3;
     cases.push((

@@ -104,16 +104,7 @@ fn restart_inside_enter_view_still_binds_the_reissued_entries() {
         },
     );
     let new_view = Message::NewView {
-        new_view: sign(
-            p,
-            1,
-            &chain,
-            NewView {
-                view: View(1),
-                view_changes: vcs,
-                pre_prepares: vec![nv_pp],
-            },
-        ),
+        new_view: sign(p, 1, &chain, NewView::assemble(View(1), &vcs, vec![nv_pp])),
         payloads: vec![Some(pay_d.clone())],
     };
 

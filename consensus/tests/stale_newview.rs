@@ -105,11 +105,11 @@ fn a_stale_new_view_after_catch_up_is_refused_not_a_crash() {
             &keys[1],
             1,
             &chain,
-            NewView {
-                view: View(1),
-                view_changes: vec![vc(0, vec![]), vc(1, vec![cert]), vc(2, vec![])],
-                pre_prepares: vec![nv_pp],
-            },
+            NewView::assemble(
+                View(1),
+                &[vc(0, vec![]), vc(1, vec![cert]), vc(2, vec![])],
+                vec![nv_pp],
+            ),
         ),
         payloads: vec![Some(pay_dp.clone())],
     };

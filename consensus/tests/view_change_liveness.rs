@@ -238,7 +238,7 @@ fn a_lost_fetch_answer_is_asked_for_again() {
     let net = Net::new();
     let mut r3 = net.replica(3);
     Net::time_out(&mut r3);
-    let view_changes = [0u32, 1, 2]
+    let view_changes: Vec<Signed<ViewChange>> = [0u32, 1, 2]
         .iter()
         .map(|&i| {
             let Message::ViewChange(vc) = net.view_change(i, &[1], 1) else {
@@ -262,11 +262,7 @@ fn a_lost_fetch_answer_is_asked_for_again() {
         &net.keys[1],
         1,
         &net.chain,
-        NewView {
-            view: View(1),
-            view_changes,
-            pre_prepares: vec![reissued],
-        },
+        NewView::assemble(View(1), &view_changes, vec![reissued]),
     );
     let out = feed(
         &mut r3,
