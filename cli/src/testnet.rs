@@ -443,7 +443,7 @@ pub fn wait_ready(dir: &Path, entry: &NodeEntry, limit: Duration) -> Result<()> 
             return Ok(());
         }
         let i = entry.index;
-        if running_pid(dir, i).is_none() {
+        if !started_alive(dir, i) {
             bail!(
                 "node {i} exited while starting; the end of node{i}/node.log:\n{}",
                 log_tail(dir, i, 20)
@@ -458,6 +458,17 @@ pub fn wait_ready(dir: &Path, entry: &NodeEntry, limit: Duration) -> Result<()> 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Whether the process that started node i (its pid file) still runs. Unlike
+/// [`running_pid`] it does not ask whether the process is a node: while it
+/// execs (`ip netns exec`, then the node) its command line reads empty for a
+/// moment, and this pid was written by the start a moment ago.
+fn started_alive(dir: &Path, i: usize) -> bool {
+    fs::read_to_string(node_dir(dir, i).join("pid"))
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .is_some_and(alive)
 }
 
 /// The last `lines` lines of node i's log (at most 64 KiB of it is read).
