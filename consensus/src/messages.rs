@@ -151,28 +151,29 @@ pub struct NewView {
 
 impl NewView {
     /// A NEW-VIEW for `view` from whole VIEW-CHANGEs and the PRE-PREPAREs it
-    /// re-issues: the summaries, and for each re-issued height the certificate
-    /// of the highest view among the VIEW-CHANGEs (the claim the chain chooses
-    /// there when `pre_prepares` follow it).
+    /// re-issues: their summaries, and the certificates of the claims the
+    /// chain chooses from them (and of the claim it stops at), taken from the
+    /// VIEW-CHANGEs; a claim without one is left out.
     pub fn assemble(
         view: View,
         view_changes: &[Signed<ViewChange>],
         pre_prepares: Vec<Signed<PrePrepare>>,
     ) -> NewView {
-        let certificates = pre_prepares
-            .iter()
-            .filter_map(|p| {
+        let summaries: Vec<Signed<ViewChangeSummary>> =
+            view_changes.iter().map(Signed::summarized).collect();
+        let certificates = crate::replica::claims_to_prove(&summaries, u64::MAX)
+            .into_iter()
+            .filter_map(|claim| {
                 view_changes
                     .iter()
                     .flat_map(|v| &v.body.prepared)
-                    .filter(|c| c.pre_prepare.body.seq == p.body.seq)
-                    .max_by_key(|c| c.pre_prepare.body.view)
+                    .find(|c| c.pre_prepare.body == claim)
                     .cloned()
             })
             .collect();
         NewView {
             view,
-            view_changes: view_changes.iter().map(Signed::summarized).collect(),
+            view_changes: summaries,
             certificates,
             pre_prepares,
         }

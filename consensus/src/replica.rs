@@ -1933,7 +1933,12 @@ impl Replica {
         }
         let previous = self.view_changes.get(&vc.signer);
         let previous_view = previous.map(|old| old.body.new_view);
-        let repeated = previous == Some(&vc);
+        // The signature covers the summary, not the certificates' own votes: a
+        // copy with other (valid or not) PREPAREs behind the same claims is the
+        // same VIEW-CHANGE, never a conflict to charge its signer for.
+        let repeated = previous.is_some_and(|old| {
+            old == &vc || (old.signature == vc.signature && old.body.summary() == vc.body.summary())
+        });
         if previous_view.is_some_and(|old| old > t) {
             return;
         }
@@ -2090,15 +2095,15 @@ impl Replica {
         };
         let summaries: Vec<Signed<ViewChangeSummary>> =
             vcs.iter().map(Signed::summarized).collect();
-        let (stable, chain) = select(&summaries, self.config.window);
-        // The certificate of each chosen claim, from the VIEW-CHANGE that made it
-        // (each was verified when it arrived).
-        let Some(certificates) = chain
-            .iter()
-            .map(|e| {
+        let (stable, chain, stop) = select(&summaries, self.config.window);
+        // The certificate of each claim to prove, from the VIEW-CHANGE that made
+        // it (each was verified when it arrived).
+        let Some(certificates) = proven_claims(&chain, stop)
+            .into_iter()
+            .map(|claim| {
                 vcs.iter()
                     .flat_map(|v| &v.body.prepared)
-                    .find(|c| c.pre_prepare.body == e.claim())
+                    .find(|c| c.pre_prepare.body == claim)
                     .cloned()
             })
             .collect::<Option<Vec<PreparedCertificate>>>()
@@ -2253,8 +2258,12 @@ impl Replica {
                 return;
             }
         }
+        if !top_claims_agree(&nv.view_changes) {
+            self.reject("bad-new-view");
+            return;
+        }
         #[allow(unused_mut)]
-        let (stable, mut chain) = select(&nv.view_changes, self.config.window);
+        let (stable, mut chain, stop) = select(&nv.view_changes, self.config.window);
         #[allow(unused_mut)]
         let mut recomputed = true;
         #[cfg(test)]
@@ -2274,13 +2283,15 @@ impl Replica {
                 .collect();
         }
         // The claims that decide the chain are proven: one certificate for each
-        // chosen height, of exactly the claim chosen there, and nothing more.
+        // chosen height and for the claim it stopped at, of exactly that claim,
+        // and nothing more.
+        let proven = proven_claims(&chain, stop);
         if recomputed
-            && (nv.certificates.len() != chain.len()
-                || chain
+            && (nv.certificates.len() != proven.len()
+                || proven
                     .iter()
                     .zip(&nv.certificates)
-                    .any(|(e, c)| c.pre_prepare.body != e.claim()))
+                    .any(|(claim, c)| c.pre_prepare.body != *claim))
         {
             self.reject("bad-new-view");
             return;
@@ -2563,7 +2574,15 @@ impl Chosen {
 /// payload is never cut off: 2f+1 replicas prepared it (and, by the chaining rule,
 /// its ancestors in the same view), so its certificate and its ancestors' reach
 /// every quorum of view changes, with the highest views.
-fn select(vcs: &[Signed<ViewChangeSummary>], window: u64) -> (CheckpointProof, Vec<Chosen>) {
+///
+/// Also returns the claim the chain stopped at because it does not extend the
+/// entry before it, if it stopped so: that claim decides where the chain ends,
+/// so a NEW-VIEW must prove it like the chosen ones (an unproven one could cut a
+/// committed payload off).
+fn select(
+    vcs: &[Signed<ViewChangeSummary>],
+    window: u64,
+) -> (CheckpointProof, Vec<Chosen>, Option<PrePrepare>) {
     let stable = vcs
         .iter()
         .map(|v| &v.body.stable)
@@ -2573,7 +2592,7 @@ fn select(vcs: &[Signed<ViewChangeSummary>], window: u64) -> (CheckpointProof, V
     let mut chain = Vec::new();
     let mut parent = stable.digest;
     let mut seq = stable.seq.next();
-    while seq.0 <= stable.seq.0 + window {
+    while seq.0 <= stable.seq.0.saturating_add(window) {
         let best = vcs
             .iter()
             .flat_map(|v| v.body.prepared.iter().map(move |c| (v.signer, c)))
@@ -2587,7 +2606,7 @@ fn select(vcs: &[Signed<ViewChangeSummary>], window: u64) -> (CheckpointProof, V
             });
         let Some((_, pp)) = best else { break };
         if pp.parent != parent {
-            break;
+            return (stable, chain, Some(*pp));
         }
         chain.push(Chosen {
             view: pp.view,
@@ -2598,5 +2617,40 @@ fn select(vcs: &[Signed<ViewChangeSummary>], window: u64) -> (CheckpointProof, V
         parent = pp.digest;
         seq = seq.next();
     }
-    (stable, chain)
+    (stable, chain, None)
+}
+
+/// The claims a NEW-VIEW built from `vcs` proves with certificates (see
+/// [`NewView::assemble`]).
+pub(crate) fn claims_to_prove(vcs: &[Signed<ViewChangeSummary>], window: u64) -> Vec<PrePrepare> {
+    let (_, chain, stop) = select(vcs, window);
+    proven_claims(&chain, stop)
+}
+
+/// The claims a NEW-VIEW proves with certificates, in order: each chosen entry's,
+/// then the one the chain stopped at.
+fn proven_claims(chain: &[Chosen], stop: Option<PrePrepare>) -> Vec<PrePrepare> {
+    chain.iter().map(Chosen::claim).chain(stop).collect()
+}
+
+/// Whether, at every height, the claims of the highest view are one claim. Two
+/// proven claims of one (view, seq) are always the same (2f+1 prepares each),
+/// so a difference is a claim nobody can prove, and which of them `select`
+/// meets last must not matter.
+fn top_claims_agree(vcs: &[Signed<ViewChangeSummary>]) -> bool {
+    let mut top: BTreeMap<SeqNum, &PrePrepare> = BTreeMap::new();
+    for claim in vcs.iter().flat_map(|v| &v.body.prepared) {
+        match top.get(&claim.seq) {
+            Some(held) if held.view > claim.view => {}
+            Some(held) if held.view == claim.view => {
+                if *held != claim {
+                    return false;
+                }
+            }
+            _ => {
+                top.insert(claim.seq, claim);
+            }
+        }
+    }
+    true
 }

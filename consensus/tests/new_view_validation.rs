@@ -7,7 +7,7 @@
 use mosaic_consensus::{
     CheckpointProof, Config, Digest, Input, Message, NewView, PayloadCheck, PrePrepare, Prepare,
     PreparedCertificate, Replica, ReplicaId, SeqNum, Signed, Status, ValidatorSet, View,
-    ViewChange,
+    ViewChange, ViewChangeSummary,
 };
 use mosaic_crypto::{ChainId, Hash, Keypair};
 
@@ -426,4 +426,90 @@ fn a_new_view_leaves_out_a_payload_that_does_not_fit_and_replicas_fetch_it() {
         ),
         "the fetched payload is voted for: {out:?}"
     );
+}
+
+/// A Byzantine primary's own summary claims, at height 1, a PRE-PREPARE that
+/// does not extend genesis, in a view as high as the proven claim there (a tie
+/// it wins by coming last) or higher. The chain stops at that claim, before the
+/// proven one: entered, the NEW-VIEW would let height 1 be decided anew although
+/// it may have committed. Claims the chain stops at need a certificate too, and
+/// top claims of one view must agree.
+#[test]
+fn a_new_view_cut_short_by_an_unproven_claim_is_refused() {
+    let cert = prepared(&payload_of(100));
+    let honest = [
+        view_change(0, VIEW, vec![cert.clone()]),
+        view_change(3, VIEW, vec![cert]),
+    ];
+    let lie = |view: u64| {
+        sign(
+            2,
+            ViewChangeSummary {
+                new_view: View(VIEW),
+                stable: CheckpointProof::genesis(genesis()),
+                prepared: vec![PrePrepare {
+                    view: View(view),
+                    seq: SeqNum(1),
+                    digest: Digest(Hash::of(b"another")),
+                    parent: Digest(Hash::of(b"not genesis")),
+                }],
+                last_delivered: SeqNum(0),
+            },
+        )
+    };
+    for (story, claim_view) in [("a tie with the proven claim", 0), ("a higher view", 1)] {
+        let mut view_changes: Vec<Signed<ViewChangeSummary>> =
+            honest.iter().map(Signed::summarized).collect();
+        view_changes.push(lie(claim_view));
+        let new_view = NewView {
+            view: View(VIEW),
+            view_changes,
+            certificates: Vec::new(),
+            pre_prepares: Vec::new(),
+        };
+        let mut r = replica();
+        r.handle(Input::Message {
+            from: ReplicaId(2),
+            message: Message::NewView {
+                new_view: sign(2, new_view),
+                payloads: Vec::new(),
+            },
+        });
+        assert!(!entered(&r), "{story}: entered");
+        assert_eq!(
+            r.rejections().get("bad-new-view"),
+            Some(&1),
+            "{story}: {:?}",
+            r.rejections()
+        );
+    }
+}
+
+/// A VIEW-CHANGE's signature covers its claims, not the PREPAREs behind them: a
+/// relayed copy with another valid set of PREPAREs is the same VIEW-CHANGE, and
+/// its signer's own copy arriving later is no conflict to charge it for.
+#[test]
+fn a_view_change_with_other_prepares_behind_its_claims_is_no_conflict() {
+    let cert = prepared(&payload_of(100));
+    let original = view_change(0, VIEW, vec![cert.clone()]);
+    let body = cert.prepares[0].body;
+    let mut other = cert;
+    other.prepares = vec![sign(1, body), sign(3, body)];
+    let copy = view_change(0, VIEW, vec![other]);
+    assert_eq!(copy.signature, original.signature, "one signature for both");
+    let mut r = replica();
+    let mut out = r.handle(Input::Message {
+        from: ReplicaId(3),
+        message: Message::ViewChange(copy),
+    });
+    out.extend(r.handle(Input::Message {
+        from: ReplicaId(0),
+        message: Message::ViewChange(original),
+    }));
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, mosaic_consensus::Output::Refused { .. })),
+        "{out:?}"
+    );
+    assert_eq!(r.rejections().get("conflicting-view-change"), None);
 }
