@@ -8,7 +8,8 @@
 # now kills each one or the reason it is equivalent.
 #
 #   consensus/mutants.sh               the safety-critical functions (~150 mutants)
-#   MUTANTS_ALL=1 consensus/mutants.sh every function of the four files
+#   MUTANTS_ALL=1 consensus/mutants.sh every function of the six files
+#   MUTANTS_RE='regex' consensus/mutants.sh  only the functions it names
 #   MUTANTS_OUT=dir                    where results go (default target/mutants)
 #
 # Results: $MUTANTS_OUT/mutants.out/{caught,missed,timeout,unviable}.txt
@@ -21,8 +22,9 @@ if ! cargo mutants --version >/dev/null 2>&1; then
 fi
 
 files=(-f consensus/src/replica.rs -f consensus/src/safety.rs
-       -f consensus/src/messages.rs -f consensus/src/types.rs)
-filter=(--re 'quorum|select|on_new_view|retry_new_view|verify_view_change|Certificate::verify|CheckpointProof::verify|in_window|persist_and|check_vote|contradicts_delivered')
+       -f consensus/src/messages.rs -f consensus/src/types.rs
+       -f consensus/src/choice.rs -f consensus/src/ahead.rs)
+filter=(--re "${MUTANTS_RE:-quorum|select|on_new_view|retry_new_view|verify_view_change|verify_summary|top_claims_agree|proven_claims|claims_to_prove|refresh_own_view_change|ask_again|out_of_window|Ahead::room|Certificate::verify|CheckpointProof::verify|in_window|persist_and|check_vote|contradicts_delivered}")
 if [[ "${MUTANTS_ALL:-0}" == 1 ]]; then
   filter=()
 fi

@@ -79,6 +79,7 @@
 //! ```
 
 mod ahead;
+mod choice;
 pub mod messages;
 pub mod replica;
 pub mod safety;

@@ -149,37 +149,6 @@ pub struct NewView {
     pub pre_prepares: Vec<Signed<PrePrepare>>,
 }
 
-impl NewView {
-    /// A NEW-VIEW for `view` from whole VIEW-CHANGEs and the PRE-PREPAREs it
-    /// re-issues: their summaries, and the certificates of the claims the
-    /// chain chooses from them (and of the claim it stops at), taken from the
-    /// VIEW-CHANGEs; a claim without one is left out.
-    pub fn assemble(
-        view: View,
-        view_changes: &[Signed<ViewChange>],
-        pre_prepares: Vec<Signed<PrePrepare>>,
-    ) -> NewView {
-        let summaries: Vec<Signed<ViewChangeSummary>> =
-            view_changes.iter().map(Signed::summarized).collect();
-        let certificates = crate::replica::claims_to_prove(&summaries, u64::MAX)
-            .into_iter()
-            .filter_map(|claim| {
-                view_changes
-                    .iter()
-                    .flat_map(|v| &v.body.prepared)
-                    .find(|c| c.pre_prepare.body == claim)
-                    .cloned()
-            })
-            .collect();
-        NewView {
-            view,
-            view_changes: summaries,
-            certificates,
-            pre_prepares,
-        }
-    }
-}
-
 impl Body for PrePrepare {
     const DOMAIN: Domain = Domain::PrePrepare;
 }

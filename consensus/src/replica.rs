@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::ahead::Ahead;
+use crate::choice::{Chosen, proven_claims, select, top_claims_agree};
 use crate::messages::{
     Checkpoint, CheckpointProof, Commit, CommitCertificate, Message, NewView, PrePrepare, Prepare,
     PreparedCertificate, Signed, ViewChange, ViewChangeSummary,
@@ -2543,114 +2544,4 @@ impl Replica {
             "prepared certificates outgrew the window"
         );
     }
-}
-
-/// One re-proposal chosen by NEW-VIEW.
-#[derive(Debug, Clone)]
-struct Chosen {
-    /// The view of the prepared claim chosen at `seq`.
-    view: View,
-    seq: SeqNum,
-    digest: Digest,
-    parent: Digest,
-}
-
-impl Chosen {
-    /// The PRE-PREPARE whose prepared certificate backs this entry.
-    fn claim(&self) -> PrePrepare {
-        PrePrepare {
-            view: self.view,
-            seq: self.seq,
-            digest: self.digest,
-            parent: self.parent,
-        }
-    }
-}
-
-/// PBFT 4.4's choice of re-proposals, for a chain: start at the highest stable
-/// checkpoint among the view changes; for each next sequence number take the
-/// prepared certificate of the highest view; stop at the first sequence number with
-/// none, or whose certificate does not extend the one chosen before it. A committed
-/// payload is never cut off: 2f+1 replicas prepared it (and, by the chaining rule,
-/// its ancestors in the same view), so its certificate and its ancestors' reach
-/// every quorum of view changes, with the highest views.
-///
-/// Also returns the claim the chain stopped at because it does not extend the
-/// entry before it, if it stopped so: that claim decides where the chain ends,
-/// so a NEW-VIEW must prove it like the chosen ones (an unproven one could cut a
-/// committed payload off).
-fn select(
-    vcs: &[Signed<ViewChangeSummary>],
-    window: u64,
-) -> (CheckpointProof, Vec<Chosen>, Option<PrePrepare>) {
-    let stable = vcs
-        .iter()
-        .map(|v| &v.body.stable)
-        .max_by_key(|s| s.seq)
-        .cloned()
-        .unwrap_or_else(|| CheckpointProof::genesis(Digest::default()));
-    let mut chain = Vec::new();
-    let mut parent = stable.digest;
-    let mut seq = stable.seq.next();
-    while seq.0 <= stable.seq.0.saturating_add(window) {
-        let best = vcs
-            .iter()
-            .flat_map(|v| v.body.prepared.iter().map(move |c| (v.signer, c)))
-            .filter(|(_, c)| c.seq == seq)
-            .max_by_key(|(_, c)| {
-                #[cfg(test)]
-                if crate::types::injected(crate::types::canary::Bug::LowestViewCertificate) {
-                    return View(u64::MAX - c.view.0);
-                }
-                c.view
-            });
-        let Some((_, pp)) = best else { break };
-        if pp.parent != parent {
-            return (stable, chain, Some(*pp));
-        }
-        chain.push(Chosen {
-            view: pp.view,
-            seq,
-            digest: pp.digest,
-            parent,
-        });
-        parent = pp.digest;
-        seq = seq.next();
-    }
-    (stable, chain, None)
-}
-
-/// The claims a NEW-VIEW built from `vcs` proves with certificates (see
-/// [`NewView::assemble`]).
-pub(crate) fn claims_to_prove(vcs: &[Signed<ViewChangeSummary>], window: u64) -> Vec<PrePrepare> {
-    let (_, chain, stop) = select(vcs, window);
-    proven_claims(&chain, stop)
-}
-
-/// The claims a NEW-VIEW proves with certificates, in order: each chosen entry's,
-/// then the one the chain stopped at.
-fn proven_claims(chain: &[Chosen], stop: Option<PrePrepare>) -> Vec<PrePrepare> {
-    chain.iter().map(Chosen::claim).chain(stop).collect()
-}
-
-/// Whether, at every height, the claims of the highest view are one claim. Two
-/// proven claims of one (view, seq) are always the same (2f+1 prepares each),
-/// so a difference is a claim nobody can prove, and which of them `select`
-/// meets last must not matter.
-fn top_claims_agree(vcs: &[Signed<ViewChangeSummary>]) -> bool {
-    let mut top: BTreeMap<SeqNum, &PrePrepare> = BTreeMap::new();
-    for claim in vcs.iter().flat_map(|v| &v.body.prepared) {
-        match top.get(&claim.seq) {
-            Some(held) if held.view > claim.view => {}
-            Some(held) if held.view == claim.view => {
-                if *held != claim {
-                    return false;
-                }
-            }
-            _ => {
-                top.insert(claim.seq, claim);
-            }
-        }
-    }
-    true
 }
