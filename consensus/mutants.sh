@@ -24,7 +24,7 @@ fi
 files=(-f consensus/src/replica.rs -f consensus/src/safety.rs
        -f consensus/src/messages.rs -f consensus/src/types.rs
        -f consensus/src/choice.rs -f consensus/src/ahead.rs)
-filter=(--re "${MUTANTS_RE:-quorum|select|on_new_view|retry_new_view|verify_view_change|verify_summary|top_claims_agree|proven_claims|claims_to_prove|refresh_own_view_change|ask_again|out_of_window|Ahead::room|Certificate::verify|CheckpointProof::verify|in_window|persist_and|check_vote|contradicts_delivered}")
+filter=(--re "${MUTANTS_RE:-quorum|select|on_new_view|retry_new_view|verify_view_change|verify_summary|proven_claims|claims_to_prove|refresh_own_view_change|ask_again|out_of_window|Ahead::room|Certificate::verify|CheckpointProof::verify|in_window|persist_and|check_vote|contradicts_delivered}")
 if [[ "${MUTANTS_ALL:-0}" == 1 ]]; then
   filter=()
 fi

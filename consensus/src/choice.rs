@@ -3,8 +3,6 @@
 //! with certificates (docs/adr/010-new-view-summaries.md). The new primary and
 //! every receiver run the same choice.
 
-use std::collections::BTreeMap;
-
 use crate::messages::{
     CheckpointProof, NewView, PrePrepare, Signed, ViewChange, ViewChangeSummary,
 };
@@ -96,28 +94,6 @@ pub(crate) fn claims_to_prove(vcs: &[Signed<ViewChangeSummary>], window: u64) ->
 /// then the one the chain stopped at.
 pub(crate) fn proven_claims(chain: &[Chosen], stop: Option<PrePrepare>) -> Vec<PrePrepare> {
     chain.iter().map(Chosen::claim).chain(stop).collect()
-}
-
-/// Whether, at every height, the claims of the highest view are one claim. Two
-/// proven claims of one (view, seq) are always the same (2f+1 prepares each),
-/// so a difference is a claim nobody can prove, and which of them `select`
-/// meets last must not matter.
-pub(crate) fn top_claims_agree(vcs: &[Signed<ViewChangeSummary>]) -> bool {
-    let mut top: BTreeMap<SeqNum, &PrePrepare> = BTreeMap::new();
-    for claim in vcs.iter().flat_map(|v| &v.body.prepared) {
-        match top.get(&claim.seq) {
-            Some(held) if held.view > claim.view => {}
-            Some(held) if held.view == claim.view => {
-                if *held != claim {
-                    return false;
-                }
-            }
-            _ => {
-                top.insert(claim.seq, claim);
-            }
-        }
-    }
-    true
 }
 
 impl NewView {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::ahead::Ahead;
-use crate::choice::{Chosen, proven_claims, select, top_claims_agree};
+use crate::choice::{Chosen, proven_claims, select};
 use crate::messages::{
     Checkpoint, CheckpointProof, Commit, CommitCertificate, Message, NewView, PrePrepare, Prepare,
     PreparedCertificate, Signed, ViewChange, ViewChangeSummary,
@@ -2258,10 +2258,6 @@ impl Replica {
                 self.reject(reason);
                 return;
             }
-        }
-        if !top_claims_agree(&nv.view_changes) {
-            self.reject("bad-new-view");
-            return;
         }
         #[allow(unused_mut)]
         let (stable, mut chain, stop) = select(&nv.view_changes, self.config.window);

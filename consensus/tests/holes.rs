@@ -501,12 +501,34 @@ fn a_maximal_pre_prepare_just_above_the_window_is_kept() {
         );
         assert_eq!(delivered(&out), vec![(s, *digest)]);
     }
+    // Two maximal PRE-PREPAREs fill the 2 MiB exactly and are kept; a third is
+    // past the primary's share.
     let (payload, d9) = large_block(blocks[7].1, 1 << 20);
-    let out = feed(&mut r3, 0, &[net.pre_prepare(9, blocks[7].1, &payload, d9)]);
+    let (payload10, d10) = large_block(d9, 1 << 20);
+    let (payload11, d11) = large_block(d10, 1 << 20);
+    let out = feed(
+        &mut r3,
+        0,
+        &[
+            net.pre_prepare(9, blocks[7].1, &payload, d9),
+            net.pre_prepare(10, d9, &payload10, d10),
+        ],
+    );
     assert!(
         !out.iter().any(|o| matches!(o, Output::Refused { .. })),
-        "a maximal PRE-PREPARE of the primary is kept above the window: {:?}",
+        "maximal PRE-PREPAREs of the primary are kept above the window: {:?}",
         r3.rejections()
+    );
+    let out = feed(&mut r3, 0, &[net.pre_prepare(11, d10, &payload11, d11)]);
+    assert!(
+        matches!(
+            &out[..],
+            [Output::Refused {
+                reason: "ahead-buffer-full",
+                ..
+            }]
+        ),
+        "{out:?}"
     );
     let mut out = Vec::new();
     for from in [0u32, 1] {
@@ -523,8 +545,8 @@ fn a_maximal_pre_prepare_just_above_the_window_is_kept() {
     }
     assert_eq!(
         seqs_of_votes(&sent(&out, "prepare")),
-        vec![9],
-        "the kept PRE-PREPARE is voted for once the window moves"
+        vec![9, 10],
+        "the kept PRE-PREPAREs are voted for once the window moves"
     );
 }
 

@@ -432,8 +432,7 @@ fn a_new_view_leaves_out_a_payload_that_does_not_fit_and_replicas_fetch_it() {
 /// does not extend genesis, in a view as high as the proven claim there (a tie
 /// it wins by coming last) or higher. The chain stops at that claim, before the
 /// proven one: entered, the NEW-VIEW would let height 1 be decided anew although
-/// it may have committed. Claims the chain stops at need a certificate too, and
-/// top claims of one view must agree.
+/// it may have committed. Claims the chain stops at need a certificate too.
 #[test]
 fn a_new_view_cut_short_by_an_unproven_claim_is_refused() {
     let cert = prepared(&payload_of(100));
