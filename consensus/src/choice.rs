@@ -4,7 +4,8 @@
 //! every receiver run the same choice.
 
 use crate::messages::{
-    CheckpointProof, NewView, PrePrepare, Signed, ViewChange, ViewChangeSummary,
+    CheckpointProof, NewView, PrePrepare, PreparedCertificate, Signed, ViewChange,
+    ViewChangeSummary,
 };
 use crate::types::{Digest, SeqNum, View};
 
@@ -96,6 +97,18 @@ pub(crate) fn proven_claims(chain: &[Chosen], stop: Option<PrePrepare>) -> Vec<P
     chain.iter().map(Chosen::claim).chain(stop).collect()
 }
 
+/// The certificate behind `claim` among whole VIEW-CHANGEs, if one carries it.
+pub(crate) fn certificate_for(
+    view_changes: &[Signed<ViewChange>],
+    claim: &PrePrepare,
+) -> Option<PreparedCertificate> {
+    view_changes
+        .iter()
+        .flat_map(|v| &v.body.prepared)
+        .find(|c| c.pre_prepare.body == *claim)
+        .cloned()
+}
+
 impl NewView {
     /// A NEW-VIEW for `view` from whole VIEW-CHANGEs and the PRE-PREPAREs it
     /// re-issues: their summaries, and the certificates of the claims the
@@ -109,14 +122,8 @@ impl NewView {
         let summaries: Vec<Signed<ViewChangeSummary>> =
             view_changes.iter().map(Signed::summarized).collect();
         let certificates = claims_to_prove(&summaries, u64::MAX)
-            .into_iter()
-            .filter_map(|claim| {
-                view_changes
-                    .iter()
-                    .flat_map(|v| &v.body.prepared)
-                    .find(|c| c.pre_prepare.body == claim)
-                    .cloned()
-            })
+            .iter()
+            .filter_map(|claim| certificate_for(view_changes, claim))
             .collect();
         NewView {
             view,

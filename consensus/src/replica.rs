@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::ahead::Ahead;
-use crate::choice::{Chosen, proven_claims, select};
+use crate::choice::{Chosen, certificate_for, proven_claims, select};
 use crate::messages::{
     Checkpoint, CheckpointProof, Commit, CommitCertificate, Message, NewView, PrePrepare, Prepare,
     PreparedCertificate, Signed, ViewChange, ViewChangeSummary,
@@ -2100,13 +2100,8 @@ impl Replica {
         // The certificate of each claim to prove, from the VIEW-CHANGE that made
         // it (each was verified when it arrived).
         let Some(certificates) = proven_claims(&chain, stop)
-            .into_iter()
-            .map(|claim| {
-                vcs.iter()
-                    .flat_map(|v| &v.body.prepared)
-                    .find(|c| c.pre_prepare.body == claim)
-                    .cloned()
-            })
+            .iter()
+            .map(|claim| certificate_for(&vcs, claim))
             .collect::<Option<Vec<PreparedCertificate>>>()
         else {
             self.reject("new-view-certificate-missing");

@@ -1195,7 +1195,7 @@ impl Sim {
     ) -> Option<Vec<Message>> {
         let nv = &new_view.body;
         let window = self.replica_config(id).window;
-        let held: Vec<PreparedCertificate> = nv
+        let mut held: Vec<PreparedCertificate> = nv
             .certificates
             .iter()
             .cloned()
@@ -1213,26 +1213,27 @@ impl Sim {
                 .find(|(p, _)| p.body.seq == pp.seq && p.body.digest == pp.digest)
                 .and_then(|(_, payload)| payload.clone())
         };
-        let reissue = |sim: &Self, summaries: &[Signed<ViewChangeSummary>]| {
-            let (_, chain, _) = crate::choice::select(summaries, window);
-            let certificates = crate::choice::claims_to_prove(summaries, window)
-                .into_iter()
-                .map(|claim| held.iter().find(|c| c.pre_prepare.body == claim).cloned())
-                .collect::<Option<Vec<_>>>()?;
-            let pre_prepares: Vec<Signed<PrePrepare>> = chain
-                .iter()
-                .map(|e| {
-                    sim.sign_raw(
-                        id,
-                        PrePrepare {
-                            view: nv.view,
-                            ..e.claim()
-                        },
-                    )
-                })
-                .collect();
-            Some((chain, certificates, pre_prepares))
-        };
+        let reissue =
+            |sim: &Self, summaries: &[Signed<ViewChangeSummary>], held: &[PreparedCertificate]| {
+                let (_, chain, _) = crate::choice::select(summaries, window);
+                let certificates = crate::choice::claims_to_prove(summaries, window)
+                    .into_iter()
+                    .map(|claim| held.iter().find(|c| c.pre_prepare.body == claim).cloned())
+                    .collect::<Option<Vec<_>>>()?;
+                let pre_prepares: Vec<Signed<PrePrepare>> = chain
+                    .iter()
+                    .map(|e| {
+                        sim.sign_raw(
+                            id,
+                            PrePrepare {
+                                view: nv.view,
+                                ..e.claim()
+                            },
+                        )
+                    })
+                    .collect();
+                Some((chain, certificates, pre_prepares))
+            };
         match self.rng.range(0, 9) {
             1..=4 => {
                 // Its own summary hides every claim; the others are the honest
@@ -1265,7 +1266,7 @@ impl Sim {
                     )
                 });
                 summaries.truncate(self.validators.weak_quorum());
-                let (chain, certificates, pre_prepares) = reissue(self, &summaries)?;
+                let (chain, certificates, pre_prepares) = reissue(self, &summaries, &held)?;
                 let carried: Vec<Option<Vec<u8>>> =
                     pre_prepares.iter().map(|p| carried(&p.body)).collect();
                 let stable = summaries
@@ -1390,29 +1391,8 @@ impl Sim {
                 if signers.len() != summaries.len() {
                     return None;
                 }
-                let (_, chain, _) = crate::choice::select(&summaries, window);
-                let certificates = crate::choice::claims_to_prove(&summaries, window)
-                    .into_iter()
-                    .map(|c| {
-                        if c == claim {
-                            Some(forged.clone())
-                        } else {
-                            held.iter().find(|h| h.pre_prepare.body == c).cloned()
-                        }
-                    })
-                    .collect::<Option<Vec<_>>>()?;
-                let pre_prepares: Vec<Signed<PrePrepare>> = chain
-                    .iter()
-                    .map(|e| {
-                        self.sign_raw(
-                            id,
-                            PrePrepare {
-                                view: nv.view,
-                                ..e.claim()
-                            },
-                        )
-                    })
-                    .collect();
+                held.push(forged);
+                let (_, certificates, pre_prepares) = reissue(self, &summaries, &held)?;
                 let carried = pre_prepares
                     .iter()
                     .map(|p| {
